@@ -1,0 +1,53 @@
+# tollgate — `make run` serves the embedded default config; `make test` installs and runs the tests.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+BUF := .tools/node_modules/.bin/buf
+BUF_VERSION := 1.75.0
+PROTOS := $(shell find protos -name '*.proto')
+
+.PHONY: install generate check-generated lint test run bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+
+$(VENV)/.installed: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@
+
+install: $(VENV)/.installed
+
+$(BUF):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
+
+generate: install
+	rm -rf generated/tollgate
+	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
+		--python_out=generated --grpc_python_out=generated --mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
+	find generated/tollgate -type d -exec sh -c 'touch "$$0/__init__.py"' {} \;
+
+# CI fails when the committed generated code is not what the protos produce.
+check-generated: generate
+	git diff --exit-code --stat -- generated
+	test -z "$$(git status --porcelain -- generated)"
+
+lint: install $(BUF)
+	$(BUF) lint
+	if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
+		$(BUF) breaking --against '.git#ref=HEAD~1'; fi
+	$(BIN)/ruff check gateway authsvc statssvc tests bench
+	$(BIN)/ruff format --check gateway authsvc statssvc tests bench
+	$(BIN)/mypy
+
+test: install
+	$(BIN)/python -m pytest -q
+
+run: install
+	$(BIN)/tollgate serve
+
+bench: install
+	$(BIN)/python -m bench
+
+clean:
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache

@@ -1,0 +1,1 @@
+"""`make bench`: direct vs through tollgate, against a fake upstream."""

@@ -1,0 +1,1 @@
+"""tollgate: an LLM gateway."""

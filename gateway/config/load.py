@@ -1,0 +1,338 @@
+"""Load, expand and validate a YAML configuration.
+
+Every string value may use `${VAR}`, `${VAR:-default}` (default when unset or empty) and `${VAR:+word}` (word when
+set and non-empty, else empty). Expansion happens after YAML parsing, so a variable's value can never change the
+document's structure. Every problem is reported with the path of the bad field, as in
+`models[2].targets[0].backend: unknown backend 'foo'`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping
+from importlib import resources
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any, TypeVar
+
+import yaml
+
+from gateway.config.model import (
+    BackendConfig,
+    GatewayConfig,
+    ListenConfig,
+    ModelConfig,
+    Secret,
+    ServerConfig,
+    TargetConfig,
+)
+
+T = TypeVar("T")
+
+_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
+_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
+_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
+_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
+# Defaults, read off instances: slotted dataclasses keep no class-level default values.
+_LISTEN, _SERVER, _BACKEND = ListenConfig(), ServerConfig(), BackendConfig(name="", provider="")
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
+
+
+class ConfigError(ValueError):
+    """A configuration that cannot be used; the message names the bad field."""
+
+
+def default_config_text() -> str:
+    """The embedded default configuration (a demo backend, and OpenAI when OPENAI_API_KEY is set)."""
+    return resources.files("gateway.config").joinpath("default.yaml").read_text(encoding="utf-8")
+
+
+def load_config(path: str | Path | None, env: Mapping[str, str]) -> GatewayConfig:
+    """Read `path` (the embedded default when None) and build the validated configuration."""
+    if path is None:
+        return parse_config(default_config_text(), env)
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: {exc.strerror}") from exc
+    return parse_config(text, env)
+
+
+def parse_config(text: str, env: Mapping[str, str]) -> GatewayConfig:
+    """Build the validated configuration from YAML text."""
+    try:
+        raw = yaml.safe_load(text)
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"not valid YAML: {exc}") from exc
+    if raw is None:
+        raw = {}
+    return _Builder(env).gateway(_Node(_expand(raw, env, ""), ""))
+
+
+def _expand(value: Any, env: Mapping[str, str], path: str) -> Any:
+    if isinstance(value, str):
+        return _expand_str(value, env, path)
+    if isinstance(value, list):
+        return [_expand(v, env, f"{path}[{i}]") for i, v in enumerate(value)]
+    if isinstance(value, dict):
+        return {k: _expand(v, env, f"{path}.{k}" if path else str(k)) for k, v in value.items()}
+    return value
+
+
+def _expand_str(value: str, env: Mapping[str, str], path: str) -> str:
+    def sub(m: re.Match[str]) -> str:
+        name, op, word = m.group(1), m.group(2), m.group(3) or ""
+        current = env.get(name, "")
+        if op == ":-":
+            return current or word
+        if op == ":+":
+            return word if current else ""
+        if name not in env:
+            raise ConfigError(f"{path}: environment variable {name} is not set")
+        return current
+
+    return _VAR.sub(sub, value) if "${" in value else value
+
+
+class _Node:
+    """A mapping being read, which remembers its path and refuses fields nobody read."""
+
+    def __init__(self, value: Any, path: str) -> None:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path or 'config'}: expected a mapping, got {_kind(value)}")
+        self.value: dict[str, Any] = value
+        self.path = path
+        self._read: set[str] = set()
+
+    def at(self, key: str) -> str:
+        return f"{self.path}.{key}" if self.path else key
+
+    def get(self, key: str, convert: Callable[[Any, str], T], default: T) -> T:
+        self._read.add(key)
+        if key not in self.value or self.value[key] is None:
+            return default
+        return convert(self.value[key], self.at(key))
+
+    def require(self, key: str, convert: Callable[[Any, str], T]) -> T:
+        self._read.add(key)
+        if key not in self.value or self.value[key] is None:
+            raise ConfigError(f"{self.at(key)}: required")
+        return convert(self.value[key], self.at(key))
+
+    def raw(self, key: str) -> Any:
+        self._read.add(key)
+        return self.value.get(key)
+
+    def done(self) -> None:
+        unknown = sorted(str(k) for k in self.value if k not in self._read)
+        if unknown:
+            raise ConfigError(f"{self.at(unknown[0])}: unknown field")
+
+
+def _kind(value: Any) -> str:
+    return "nothing" if value is None else type(value).__name__
+
+
+def _str(value: Any, path: str) -> str:
+    if not isinstance(value, str | int | float) or isinstance(value, bool):
+        raise ConfigError(f"{path}: expected a string, got {_kind(value)}")
+    return str(value)
+
+
+def _name(value: Any, path: str) -> str:
+    text = _str(value, path)
+    if not _NAME.match(text):
+        raise ConfigError(f"{path}: {text!r} is not a valid name (letters, digits and . _ : / @ -)")
+    return text
+
+
+def _bool(value: Any, path: str) -> bool:
+    if isinstance(value, bool):
+        return value
+    # An expanded `${VAR:+true}` is "" when VAR is unset: that reads as off.
+    if isinstance(value, str) and value.strip().lower() in ("", "true", "false", "yes", "no", "on", "off"):
+        return value.strip().lower() in ("true", "yes", "on")
+    raise ConfigError(f"{path}: expected true or false, got {value!r}")
+
+
+def _positive_number(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+        raise ConfigError(f"{path}: expected a positive number, got {value!r}")
+    return float(value)
+
+
+def _positive_int(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ConfigError(f"{path}: expected a positive whole number, got {value!r}")
+    return value
+
+
+def parse_duration(value: Any, path: str) -> float:
+    """`250ms`, `30s`, `5m`, `1h`, or a number of seconds."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        seconds = float(value)
+    else:
+        m = _DURATION.match(str(value))
+        if not m:
+            raise ConfigError(f"{path}: expected a duration such as 250ms, 30s or 5m, got {value!r}")
+        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+    if seconds <= 0:
+        raise ConfigError(f"{path}: must be more than zero")
+    return seconds
+
+
+def _size(value: Any, path: str) -> int:
+    """`8MiB`, `512KB`, or a number of bytes."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        size = value
+    else:
+        m = _SIZE.match(str(value))
+        if not m:
+            raise ConfigError(f"{path}: expected a size such as 8MiB or 512KB, got {value!r}")
+        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
+    if size <= 0:
+        raise ConfigError(f"{path}: must be more than zero")
+    return size
+
+
+def _address(value: Any, path: str) -> str:
+    text = _str(value, path)
+    host, sep, port = text.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"{path}: expected host:port, got {text!r}")
+    return text
+
+
+def _url(value: Any, path: str) -> str:
+    text = _str(value, path)
+    if not text.startswith(("http://", "https://")):
+        raise ConfigError(f"{path}: expected an http:// or https:// URL, got {text!r}")
+    return text.rstrip("/")
+
+
+def _str_map(value: Any, path: str) -> Mapping[str, str]:
+    if not isinstance(value, dict):
+        raise ConfigError(f"{path}: expected a mapping, got {_kind(value)}")
+    return MappingProxyType({str(k): _str(v, f"{path}.{k}") for k, v in value.items()})
+
+
+def _list(value: Any, path: str) -> list[Any]:
+    if not isinstance(value, list):
+        raise ConfigError(f"{path}: expected a list, got {_kind(value)}")
+    return value
+
+
+class _Builder:
+    def __init__(self, env: Mapping[str, str]) -> None:
+        self.env = env
+
+    def gateway(self, node: _Node) -> GatewayConfig:
+        listen = node.get("listen", lambda v, p: self.listen(_Node(v, p)), ListenConfig())
+        server = node.get("server", lambda v, p: self.server(_Node(v, p)), ServerConfig())
+        self.auth(node.raw("auth"), node.at("auth"))
+        stats = node.raw("stats")
+        if stats is not None:
+            raise ConfigError(f"{node.at('stats')}: the stats service is not supported yet; remove the section")
+        redis_url = node.get("redis", _str, None)
+        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
+            raise ConfigError(f"{node.at('redis')}: expected a redis:// URL, got {redis_url!r}")
+        raw_backends: list[Any] = node.get("backends", _list, [])
+        backends: list[BackendConfig] = []
+        disabled: list[str] = []
+        for i, raw in enumerate(raw_backends):
+            backend, enabled = self.backend(_Node(raw, f"{node.at('backends')}[{i}]"))
+            if any(b.name == backend.name for b in backends) or backend.name in disabled:
+                raise ConfigError(f"{node.at('backends')}[{i}].name: duplicate backend {backend.name!r}")
+            (backends.append(backend) if enabled else disabled.append(backend.name))
+        models = self.models(node, {b.name for b in backends}, set(disabled))
+        node.done()
+        if not models:
+            raise ConfigError("models: at least one model with an enabled backend is required")
+        dropped = tuple(disabled)
+        return GatewayConfig(
+            listen=listen, server=server, redis_url=redis_url, backends=tuple(backends), models=models, disabled=dropped
+        )
+
+    def listen(self, node: _Node) -> ListenConfig:
+        http = node.get("http", _address, _LISTEN.http)
+        grpc = node.get("grpc", _address, _LISTEN.grpc)
+        node.done()
+        return ListenConfig(http=http, grpc=grpc)
+
+    def server(self, node: _Node) -> ServerConfig:
+        max_body = node.get("max_body", _size, _SERVER.max_body_bytes)
+        grace = node.get("shutdown_grace", parse_duration, _SERVER.shutdown_grace)
+        node.done()
+        return ServerConfig(max_body_bytes=max_body, shutdown_grace=grace)
+
+    @staticmethod
+    def auth(value: Any, path: str) -> None:
+        if value is None or value == "none":
+            return
+        raise ConfigError(f"{path}: only `auth: none` is supported until the auth service lands")
+
+    def backend(self, node: _Node) -> tuple[BackendConfig, bool]:
+        name = node.require("name", _name)
+        provider = node.require("provider", _name)
+        enabled = node.get("enabled", _bool, True)
+        api_key = node.get("api_key", _str, "")
+        options: dict[str, Any] = node.get("options", lambda v, p: _Node(v, p).value, {})
+        backend = BackendConfig(
+            name=name,
+            provider=provider,
+            base_url=node.get("base_url", _url, ""),
+            api_key=Secret(api_key) if api_key else None,
+            headers=node.get("headers", _str_map, MappingProxyType({})),
+            connect_timeout=node.get("connect_timeout", parse_duration, _BACKEND.connect_timeout),
+            read_timeout=node.get("read_timeout", parse_duration, _BACKEND.read_timeout),
+            max_connections=node.get("max_connections", _positive_int, _BACKEND.max_connections),
+            options=MappingProxyType(dict(options)),
+        )
+        node.done()
+        return backend, enabled
+
+    def models(self, node: _Node, backends: set[str], disabled: set[str]) -> tuple[ModelConfig, ...]:
+        read: list[tuple[str, ModelConfig]] = []
+        raw_models: list[Any] = node.get("models", _list, [])
+        for i, raw in enumerate(raw_models):
+            path = f"{node.at('models')}[{i}]"
+            model = self.model(_Node(raw, path), backends, disabled)
+            if any(m.name == model.name for _, m in read):
+                raise ConfigError(f"{path}.name: duplicate model {model.name!r}")
+            read.append((path, model))
+        names = {m.name for _, m in read}
+        for path, model in read:
+            for j, name in enumerate(model.fallback):
+                if name not in names:
+                    raise ConfigError(f"{path}.fallback[{j}]: unknown model {name!r}")
+                if name == model.name:
+                    raise ConfigError(f"{path}.fallback[{j}]: a model cannot fall back to itself")
+        # A model whose backends are all disabled is left out, and so is any fallback to it.
+        kept = {m.name for _, m in read if m.targets}
+        return tuple(
+            ModelConfig(m.name, m.targets, tuple(f for f in m.fallback if f in kept), m.owned_by)
+            for _, m in read
+            if m.targets
+        )
+
+    def model(self, node: _Node, backends: set[str], disabled: set[str]) -> ModelConfig:
+        name = node.require("name", _name)
+        targets: list[TargetConfig] = []
+        for j, raw in enumerate(node.require("targets", _list)):
+            target = _Node(raw, f"{node.at('targets')}[{j}]")
+            backend = target.require("backend", _name)
+            if backend not in backends and backend not in disabled:
+                raise ConfigError(f"{target.at('backend')}: unknown backend {backend!r}")
+            weight = target.get("weight", _positive_number, 1.0)
+            model = target.get("model", _str, name)
+            target.done()
+            if backend in backends:
+                targets.append(TargetConfig(backend=backend, model=model, weight=weight))
+        if not node.value.get("targets"):
+            raise ConfigError(f"{node.at('targets')}: at least one target is required")
+        raw_fallback: list[Any] = node.get("fallback", _list, [])
+        fallback = tuple(_name(f, f"{node.at('fallback')}[{k}]") for k, f in enumerate(raw_fallback))
+        owned_by = node.get("owned_by", _str, "tollgate")
+        node.done()
+        return ModelConfig(name=name, targets=tuple(targets), fallback=fallback, owned_by=owned_by)

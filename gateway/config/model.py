@@ -1,0 +1,111 @@
+"""The typed, immutable configuration of a tollgate process.
+
+Frozen dataclasses, built and validated by `gateway.config.load`; a reload builds a new `GatewayConfig` and swaps it
+whole. Nothing here reads the environment or a file.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any
+
+
+class Secret:
+    """A credential that never prints: `repr` and `str` show only that it is set."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        """The secret itself, for the one place that must send it."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+def _frozen_map() -> Mapping[str, Any]:
+    return MappingProxyType({})
+
+
+@dataclass(frozen=True, slots=True)
+class ListenConfig:
+    """Where the process listens: `host:port` each; `grpc` empty when the engine serves no gRPC."""
+
+    http: str = "127.0.0.1:8080"
+    grpc: str = "127.0.0.1:50051"
+
+
+@dataclass(frozen=True, slots=True)
+class ServerConfig:
+    """Front-door limits and lifecycle."""
+
+    max_body_bytes: int = 8 * 1024 * 1024
+    shutdown_grace: float = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class BackendConfig:
+    """One provider endpoint: a provider type and how to reach it."""
+
+    name: str
+    provider: str
+    base_url: str = ""
+    api_key: Secret | None = None
+    headers: Mapping[str, str] = field(default_factory=_frozen_map)
+    connect_timeout: float = 5.0
+    # Idle-based: the longest wait for the next byte of an answer, not for the whole answer.
+    read_timeout: float = 60.0
+    max_connections: int = 100
+    # Provider-specific settings, validated by the provider's own factory.
+    options: Mapping[str, Any] = field(default_factory=_frozen_map)
+
+
+@dataclass(frozen=True, slots=True)
+class TargetConfig:
+    """A backend and the model name the backend knows it by."""
+
+    backend: str
+    model: str
+    weight: float = 1.0
+
+
+@dataclass(frozen=True, slots=True)
+class ModelConfig:
+    """A model name clients ask for, the targets that serve it, and the models to fall back to."""
+
+    name: str
+    targets: tuple[TargetConfig, ...]
+    fallback: tuple[str, ...] = ()
+    owned_by: str = "tollgate"
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """The whole configuration."""
+
+    listen: ListenConfig = field(default_factory=ListenConfig)
+    server: ServerConfig = field(default_factory=ServerConfig)
+    # None is `auth: none`: every caller is anonymous and may use every model.
+    auth: None = None
+    redis_url: str | None = None
+    backends: tuple[BackendConfig, ...] = ()
+    models: tuple[ModelConfig, ...] = ()
+    # Backends switched off with `enabled: false`, and the models dropped with them, for the startup log.
+    disabled: tuple[str, ...] = ()
+
+    def backend(self, name: str) -> BackendConfig:
+        """The backend called `name` (validated to exist at load)."""
+        return next(b for b in self.backends if b.name == name)

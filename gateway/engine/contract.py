@@ -1,0 +1,68 @@
+"""What the front door needs from the engine: the `Engine` protocol and the per-call context.
+
+Two implementations: `EngineCore` in the same process (a plain method call, no serialization) and `RemoteEngine`
+over a grpc.aio channel. Both take and return `tollgate.gateway.v1` messages, and both raise `GatewayError`.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import AsyncGenerator, Mapping
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from gateway.config import Secret
+from tollgate.gateway.v1 import gateway_pb2 as pb
+
+
+def new_request_id() -> str:
+    """A fresh request id: 24 hex characters, unique enough to correlate logs and usage records."""
+    return "req_" + os.urandom(12).hex()
+
+
+@dataclass(slots=True)
+class CallContext:
+    """One call's credentials and identity in, and what the engine learned about it out."""
+
+    request_id: str
+    api_key: Secret | None = None
+    peer: str = ""
+    headers: Mapping[str, str] = field(default_factory=dict)
+    started: float = field(default_factory=time.perf_counter)  # when the call arrived (perf_counter seconds)
+    # Filled in by the engine.
+    upstream_seconds: float = 0.0  # time spent waiting on providers, for the overhead figure
+    backend: str = ""
+    provider_model: str = ""
+    attempts: int = 0
+    usage: pb.Usage | None = None
+
+
+class Engine(Protocol):
+    """The routing engine as the front door sees it."""
+
+    async def create_chat_completion(
+        self, params: pb.ChatCompletionParams, ctx: CallContext
+    ) -> pb.CreateChatCompletionResponse:
+        """One whole completion."""
+        ...
+
+    def stream_chat_completion(
+        self, params: pb.ChatCompletionParams, ctx: CallContext
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """An async generator of chunks; errors before the first chunk are raised from the first `anext`."""
+        ...
+
+    async def create_embeddings(
+        self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
+    ) -> pb.CreateEmbeddingsResponse:
+        """Embeddings of every input, in order."""
+        ...
+
+    async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
+        """The models the caller may use."""
+        ...
+
+    async def ready(self) -> bool:
+        """Whether the engine can take traffic now."""
+        ...

@@ -1,0 +1,154 @@
+"""The engine's core: a plain async API over `tollgate.gateway.v1` messages, where every policy lives.
+
+The grpc.aio servicer is a thin adapter over it, and the in-process front door calls it directly. It plans the
+attempts for the requested model, calls providers, fails over before the first byte, and keeps usage exact (usage is
+always asked for upstream and stripped here for callers who did not ask).
+"""
+
+from __future__ import annotations
+
+import logging
+import random
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from typing import TypeVar
+
+from gateway.config import GatewayConfig
+from gateway.engine.contract import CallContext
+from gateway.engine.router import Router
+from gateway.errors import GatewayError, InvalidRequestError, UpstreamError
+from gateway.providers.base import Provider
+from gateway.providers.registry import build_providers
+from tollgate.gateway.v1 import gateway_pb2 as pb
+
+T = TypeVar("T")
+Chunks = AsyncGenerator[pb.StreamChatCompletionResponse, None]
+
+log = logging.getLogger("tollgate.engine")
+
+
+class EngineCore:
+    """The routing engine for one configuration."""
+
+    def __init__(
+        self, config: GatewayConfig, providers: Mapping[str, Provider], rng: random.Random | None = None
+    ) -> None:
+        self.config = config
+        self._providers = providers
+        self._router = Router(config, rng)
+        self._created = int(time.time())
+
+    @classmethod
+    def from_config(cls, config: GatewayConfig) -> EngineCore:
+        """Build every provider adapter the configuration names (raises `ConfigError` on a bad backend)."""
+        return cls(config, build_providers(config))
+
+    async def close(self) -> None:
+        """Release every provider's connections."""
+        for provider in self._providers.values():
+            await provider.close()
+
+    async def ready(self) -> bool:
+        """The in-process engine is ready as soon as it exists."""
+        return True
+
+    async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
+        """Every configured model name."""
+        return pb.ListModelsResponse(
+            models=[pb.Model(id=m.name, created=self._created, owned_by=m.owned_by) for m in self._router.models]
+        )
+
+    async def create_chat_completion(
+        self, params: pb.ChatCompletionParams, ctx: CallContext
+    ) -> pb.CreateChatCompletionResponse:
+        """One whole completion, from the first target that answers."""
+        _check_chat(params)
+        result = await self._first_success(params.model, ctx, lambda provider, model: provider.complete(model, params))
+        ctx.usage = result.usage
+        return result
+
+    async def create_embeddings(
+        self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
+    ) -> pb.CreateEmbeddingsResponse:
+        """Embeddings, from the first target that answers."""
+        if not request.input and not request.input_tokens:
+            raise InvalidRequestError("input: must not be empty", param="input")
+        result = await self._first_success(request.model, ctx, lambda provider, model: provider.embed(model, request))
+        ctx.usage = result.usage
+        return result
+
+    async def stream_chat_completion(self, params: pb.ChatCompletionParams, ctx: CallContext) -> Chunks:
+        """The chunks of the first target that starts answering; later failures reach the caller as errors."""
+        _check_chat(params)
+        first, chunks = await self._first_success(
+            params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
+        )
+        include_usage = params.stream_options.include_usage
+        async with aclosing(chunks):
+            chunk = first
+            while True:
+                if chunk.HasField("usage"):
+                    ctx.usage = chunk.usage
+                    if not include_usage:
+                        chunk.ClearField("usage")
+                if chunk.choices or include_usage:
+                    yield chunk
+                try:
+                    chunk = await anext(chunks)
+                except StopAsyncIteration:
+                    return
+
+    async def _first_success(self, model: str, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
+        """Try each planned attempt until one succeeds; retryable failures move on, others are raised at once."""
+        plan = self._router.plan(model)
+        failure: GatewayError | None = None
+        for attempt in plan:
+            target = attempt.target
+            ctx.attempts += 1
+            started = time.perf_counter()
+            try:
+                result = await call(self._providers[target.backend], target.model)
+            except GatewayError as exc:
+                if not exc.retryable:
+                    raise
+                log.warning(
+                    "attempt failed",
+                    extra={"request_id": ctx.request_id, "backend": target.backend, "error": repr(exc)},
+                )
+                failure = exc
+                continue
+            finally:
+                ctx.upstream_seconds += time.perf_counter() - started
+            ctx.backend, ctx.provider_model = target.backend, target.model
+            return result
+        assert failure is not None  # a plan always has at least one attempt
+        raise _exhausted(model, len(plan), failure)
+
+
+async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse, Chunks]:
+    """Wait for the first chunk, so that a failure before it can still move on to another target."""
+    try:
+        first = await anext(chunks)
+    except StopAsyncIteration:
+        raise UpstreamError("the backend ended the stream without sending anything") from None
+    except BaseException:
+        await chunks.aclose()
+        raise
+    return first, chunks
+
+
+def _check_chat(params: pb.ChatCompletionParams) -> None:
+    # The front door validates fully; these are the invariants a direct gRPC caller could still break.
+    if not params.model:
+        raise InvalidRequestError("model: required; name the model to use", param="model", code="missing_model")
+    if not params.messages:
+        raise InvalidRequestError("messages: must not be empty", param="messages")
+
+
+def _exhausted(model: str, attempts: int, last: GatewayError) -> GatewayError:
+    """The error for a model none of whose attempts succeeded: the last failure, of the same kind, with context."""
+    if attempts == 1:
+        return last
+    message = f"All {attempts} attempts for model '{model}' failed; the last: {last.message}"
+    return type(last)(message, code=last.code, retry_after=last.retry_after, status=last.http_status)

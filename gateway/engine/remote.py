@@ -1,0 +1,117 @@
+"""`RemoteEngine`: the `Engine` protocol over a grpc.aio channel, for a front door split from its engine.
+
+Metadata carries the call context; an aborted call's status and trailing metadata are rebuilt into the very
+`GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, Iterable
+from typing import cast
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from gateway.engine.contract import CallContext
+from gateway.engine.servicer import UPSTREAM_MS
+from gateway.errors import GatewayError
+from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
+
+_CHANNEL_OPTIONS = [
+    ("grpc.max_receive_message_length", 64 << 20),
+    ("grpc.keepalive_time_ms", 30_000),
+    ("grpc.enable_retries", 0),
+]
+
+
+def _metadata(ctx: CallContext) -> tuple[tuple[str, str], ...]:
+    md = [("x-request-id", ctx.request_id)]
+    if ctx.api_key is not None:
+        md.append(("authorization", f"Bearer {ctx.api_key.reveal()}"))
+    return tuple(md)
+
+
+def _rebuild(exc: grpc.aio.AioRpcError) -> GatewayError:
+    # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
+    metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
+    details = exc.details() or ""
+    if exc.code() == grpc.StatusCode.UNAVAILABLE and not any(k == "tollgate-error-class" for k, _ in metadata):
+        details = f"the routing engine is unavailable ({details})"
+    return GatewayError.from_metadata(exc.code(), details, metadata)
+
+
+def _upstream_seconds(metadata: Iterable[tuple[str, str | bytes]] | None) -> float:
+    for key, value in metadata or ():
+        if key == UPSTREAM_MS:
+            return float(value) / 1000
+    return 0.0
+
+
+class RemoteEngine:
+    """The routing engine in another process."""
+
+    def __init__(self, target: str) -> None:
+        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._stub = pb_grpc.GatewayServiceStub(self._channel)
+        self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    async def close(self) -> None:
+        """Close the channel."""
+        await self._channel.close(None)
+
+    async def ready(self) -> bool:
+        """Whether the engine answers its health check as SERVING."""
+        try:
+            reply = await self._health.Check(health_pb2.HealthCheckRequest(service=""), timeout=1.0)
+        except grpc.aio.AioRpcError:
+            return False
+        return bool(reply.status == health_pb2.HealthCheckResponse.SERVING)
+
+    async def create_chat_completion(
+        self, params: pb.ChatCompletionParams, ctx: CallContext
+    ) -> pb.CreateChatCompletionResponse:
+        """One whole completion."""
+        call = self._stub.CreateChatCompletion(pb.CreateChatCompletionRequest(params=params), metadata=_metadata(ctx))
+        try:
+            result = await call
+            ctx.upstream_seconds = _upstream_seconds(await call.trailing_metadata())
+        except grpc.aio.AioRpcError as exc:
+            raise _rebuild(exc) from None
+        return result
+
+    async def stream_chat_completion(
+        self, params: pb.ChatCompletionParams, ctx: CallContext
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """The engine's chunks; closing this generator cancels the call, and so the upstream request."""
+        call = self._stub.StreamChatCompletion(pb.StreamChatCompletionRequest(params=params), metadata=_metadata(ctx))
+        try:
+            first = True
+            async for chunk in call:
+                if first:
+                    ctx.upstream_seconds = _upstream_seconds(await call.initial_metadata())
+                    first = False
+                yield chunk
+        except grpc.aio.AioRpcError as exc:
+            raise _rebuild(exc) from None
+        finally:
+            call.cancel()
+
+    async def create_embeddings(
+        self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
+    ) -> pb.CreateEmbeddingsResponse:
+        """Embeddings."""
+        call = self._stub.CreateEmbeddings(request, metadata=_metadata(ctx))
+        try:
+            result = await call
+            ctx.upstream_seconds = _upstream_seconds(await call.trailing_metadata())
+        except grpc.aio.AioRpcError as exc:
+            raise _rebuild(exc) from None
+        return result
+
+    async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
+        """The models."""
+        try:
+            return await self._stub.ListModels(pb.ListModelsRequest(), metadata=_metadata(ctx))
+        except grpc.aio.AioRpcError as exc:
+            raise _rebuild(exc) from None

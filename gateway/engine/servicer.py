@@ -1,0 +1,98 @@
+"""`GatewayService` over grpc.aio: a thin adapter from gRPC calls to `EngineCore`.
+
+It reads the call context from metadata (`authorization`, `x-request-id`), and turns a `GatewayError` into a gRPC
+status with trailing metadata that `RemoteEngine` turns back into the same error.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import aclosing
+from typing import NoReturn
+
+import grpc
+
+from gateway.config import Secret
+from gateway.engine.contract import CallContext, new_request_id
+from gateway.engine.core import EngineCore
+from gateway.errors import GatewayError
+from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
+
+UPSTREAM_MS = "tollgate-upstream-ms"
+_BEARER = "bearer "
+
+
+def call_context(context: grpc.aio.ServicerContext[object, object]) -> CallContext:
+    """The call context from gRPC metadata; the key is kept as a `Secret` so it never prints."""
+    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    auth = metadata.get("authorization", "")
+    key = auth[len(_BEARER) :] if auth[: len(_BEARER)].lower() == _BEARER else metadata.get("x-api-key", "")
+    return CallContext(
+        request_id=metadata.get("x-request-id") or new_request_id(),
+        api_key=Secret(key) if key else None,
+        peer=context.peer() or "",
+        headers=metadata,
+    )
+
+
+def _upstream_ms(ctx: CallContext) -> tuple[tuple[str, str], ...]:
+    return ((UPSTREAM_MS, f"{ctx.upstream_seconds * 1000:.3f}"), ("x-request-id", ctx.request_id))
+
+
+async def _abort(context: grpc.aio.ServicerContext[object, object], exc: GatewayError) -> NoReturn:
+    await context.abort(exc.grpc_code, exc.message, exc.to_metadata())
+    raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+class GatewayServicer(pb_grpc.GatewayServiceServicer):
+    """The engine, served."""
+
+    def __init__(self, engine: EngineCore) -> None:
+        self._engine = engine
+
+    async def CreateChatCompletion(  # the gRPC method name is fixed by the proto
+        self, request: pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.CreateChatCompletionResponse:
+        ctx = call_context(context)
+        try:
+            result = await self._engine.create_chat_completion(request.params, ctx)
+        except GatewayError as exc:
+            await _abort(context, exc)
+        context.set_trailing_metadata(_upstream_ms(ctx))
+        return result
+
+    async def StreamChatCompletion(  # the gRPC method name is fixed by the proto
+        self, request: pb.StreamChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
+        ctx = call_context(context)
+        try:
+            async with aclosing(self._engine.stream_chat_completion(request.params, ctx)) as chunks:
+                first = True
+                async for chunk in chunks:
+                    if first:
+                        # The time to the first chunk spent upstream, for the front door's overhead figure.
+                        await context.send_initial_metadata(_upstream_ms(ctx))
+                        first = False
+                    yield chunk
+        except GatewayError as exc:
+            await _abort(context, exc)
+
+    async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
+        self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.CreateEmbeddingsResponse:
+        ctx = call_context(context)
+        try:
+            result = await self._engine.create_embeddings(request, ctx)
+        except GatewayError as exc:
+            await _abort(context, exc)
+        context.set_trailing_metadata(_upstream_ms(ctx))
+        return result
+
+    async def ListModels(  # the gRPC method name is fixed by the proto
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.ListModelsResponse:
+        try:
+            return await self._engine.list_models(call_context(context))
+        except GatewayError as exc:
+            await _abort(context, exc)

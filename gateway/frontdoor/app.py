@@ -1,0 +1,55 @@
+"""The front door's aiohttp application and HTTP server."""
+
+from __future__ import annotations
+
+import orjson
+from aiohttp import web
+
+from gateway.config import ServerConfig
+from gateway.engine.contract import CallContext, Engine, new_request_id
+from gateway.errors import NotFoundError
+from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response
+
+
+def create_app(engine: Engine, server: ServerConfig) -> web.Application:
+    """The HTTP application: the OpenAI routes, health and readiness, and OpenAI-shaped 404s for the rest."""
+    app = web.Application(client_max_size=server.max_body_bytes, handler_args={"max_field_size": 16384})
+
+    async def healthz(request: web.Request) -> web.Response:
+        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+
+    async def readyz(request: web.Request) -> web.Response:
+        ready = await engine.ready()
+        body = orjson.dumps({"status": "ready" if ready else "not ready"})
+        return web.Response(body=body, status=200 if ready else 503, content_type="application/json")
+
+    async def not_found(request: web.Request) -> web.Response:
+        ctx = CallContext(request_id=request.headers.get("x-request-id") or new_request_id())
+        return error_response(NotFoundError(f"No route for {request.method} {request.path}", code="unknown_url"), ctx)
+
+    app.add_routes(OpenAIFrontDoor(engine).routes())
+    app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", not_found)])
+    return app
+
+
+class HttpServer:
+    """A started front door."""
+
+    def __init__(self, runner: web.AppRunner, port: int) -> None:
+        self.runner = runner
+        self.port = port
+
+    async def stop(self) -> None:
+        """Stop accepting, let in-flight requests finish (aiohttp's shutdown timeout), then close."""
+        await self.runner.cleanup()
+
+
+async def start_http_server(app: web.Application, address: str, shutdown_grace: float = 10.0) -> HttpServer:
+    """Serve `app` on `address` (`host:port`, port 0 for any free port)."""
+    host, _, port = address.rpartition(":")
+    # handler_cancellation: a client that disconnects cancels its handler, and so the upstream call, at once.
+    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_grace)
+    await runner.setup()
+    site = web.TCPSite(runner, host.strip("[]"), int(port), backlog=1024)
+    await site.start()
+    return HttpServer(runner, int(runner.addresses[0][1]))

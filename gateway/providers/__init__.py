@@ -1,0 +1,1 @@
+"""Provider adapters: one module per provider behind one small interface, chosen by type name in the registry."""

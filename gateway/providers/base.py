@@ -1,0 +1,107 @@
+"""The one small interface every provider adapter implements, and the fold of a stream into a completion.
+
+An adapter owns all of its provider's JSON and nothing else: it never touches auth, limits or stats. It raises only
+`GatewayError`s, having translated its transport's exceptions in one place.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Protocol
+
+from gateway.config import BackendConfig
+from tollgate.gateway.v1 import gateway_pb2 as pb
+
+
+class Provider(Protocol):
+    """A model provider reached through one backend."""
+
+    backend: BackendConfig
+
+    async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
+        """One whole completion from `model` (the provider's name for it)."""
+        ...
+
+    def stream(
+        self, model: str, params: pb.ChatCompletionParams
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """An async generator of chunks, always ending with a usage chunk when the provider reports usage.
+
+        The upstream request is opened inside the generator, so closing the generator closes the connection.
+        """
+        ...
+
+    async def embed(self, model: str, request: pb.CreateEmbeddingsRequest) -> pb.CreateEmbeddingsResponse:
+        """Embeddings of every input, in order."""
+        ...
+
+    async def close(self) -> None:
+        """Release pooled connections."""
+        ...
+
+
+class _ChoiceFold:
+    __slots__ = ("calls", "choice", "content", "reasoning", "refusal")
+
+    def __init__(self, choice: pb.Choice) -> None:
+        self.choice = choice
+        self.content: list[str] = []
+        self.reasoning: list[str] = []
+        self.refusal: list[str] = []
+        self.calls: dict[int, pb.ToolCall] = {}
+
+    def add(self, piece: pb.ChunkChoice) -> None:
+        delta = piece.delta
+        if delta.role:
+            self.choice.message.role = delta.role
+        if delta.HasField("content"):
+            self.content.append(delta.content)
+        if delta.HasField("reasoning_content"):
+            self.reasoning.append(delta.reasoning_content)
+        if delta.HasField("refusal"):
+            self.refusal.append(delta.refusal)
+        for call in delta.tool_calls:
+            whole = self.calls.setdefault(call.index, pb.ToolCall(type="function"))
+            if call.HasField("id"):
+                whole.id = call.id
+            if call.HasField("type"):
+                whole.type = call.type
+            whole.function.name += call.function.name
+            whole.function.arguments += call.function.arguments
+        if piece.finish_reason:
+            self.choice.finish_reason = piece.finish_reason
+        if piece.HasField("logprobs"):
+            self.choice.logprobs.content.extend(piece.logprobs.content)
+            self.choice.logprobs.refusal.extend(piece.logprobs.refusal)
+
+    def finish(self) -> pb.Choice:
+        message = self.choice.message
+        if self.content or not self.calls:
+            message.content = "".join(self.content)
+        if self.reasoning:
+            message.reasoning_content = "".join(self.reasoning)
+        if self.refusal:
+            message.refusal = "".join(self.refusal)
+        message.tool_calls.extend(self.calls[i] for i in sorted(self.calls))
+        return self.choice
+
+
+async def collect(chunks: AsyncIterator[pb.StreamChatCompletionResponse]) -> pb.CreateChatCompletionResponse:
+    """Fold a stream of chunks into the completion a non-streaming call would have returned."""
+    out = pb.CreateChatCompletionResponse()
+    folds: dict[int, _ChoiceFold] = {}
+    async for chunk in chunks:
+        if not out.id:
+            out.id, out.created, out.model = chunk.id, chunk.created, chunk.model
+        if chunk.HasField("system_fingerprint"):
+            out.system_fingerprint = chunk.system_fingerprint
+        for piece in chunk.choices:
+            fold = folds.get(piece.index)
+            if fold is None:
+                fold = folds[piece.index] = _ChoiceFold(pb.Choice(index=piece.index))
+                fold.choice.message.role = pb.ROLE_ASSISTANT
+            fold.add(piece)
+        if chunk.HasField("usage"):
+            out.usage.CopyFrom(chunk.usage)
+    out.choices.extend(folds[i].finish() for i in sorted(folds))
+    return out

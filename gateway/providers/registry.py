@@ -1,0 +1,44 @@
+"""Provider types by name: the one place a backend's `provider:` becomes an adapter."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from gateway.config import BackendConfig, ConfigError, GatewayConfig
+from gateway.providers.base import Provider
+from gateway.providers.mock import MockProvider
+from gateway.providers.openai_compat import OpenAICompatibleProvider
+
+Factory = Callable[[BackendConfig, str], Provider]
+
+
+def _openai_compatible(backend: BackendConfig, path: str) -> Provider:
+    if backend.provider != "openai" and not backend.base_url:
+        raise ConfigError(f"{path}.base_url: required for provider '{backend.provider}'")
+    return OpenAICompatibleProvider(backend)
+
+
+PROVIDERS: dict[str, Factory] = {
+    "mock": MockProvider,
+    # The OpenAI-compatible family: one adapter, named after what operators call their servers.
+    "openai": _openai_compatible,
+    "openai-compatible": _openai_compatible,
+    "vllm": _openai_compatible,
+    "ollama": _openai_compatible,
+    "groq": _openai_compatible,
+    "mistral": _openai_compatible,
+    "together": _openai_compatible,
+}
+
+
+def build_providers(config: GatewayConfig) -> dict[str, Provider]:
+    """One adapter per enabled backend; an unknown type or bad option is a `ConfigError` naming the field."""
+    providers: dict[str, Provider] = {}
+    for backend in config.backends:
+        path = f"backends[name={backend.name}]"
+        factory = PROVIDERS.get(backend.provider)
+        if factory is None:
+            known = ", ".join(sorted(PROVIDERS))
+            raise ConfigError(f"{path}.provider: unknown provider {backend.provider!r} (known: {known})")
+        providers[backend.name] = factory(backend, path)
+    return providers
