@@ -11,8 +11,11 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
 from typing import ClassVar
+from urllib.parse import quote, unquote
 
 import grpc
+
+_SAFE = "._-[]:/@ "
 
 
 class GatewayError(Exception):
@@ -48,13 +51,14 @@ class GatewayError(Exception):
 
     def to_metadata(self) -> tuple[tuple[str, str], ...]:
         """Trailing gRPC metadata that lets the other side rebuild this error exactly."""
+        # gRPC metadata values must be printable ASCII; code and param come from clients and providers.
         md = [
-            ("tollgate-error-code", self.code),
+            ("tollgate-error-code", quote(self.code, safe=_SAFE)),
             ("tollgate-error-class", type(self).__name__),
             ("tollgate-http-status", str(self.http_status)),
         ]
         if self.param is not None:
-            md.append(("tollgate-error-param", self.param))
+            md.append(("tollgate-error-param", quote(self.param, safe=_SAFE)))
         if self.retry_after is not None:
             md.append(("retry-after", _format_seconds(self.retry_after)))
         return tuple(md)
@@ -70,8 +74,8 @@ class GatewayError(Exception):
         err_code = md.get("tollgate-error-code")
         return cls(
             message,
-            code=str(err_code) if err_code else None,
-            param=str(param) if param is not None else None,
+            code=unquote(str(err_code)) if err_code else None,
+            param=unquote(str(param)) if param is not None else None,
             retry_after=float(retry_after) if retry_after else None,
             status=int(status) if status and str(status).isdigit() else None,
         )

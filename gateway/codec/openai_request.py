@@ -93,14 +93,18 @@ def as_list(value: object, param: str, *, allow_empty: bool = True) -> list[Any]
     return value
 
 
-def json_text(value: object) -> str:
+def json_text(value: object, param: str) -> str:
     """Arbitrary JSON as compact text, for the `*_json` fields."""
-    return orjson.dumps(value).decode()
+    try:
+        return orjson.dumps(value).decode()
+    except orjson.JSONEncodeError:
+        # The parser reads 1,024 levels of nesting; the encoder writes 254. Deeper is no real request.
+        raise bad(param, "nested too deeply") from None
 
 
-def _extra(body: dict[str, Any], known: frozenset[str]) -> str:
+def _extra(body: dict[str, Any], known: frozenset[str], param: str) -> str:
     extra = {k: v for k, v in body.items() if k not in known}
-    return json_text(extra) if extra else ""
+    return json_text(extra, param or "body") if extra else ""
 
 
 def _set_opt(body: dict[str, Any], key: str, convert: Callable[[object, str], T], param: str) -> T | None:
@@ -141,6 +145,10 @@ _PARAM_KEYS = frozenset(
     ]
 )
 _MESSAGE_KEYS = frozenset(["role", "content", "name", "tool_calls", "tool_call_id", "refusal", "reasoning_content"])
+_TOOL_CALL_KEYS = frozenset(("id", "type", "function"))
+_FUNCTION_KEYS = frozenset(("name", "description", "parameters", "strict"))
+_IMAGE_KEYS = frozenset(("url", "detail"))
+_JSON_SCHEMA_KEYS = frozenset(("name", "description", "schema", "strict"))
 
 
 def decode_chat_params(body: object) -> tuple[pb.ChatCompletionParams, bool]:
@@ -162,7 +170,7 @@ def decode_chat_params(body: object) -> tuple[pb.ChatCompletionParams, bool]:
         params.stream_options.include_usage = bool(
             include is not None and as_bool(include, "stream_options.include_usage")
         )
-    params.extra_json = _extra(body, _PARAM_KEYS)
+    params.extra_json = _extra(body, _PARAM_KEYS, "")
     return params, stream
 
 
@@ -245,9 +253,12 @@ def _decode_tools(body: dict[str, Any], params: pb.ChatCompletionParams) -> None
             if (description := schema.get("description")) is not None:
                 target.description = as_str(description, "response_format.json_schema.description")
             if (s := schema.get("schema")) is not None:
-                target.schema_json = json_text(as_dict(s, "response_format.json_schema.schema"))
+                target.schema_json = json_text(
+                    as_dict(s, "response_format.json_schema.schema"), "response_format.json_schema.schema"
+                )
             if (strict := schema.get("strict")) is not None:
                 target.strict = as_bool(strict, "response_format.json_schema.strict")
+            target.extra_json = _extra(schema, _JSON_SCHEMA_KEYS, "response_format.json_schema")
 
 
 def decode_tool(value: object, param: str) -> pb.Tool:
@@ -255,16 +266,18 @@ def decode_tool(value: object, param: str) -> pb.Tool:
     tool = as_dict(value, param)
     kind = as_str(tool.get("type", "function"), f"{param}.type")
     if kind != "function":
-        return pb.Tool(type=kind, extra_json=_extra(tool, frozenset(("type",))))
+        return pb.Tool(type=kind, extra_json=_extra(tool, frozenset(("type",)), param))
     fn = as_dict(tool.get("function"), f"{param}.function")
-    out = pb.Tool(type=kind, extra_json=_extra(tool, frozenset(("type", "function"))))
+    out = pb.Tool(type=kind, extra_json=_extra(tool, frozenset(("type", "function")), param))
     out.function.name = as_str(fn.get("name"), f"{param}.function.name")
     if (description := fn.get("description")) is not None:
         out.function.description = as_str(description, f"{param}.function.description")
     if (parameters := fn.get("parameters")) is not None:
-        out.function.parameters_json = json_text(as_dict(parameters, f"{param}.function.parameters"))
+        path = f"{param}.function.parameters"
+        out.function.parameters_json = json_text(as_dict(parameters, path), path)
     if (strict := fn.get("strict")) is not None:
         out.function.strict = as_bool(strict, f"{param}.function.strict")
+    out.function.extra_json = _extra(fn, _FUNCTION_KEYS, f"{param}.function")
     return out
 
 
@@ -280,6 +293,8 @@ def decode_message(value: object, param: str) -> pb.ChatMessage:
     if isinstance(content, str):
         out.content = content
     elif isinstance(content, list):
+        if not content:
+            raise bad(f"{param}.content", "must not be an empty array")
         out.content_parts.extend(decode_part(p, f"{param}.content[{i}]") for i, p in enumerate(content))
     elif content is not None:
         raise bad(f"{param}.content", f"expected a string or an array, got {_type_name(content)}")
@@ -295,7 +310,7 @@ def decode_message(value: object, param: str) -> pb.ChatMessage:
             _decode_tool_call(c, f"{param}.tool_calls[{i}]")
             for i, c in enumerate(as_list(calls, f"{param}.tool_calls"))
         )
-    out.extra_json = _extra(msg, _MESSAGE_KEYS)
+    out.extra_json = _extra(msg, _MESSAGE_KEYS, param)
     return out
 
 
@@ -309,6 +324,7 @@ def _decode_tool_call(value: object, param: str) -> pb.ToolCall:
             name=as_str(fn.get("name"), f"{param}.function.name"),
             arguments=as_str(fn.get("arguments", ""), f"{param}.function.arguments"),
         ),
+        extra_json=_extra(call, _TOOL_CALL_KEYS, param),
     )
 
 
@@ -324,6 +340,7 @@ def decode_part(value: object, param: str) -> pb.ContentPart:
         out.image_url.url = as_str(image.get("url"), f"{param}.image_url.url")
         if (detail := image.get("detail")) is not None:
             out.image_url.detail = as_str(detail, f"{param}.image_url.detail")
+        out.image_url.extra_json = _extra(image, _IMAGE_KEYS, f"{param}.image_url")
     elif kind == "input_audio":
         audio = as_dict(part.get("input_audio"), f"{param}.input_audio")
         out.input_audio.data = as_str(audio.get("data"), f"{param}.input_audio.data")
@@ -333,10 +350,12 @@ def decode_part(value: object, param: str) -> pb.ContentPart:
         for key in ("file_id", "file_data", "filename"):
             if (text := file.get(key)) is not None:
                 setattr(out.file, key, as_str(text, f"{param}.file.{key}"))
+        if not out.file.file_id and not out.file.file_data:
+            raise bad(f"{param}.file", "needs a file_id or file_data")
     else:
-        out.other_json = json_text(part)
+        out.other_json = json_text(part, param)
         return out
-    out.extra_json = _extra(part, frozenset(("type", kind)))
+    out.extra_json = _extra(part, frozenset(("type", kind)), param)
     return out
 
 
@@ -369,7 +388,7 @@ def decode_embeddings_request(body: object) -> pb.CreateEmbeddingsRequest:
         out.dimensions = as_int(dimensions, "dimensions", 1, 65536)
     if (user := body.get("user")) is not None:
         out.user = as_str(user, "user")
-    out.extra_json = _extra(body, frozenset(("model", "input", "encoding_format", "dimensions", "user")))
+    out.extra_json = _extra(body, frozenset(("model", "input", "encoding_format", "dimensions", "user")), "")
     return out
 
 
@@ -425,7 +444,7 @@ def _encode_response_format(fmt: pb.ResponseFormat) -> dict[str, Any]:
             schema["schema"] = orjson.loads(fmt.json_schema.schema_json)
         if fmt.json_schema.HasField("strict"):
             schema["strict"] = fmt.json_schema.strict
-        out["json_schema"] = schema
+        out["json_schema"] = _merge_extra(schema, fmt.json_schema.extra_json)
     return out
 
 
@@ -440,7 +459,7 @@ def encode_tool(tool: pb.Tool) -> dict[str, Any]:
             fn["parameters"] = orjson.loads(tool.function.parameters_json)
         if tool.function.HasField("strict"):
             fn["strict"] = tool.function.strict
-        out["function"] = fn
+        out["function"] = _merge_extra(fn, tool.function.extra_json)
     return _merge_extra(out, tool.extra_json)
 
 
@@ -455,15 +474,18 @@ def encode_message(msg: pb.ChatMessage) -> dict[str, Any]:
         if msg.HasField(key):
             out[key] = getattr(msg, key)
     if msg.tool_calls:
-        out["tool_calls"] = [
-            {
-                "id": c.id,
-                "type": c.type or "function",
-                "function": {"name": c.function.name, "arguments": c.function.arguments},
-            }
-            for c in msg.tool_calls
-        ]
+        out["tool_calls"] = [encode_tool_call(c) for c in msg.tool_calls]
     return _merge_extra(out, msg.extra_json)
+
+
+def encode_tool_call(call: pb.ToolCall) -> dict[str, Any]:
+    """A complete tool call, in a request's assistant message or a completion's."""
+    out = {
+        "id": call.id,
+        "type": call.type or "function",
+        "function": {"name": call.function.name, "arguments": call.function.arguments},
+    }
+    return _merge_extra(out, call.extra_json)
 
 
 def encode_part(part: pb.ContentPart) -> dict[str, Any]:
@@ -476,7 +498,7 @@ def encode_part(part: pb.ContentPart) -> dict[str, Any]:
         image: dict[str, Any] = {"url": part.image_url.url}
         if part.image_url.detail:
             image["detail"] = part.image_url.detail
-        out = {"type": "image_url", "image_url": image}
+        out = {"type": "image_url", "image_url": _merge_extra(image, part.image_url.extra_json)}
     elif which == "input_audio":
         out = {"type": "input_audio", "input_audio": {"data": part.input_audio.data, "format": part.input_audio.format}}
     elif which == "file":

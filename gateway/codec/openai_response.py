@@ -10,7 +10,9 @@ from __future__ import annotations
 import math
 from typing import Any
 
-from gateway.codec.openai_request import ROLE_NAMES, ROLES
+import orjson
+
+from gateway.codec.openai_request import ROLE_NAMES, ROLES, encode_tool_call
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
@@ -22,6 +24,16 @@ FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
 }
 FINISH_REASON_NAMES: dict[int, str | None] = {v: k for k, v in FINISH_REASONS.items()}
 FINISH_REASON_NAMES[pb.FINISH_REASON_UNSPECIFIED] = None
+
+_TOOL_CALL_KEYS = frozenset(("id", "type", "function", "index"))
+
+
+def _extra_text(raw: dict[str, Any], known: frozenset[str]) -> str:
+    """Fields beyond `known` as JSON text (rare: only when a server adds its own)."""
+    if known.issuperset(raw):
+        return ""
+    return orjson.dumps({k: v for k, v in raw.items() if k not in known}).decode()
+
 
 # Known finish reasons map exactly; a server's own ones (vLLM's "abort", …) still end the choice.
 _finish = FINISH_REASONS.get
@@ -84,13 +96,14 @@ def _decode_message(raw: dict[str, Any], out: pb.ChatMessage) -> None:
             id=call.get("id") or "",
             type=call.get("type") or "function",
             function=pb.FunctionCall(name=fn["name"], arguments=fn.get("arguments") or ""),
+            extra_json=_extra_text(call, _TOOL_CALL_KEYS),
         )
 
 
 def decode_chunk(raw: dict[str, Any]) -> pb.StreamChatCompletionResponse:
     """One chunk of a stream (the hot path of streaming: keep it lean)."""
     out = pb.StreamChatCompletionResponse(
-        id=raw.get("id") or "", created=raw.get("created") or 0, model=raw.get("model") or ""
+        id=raw.get("id") or "", created=int(raw.get("created") or 0), model=raw.get("model") or ""
     )
     for c in raw.get("choices") or ():
         choice = out.choices.add(index=c.get("index") or 0)
@@ -106,6 +119,8 @@ def decode_chunk(raw: dict[str, Any]) -> pb.StreamChatCompletionResponse:
         decode_usage(usage, out.usage)
     if fingerprint := raw.get("system_fingerprint"):
         out.system_fingerprint = fingerprint
+    if tier := raw.get("service_tier"):
+        out.service_tier = tier
     return out
 
 
@@ -126,6 +141,7 @@ def _decode_delta(raw: dict[str, Any], out: pb.Delta) -> None:
                     piece.function.name = name
                 if (arguments := fn.get("arguments")) is not None:
                     piece.function.arguments = arguments
+            piece.extra_json = _extra_text(call, _TOOL_CALL_KEYS)
     for key in ("refusal", "reasoning_content"):
         if (text := raw.get(key)) is not None:
             setattr(out, key, text)
@@ -190,14 +206,7 @@ def encode_completion(completion: pb.CreateChatCompletionResponse) -> dict[str, 
         if m.HasField("reasoning_content"):
             message["reasoning_content"] = m.reasoning_content
         if m.tool_calls:
-            message["tool_calls"] = [
-                {
-                    "id": t.id,
-                    "type": t.type or "function",
-                    "function": {"name": t.function.name, "arguments": t.function.arguments},
-                }
-                for t in m.tool_calls
-            ]
+            message["tool_calls"] = [encode_tool_call(t) for t in m.tool_calls]
         choices.append(
             {
                 "index": c.index,
@@ -242,6 +251,8 @@ def encode_chunk(chunk: pb.StreamChatCompletionResponse) -> dict[str, Any]:
     }
     if chunk.HasField("usage"):
         out["usage"] = encode_usage(chunk.usage)
+    if chunk.HasField("service_tier"):
+        out["service_tier"] = chunk.service_tier
     if chunk.HasField("system_fingerprint"):
         out["system_fingerprint"] = chunk.system_fingerprint
     return out

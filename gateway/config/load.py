@@ -8,6 +8,7 @@ document's structure. Every problem is reported with the path of the bad field, 
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Mapping
 from importlib import resources
@@ -157,7 +158,7 @@ def _bool(value: Any, path: str) -> bool:
 
 
 def _positive_number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value <= 0:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
         raise ConfigError(f"{path}: expected a positive number, got {value!r}")
     return float(value)
 
@@ -177,8 +178,8 @@ def parse_duration(value: Any, path: str) -> float:
         if not m:
             raise ConfigError(f"{path}: expected a duration such as 250ms, 30s or 5m, got {value!r}")
         seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    if seconds <= 0:
-        raise ConfigError(f"{path}: must be more than zero")
+    if not 0 < seconds < math.inf:
+        raise ConfigError(f"{path}: must be more than zero and finite")
     return seconds
 
 

@@ -64,7 +64,8 @@ class BackendConfig:
     provider: str
     base_url: str = ""
     api_key: Secret | None = None
-    headers: Mapping[str, str] = field(default_factory=_frozen_map)
+    # Extra headers may carry credentials: they are kept out of repr, like the key.
+    headers: Mapping[str, str] = field(default_factory=_frozen_map, repr=False)
     connect_timeout: float = 5.0
     # Idle-based: the longest wait for the next byte of an answer, not for the whole answer.
     read_timeout: float = 60.0

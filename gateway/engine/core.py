@@ -86,18 +86,11 @@ class EngineCore:
         )
         include_usage = params.stream_options.include_usage
         async with aclosing(chunks):
-            chunk = first
-            while True:
-                if chunk.HasField("usage"):
-                    ctx.usage = chunk.usage
-                    if not include_usage:
-                        chunk.ClearField("usage")
-                if chunk.choices or include_usage:
+            if _account(first, ctx, include_usage):
+                yield first
+            async for chunk in chunks:
+                if _account(chunk, ctx, include_usage):
                     yield chunk
-                try:
-                    chunk = await anext(chunks)
-                except StopAsyncIteration:
-                    return
 
     async def _first_success(self, model: str, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
         """Try each planned attempt until one succeeds; retryable failures move on, others are raised at once."""
@@ -136,6 +129,16 @@ async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse,
         await chunks.aclose()
         raise
     return first, chunks
+
+
+def _account(chunk: pb.StreamChatCompletionResponse, ctx: CallContext, include_usage: bool) -> bool:
+    """Record the usage a chunk carries; whether the caller gets the chunk (a usage-only one only if it asked)."""
+    if chunk.HasField("usage"):
+        ctx.usage = chunk.usage
+        if not include_usage:
+            chunk.ClearField("usage")
+            return len(chunk.choices) > 0
+    return True
 
 
 def _check_chat(params: pb.ChatCompletionParams) -> None:

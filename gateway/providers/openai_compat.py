@@ -35,6 +35,8 @@ _MAX_ERROR_BODY = 64 * 1024
 # A single SSE line may carry a large tool-call argument chunk; aiohttp's default line limit is 64 KiB.
 _READ_BUFFER = 4 * 1024 * 1024
 _DATA = b"data:"
+# What decoding a body of the wrong shape raises (orjson's errors are ValueErrors).
+_MALFORMED = (KeyError, TypeError, ValueError, AttributeError)
 _DONE = b"[DONE]"
 
 
@@ -82,14 +84,18 @@ class OpenAICompatibleProvider:
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
         """A non-streaming chat completion."""
         raw = await self._post(self._chat_url, orjson.dumps(encode_chat_params(params, model, stream=False)))
-        with self._malformed_answer():
+        try:
             return decode_completion(orjson.loads(raw))
+        except _MALFORMED as exc:
+            raise self._malformed(exc) from exc
 
     async def embed(self, model: str, request: pb.CreateEmbeddingsRequest) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
         raw = await self._post(self._embeddings_url, orjson.dumps(encode_embeddings_request(request, model)))
-        with self._malformed_answer():
+        try:
             return decode_embeddings(orjson.loads(raw))
+        except _MALFORMED as exc:
+            raise self._malformed(exc) from exc
 
     async def _post(self, url: str, body: bytes) -> bytes:
         with self._translate_errors():
@@ -103,7 +109,7 @@ class OpenAICompatibleProvider:
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """A streaming chat completion; usage is always requested so the last chunk carries it."""
         body = orjson.dumps(encode_chat_params(params, model, stream=True))
-        finished = False
+        last: pb.StreamChatCompletionResponse | None = None  # the last chunk with choices, to tell a cut stream
         with self._translate_errors():
             async with self._client().post(self._chat_url, data=body) as resp:
                 if resp.status >= 400:
@@ -119,25 +125,23 @@ class OpenAICompatibleProvider:
                     data = []
                     if payload == _DONE:
                         return
-                    with self._malformed_answer():
+                    try:  # inline rather than a context manager: this runs for every chunk
                         raw = orjson.loads(payload)
                         if "error" in raw:
                             raise _in_band_error(raw["error"], self.backend.name)
                         chunk = decode_chunk(raw)
-                    finished = finished or any(c.finish_reason for c in chunk.choices)
+                    except _MALFORMED as exc:
+                        raise self._malformed(exc) from exc
+                    if chunk.choices:
+                        last = chunk
                     yield chunk
-        if not finished:
+        # A server that closes without [DONE] is accepted only if it had finished every choice it started.
+        if last is None or not all(c.finish_reason for c in last.choices):
             raise UpstreamError(f"backend '{self.backend.name}' closed the stream before it finished")
 
-    @contextlib.contextmanager
-    def _malformed_answer(self) -> Iterator[None]:
+    def _malformed(self, exc: Exception) -> UpstreamError:
         """An answer of the wrong shape is the backend's failure, and is reported as one."""
-        try:
-            yield
-        except (orjson.JSONDecodeError, KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise UpstreamError(
-                f"backend '{self.backend.name}' sent a malformed answer ({type(exc).__name__})"
-            ) from exc
+        return UpstreamError(f"backend '{self.backend.name}' sent a malformed answer ({type(exc).__name__})")
 
     @contextlib.contextmanager
     def _translate_errors(self) -> Iterator[None]:

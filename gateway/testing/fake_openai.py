@@ -201,10 +201,12 @@ class FakeOpenAI:
             await runner.cleanup()
 
     async def __aenter__(self) -> Self:
+        """Start on a free port of 127.0.0.1."""
         await self.start()
         return self
 
     async def __aexit__(self, *exc_info: object) -> None:
+        """Stop the server."""
         await self.stop()
 
     def add_fault(self, fault: Fault) -> None:

@@ -83,18 +83,22 @@ class ImageUrl(_message.Message):
 
     URL_FIELD_NUMBER: _builtins.int
     DETAIL_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     url: _builtins.str
     detail: _builtins.str
     """"auto", "low" or "high"; empty when not given."""
+    extra_json: _builtins.str
+    """JSON object of fields beyond the ones above, merged back unchanged."""
     def __init__(
         self,
         *,
         url: _builtins.str = ...,
         detail: _builtins.str = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "url", b"url"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["detail", b"detail", "extra_json", b"extra_json", "url", b"url"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -228,9 +232,14 @@ class ToolCall(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     id: _builtins.str
     type: _builtins.str
     """Always "function" today."""
+    extra_json: _builtins.str
+    """JSON object of fields beyond the ones above (for example Gemini's `extra_content` with a thought signature,
+    which must come back on the next turn), merged back unchanged.
+    """
     @_builtins.property
     def function(self) -> Global___FunctionCall: ...
     def __init__(
@@ -239,10 +248,11 @@ class ToolCall(_message.Message):
         id: _builtins.str = ...,
         type: _builtins.str = ...,
         function: Global___FunctionCall | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["function", b"function"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["extra_json", b"extra_json", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -329,11 +339,14 @@ class FunctionDefinition(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     PARAMETERS_JSON_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     parameters_json: _builtins.str
     """JSON schema of the parameters, as JSON text; empty when not given."""
     strict: _builtins.bool
+    extra_json: _builtins.str
+    """JSON object of fields beyond the ones above, merged back unchanged."""
     def __init__(
         self,
         *,
@@ -341,10 +354,11 @@ class FunctionDefinition(_message.Message):
         description: _builtins.str | None = ...,
         parameters_json: _builtins.str = ...,
         strict: _builtins.bool | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "strict", b"strict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "name", b"name", "parameters_json", b"parameters_json", "strict", b"strict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "extra_json", b"extra_json", "name", b"name", "parameters_json", b"parameters_json", "strict", b"strict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -425,11 +439,14 @@ class JsonSchemaFormat(_message.Message):
     DESCRIPTION_FIELD_NUMBER: _builtins.int
     SCHEMA_JSON_FIELD_NUMBER: _builtins.int
     STRICT_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     description: _builtins.str
     schema_json: _builtins.str
     """The JSON schema, as JSON text."""
     strict: _builtins.bool
+    extra_json: _builtins.str
+    """JSON object of fields beyond the ones above, merged back unchanged."""
     def __init__(
         self,
         *,
@@ -437,10 +454,11 @@ class JsonSchemaFormat(_message.Message):
         description: _builtins.str | None = ...,
         schema_json: _builtins.str = ...,
         strict: _builtins.bool | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "strict", b"strict"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "name", b"name", "schema_json", b"schema_json", "strict", b"strict"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_description", b"_description", "_strict", b"_strict", "description", b"description", "extra_json", b"extra_json", "name", b"name", "schema_json", b"schema_json", "strict", b"strict"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__description: _TypeAlias = _typing.Literal["description"]  # noqa: Y015
     _WhichOneofArgType__description: _TypeAlias = _typing.Literal["_description", b"_description"]  # noqa: Y015
@@ -1003,9 +1021,12 @@ class ToolCallDelta(_message.Message):
     ID_FIELD_NUMBER: _builtins.int
     TYPE_FIELD_NUMBER: _builtins.int
     FUNCTION_FIELD_NUMBER: _builtins.int
+    EXTRA_JSON_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     id: _builtins.str
     type: _builtins.str
+    extra_json: _builtins.str
+    """JSON object of fields beyond the ones above, merged back unchanged."""
     @_builtins.property
     def function(self) -> Global___FunctionCallDelta: ...
     def __init__(
@@ -1015,10 +1036,11 @@ class ToolCallDelta(_message.Message):
         id: _builtins.str | None = ...,
         type: _builtins.str | None = ...,
         function: Global___FunctionCallDelta | None = ...,
+        extra_json: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "function", b"function", "id", b"id", "type", b"type"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "function", b"function", "id", b"id", "index", b"index", "type", b"type"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_id", b"_id", "_type", b"_type", "extra_json", b"extra_json", "function", b"function", "id", b"id", "index", b"index", "type", b"type"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__id: _TypeAlias = _typing.Literal["id"]  # noqa: Y015
     _WhichOneofArgType__id: _TypeAlias = _typing.Literal["_id", b"_id"]  # noqa: Y015

@@ -1,0 +1,179 @@
+"""A closed-loop load generator: `concurrency` workers each send one request, wait for the whole answer, repeat.
+
+It shares the machine's cores with what it measures, so it stays cheap: one pooled ClientSession for the whole run,
+pre-encoded request bodies, `await resp.read()` for plain answers and a line iterator over `resp.content` for
+streams, parsing a stream's JSON only until its first content token has been seen.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import math
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+from aiohttp import ClientError, ClientSession, ClientTimeout, DummyCookieJar, TCPConnector
+
+__all__ = ["LoadResult", "Scenario", "make_session", "percentile", "run_load"]
+
+_HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
+_DATA = b"data:"
+_DONE_LINE = b"data: [DONE]"
+_MAX_ERROR_SAMPLES = 5
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """What every request of a run asks for."""
+
+    name: str  # "plain" or "stream"
+    stream: bool
+    chunks: int  # content chunks the upstream streams; a stream with fewer data events is an error
+    model: str = "gpt-4o-mini"
+    include_usage: bool = False
+
+    def body(self) -> bytes:
+        request: dict[str, Any] = {
+            "model": self.model,
+            "messages": [
+                {"role": "system", "content": "You are a benchmark."},
+                {"role": "user", "content": "Say hello to the gateway benchmark."},
+            ],
+        }
+        if self.stream:
+            request["stream"] = True
+            if self.include_usage:
+                request["stream_options"] = {"include_usage": True}
+        return orjson.dumps(request)
+
+
+@dataclass
+class LoadResult:
+    """The raw outcome of one run: per-request latencies (seconds) and the errors seen."""
+
+    requests: int
+    wall: float
+    latencies: list[float] = field(default_factory=list)
+    ttfts: list[float] = field(default_factory=list)
+    errors: int = 0
+    error_samples: list[str] = field(default_factory=list)
+
+    def error(self, message: str) -> None:
+        self.errors += 1
+        if len(self.error_samples) < _MAX_ERROR_SAMPLES:
+            self.error_samples.append(message)
+
+
+def make_session(max_connections: int) -> ClientSession:
+    """The one session every run shares; its pool keeps connections open between runs."""
+    return ClientSession(
+        connector=TCPConnector(limit=max_connections, limit_per_host=max_connections),
+        timeout=ClientTimeout(total=60),
+        cookie_jar=DummyCookieJar(),
+    )
+
+
+def percentile(sorted_values: list[float], fraction: float) -> float:
+    """The nearest-rank percentile of an already sorted, non-empty list."""
+    rank = max(1, math.ceil(len(sorted_values) * fraction))
+    return sorted_values[min(len(sorted_values), rank) - 1]
+
+
+def _has_content(line: bytes) -> bool:
+    """Whether an SSE `data:` line is a chunk whose delta carries non-empty content (or a tool call)."""
+    try:
+        event = orjson.loads(line[5:])
+    except orjson.JSONDecodeError:
+        return False
+    if not isinstance(event, dict):
+        return False
+    for choice in event.get("choices") or ():
+        delta = choice.get("delta") if isinstance(choice, dict) else None
+        if isinstance(delta, dict) and (delta.get("content") or delta.get("tool_calls")):
+            return True
+    return False
+
+
+async def _plain(session: ClientSession, url: str, body: bytes, result: LoadResult) -> None:
+    start = time.perf_counter()
+    async with session.post(url, data=body, headers=_HEADERS) as resp:
+        data = await resp.read()
+        status = resp.status
+    elapsed = time.perf_counter() - start
+    if status != 200:
+        result.error(f"HTTP {status}: {data[:200]!r}")
+    elif not data.startswith(b"{") or b'"choices"' not in data:
+        result.error(f"not a chat completion: {data[:200]!r}")
+    else:
+        result.latencies.append(elapsed)
+
+
+async def _stream(session: ClientSession, url: str, body: bytes, result: LoadResult, chunks: int) -> None:
+    start = time.perf_counter()
+    ttft = 0.0
+    events = 0
+    previous = last = b""
+    async with session.post(url, data=body, headers=_HEADERS) as resp:
+        if resp.status != 200:
+            data = await resp.read()
+            result.error(f"HTTP {resp.status}: {data[:200]!r}")
+            return
+        async for line in resp.content:
+            if not line.startswith(_DATA):
+                continue
+            events += 1
+            previous, last = last, line
+            if not ttft and _has_content(line):
+                ttft = time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if last.rstrip() != _DONE_LINE:
+        result.error(f"stream did not end with data: [DONE] (last event {last[:200]!r})")
+    elif b'"error":' in previous:
+        result.error(f"in-band error event: {previous[:200]!r}")
+    elif events - 1 < chunks:
+        result.error(f"short stream: {events - 1} data events before [DONE], expected at least {chunks}")
+    elif not ttft:
+        result.error("stream carried no content")
+    else:
+        result.latencies.append(elapsed)
+        result.ttfts.append(ttft)
+
+
+async def run_load(
+    session: ClientSession,
+    url: str,
+    scenario: Scenario,
+    requests: int,
+    concurrency: int,
+    on_start: Callable[[], None] | None = None,
+) -> LoadResult:
+    """Send `requests` requests from `concurrency` closed-loop workers; `on_start` runs just before the first."""
+    body = scenario.body()
+    result = LoadResult(requests=requests, wall=0.0)
+    remaining = requests
+
+    def one() -> Awaitable[None]:
+        if scenario.stream:
+            return _stream(session, url, body, result, scenario.chunks)
+        return _plain(session, url, body, result)
+
+    async def worker() -> None:
+        nonlocal remaining
+        while remaining > 0:
+            remaining -= 1
+            try:
+                await one()
+            except (ClientError, TimeoutError, OSError, ValueError) as exc:
+                result.error(f"{type(exc).__name__}: {exc}")
+
+    gc.collect()
+    if on_start is not None:
+        on_start()
+    start = time.perf_counter()
+    await asyncio.gather(*(worker() for _ in range(concurrency)))
+    result.wall = time.perf_counter() - start
+    return result

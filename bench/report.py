@@ -1,0 +1,297 @@
+"""Turn the measured runs into tables: plain text for the terminal, markdown for the README, JSON for the record."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+__all__ = ["Comparison", "RunFigures", "compare", "error_banner", "markdown", "text_report", "to_json"]
+
+DIRECT = "direct"
+FLOOR = "floor"
+_DASH = "-"
+_NOISY_BACKGROUND_PCT = 20.0
+_MIN_NOISE_SECONDS = 0.05
+
+
+@dataclass
+class RunFigures:
+    """The figures of one measured run (one target, one scenario, one concurrency)."""
+
+    target: str
+    scenario: str  # "plain" or "stream"
+    concurrency: int
+    requests: int
+    chunks: int
+    errors: int
+    warmup_errors: int
+    error_samples: list[str]
+    wall_s: float
+    rps: float
+    p50_ms: float | None
+    p99_ms: float | None
+    ttft_p50_ms: float | None  # streams only
+    gateway_cpu_s: float | None  # None when no gateway sits in between (direct)
+    cpu_per_request_ms: float | None
+    cpu_per_chunk_us: float | None  # streams only: CPU per request / chunks
+    upstream_cpu_per_request_ms: float
+    client_cpu_per_request_ms: float
+    peak_rss_kib: dict[str, int] = field(default_factory=dict)  # per gateway process, read after this run
+    background_cpu_pct: float = 0.0  # what the rest of the machine used meanwhile, in % of one core
+
+
+@dataclass
+class Comparison:
+    """One target against direct (latency) and against the floor proxy (CPU), at one scenario and concurrency."""
+
+    target: str
+    scenario: str
+    concurrency: int
+    added_p50_ms: float | None
+    added_p99_ms: float | None
+    added_ttft_ms: float | None
+    cpu_per_request_ms: float | None
+    cpu_per_request_vs_floor: float | None
+    cpu_per_chunk_us: float | None
+    cpu_per_chunk_vs_floor: float | None
+    marginal_chunk_us: float | None  # (stream CPU/request - plain CPU/request) / chunks
+    marginal_chunk_vs_floor: float | None
+
+
+def _sub(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None else a - b
+
+
+def _ratio(a: float | None, b: float | None) -> float | None:
+    return None if a is None or b is None or b <= 0 else a / b
+
+
+def _index(runs: Iterable[RunFigures]) -> dict[tuple[str, str, int], RunFigures]:
+    return {(run.target, run.scenario, run.concurrency): run for run in runs}
+
+
+def _marginal(by_key: dict[tuple[str, str, int], RunFigures], target: str, concurrency: int) -> float | None:
+    stream = by_key.get((target, "stream", concurrency))
+    plain = by_key.get((target, "plain", concurrency))
+    if stream is None or plain is None or stream.chunks <= 0:
+        return None
+    delta = _sub(stream.cpu_per_request_ms, plain.cpu_per_request_ms)
+    return None if delta is None else delta * 1000 / stream.chunks
+
+
+def compare(runs: Sequence[RunFigures]) -> list[Comparison]:
+    """Every non-direct run against the direct run and the floor run of the same scenario and concurrency."""
+    by_key = _index(runs)
+    out: list[Comparison] = []
+    for run in runs:
+        if run.target == DIRECT:
+            continue
+        key = (run.scenario, run.concurrency)
+        direct = by_key.get((DIRECT, *key))
+        floor = by_key.get((FLOOR, *key))
+        marginal = _marginal(by_key, run.target, run.concurrency) if run.scenario == "stream" else None
+        floor_marginal = _marginal(by_key, FLOOR, run.concurrency) if run.scenario == "stream" else None
+        out.append(
+            Comparison(
+                target=run.target,
+                scenario=run.scenario,
+                concurrency=run.concurrency,
+                added_p50_ms=_sub(run.p50_ms, direct.p50_ms if direct else None),
+                added_p99_ms=_sub(run.p99_ms, direct.p99_ms if direct else None),
+                added_ttft_ms=_sub(run.ttft_p50_ms, direct.ttft_p50_ms if direct else None),
+                cpu_per_request_ms=run.cpu_per_request_ms,
+                cpu_per_request_vs_floor=_ratio(run.cpu_per_request_ms, floor.cpu_per_request_ms if floor else None),
+                cpu_per_chunk_us=run.cpu_per_chunk_us,
+                cpu_per_chunk_vs_floor=_ratio(run.cpu_per_chunk_us, floor.cpu_per_chunk_us if floor else None),
+                marginal_chunk_us=marginal,
+                marginal_chunk_vs_floor=_ratio(marginal, floor_marginal),
+            )
+        )
+    return out
+
+
+# ---------------------------------------------------------------------------------------------------- formatting
+
+
+def _f(value: float | None, digits: int = 2, suffix: str = "") -> str:
+    return _DASH if value is None else f"{value:.{digits}f}{suffix}"
+
+
+def _signed(value: float | None, digits: int = 2) -> str:
+    return _DASH if value is None else f"{value:+.{digits}f}"
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align_left: int = 1) -> list[str]:
+    widths = [
+        max(len(header[i]), *(len(row[i]) for row in rows)) if rows else len(header[i]) for i in range(len(header))
+    ]
+
+    def line(cells: Sequence[str]) -> str:
+        parts = [cell.ljust(widths[i]) if i < align_left else cell.rjust(widths[i]) for i, cell in enumerate(cells)]
+        return "  ".join(parts).rstrip()
+
+    return [line(header), line(["-" * w for w in widths]), *(line(row) for row in rows)]
+
+
+def _scenario_title(scenario: str, chunks: int) -> str:
+    return "non-streaming" if scenario == "plain" else f"streaming, {chunks} chunks"
+
+
+def _run_rows(runs: Sequence[RunFigures], stream: bool) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for run in runs:
+        row = [
+            run.target,
+            str(run.concurrency),
+            str(run.requests),
+            f"{run.rps:.0f}",
+            _f(run.p50_ms),
+            _f(run.p99_ms),
+        ]
+        if stream:
+            row.append(_f(run.ttft_p50_ms))
+        row.append(_f(run.cpu_per_request_ms, 3))
+        if stream:
+            row.append(_f(run.cpu_per_chunk_us, 1))
+        row += [
+            _f(run.upstream_cpu_per_request_ms, 3),
+            _f(run.client_cpu_per_request_ms, 3),
+            f"{run.background_cpu_pct:.0f}",
+            str(run.errors + run.warmup_errors) + (" !!" if run.errors + run.warmup_errors else ""),
+        ]
+        rows.append(row)
+    return rows
+
+
+def _comparison_rows(comparisons: Sequence[Comparison], stream: bool) -> list[list[str]]:
+    rows: list[list[str]] = []
+    for c in comparisons:
+        row = [c.target, str(c.concurrency), _signed(c.added_p50_ms), _signed(c.added_p99_ms)]
+        if stream:
+            row.append(_signed(c.added_ttft_ms))
+        row += [_f(c.cpu_per_request_ms, 3), _f(c.cpu_per_request_vs_floor, 2, "x")]
+        if stream:
+            row += [
+                _f(c.cpu_per_chunk_us, 1),
+                _f(c.cpu_per_chunk_vs_floor, 2, "x"),
+                _f(c.marginal_chunk_us, 1),
+                _f(c.marginal_chunk_vs_floor, 2, "x"),
+            ]
+        rows.append(row)
+    return rows
+
+
+def text_report(
+    runs: Sequence[RunFigures], comparisons: Sequence[Comparison], peak_rss: dict[str, int], meta: dict[str, Any]
+) -> str:
+    """The full terminal report."""
+    lines = [
+        f"tollgate bench: {meta['cpus']} CPUs, Python {meta['python']}, {meta['chunks']} chunks a stream, "
+        f"CPU clock tick {meta['clock_tick_ms']:.0f} ms",
+        "CPU figures are the gateway process(es) only (split: engine + front door summed); 'up' is the fake upstream,",
+        "'client' the load generator, 'bg' what everything else on the machine used meanwhile (% of one core).",
+        "Latencies are client-side wall time. Each CPU reading is +-1 clock tick.",
+        f"load average at start: {meta['loadavg_at_start'][0]:.2f}",
+        "",
+    ]
+    for scenario in ("plain", "stream"):
+        chosen = [run for run in runs if run.scenario == scenario]
+        if not chosen:
+            continue
+        stream = scenario == "stream"
+        header = ["target", "c", "requests", "req/s", "p50 ms", "p99 ms"]
+        header += ["TTFT p50 ms"] if stream else []
+        header += ["CPU/req ms", *(["CPU/chunk µs"] if stream else [])]
+        header += ["up CPU/req", "client CPU/req", "bg CPU %", "errors"]
+        lines.append(f"== {_scenario_title(scenario, chosen[0].chunks)} ==")
+        lines += _table(header, _run_rows(chosen, stream))
+        lines.append("")
+    for scenario in ("plain", "stream"):
+        chosen_c = [c for c in comparisons if c.scenario == scenario]
+        if not chosen_c:
+            continue
+        stream = scenario == "stream"
+        header = ["target", "c", "+p50 ms", "+p99 ms"] + (["+TTFT ms"] if stream else [])
+        header += ["CPU/req ms", "vs floor"]
+        header += ["CPU/chunk µs", "vs floor", "marginal/chunk µs", "vs floor"] if stream else []
+        lines.append(f"== overhead, {_scenario_title(scenario, meta['chunks'])}: latency vs direct, CPU vs floor ==")
+        lines += _table(header, _comparison_rows(chosen_c, stream))
+        lines.append("")
+    if any(c.scenario == "stream" for c in comparisons):
+        lines.append("marginal/chunk = (stream CPU/req - non-stream CPU/req) / chunks, at the same concurrency.")
+        lines.append("")
+    noisy = [
+        run
+        for run in runs
+        if run.background_cpu_pct > _NOISY_BACKGROUND_PCT
+        and run.background_cpu_pct * run.wall_s / 100 > _MIN_NOISE_SECONDS  # not just a clock tick or two
+    ]
+    if noisy:
+        lines.append(
+            f"NOTE: other work used more than {_NOISY_BACKGROUND_PCT:.0f}% of a core during {len(noisy)} of "
+            f"{len(runs)} runs (bg CPU column): req/s and latency are skewed there; CPU/req much less so."
+        )
+        lines.append("")
+    lines.append("== peak RSS (VmHWM) ==")
+    lines += _table(["process", "MiB"], [[name, f"{kib / 1024:.1f}"] for name, kib in peak_rss.items()])
+    return "\n".join(lines)
+
+
+def markdown(runs: Sequence[RunFigures], comparisons: Sequence[Comparison], meta: dict[str, Any]) -> str:
+    """A compact markdown table for the README."""
+    by_key = {(c.target, c.scenario, c.concurrency): c for c in comparisons}
+    lines = [
+        f"Measured by `make bench` on {meta['cpus']} cores against a local fake upstream "
+        f"({meta['chunks']}-chunk streams, no upstream delay). CPU is the gateway's own; "
+        "the floor is a bare aiohttp+orjson passthrough proxy.",
+        "",
+        "| target | mode | c | req/s | p50 ms | +p50 vs direct | p99 ms | TTFT p50 ms | CPU/req ms | CPU vs floor |",
+        "|---|---|--:|--:|--:|--:|--:|--:|--:|--:|",
+    ]
+    for run in runs:
+        comp = by_key.get((run.target, run.scenario, run.concurrency))
+        mode = "plain" if run.scenario == "plain" else f"stream ({run.chunks})"
+        cells = [
+            run.target,
+            mode,
+            str(run.concurrency),
+            f"{run.rps:.0f}",
+            _f(run.p50_ms),
+            _signed(comp.added_p50_ms) if comp else _DASH,
+            _f(run.p99_ms),
+            _f(run.ttft_p50_ms),
+            _f(run.cpu_per_request_ms, 3),
+            _f(comp.cpu_per_request_vs_floor, 2, "x") if comp else _DASH,
+        ]
+        lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def error_banner(runs: Sequence[RunFigures]) -> str | None:
+    """A loud message when any run saw an error, or None."""
+    bad = [run for run in runs if run.errors or run.warmup_errors]
+    if not bad:
+        return None
+    total = sum(run.errors + run.warmup_errors for run in bad)
+    lines = ["!" * 100, f"!!! {total} ERRORS: these figures are not valid", "!" * 100]
+    for run in bad:
+        lines.append(
+            f"!!! {run.target} {run.scenario} c={run.concurrency}: {run.errors} errors "
+            f"(+{run.warmup_errors} in warm-up), e.g.:"
+        )
+        lines += [f"!!!     {sample}" for sample in run.error_samples]
+    lines.append("!" * 100)
+    return "\n".join(lines)
+
+
+def to_json(
+    runs: Sequence[RunFigures], comparisons: Sequence[Comparison], peak_rss: dict[str, int], meta: dict[str, Any]
+) -> dict[str, Any]:
+    """Everything, raw, for `--json`."""
+    return {
+        "meta": meta,
+        "runs": [asdict(run) for run in runs],
+        "comparisons": [asdict(c) for c in comparisons],
+        "peak_rss_kib": peak_rss,
+    }

@@ -1,0 +1,445 @@
+"""`python -m bench`: direct vs the floor proxy vs tollgate (one process, and split over gRPC), on one fake upstream.
+
+Every server is a subprocess of this one, so its CPU time is its own: the fake upstream, the floor proxy, `tollgate
+serve`, and `tollgate engine` + `tollgate frontdoor`. The load generator runs here, on uvloop. Each (target,
+scenario, concurrency) gets a warm-up, then a measured closed-loop run bracketed by /proc CPU readings of the
+gateway process(es).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import platform
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Coroutine, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import FrameType
+from typing import Any, TypeVar
+
+import orjson
+import uvloop
+from aiohttp import ClientSession
+
+from bench import report
+from bench.load import LoadResult, Scenario, make_session, percentile, run_load
+from bench.procs import CLOCK_TICKS, Service, cpu_seconds, peak_rss_kib, start_service, stop_all, system_busy_seconds
+
+__all__ = ["main"]
+
+T = TypeVar("T")
+
+_REPO = Path(__file__).resolve().parents[1]
+_MODEL = "gpt-4o-mini"
+_HOST = "127.0.0.1"
+_ALL_TARGETS = ("direct", "floor", "tollgate", "split")
+_HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
+_GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"
+_URL_READY = r"listening (http://\S+)"
+_DEFAULT_REQUESTS = 2000
+_QUICK_DIVISOR = 5
+
+
+@dataclass
+class Target:
+    """Where the load goes, and which processes' CPU and memory count as the gateway's."""
+
+    name: str
+    base_url: str
+    services: list[Service] = field(default_factory=list)
+
+    @property
+    def chat_url(self) -> str:
+        return f"{self.base_url}/chat/completions"
+
+
+@dataclass(frozen=True)
+class Plan:
+    targets: tuple[str, ...]
+    concurrencies: tuple[int, ...]
+    requests: int  # per measured run at concurrency > 1
+    single_requests: int  # per measured run at concurrency 1
+    warmup: int
+    chunks: int
+    include_usage: bool
+    scenarios: tuple[str, ...] = ("plain", "stream")
+
+    def requests_at(self, concurrency: int) -> int:
+        return self.single_requests if concurrency == 1 else self.requests
+
+
+def _csv(kind: type[int] | type[str]) -> Any:
+    def parse(text: str) -> tuple[Any, ...]:
+        return tuple(kind(part) for part in text.split(",") if part.strip())
+
+    return parse
+
+
+def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        prog="python -m bench",
+        description="Benchmark tollgate against a direct call to a fake upstream and a bare aiohttp proxy.",
+    )
+    parser.add_argument("--quick", action="store_true", help="5x fewer requests: a smoke run of about 15 s")
+    parser.add_argument(
+        "--requests",
+        type=int,
+        default=None,
+        help=f"measured requests per run at concurrency > 1 (default {_DEFAULT_REQUESTS}; "
+        "concurrency 1 gets a quarter of it); --quick divides it by 5",
+    )
+    parser.add_argument("--warmup", type=int, default=None, help="warm-up requests before each run (default 100)")
+    parser.add_argument("--concurrency", type=_csv(int), default=(1, 10, 50), help="comma-separated (default 1,10,50)")
+    parser.add_argument(
+        "--targets", type=_csv(str), default=_ALL_TARGETS, help=f"comma-separated subset of {','.join(_ALL_TARGETS)}"
+    )
+    parser.add_argument("--scenarios", type=_csv(str), default=("plain", "stream"), help="plain,stream (default both)")
+    parser.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (default 20)")
+    parser.add_argument(
+        "--include-usage", action="store_true", help="clients ask for stream_options.include_usage on streams"
+    )
+    parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw figures here as JSON")
+    parser.add_argument("--keep-logs", action="store_true", help="print where the servers' logs are and keep them")
+    args = parser.parse_args(argv)
+    unknown = set(args.targets) - set(_ALL_TARGETS)
+    if unknown or not args.targets:
+        parser.error(f"--targets: unknown {sorted(unknown)}; choose from {','.join(_ALL_TARGETS)}")
+    if set(args.scenarios) - {"plain", "stream"} or not args.scenarios:
+        parser.error("--scenarios: choose from plain,stream")
+    if not args.concurrency or min(args.concurrency) < 1:
+        parser.error("--concurrency: positive integers")
+    return args
+
+
+def _plan(args: argparse.Namespace) -> Plan:
+    requests = args.requests if args.requests is not None else _DEFAULT_REQUESTS
+    warmup = args.warmup if args.warmup is not None else 100
+    if args.quick:
+        requests = max(1, requests // _QUICK_DIVISOR)
+        warmup = args.warmup if args.warmup is not None else 40
+    return Plan(
+        targets=tuple(t for t in _ALL_TARGETS if t in args.targets),
+        concurrencies=tuple(args.concurrency),
+        requests=requests,
+        single_requests=max(1, requests // 4),
+        warmup=warmup,
+        chunks=args.chunks,
+        include_usage=args.include_usage,
+        scenarios=tuple(args.scenarios),
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- processes
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _start_targets(plan: Plan, log_dir: Path, services: list[Service]) -> tuple[Service, list[Target]]:
+    """Start the upstream and every wanted gateway; every service started is appended to `services` at once."""
+    fake = ("-m", "gateway.testing.fake_openai", "--host", _HOST, "--port", "0", "--chunks", str(plan.chunks))
+    upstream = start_service("upstream", _python(*fake, "--chunk-delay", "0", "--latency", "0"), log_dir, _REPO)
+    services.append(upstream)
+    base = upstream.wait_for(_URL_READY)[1]
+    config = log_dir / "tollgate.yaml"
+    config.write_bytes(_config(base))  # JSON is YAML
+    gateway = ("-m", "gateway")
+    listen = ("--http", f"{_HOST}:0", "--grpc", f"{_HOST}:0")
+    pending: list[tuple[str, Service, str]] = []
+    if "floor" in plan.targets:
+        argv = _python("-m", "bench.floor_proxy", "--upstream", base, "--host", _HOST, "--port", "0")
+        pending.append(("floor", start_service("floor", argv, log_dir, _REPO), _URL_READY))
+    if "tollgate" in plan.targets:
+        argv = _python(*gateway, "serve", "--config", str(config), *listen)
+        pending.append(("tollgate", start_service("tollgate", argv, log_dir, _REPO), _HTTP_READY))
+    if "split" in plan.targets:
+        argv = _python(*gateway, "engine", "--config", str(config), "--grpc", f"{_HOST}:0")
+        pending.append(("split", start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))
+    services += [service for _, service, _ in pending]
+
+    targets: list[Target] = [Target("direct", base)] if "direct" in plan.targets else []
+    for name, service, ready in pending:
+        found = service.wait_for(ready)[1]
+        if name == "floor":
+            targets.append(Target(name, found, [service]))
+        elif name == "tollgate":
+            targets.append(Target(name, f"http://{_HOST}:{found}/v1", [service]))
+        else:
+            argv = _python(*gateway, "frontdoor", "--config", str(config), "--http", f"{_HOST}:0")
+            frontdoor = start_service("split-frontdoor", [*argv, "--engine", f"{_HOST}:{found}"], log_dir, _REPO)
+            services.append(frontdoor)
+            port = frontdoor.wait_for(_HTTP_READY)[1]
+            targets.append(Target(name, f"http://{_HOST}:{port}/v1", [service, frontdoor]))
+    targets.sort(key=lambda target: _ALL_TARGETS.index(target.name))
+    return upstream, targets
+
+
+def _config(upstream_base: str) -> bytes:
+    return orjson.dumps(
+        {
+            "listen": {"http": f"{_HOST}:0", "grpc": f"{_HOST}:0"},
+            "auth": "none",
+            "backends": [
+                {
+                    "name": "up",
+                    "provider": "openai",
+                    "base_url": upstream_base,
+                    "api_key": "bench",
+                    "max_connections": 200,
+                }
+            ],
+            "models": [{"name": _MODEL, "targets": [{"backend": "up", "model": _MODEL}]}],
+        },
+        option=orjson.OPT_INDENT_2,
+    )
+
+
+# ---------------------------------------------------------------------------------------------------- measuring
+
+
+@dataclass
+class _Snapshot:
+    gateway: float = 0.0
+    upstream: float = 0.0
+    client: float = 0.0
+    system: float = 0.0  # the whole machine's busy CPU time
+
+
+def _snapshot(target: Target, upstream: Service) -> _Snapshot:
+    return _Snapshot(
+        gateway=sum(cpu_seconds(service.pid) for service in target.services),
+        upstream=cpu_seconds(upstream.pid),
+        client=time.process_time(),
+        system=system_busy_seconds(),
+    )
+
+
+def _check_alive(services: Sequence[Service]) -> None:
+    for service in services:
+        if service.proc is None or service.proc.poll() is not None:
+            raise RuntimeError(f"{service.name} died during the benchmark:\n{service.log_tail()}")
+
+
+def _figures(
+    target: Target, scenario: Scenario, concurrency: int, result: LoadResult, warmup: LoadResult, used: _Snapshot
+) -> report.RunFigures:
+    latencies = sorted(result.latencies)
+    ttfts = sorted(result.ttfts)
+    n = result.requests
+    gateway_cpu = used.gateway if target.services else None
+    per_request = None if gateway_cpu is None else gateway_cpu * 1000 / n
+    per_chunk = per_request * 1000 / scenario.chunks if per_request is not None and scenario.stream else None
+    return report.RunFigures(
+        target=target.name,
+        scenario=scenario.name,
+        concurrency=concurrency,
+        requests=n,
+        chunks=scenario.chunks,
+        errors=result.errors,
+        warmup_errors=warmup.errors,
+        error_samples=(warmup.error_samples + result.error_samples)[:5],
+        wall_s=result.wall,
+        rps=n / result.wall if result.wall > 0 else 0.0,
+        p50_ms=percentile(latencies, 0.5) * 1000 if latencies else None,
+        p99_ms=percentile(latencies, 0.99) * 1000 if latencies else None,
+        ttft_p50_ms=percentile(ttfts, 0.5) * 1000 if ttfts else None,
+        gateway_cpu_s=gateway_cpu,
+        cpu_per_request_ms=per_request,
+        cpu_per_chunk_us=per_chunk,
+        upstream_cpu_per_request_ms=used.upstream * 1000 / n,
+        client_cpu_per_request_ms=used.client * 1000 / n,
+        peak_rss_kib={service.name: peak_rss_kib(service.pid) for service in target.services},
+        background_cpu_pct=_background_pct(used, result.wall),
+    )
+
+
+def _background_pct(used: _Snapshot, wall: float) -> float:
+    """CPU the rest of the machine used during a run, in % of one core (noise: other work, the kernel, steal)."""
+    ours = used.gateway + used.upstream + used.client
+    return max(0.0, used.system - ours) * 100 / wall if wall > 0 else 0.0
+
+
+def _progress(run: report.RunFigures) -> None:
+    cpu = "" if run.cpu_per_request_ms is None else f"  CPU/req {run.cpu_per_request_ms:.3f} ms"
+    ttft = "" if run.ttft_p50_ms is None else f"  TTFT {run.ttft_p50_ms:.2f} ms"
+    errors = run.errors + run.warmup_errors
+    print(
+        f"  {run.target:<9} {run.scenario:<6} c={run.concurrency:<3} {run.requests:>5} req in {run.wall_s:5.1f}s"
+        f"  {run.rps:7.0f} req/s  p50 {_ms(run.p50_ms)}  p99 {_ms(run.p99_ms)}{ttft}{cpu}"
+        + (f"  !!! {errors} ERRORS" if errors else ""),
+        file=sys.stderr,
+        flush=True,
+    )
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value:.2f} ms"
+
+
+async def _measure_one(
+    session: ClientSession, plan: Plan, upstream: Service, target: Target, scenario: Scenario, concurrency: int
+) -> report.RunFigures:
+    """A warm-up, then one measured run bracketed by CPU readings."""
+    warm_n = max(plan.warmup, 2 * concurrency) if plan.warmup else 0
+    warm = await run_load(session, target.chat_url, scenario, warm_n, concurrency)
+    marks: list[_Snapshot] = []
+    n = plan.requests_at(concurrency)
+    result = await run_load(
+        session, target.chat_url, scenario, n, concurrency, lambda: marks.append(_snapshot(target, upstream))
+    )
+    after = _snapshot(target, upstream)
+    before = marks[0]
+    used = _Snapshot(
+        after.gateway - before.gateway,
+        after.upstream - before.upstream,
+        after.client - before.client,
+        after.system - before.system,
+    )
+    _check_alive([upstream, *target.services])
+    return _figures(target, scenario, concurrency, result, warm, used)
+
+
+async def _measure(plan: Plan, upstream: Service, targets: list[Target]) -> list[report.RunFigures]:
+    """Every target back to back for each (scenario, concurrency), so compared figures share machine conditions."""
+    scenarios = [
+        Scenario("plain", stream=False, chunks=plan.chunks, model=_MODEL),
+        Scenario("stream", stream=True, chunks=plan.chunks, model=_MODEL, include_usage=plan.include_usage),
+    ]
+    runs: list[report.RunFigures] = []
+    session = make_session(max(plan.concurrencies) + 10)
+    try:
+        for scenario in scenarios:
+            if scenario.name not in plan.scenarios:
+                continue
+            for concurrency in plan.concurrencies:
+                for target in targets:
+                    run = await _measure_one(session, plan, upstream, target, scenario, concurrency)
+                    _progress(run)
+                    runs.append(run)
+    finally:
+        await session.close()
+    order = {target.name: index for index, target in enumerate(targets)}
+    runs.sort(key=lambda run: (run.scenario != "plain", order[run.target], run.concurrency))
+    return runs
+
+
+# ---------------------------------------------------------------------------------------------------- main
+
+
+def _meta(plan: Plan) -> dict[str, Any]:
+    """Taken before anything starts: the load average then says what else the machine was doing."""
+    return {
+        "cpus": os.cpu_count(),
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "loadavg_at_start": os.getloadavg(),
+        "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+        "clock_tick_ms": 1000 / CLOCK_TICKS,
+        "chunks": plan.chunks,
+        "requests": plan.requests,
+        "single_requests": plan.single_requests,
+        "warmup": plan.warmup,
+        "concurrencies": list(plan.concurrencies),
+        "targets": list(plan.targets),
+        "include_usage": plan.include_usage,
+        "model": _MODEL,
+    }
+
+
+def _terminate(signum: int, frame: FrameType | None) -> None:
+    # Outside the event loop (starting servers, reporting): unwind to main()'s finally, which stops them.
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+async def _until_signalled(work: Coroutine[Any, Any, T]) -> T:
+    """Run `work`, cancelling it on SIGTERM (an exception raised in a signal handler would be lost in uvloop)."""
+    loop = asyncio.get_running_loop()
+    task = asyncio.current_task()
+    assert task is not None
+    loop.add_signal_handler(signal.SIGTERM, task.cancel)
+    try:
+        return await work
+    finally:
+        loop.remove_signal_handler(signal.SIGTERM)
+        signal.signal(signal.SIGTERM, _terminate)
+
+
+def _peak_rss(targets: Sequence[Target], runs: Sequence[report.RunFigures]) -> dict[str, int]:
+    peaks: dict[str, int] = {}
+    for run in runs:
+        for name, kib in run.peak_rss_kib.items():
+            peaks[name] = max(peaks.get(name, 0), kib)
+    for target in targets:
+        for service in target.services:
+            if service.proc is not None and service.proc.poll() is None:
+                peaks[service.name] = max(peaks.get(service.name, 0), peak_rss_kib(service.pid))
+    return peaks
+
+
+def _report(
+    meta: dict[str, Any], targets: Sequence[Target], runs: list[report.RunFigures], json_path: Path | None
+) -> int:
+    comparisons = report.compare(runs)
+    peaks = _peak_rss(targets, runs)
+    print()
+    print(report.text_report(runs, comparisons, peaks, meta))
+    print()
+    print("== markdown (for the README) ==")
+    print(report.markdown(runs, comparisons, meta))
+    if json_path is not None:
+        json_path.write_bytes(
+            orjson.dumps(report.to_json(runs, comparisons, peaks, meta), option=orjson.OPT_INDENT_2) + b"\n"
+        )
+        print(f"\nraw figures written to {json_path}")
+    banner = report.error_banner(runs)
+    if banner is not None:
+        print()
+        print(banner)
+        return 1
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run the whole benchmark; 0 when every response was good, 1 on errors, 130 when interrupted."""
+    args = _parse_args(argv)
+    plan = _plan(args)
+    meta = _meta(plan)
+    previous = signal.signal(signal.SIGTERM, _terminate)
+    services: list[Service] = []
+    log_dir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
+    started = time.monotonic()
+    status = 2
+    try:
+        print(f"starting servers (logs in {log_dir}) ...", file=sys.stderr, flush=True)
+        upstream, targets = _start_targets(plan, log_dir, services)
+        with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+            runs = runner.run(_until_signalled(_measure(plan, upstream, targets)))
+        status = _report(meta, targets, runs, args.json)
+    except (KeyboardInterrupt, asyncio.CancelledError):
+        print("\ninterrupted", file=sys.stderr)
+        status = 130
+    except RuntimeError as exc:
+        print(f"\nbench failed: {exc}", file=sys.stderr)
+        status = 2
+    finally:
+        # A second Ctrl-C or SIGTERM must not leave servers behind: stopping them is not interruptible.
+        previous_int = signal.signal(signal.SIGINT, signal.SIG_IGN)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        for problem in stop_all(services):
+            print(f"warning: {problem}", file=sys.stderr)
+        signal.signal(signal.SIGINT, previous_int)
+        signal.signal(signal.SIGTERM, previous)
+        if args.keep_logs or status not in (0, 130):
+            print(f"server logs kept in {log_dir}", file=sys.stderr)
+        else:
+            for log in log_dir.iterdir():
+                log.unlink()
+            log_dir.rmdir()
+    print(f"\nbench finished in {time.monotonic() - started:.0f}s", file=sys.stderr)
+    return status
