@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 import openai
 import pytest
 
-from gateway.testing.fake_openai import Fault, FakeOpenAI
+from gateway.testing.fake_openai import FakeOpenAI, Fault
 from tests.conftest import UPSTREAM_KEY, RunningGateway, StartGateway
 
 MESSAGES = [{"role": "user", "content": "hello"}]
