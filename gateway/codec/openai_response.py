@@ -215,19 +215,26 @@ def encode_completion(completion: pb.CreateChatCompletionResponse) -> dict[str, 
                 "finish_reason": FINISH_REASON_NAMES.get(c.finish_reason, "stop"),
             }
         )
+    return _envelope(completion, "chat.completion", choices)
+
+
+def _envelope(
+    message: pb.CreateChatCompletionResponse | pb.StreamChatCompletionResponse, kind: str, choices: list[Any]
+) -> dict[str, Any]:
+    """The fields a completion and a chunk share around their choices."""
     out: dict[str, Any] = {
-        "id": completion.id,
-        "object": "chat.completion",
-        "created": completion.created,
-        "model": completion.model,
+        "id": message.id,
+        "object": kind,
+        "created": message.created,
+        "model": message.model,
         "choices": choices,
     }
-    if completion.HasField("usage"):
-        out["usage"] = encode_usage(completion.usage)
-    if completion.HasField("system_fingerprint"):
-        out["system_fingerprint"] = completion.system_fingerprint
-    if completion.HasField("service_tier"):
-        out["service_tier"] = completion.service_tier
+    if message.HasField("usage"):
+        out["usage"] = encode_usage(message.usage)
+    if message.HasField("system_fingerprint"):
+        out["system_fingerprint"] = message.system_fingerprint
+    if message.HasField("service_tier"):
+        out["service_tier"] = message.service_tier
     return out
 
 
@@ -242,20 +249,7 @@ def encode_chunk(chunk: pb.StreamChatCompletionResponse) -> dict[str, Any]:
         }
         for c in chunk.choices
     ]
-    out: dict[str, Any] = {
-        "id": chunk.id,
-        "object": "chat.completion.chunk",
-        "created": chunk.created,
-        "model": chunk.model,
-        "choices": choices,
-    }
-    if chunk.HasField("usage"):
-        out["usage"] = encode_usage(chunk.usage)
-    if chunk.HasField("service_tier"):
-        out["service_tier"] = chunk.service_tier
-    if chunk.HasField("system_fingerprint"):
-        out["system_fingerprint"] = chunk.system_fingerprint
-    return out
+    return _envelope(chunk, "chat.completion.chunk", choices)
 
 
 def _encode_delta(delta: pb.Delta) -> dict[str, Any]:

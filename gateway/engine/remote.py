@@ -7,7 +7,7 @@ Metadata carries the call context; an aborted call's status and trailing metadat
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Iterable
-from typing import cast
+from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -17,6 +17,8 @@ from gateway.engine.servicer import UPSTREAM_MS
 from gateway.errors import GatewayError
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
+
+T = TypeVar("T")
 
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
@@ -48,6 +50,16 @@ def _upstream_seconds(metadata: Iterable[tuple[str, str | bytes]] | None) -> flo
     return 0.0
 
 
+async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
+    """Await a unary call: its result, the upstream time it reports, or the engine's error rebuilt."""
+    try:
+        result = await call
+        ctx.upstream_seconds = _upstream_seconds(await call.trailing_metadata())
+    except grpc.aio.AioRpcError as exc:
+        raise _rebuild(exc) from None
+    return result
+
+
 class RemoteEngine:
     """The routing engine in another process."""
 
@@ -72,13 +84,8 @@ class RemoteEngine:
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion."""
-        call = self._stub.CreateChatCompletion(pb.CreateChatCompletionRequest(params=params), metadata=_metadata(ctx))
-        try:
-            result = await call
-            ctx.upstream_seconds = _upstream_seconds(await call.trailing_metadata())
-        except grpc.aio.AioRpcError as exc:
-            raise _rebuild(exc) from None
-        return result
+        request = pb.CreateChatCompletionRequest(params=params)
+        return await _unary(self._stub.CreateChatCompletion(request, metadata=_metadata(ctx)), ctx)
 
     async def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
@@ -101,13 +108,7 @@ class RemoteEngine:
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
-        call = self._stub.CreateEmbeddings(request, metadata=_metadata(ctx))
-        try:
-            result = await call
-            ctx.upstream_seconds = _upstream_seconds(await call.trailing_metadata())
-        except grpc.aio.AioRpcError as exc:
-            raise _rebuild(exc) from None
-        return result
+        return await _unary(self._stub.CreateEmbeddings(request, metadata=_metadata(ctx)), ctx)
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""

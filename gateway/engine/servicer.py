@@ -6,9 +6,9 @@ status with trailing metadata that `RemoteEngine` turns back into the same error
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
-from typing import NoReturn
+from typing import NoReturn, TypeVar
 
 import grpc
 
@@ -19,6 +19,7 @@ from gateway.errors import GatewayError
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
+T = TypeVar("T")
 UPSTREAM_MS = "tollgate-upstream-ms"
 _BEARER = "bearer "
 
@@ -45,6 +46,17 @@ async def _abort(context: grpc.aio.ServicerContext[object, object], exc: Gateway
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
+async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callable[[CallContext], Awaitable[T]]) -> T:
+    """Run one unary call: its context from metadata, its error as a status, its upstream time as trailing metadata."""
+    ctx = call_context(context)
+    try:
+        result = await run(ctx)
+    except GatewayError as exc:
+        await _abort(context, exc)
+    context.set_trailing_metadata(_upstream_ms(ctx))
+    return result
+
+
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     """The engine, served."""
 
@@ -54,13 +66,7 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def CreateChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CreateChatCompletionResponse:
-        ctx = call_context(context)
-        try:
-            result = await self._engine.create_chat_completion(request.params, ctx)
-        except GatewayError as exc:
-            await _abort(context, exc)
-        context.set_trailing_metadata(_upstream_ms(ctx))
-        return result
+        return await _unary(context, lambda ctx: self._engine.create_chat_completion(request.params, ctx))
 
     async def StreamChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
@@ -81,18 +87,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CreateEmbeddingsResponse:
-        ctx = call_context(context)
-        try:
-            result = await self._engine.create_embeddings(request, ctx)
-        except GatewayError as exc:
-            await _abort(context, exc)
-        context.set_trailing_metadata(_upstream_ms(ctx))
-        return result
+        return await _unary(context, lambda ctx: self._engine.create_embeddings(request, ctx))
 
     async def ListModels(  # the gRPC method name is fixed by the proto
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListModelsResponse:
-        try:
-            return await self._engine.list_models(call_context(context))
-        except GatewayError as exc:
-            await _abort(context, exc)
+        return await _unary(context, self._engine.list_models)
