@@ -86,11 +86,15 @@ class EngineCore:
         )
         include_usage = params.stream_options.include_usage
         async with aclosing(chunks):
-            if _account(first, ctx, include_usage):
+            yielded = _account(first, ctx, include_usage)
+            if yielded:
                 yield first
             async for chunk in chunks:
                 if _account(chunk, ctx, include_usage):
+                    yielded = True
                     yield chunk
+        if not yielded:
+            raise UpstreamError(f"backend '{ctx.backend}' streamed no choices")
 
     async def _first_success(self, model: str, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
         """Try each planned attempt until one succeeds; retryable failures move on, others are raised at once."""
@@ -135,10 +139,10 @@ def _account(chunk: pb.StreamChatCompletionResponse, ctx: CallContext, include_u
     """Record the usage a chunk carries; whether the caller gets the chunk (a usage-only one only if it asked)."""
     if chunk.HasField("usage"):
         ctx.usage = chunk.usage
-        if not include_usage:
-            chunk.ClearField("usage")
-            return len(chunk.choices) > 0
-    return True
+        if include_usage:
+            return True
+        chunk.ClearField("usage")
+    return len(chunk.choices) > 0
 
 
 def _check_chat(params: pb.ChatCompletionParams) -> None:
@@ -154,4 +158,4 @@ def _exhausted(model: str, attempts: int, last: GatewayError) -> GatewayError:
     if attempts == 1:
         return last
     message = f"All {attempts} attempts for model '{model}' failed; the last: {last.message}"
-    return type(last)(message, code=last.code, retry_after=last.retry_after, status=last.http_status)
+    return type(last)(message, code=last.code, param=last.param, retry_after=last.retry_after, status=last.http_status)

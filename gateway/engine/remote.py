@@ -38,8 +38,12 @@ def _rebuild(exc: grpc.aio.AioRpcError) -> GatewayError:
     # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
     metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
     details = exc.details() or ""
-    if exc.code() == grpc.StatusCode.UNAVAILABLE and not any(k == "tollgate-error-class" for k, _ in metadata):
-        details = f"the routing engine is unavailable ({details})"
+    if not any(k == "tollgate-error-class" for k, _ in metadata):
+        # Not an error the engine chose to send: its text may be grpc's description of a crash; never pass it on.
+        if exc.code() == grpc.StatusCode.UNAVAILABLE:
+            details = "The routing engine is unavailable"
+        elif exc.code() in (grpc.StatusCode.UNKNOWN, grpc.StatusCode.INTERNAL):
+            details = "Internal error in the routing engine"
     return GatewayError.from_metadata(exc.code(), details, metadata)
 
 

@@ -6,6 +6,7 @@ status with trailing metadata that `RemoteEngine` turns back into the same error
 
 from __future__ import annotations
 
+import logging
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import NoReturn, TypeVar
@@ -15,11 +16,12 @@ import grpc
 from gateway.config import Secret
 from gateway.engine.contract import CallContext, new_request_id
 from gateway.engine.core import EngineCore
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
+log = logging.getLogger("tollgate.engine")
 UPSTREAM_MS = "tollgate-upstream-ms"
 _BEARER = "bearer "
 
@@ -41,6 +43,12 @@ def _upstream_ms(ctx: CallContext) -> tuple[tuple[str, str], ...]:
     return ((UPSTREAM_MS, f"{ctx.upstream_seconds * 1000:.3f}"), ("x-request-id", ctx.request_id))
 
 
+def _internal(ctx: CallContext) -> InternalError:
+    """A bug: logged here with its traceback, and never described to the caller (grpc.aio would send its text)."""
+    log.exception("unhandled error", extra={"request_id": ctx.request_id})
+    return InternalError(f"Internal error (request {ctx.request_id})")
+
+
 async def _abort(context: grpc.aio.ServicerContext[object, object], exc: GatewayError) -> NoReturn:
     await context.abort(exc.grpc_code, exc.message, exc.to_metadata())
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
@@ -53,6 +61,8 @@ async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callabl
         result = await run(ctx)
     except GatewayError as exc:
         await _abort(context, exc)
+    except Exception:
+        await _abort(context, _internal(ctx))
     context.set_trailing_metadata(_upstream_ms(ctx))
     return result
 
@@ -83,6 +93,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                     yield chunk
         except GatewayError as exc:
             await _abort(context, exc)
+        except Exception:
+            await _abort(context, _internal(ctx))
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]

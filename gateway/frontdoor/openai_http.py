@@ -130,16 +130,26 @@ class OpenAIFrontDoor:
             headers = {**_SSE_HEADERS, "x-request-id": ctx.request_id, OVERHEAD_HEADER: _overhead_ms(ctx)}
             response = web.StreamResponse(headers=headers)
             await response.prepare(request)
+            # From here on the status is sent: every failure must travel in-band, then [DONE].
+            failure: GatewayError | None = None
             try:
                 await response.write(b"data: " + orjson.dumps(encode_chunk(first)) + b"\n\n")
                 async for chunk in chunks:
                     await response.write(b"data: " + orjson.dumps(encode_chunk(chunk)) + b"\n\n")
             except GatewayError as exc:
-                await response.write(b"data: " + orjson.dumps(exc.to_openai()) + b"\n\n")
+                failure = exc
             except ConnectionResetError:
                 return response  # the client left; closing the chunks cancels the upstream call
-            await response.write(_DONE)
-            await response.write_eof()
+            except Exception:
+                log.exception("unhandled error mid-stream", extra={"request_id": ctx.request_id})
+                failure = InternalError(f"Internal error (request {ctx.request_id})")
+            try:
+                if failure is not None:
+                    await response.write(b"data: " + orjson.dumps(failure.to_openai()) + b"\n\n")
+                await response.write(_DONE)
+                await response.write_eof()
+            except ConnectionResetError:
+                pass  # the client left as the stream ended
             return response
 
     async def embeddings(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:

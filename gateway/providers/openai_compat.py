@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 from collections.abc import AsyncGenerator, Iterator
 from typing import Any
 
@@ -29,6 +30,8 @@ from gateway.errors import (
     UpstreamTimeoutError,
 )
 from tollgate.gateway.v1 import gateway_pb2 as pb
+
+log = logging.getLogger("tollgate.providers")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _MAX_ERROR_BODY = 64 * 1024
@@ -109,7 +112,9 @@ class OpenAICompatibleProvider:
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """A streaming chat completion; usage is always requested so the last chunk carries it."""
         body = orjson.dumps(encode_chat_params(params, model, stream=True))
-        last: pb.StreamChatCompletionResponse | None = None  # the last chunk with choices, to tell a cut stream
+        # Which choices started and which finished, to tell a stream cut short from one that ended without [DONE].
+        started: set[int] = set()
+        finished: set[int] = set()
         with self._translate_errors():
             async with self._client().post(self._chat_url, data=body) as resp:
                 if resp.status >= 400:
@@ -132,11 +137,13 @@ class OpenAICompatibleProvider:
                         chunk = decode_chunk(raw)
                     except _MALFORMED as exc:
                         raise self._malformed(exc) from exc
-                    if chunk.choices:
-                        last = chunk
+                    for choice in chunk.choices:
+                        started.add(choice.index)
+                        if choice.finish_reason:
+                            finished.add(choice.index)
                     yield chunk
         # A server that closes without [DONE] is accepted only if it had finished every choice it started.
-        if last is None or not all(c.finish_reason for c in last.choices):
+        if not started or started != finished:
             raise UpstreamError(f"backend '{self.backend.name}' closed the stream before it finished")
 
     def _malformed(self, exc: Exception) -> UpstreamError:
@@ -200,7 +207,9 @@ def upstream_error(status: int, body: Any, retry_after: str | None, backend: str
         return RateLimitError(detail, code=code, retry_after=parse_retry_after(retry_after))
     if status in (401, 403):
         # The provider refused the gateway's own key: a configuration problem that another target may not have.
-        return UpstreamCredentialsError(detail)
+        # Its message may quote part of that key, so the client is told only what happened.
+        log.warning("backend %s refused the gateway's credentials (%s)", backend, status)
+        return UpstreamCredentialsError(f"backend '{backend}' refused the gateway's credentials ({status})")
     if status in (408, 504):
         return UpstreamTimeoutError(detail)
     if status == 503:

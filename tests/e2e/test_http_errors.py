@@ -173,3 +173,15 @@ async def test_client_disconnect_cancels_upstream(gateway: RunningGateway, upstr
         await asyncio.sleep(0.02)
     assert upstream.disconnects == 1, "the upstream saw its connection close"
     assert upstream.completed_streams == 0
+
+
+async def test_upstream_credential_errors_do_not_echo_the_provider(
+    gateway: RunningGateway, upstream: FakeOpenAI
+) -> None:
+    # Providers quote part of the key they refused; that is the gateway's key, and no client may see it.
+    upstream.add_fault(Fault(status=401, code="invalid_api_key", message="Incorrect API key provided: sk-upst****cret"))
+    with pytest.raises(openai.InternalServerError) as info:
+        await client(gateway).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+    assert info.value.status_code == 502
+    assert "sk-" not in info.value.message
+    assert info.value.body["code"] == "upstream_credentials_rejected"  # type: ignore[index]
