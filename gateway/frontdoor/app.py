@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-import orjson
 from aiohttp import web
 
 from gateway.config import ServerConfig
 from gateway.engine.contract import CallContext, Engine, new_request_id
 from gateway.errors import NotFoundError
-from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response
+from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response, json_response
 
 
 def create_app(engine: Engine, server: ServerConfig) -> web.Application:
     """The HTTP application: the OpenAI routes, health and readiness, and OpenAI-shaped 404s for the rest."""
     app = web.Application(client_max_size=server.max_body_bytes, handler_args={"max_field_size": 16384})
 
+    def context(request: web.Request) -> CallContext:
+        return CallContext(request_id=request.headers.get("x-request-id") or new_request_id())
+
     async def healthz(request: web.Request) -> web.Response:
-        return web.Response(body=b'{"status":"ok"}', content_type="application/json")
+        return json_response({"status": "ok"}, context(request))
 
     async def readyz(request: web.Request) -> web.Response:
         ready = await engine.ready()
-        body = orjson.dumps({"status": "ready" if ready else "not ready"})
-        return web.Response(body=body, status=200 if ready else 503, content_type="application/json")
+        return json_response({"status": "ready" if ready else "not ready"}, context(request), 200 if ready else 503)
 
     async def not_found(request: web.Request) -> web.Response:
-        ctx = CallContext(request_id=request.headers.get("x-request-id") or new_request_id())
-        return error_response(NotFoundError(f"No route for {request.method} {request.path}", code="unknown_url"), ctx)
+        error = NotFoundError(f"No route for {request.method} {request.path}", code="unknown_url")
+        return error_response(error, context(request))
 
     app.add_routes(OpenAIFrontDoor(engine).routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", not_found)])

@@ -185,3 +185,12 @@ async def test_upstream_credential_errors_do_not_echo_the_provider(
     assert info.value.status_code == 502
     assert "sk-" not in info.value.message
     assert info.value.body["code"] == "upstream_credentials_rejected"  # type: ignore[index]
+
+
+async def test_health_and_readiness(gateway: RunningGateway) -> None:
+    async with aiohttp.ClientSession() as session:
+        for path, status in (("/healthz", "ok"), ("/readyz", "ready")):
+            async with session.get(gateway.http_url + path) as resp:
+                assert resp.status == 200
+                assert (await resp.json())["status"] == status
+                assert resp.headers["x-request-id"]
