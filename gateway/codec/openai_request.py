@@ -7,16 +7,23 @@ the field's path as `param`; fields it does not know are kept as JSON text in `e
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
 import orjson
 
+from gateway.codec.json_fields import (
+    as_bool,
+    as_dict,
+    as_float,
+    as_int,
+    as_list,
+    as_str,
+    bad,
+    json_text,
+    type_name,
+)
 from gateway.errors import InvalidRequestError
 from tollgate.gateway.v1 import gateway_pb2 as pb
-
-T = TypeVar("T")
 
 ROLES: dict[str, pb.Role.ValueType] = {
     "system": pb.ROLE_SYSTEM,
@@ -31,85 +38,9 @@ _TOOL_CHOICE_MODES = ("none", "auto", "required")
 _INT64_MAX = 2**63 - 1
 
 
-def bad(param: str, message: str) -> InvalidRequestError:
-    """An invalid-parameter error naming the field."""
-    return InvalidRequestError(f"{param}: {message}", code="invalid_parameter", param=param)
-
-
-def _type_name(value: object) -> str:
-    return {dict: "object", list: "array", str: "string", bool: "boolean", type(None): "null"}.get(
-        type(value), "number"
-    )
-
-
-def as_str(value: object, param: str) -> str:
-    """A JSON string."""
-    if not isinstance(value, str):
-        raise bad(param, f"expected a string, got {_type_name(value)}")
-    return value
-
-
-def as_bool(value: object, param: str) -> bool:
-    """A JSON boolean."""
-    if not isinstance(value, bool):
-        raise bad(param, f"expected a boolean, got {_type_name(value)}")
-    return value
-
-
-def as_int(value: object, param: str, low: int = 0, high: int = _INT64_MAX) -> int:
-    """A JSON integer within [low, high] (a float with no fraction is accepted, as OpenAI does)."""
-    if isinstance(value, float) and value.is_integer():
-        value = int(value)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise bad(param, f"expected an integer, got {_type_name(value)}")
-    if not low <= value <= high:
-        raise bad(param, f"must be between {low} and {high}, got {value}")
-    return value
-
-
-def as_float(value: object, param: str, low: float, high: float) -> float:
-    """A finite JSON number within [low, high]."""
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise bad(param, f"expected a number, got {_type_name(value)}")
-    number = float(value)
-    if not math.isfinite(number) or not low <= number <= high:
-        raise bad(param, f"must be between {low:g} and {high:g}, got {value}")
-    return number
-
-
-def as_dict(value: object, param: str) -> dict[str, Any]:
-    """A JSON object."""
-    if not isinstance(value, dict):
-        raise bad(param, f"expected an object, got {_type_name(value)}")
-    return value
-
-
-def as_list(value: object, param: str, *, allow_empty: bool = True) -> list[Any]:
-    """A JSON array."""
-    if not isinstance(value, list):
-        raise bad(param, f"expected an array, got {_type_name(value)}")
-    if not value and not allow_empty:
-        raise bad(param, "must not be empty")
-    return value
-
-
-def json_text(value: object, param: str) -> str:
-    """Arbitrary JSON as compact text, for the `*_json` fields."""
-    try:
-        return orjson.dumps(value).decode()
-    except orjson.JSONEncodeError:
-        # The parser reads 1,024 levels of nesting; the encoder writes 254. Deeper is no real request.
-        raise bad(param, "nested too deeply") from None
-
-
 def _extra(body: dict[str, Any], known: frozenset[str], param: str) -> str:
     extra = {k: v for k, v in body.items() if k not in known}
     return json_text(extra, param or "body") if extra else ""
-
-
-def _set_opt(body: dict[str, Any], key: str, convert: Callable[[object, str], T], param: str) -> T | None:
-    value = body.get(key)
-    return None if value is None else convert(value, f"{param}{key}")
 
 
 # ---------------------------------------------------------------------------------------------------- decode
@@ -161,7 +92,7 @@ def decode_chat_params(body: object) -> tuple[pb.ChatCompletionParams, bool]:
     )
     _decode_sampling(body, params)
     _decode_tools(body, params)
-    stream = bool(_set_opt(body, "stream", as_bool, ""))
+    stream = body.get("stream") is not None and as_bool(body["stream"], "stream")
     if (options := body.get("stream_options")) is not None:
         options = as_dict(options, "stream_options")
         if not stream:
@@ -297,7 +228,7 @@ def decode_message(value: object, param: str) -> pb.ChatMessage:
             raise bad(f"{param}.content", "must not be an empty array")
         out.content_parts.extend(decode_part(p, f"{param}.content[{i}]") for i, p in enumerate(content))
     elif content is not None:
-        raise bad(f"{param}.content", f"expected a string or an array, got {_type_name(content)}")
+        raise bad(f"{param}.content", f"expected a string or an array, got {type_name(content)}")
     elif role != pb.ROLE_ASSISTANT:
         raise bad(f"{param}.content", "required for this role")
     for key in ("name", "tool_call_id", "refusal", "reasoning_content"):
