@@ -18,42 +18,35 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import base64
-import functools
-import hashlib
 import itertools
-import json
-import math
 import signal
 import sys
-import time
-from array import array
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, NamedTuple, Self
+from typing import Any, Self
 
 import orjson
 from aiohttp import web
 
+from gateway.testing.openai_replies import (
+    DEFAULT_DIMENSIONS,
+    MAX_DIMENSIONS,
+    UNPARSEABLE,
+    BadRequest,
+    Chat,
+    embedding,
+    embedding_items,
+    parse_chat,
+    positive_int,
+)
+
 __all__ = ["FakeOpenAI", "Fault", "RecordedRequest", "main"]
 
-# Every answer is this sentence completed with the last user message, cut or cycled to the wanted length.
-_REPLY_PREFIX = "This is a reply from the fake OpenAI server to: "
-_PREFIX_WORDS = tuple(_REPLY_PREFIX.split())
 _SSE_HEADERS = {"Content-Type": "text/event-stream; charset=utf-8", "Cache-Control": "no-cache"}
 _SSE_DONE = b"data: [DONE]\n\n"
 _NULL = b"null"
 _EMPTY_DELTA = b"{}"
-_TEXT_OPENING = b'{"role":"assistant","content":""}'
-_MAX_N = 128
-_DEFAULT_DIMENSIONS = 8
-_MAX_DIMENSIONS = 8192
-_TOOL_ARGUMENT_PIECES = 4
 _MODEL_CREATED = 1700000000
-_UNPARSEABLE = (
-    "We could not parse the JSON body of your request. (HINT: This likely means you aren't using your HTTP library "
-    "correctly. The OpenAI API expects a JSON payload, but what was sent was not valid JSON.)"
-)
 # Large embedding batches must fit; aiohttp's 1 MiB default would turn them into 413s the real API never sends.
 _CLIENT_MAX_SIZE = 64 * 1024 * 1024
 # Benchmarks open many connections at once; the default backlog of 128 would drop some of them.
@@ -86,46 +79,6 @@ class RecordedRequest:
     path: str
     headers: dict[str, str]  # lower-case names; a repeated header keeps its last value
     json: Any  # the parsed body, or None when there was none or it was not JSON
-
-
-class _BadRequest(Exception):
-    """A request the real API would reject with 400 `invalid_request_error`."""
-
-    def __init__(self, message: str, param: str | None, code: str | None = None) -> None:
-        super().__init__(message)
-        self.message = message
-        self.param = param
-        self.code = code
-
-
-@dataclass(frozen=True, slots=True)
-class _Reply:
-    """What each choice of one chat completion says, in both its streamed and its whole form."""
-
-    opening_delta: bytes  # JSON of the first streamed delta (role, and the tool call's header)
-    step_deltas: tuple[bytes, ...]  # JSON of each following delta: one content piece or argument piece
-    message: dict[str, Any]  # the non-streaming `message`; shared between responses, never mutated
-    finish_reason: str
-    completion_tokens: int
-
-
-@dataclass(frozen=True, slots=True)
-class _Chat:
-    """A validated chat completion request and everything needed to answer it."""
-
-    completion_id: str
-    created: int
-    model: str
-    n: int
-    reply: _Reply
-    usage: dict[str, Any]
-    stream: bool
-    include_usage: bool
-
-
-class _Embedding(NamedTuple):
-    floats: list[float]
-    b64: str
 
 
 _Endpoint = Callable[[web.Request, Any, int], Awaitable[web.StreamResponse]]
@@ -234,7 +187,7 @@ class FakeOpenAI:
             return self._fallback(request)
         try:
             return await endpoint(request, body, stall)
-        except _BadRequest as exc:
+        except BadRequest as exc:
             return _error_response(400, exc.message, param=exc.param, code=exc.code)
 
     def _pop_fault(self, path: str) -> Fault | None:
@@ -263,48 +216,14 @@ class FakeOpenAI:
     # ------------------------------------------------------------------------------------------------ chat
 
     async def _chat(self, request: web.Request, body: Any, stall: int) -> web.StreamResponse:
-        chat = self._parse_chat(body)
+        chat = parse_chat(body, self._ids, self.chunks)
         if chat.stream:
             return await self._stream(request, chat, stall)
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         return _json_response(_completion_object(chat))
 
-    def _parse_chat(self, body: Any) -> _Chat:
-        if not isinstance(body, dict):
-            raise _BadRequest(_UNPARSEABLE, None)
-        model = body.get("model")
-        if not isinstance(model, str):
-            raise _BadRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
-        messages = _messages(body)
-        n = _positive_int(body, "n", 1, _MAX_N)
-        serial = next(self._ids)
-        reply = self._reply(body, _last_user_text(messages), f"call_fake_{serial}")
-        stream = body.get("stream") is True
-        options = body.get("stream_options")
-        include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
-        prompt_tokens = _prompt_tokens(messages)
-        # Like OpenAI, every choice's tokens count towards completion_tokens.
-        completion_tokens = reply.completion_tokens * n
-        usage = {
-            "prompt_tokens": prompt_tokens,
-            "completion_tokens": completion_tokens,
-            "total_tokens": prompt_tokens + completion_tokens,
-            "prompt_tokens_details": {"cached_tokens": 0},
-            "completion_tokens_details": {"reasoning_tokens": 0},
-        }
-        return _Chat(f"chatcmpl-fake-{serial}", int(time.time()), model, n, reply, usage, stream, include_usage)
-
-    def _reply(self, body: dict[str, Any], user_text: str, call_id: str) -> _Reply:
-        tool = _tool_name(body)
-        if tool is not None:
-            return _tool_reply(user_text, tool, call_id)
-        limit = _token_limit(body)
-        if limit is not None and limit < self.chunks:
-            return _text_reply(user_text, limit, "length")
-        return _text_reply(user_text, self.chunks, "stop")
-
-    async def _stream(self, request: web.Request, chat: _Chat, stall: int) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, chat: Chat, stall: int) -> web.StreamResponse:
         response = web.StreamResponse(headers=_SSE_HEADERS)
         try:
             if self.latency > 0:
@@ -320,7 +239,7 @@ class FakeOpenAI:
             self.disconnects += 1
         return response
 
-    async def _write_events(self, response: web.StreamResponse, chat: _Chat, stall: int) -> None:
+    async def _write_events(self, response: web.StreamResponse, chat: Chat, stall: int) -> None:
         frame = _ChunkFramer(chat)
         reply = chat.reply
         n = chat.n
@@ -344,20 +263,20 @@ class FakeOpenAI:
 
     async def _embeddings(self, request: web.Request, body: Any, stall: int) -> web.StreamResponse:
         if not isinstance(body, dict):
-            raise _BadRequest(_UNPARSEABLE, None)
+            raise BadRequest(UNPARSEABLE, None)
         model = body.get("model")
         if not isinstance(model, str):
-            raise _BadRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
-        items = _embedding_items(body.get("input"))
-        dimensions = _positive_int(body, "dimensions", _DEFAULT_DIMENSIONS, _MAX_DIMENSIONS)
+            raise BadRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
+        items = embedding_items(body.get("input"))
+        dimensions = positive_int(body, "dimensions", DEFAULT_DIMENSIONS, MAX_DIMENSIONS)
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
-            raise _BadRequest(f"Invalid value for 'encoding_format': {encoding!r}.", "encoding_format")
+            raise BadRequest(f"Invalid value for 'encoding_format': {encoding!r}.", "encoding_format")
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         data = []
         for index, (text, _) in enumerate(items):
-            vector = _embedding(text, dimensions)
+            vector = embedding(text, dimensions)
             data.append(
                 {
                     "object": "embedding",
@@ -423,7 +342,7 @@ def _model_object(model: str) -> dict[str, Any]:
     return {"id": model, "object": "model", "created": _MODEL_CREATED, "owned_by": "fake"}
 
 
-def _completion_object(chat: _Chat) -> dict[str, Any]:
+def _completion_object(chat: Chat) -> dict[str, Any]:
     reply = chat.reply
     choices = [
         {"index": index, "message": reply.message, "logprobs": None, "finish_reason": reply.finish_reason}
@@ -449,7 +368,7 @@ class _ChunkFramer:
 
     __slots__ = ("_head", "_tail")
 
-    def __init__(self, chat: _Chat) -> None:
+    def __init__(self, chat: Chat) -> None:
         self._head = b"".join(
             (
                 b'data: {"id":',
@@ -495,180 +414,6 @@ async def _write_choices(
 
 async def _forever() -> None:
     await asyncio.get_running_loop().create_future()
-
-
-# ---------------------------------------------------------------------------------------------------- chat input
-
-
-def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
-    messages = body.get("messages")
-    if messages is None:
-        raise _BadRequest("Missing required parameter: 'messages'.", "messages", "missing_required_parameter")
-    if not isinstance(messages, list) or not all(isinstance(message, dict) for message in messages):
-        raise _BadRequest("Invalid type for 'messages': expected an array of objects.", "messages", "invalid_type")
-    if not messages:
-        message = "Invalid 'messages': empty array. Expected an array with minimum length 1, but got an empty array."
-        raise _BadRequest(message, "messages", "empty_array")
-    return messages
-
-
-def _positive_int(body: dict[str, Any], name: str, default: int, maximum: int) -> int:
-    value = body.get(name)
-    if value is None:
-        return default
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= maximum:
-        bounds = "a positive integer" if maximum == sys.maxsize else f"an integer between 1 and {maximum}"
-        raise _BadRequest(f"Invalid '{name}': expected {bounds}.", name)
-    return value
-
-
-def _token_limit(body: dict[str, Any]) -> int | None:
-    """The smaller of `max_completion_tokens` and the legacy `max_tokens`, if either is set."""
-    limits = [_positive_int(body, name, sys.maxsize, sys.maxsize) for name in ("max_completion_tokens", "max_tokens")]
-    limit = min(limits)
-    return None if limit == sys.maxsize else limit
-
-
-def _tool_name(body: dict[str, Any]) -> str | None:
-    """The function to call, or None for a text answer (no tools, or tool_choice "none")."""
-    tools = body.get("tools")
-    if tools is None:
-        return None
-    if not isinstance(tools, list):
-        raise _BadRequest("Invalid type for 'tools': expected an array.", "tools", "invalid_type")
-    choice = body.get("tool_choice")
-    if not tools or choice == "none":
-        return None
-    # A named tool_choice picks its function, as the real API does; otherwise the first tool is called.
-    if isinstance(choice, dict):
-        named = _function_name(choice)
-        if named is not None:
-            return named
-    name = _function_name(tools[0]) if isinstance(tools[0], dict) else None
-    if name is None:
-        raise _BadRequest("Missing required parameter: 'tools[0].function.name'.", "tools[0].function.name")
-    return name
-
-
-def _function_name(holder: dict[str, Any]) -> str | None:
-    function = holder.get("function")
-    name = function.get("name") if isinstance(function, dict) else None
-    return name if isinstance(name, str) else None
-
-
-def _content_text(content: Any) -> str:
-    """The text of a message's content: a string, or the text parts of a content array joined by spaces."""
-    if isinstance(content, str):
-        return content
-    if isinstance(content, list):
-        return " ".join(
-            part["text"]
-            for part in content
-            if isinstance(part, dict) and part.get("type") == "text" and isinstance(part.get("text"), str)
-        )
-    return ""
-
-
-def _last_user_text(messages: list[dict[str, Any]]) -> str:
-    for message in reversed(messages):
-        if message.get("role") == "user":
-            return _content_text(message.get("content"))
-    return ""
-
-
-def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
-    # A stand-in for a tokenizer: one token per word, plus the 3 tokens OpenAI's chat format spends per message.
-    return sum(len(_content_text(message.get("content")).split()) + 3 for message in messages)
-
-
-@functools.lru_cache(maxsize=4096)
-def _text_reply(user_text: str, count: int, finish_reason: str) -> _Reply:
-    """`count` pieces of one word and a space each, cycling through the prefix and the user's words."""
-    words = _PREFIX_WORDS + tuple(user_text.split())
-    pieces = [words[index % len(words)] + " " for index in range(count)]
-    return _Reply(
-        opening_delta=_TEXT_OPENING,
-        step_deltas=tuple(b'{"content":' + orjson.dumps(piece) + b"}" for piece in pieces),
-        message={"role": "assistant", "content": "".join(pieces), "refusal": None, "annotations": []},
-        finish_reason=finish_reason,
-        completion_tokens=count,
-    )
-
-
-@functools.lru_cache(maxsize=4096)
-def _tool_arguments(user_text: str) -> tuple[str, tuple[bytes, ...]]:
-    """The call's arguments JSON text, and the stream deltas that deliver it in about four pieces."""
-    arguments = json.dumps({"echo": user_text}, ensure_ascii=False)
-    size = -(-len(arguments) // _TOOL_ARGUMENT_PIECES)
-    pieces = [arguments[start : start + size] for start in range(0, len(arguments), size)]
-    deltas = tuple(
-        b'{"tool_calls":[{"index":0,"function":{"arguments":' + orjson.dumps(piece) + b"}}]}" for piece in pieces
-    )
-    return arguments, deltas
-
-
-def _tool_reply(user_text: str, name: str, call_id: str) -> _Reply:
-    arguments, deltas = _tool_arguments(user_text)
-    header = {"index": 0, "id": call_id, "type": "function", "function": {"name": name, "arguments": ""}}
-    call = {"id": call_id, "type": "function", "function": {"name": name, "arguments": arguments}}
-    return _Reply(
-        opening_delta=orjson.dumps({"role": "assistant", "content": None, "tool_calls": [header]}),
-        step_deltas=deltas,
-        message={"role": "assistant", "content": None, "refusal": None, "annotations": [], "tool_calls": [call]},
-        finish_reason="tool_calls",
-        completion_tokens=len(deltas),
-    )
-
-
-# ---------------------------------------------------------------------------------------------------- embeddings
-
-
-_INVALID_INPUT = "'$.input' is invalid. Please check the API reference: https://platform.openai.com/docs/api-reference."
-
-
-def _embedding_items(value: Any) -> list[tuple[str, int]]:
-    """(text to hash, token count) for each input item: a string, strings, one token array or token arrays."""
-    if isinstance(value, str):
-        return [_text_item(value)]
-    if isinstance(value, list) and value:
-        if all(isinstance(item, str) for item in value):
-            return [_text_item(item) for item in value]
-        if all(_is_token(item) for item in value):
-            return [_tokens_item(value)]
-        if all(isinstance(item, list) and item and all(_is_token(token) for token in item) for item in value):
-            return [_tokens_item(item) for item in value]
-    raise _BadRequest(_INVALID_INPUT, "input")
-
-
-def _is_token(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _text_item(text: str) -> tuple[str, int]:
-    if not text:
-        raise _BadRequest(_INVALID_INPUT, "input")
-    return text, len(text.split())
-
-
-def _tokens_item(tokens: list[int]) -> tuple[str, int]:
-    return " ".join(map(str, tokens)), len(tokens)
-
-
-@functools.lru_cache(maxsize=8192)
-def _embedding(text: str, dimensions: int) -> _Embedding:
-    """A unit vector derived from sha256 of `text`, as floats and as OpenAI's base64 of little-endian float32."""
-    seed = text.encode("utf-8", "surrogatepass")
-    blocks = range(-(-dimensions // 32))
-    raw = b"".join(hashlib.sha256(seed + block.to_bytes(4, "little")).digest() for block in blocks)
-    # byte / 127.5 - 1 is never 0, so the norm is never 0 either.
-    values = [byte / 127.5 - 1.0 for byte in raw[:dimensions]]
-    norm = math.sqrt(sum(value * value for value in values))
-    vector = array("f", (value / norm for value in values))
-    # Floats rounded through float32, so they equal what the base64 form decodes to.
-    floats = vector.tolist()
-    if sys.byteorder != "little":
-        vector.byteswap()
-    return _Embedding(floats, base64.b64encode(vector.tobytes()).decode("ascii"))
 
 
 # ---------------------------------------------------------------------------------------------------- CLI
