@@ -11,18 +11,19 @@ With no --config (and no TOLLGATE_CONFIG), the embedded default runs: a demo bac
 from __future__ import annotations
 
 import argparse
-import asyncio
 import logging
 import os
-import signal
 import sys
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Sequence
 
+from authsvc.cli import add_commands as add_auth_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.engine.core import EngineCore
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
+from gateway.process import run, until_stopped
+from statssvc.cli import add_commands as add_stats_commands
 
 log = logging.getLogger("tollgate")
 
@@ -45,16 +46,9 @@ def _parser() -> argparse.ArgumentParser:
         if name == "frontdoor":
             cmd.add_argument("--engine", required=True, help="the engine's gRPC address, host:port")
         cmd.add_argument("--log-level", default=os.environ.get("TOLLGATE_LOG_LEVEL", "INFO"))
+    add_auth_commands(sub)
+    add_stats_commands(sub)
     return parser
-
-
-async def _until_stopped() -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
 
 
 def _announce(config: GatewayConfig) -> None:
@@ -73,7 +67,7 @@ async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_addr
     if grpc_server:
         log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], grpc_server.port)
     try:
-        await _until_stopped()
+        await until_stopped()
     finally:
         if grpc_server:
             await grpc_server.stop(config.server.shutdown_grace)
@@ -86,7 +80,7 @@ async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) 
     _announce(config)
     log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
     try:
-        await _until_stopped()
+        await until_stopped()
     finally:
         await server.stop(config.server.shutdown_grace)
         await engine.close()
@@ -97,27 +91,20 @@ async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> N
     server = await start_http_server(create_app(engine, config.server), http, config.server.shutdown_grace)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     try:
-        await _until_stopped()
+        await until_stopped()
     finally:
         await server.stop()
         await engine.close()
 
 
-def _run(main: Callable[[], Awaitable[None]]) -> None:
-    try:
-        import uvloop  # noqa: PLC0415  # optional: a faster event loop where it is installed
-
-        factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
-    except ImportError:
-        factory = None
-    with asyncio.Runner(loop_factory=factory) as runner:
-        runner.run(main())  # type: ignore[arg-type]  # Runner.run accepts any awaitable coroutine
-
-
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point."""
     args = _parser().parse_args(argv)
-    logging.basicConfig(level=args.log_level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    level = getattr(args, "log_level", None) or os.environ.get("TOLLGATE_LOG_LEVEL", "INFO")
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    handler = getattr(args, "run", None)
+    if handler is not None:  # a command of the auth or stats packages
+        return int(handler(args))
     try:
         config = load_config(args.config, os.environ)
         # Building the engine builds every provider: an unknown type or a bad option fails here, before listening.
@@ -132,11 +119,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     grpc_address = getattr(args, "grpc", None) or config.listen.grpc
     try:
         if engine is not None and args.command == "serve":
-            _run(lambda: _serve(config, engine, http, grpc_address))
+            run(lambda: _serve(config, engine, http, grpc_address))
         elif engine is not None:
-            _run(lambda: _engine(config, engine, grpc_address))
+            run(lambda: _engine(config, engine, grpc_address))
         else:
-            _run(lambda: _frontdoor(config, http, args.engine))
+            run(lambda: _frontdoor(config, http, args.engine))
     except OSError as exc:
         print(f"tollgate: {exc}", file=sys.stderr)
         return 1

@@ -2,23 +2,29 @@
 
 from gateway.config.load import ConfigError, default_config_text, load_config, parse_config, parse_duration
 from gateway.config.model import (
+    AuthConfig,
     BackendConfig,
     GatewayConfig,
     ListenConfig,
     ModelConfig,
+    Price,
     Secret,
     ServerConfig,
+    StatsConfig,
     TargetConfig,
 )
 
 __all__ = [
+    "AuthConfig",
     "BackendConfig",
     "ConfigError",
     "GatewayConfig",
     "ListenConfig",
     "ModelConfig",
+    "Price",
     "Secret",
     "ServerConfig",
+    "StatsConfig",
     "TargetConfig",
     "default_config_text",
     "load_config",

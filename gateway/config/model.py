@@ -94,13 +94,52 @@ class ModelConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class AuthConfig:
+    """The external auth server (`tollgate.auth.v1.AuthService`) and how its decisions are cached."""
+
+    server: str  # host:port
+    timeout: float = 0.25  # the deadline of one Check call; past it the request fails closed with a 503
+    cache_ttl: float = 30.0  # how long a decision is reused when the server names no TTL of its own
+    negative_ttl: float = 5.0  # how long a denial (bad key, revoked...) is reused
+    cache_size: int = 10_000  # decisions kept at most; the least recently used go first
+    headers: tuple[str, ...] = ()  # request headers forwarded to the server, lower case
+
+
+@dataclass(frozen=True, slots=True)
+class StatsConfig:
+    """The external stats server (`tollgate.stats.v1.StatsService`) and how usage records reach it."""
+
+    server: str  # host:port
+    flush_interval: float = 1.0  # the longest a record waits in memory before its batch is sent
+    max_batch: int = 500  # records per Report call
+    buffer: int = 100_000  # records held in memory; past it they go to the spool
+    timeout: float = 5.0  # the deadline of one Report call
+    retry_max: float = 30.0  # the longest wait between retries while the server is down
+    spool_dir: str = ".tollgate/spool"  # append-only files for what memory cannot hold, and for restarts
+    spool_max_bytes: int = 1 << 30  # past it records are dropped (counted and logged)
+
+
+@dataclass(frozen=True, slots=True)
+class Price:
+    """US dollars per million tokens; cached input defaults to the input price."""
+
+    input: float
+    output: float
+    cached_input: float | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole configuration."""
 
     listen: ListenConfig = field(default_factory=ListenConfig)
     server: ServerConfig = field(default_factory=ServerConfig)
     # None is `auth: none`: every caller is anonymous and may use every model.
-    auth: None = None
+    auth: AuthConfig | None = None
+    # None when the config has no `stats` section: no usage is reported.
+    stats: StatsConfig | None = None
+    # By model name: the provider's name for it first, then the name clients ask for.
+    prices: Mapping[str, Price] = field(default_factory=_frozen_map)
     redis_url: str | None = None
     backends: tuple[BackendConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()

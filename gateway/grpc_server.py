@@ -1,0 +1,51 @@
+"""One way to serve gRPC: the given services plus `grpc.health.v1` and server reflection, on one port.
+
+The engine, the reference auth server and the reference stats server all start here, so each of them answers
+grpcurl and Kubernetes health probes the same way and shuts down the same way.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+import grpc
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # grpc-stubs predates the aio API
+from grpc_reflection.v1alpha import reflection
+
+# A service's full name, and the function that adds its servicer to a server.
+Service = tuple[str, Callable[[grpc.aio.Server], None]]
+
+_OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)]
+
+
+class GrpcServer:
+    """A started gRPC server; `stop` enters graceful shutdown (health NOT_SERVING, then drain)."""
+
+    def __init__(self, server: grpc.aio.Server, health_servicer: health_aio.HealthServicer, port: int) -> None:
+        self.server = server
+        self.port = port
+        self._health = health_servicer
+
+    async def stop(self, grace: float) -> None:
+        """Report NOT_SERVING, let in-flight calls finish for up to `grace` seconds, then stop."""
+        await self._health.enter_graceful_shutdown()
+        await self.server.stop(grace)
+
+
+async def start_grpc_server(address: str, services: Sequence[Service]) -> GrpcServer:
+    """Serve `services` on `address` (`host:port`, port 0 for any free port), with health and reflection."""
+    server = grpc.aio.server(options=_OPTIONS)
+    for _, add in services:
+        add(server)
+    health_servicer = health_aio.HealthServicer()
+    health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+    names = [name for name, _ in services]
+    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
+    port = server.add_insecure_port(address)
+    if port == 0:
+        raise OSError(f"cannot listen on {address} for gRPC")
+    await server.start()
+    for name in ("", *names):
+        await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
+    return GrpcServer(server, health_servicer, port)
