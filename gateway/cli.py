@@ -54,12 +54,24 @@ def _parser() -> argparse.ArgumentParser:
 def _announce(config: GatewayConfig) -> None:
     if config.auth is None:
         log.warning("auth: none: every caller may use every model (for local use only)")
+    else:
+        log.info(
+            "auth: %s (decisions cached %gs, fail closed after %gs)",
+            config.auth.server,
+            config.auth.cache_ttl,
+            config.auth.timeout,
+        )
+    if config.stats is None:
+        log.info("stats: no stats server configured; usage is not reported")
+    else:
+        log.info("stats: usage reported to %s (spool in %s)", config.stats.server, config.stats.spool_dir)
     for name in config.disabled:
         log.info("backend %s is disabled", name)
     log.info("models: %s", ", ".join(m.name for m in config.models))
 
 
 async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_address: str) -> None:
+    await engine.start()
     grpc_server = await start_engine_server(engine, grpc_address) if grpc_address else None
     http_server = await start_http_server(create_app(engine, config.server), http, config.server.shutdown_grace)
     _announce(config)
@@ -76,6 +88,7 @@ async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_addr
 
 
 async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) -> None:
+    await engine.start()
     server = await start_engine_server(engine, grpc_address)
     _announce(config)
     log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
@@ -87,7 +100,7 @@ async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) 
 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
-    engine = RemoteEngine(engine_address)
+    engine = RemoteEngine(engine_address, config.auth.headers if config.auth else ())
     server = await start_http_server(create_app(engine, config.server), http, config.server.shutdown_grace)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     try:

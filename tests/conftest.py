@@ -71,6 +71,7 @@ async def start_gateway(request: pytest.FixtureRequest) -> AsyncIterator[StartGa
     async def start(text: str) -> RunningGateway:
         config = parse_config(text, os.environ)
         engine = EngineCore.from_config(config)
+        await engine.start()
         cleanups.append(engine.close)
         grpc_server = await start_engine_server(engine, config.listen.grpc)
         cleanups.append(lambda: grpc_server.stop(0))

@@ -19,12 +19,15 @@ from typing import Any, TypeVar
 import yaml
 
 from gateway.config.model import (
+    AuthConfig,
     BackendConfig,
     GatewayConfig,
     ListenConfig,
     ModelConfig,
+    Price,
     Secret,
     ServerConfig,
+    StatsConfig,
     TargetConfig,
 )
 
@@ -37,6 +40,7 @@ _SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # Defaults, read off instances: slotted dataclasses keep no class-level default values.
 _LISTEN, _SERVER, _BACKEND = ListenConfig(), ServerConfig(), BackendConfig(name="", provider="")
+_AUTH, _STATS = AuthConfig(server=""), StatsConfig(server="")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 
 
@@ -218,6 +222,16 @@ def _str_map(value: Any, path: str) -> Mapping[str, str]:
     return MappingProxyType({str(k): _str(v, f"{path}.{k}") for k, v in value.items()})
 
 
+def _price(value: Any, path: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
+        raise ConfigError(f"{path}: expected US dollars per million tokens (a number ≥ 0), got {value!r}")
+    return float(value)
+
+
+def _str_list(value: Any, path: str) -> list[str]:
+    return [_str(v, f"{path}[{i}]") for i, v in enumerate(_list(value, path))]
+
+
 def _list(value: Any, path: str) -> list[Any]:
     if not isinstance(value, list):
         raise ConfigError(f"{path}: expected a list, got {_kind(value)}")
@@ -231,10 +245,10 @@ class _Builder:
     def gateway(self, node: _Node) -> GatewayConfig:
         listen = node.get("listen", lambda v, p: self.listen(_Node(v, p)), ListenConfig())
         server = node.get("server", lambda v, p: self.server(_Node(v, p)), ServerConfig())
-        self.auth(node.raw("auth"), node.at("auth"))
-        stats = node.raw("stats")
-        if stats is not None:
-            raise ConfigError(f"{node.at('stats')}: the stats service is not supported yet; remove the section")
+        auth = self.auth(node.raw("auth"), node.at("auth"))
+        stats = node.get("stats", lambda v, p: self.stats(_Node(v, p)), None)
+        no_prices: Mapping[str, Price] = MappingProxyType({})
+        prices = node.get("prices", self.prices, no_prices)
         redis_url = node.get("redis", _str, None)
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"{node.at('redis')}: expected a redis:// URL, got {redis_url!r}")
@@ -252,7 +266,15 @@ class _Builder:
             raise ConfigError("models: at least one model with an enabled backend is required")
         dropped = tuple(disabled)
         return GatewayConfig(
-            listen=listen, server=server, redis_url=redis_url, backends=tuple(backends), models=models, disabled=dropped
+            listen=listen,
+            server=server,
+            auth=auth,
+            stats=stats,
+            prices=prices,
+            redis_url=redis_url,
+            backends=tuple(backends),
+            models=models,
+            disabled=dropped,
         )
 
     def listen(self, node: _Node) -> ListenConfig:
@@ -268,10 +290,47 @@ class _Builder:
         return ServerConfig(max_body_bytes=max_body, shutdown_grace=grace)
 
     @staticmethod
-    def auth(value: Any, path: str) -> None:
+    def auth(value: Any, path: str) -> AuthConfig | None:
         if value is None or value == "none":
-            return
-        raise ConfigError(f"{path}: only `auth: none` is supported until the auth service lands")
+            return None  # an absent section is `auth: none` too; the startup log says so loudly
+        node = _Node(value, path)
+        auth = AuthConfig(
+            server=node.require("server", _address),
+            timeout=node.get("timeout", parse_duration, _AUTH.timeout),
+            cache_ttl=node.get("cache_ttl", parse_duration, _AUTH.cache_ttl),
+            negative_ttl=node.get("negative_ttl", parse_duration, _AUTH.negative_ttl),
+            cache_size=node.get("cache_size", _positive_int, _AUTH.cache_size),
+            headers=tuple(h.lower() for h in node.get("headers", _str_list, list[str]())),
+        )
+        node.done()
+        return auth
+
+    @staticmethod
+    def stats(node: _Node) -> StatsConfig:
+        stats = StatsConfig(
+            server=node.require("server", _address),
+            flush_interval=node.get("flush_interval", parse_duration, _STATS.flush_interval),
+            max_batch=node.get("max_batch", _positive_int, _STATS.max_batch),
+            buffer=node.get("buffer", _positive_int, _STATS.buffer),
+            timeout=node.get("timeout", parse_duration, _STATS.timeout),
+            retry_max=node.get("retry_max", parse_duration, _STATS.retry_max),
+            spool_dir=node.get("spool_dir", _str, _STATS.spool_dir),
+            spool_max_bytes=node.get("spool_max", _size, _STATS.spool_max_bytes),
+        )
+        node.done()
+        return stats
+
+    @staticmethod
+    def prices(value: Any, path: str) -> Mapping[str, Price]:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{path}: expected a mapping of model name to prices, got {_kind(value)}")
+        prices: dict[str, Price] = {}
+        for name, raw in value.items():
+            node = _Node(raw, f"{path}.{name}")
+            cached = node.get("cached_input", _price, None)
+            prices[str(name)] = Price(node.require("input", _price), node.require("output", _price), cached)
+            node.done()
+        return MappingProxyType(prices)
 
     def backend(self, node: _Node) -> tuple[BackendConfig, bool]:
         name = node.require("name", _name)

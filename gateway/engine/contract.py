@@ -10,10 +10,13 @@ import os
 import time
 from collections.abc import AsyncGenerator, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import Secret
 from tollgate.gateway.v1 import gateway_pb2 as pb
+
+if TYPE_CHECKING:
+    from gateway.auth.principal import Principal
 
 
 def new_request_id() -> str:
@@ -27,15 +30,20 @@ class CallContext:
 
     request_id: str
     api_key: Secret | None = None
-    peer: str = ""
+    peer: str = ""  # the client's address
+    # The request's headers (HTTP headers, or gRPC metadata); the engine forwards the configured few to auth.
     headers: Mapping[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)  # when the call arrived (perf_counter seconds)
     # Filled in by the engine.
+    principal: Principal | None = None  # who the caller is, once authenticated
     upstream_seconds: float = 0.0  # time spent waiting on providers, for the overhead figure
-    backend: str = ""
+    backend: str = ""  # the backend that answered, or the last one tried
     provider_model: str = ""
+    route: str = ""  # the model and backend that answered, e.g. "gpt-4o-mini>openai"
     attempts: int = 0
     usage: pb.Usage | None = None
+    first_chunk_at: float = 0.0  # perf_counter seconds when the first chunk went out; 0 when none did
+    chunks: int = 0  # chunks with choices that went out
 
 
 class Engine(Protocol):

@@ -14,12 +14,17 @@ from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from typing import TypeVar
 
+from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticator
+from gateway.auth.principal import Principal
 from gateway.config import GatewayConfig
 from gateway.engine.contract import CallContext
+from gateway.engine.metering import Meter, UsageSink
 from gateway.engine.router import Router
-from gateway.errors import GatewayError, InvalidRequestError, UpstreamError
+from gateway.errors import GatewayError, InvalidRequestError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
+from gateway.stats.reporter import UsageReporter
+from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
@@ -32,20 +37,40 @@ class EngineCore:
     """The routing engine for one configuration."""
 
     def __init__(
-        self, config: GatewayConfig, providers: Mapping[str, Provider], rng: random.Random | None = None
+        self,
+        config: GatewayConfig,
+        providers: Mapping[str, Provider],
+        *,
+        auth: Authenticator | NoAuth | None = None,
+        usage: UsageSink | None = None,
+        rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._providers = providers
+        self._auth = auth or NoAuth()
+        self._meter = Meter(config, usage)
         self._router = Router(config, rng)
         self._created = int(time.time())
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> EngineCore:
-        """Build every provider adapter the configuration names (raises `ConfigError` on a bad backend)."""
-        return cls(config, build_providers(config))
+        """Build every provider adapter, the auth client and the usage reporter the configuration names.
+
+        Raises `ConfigError` on a bad backend. Call `start` before serving and `close` after.
+        """
+        reporter = UsageReporter(config.stats) if config.stats is not None else None
+        return cls(config, build_providers(config), auth=build_authenticator(config.auth), usage=reporter)
+
+    async def start(self) -> None:
+        """Start the usage reporter (which replays what an earlier run spooled)."""
+        if self._meter.sink is not None:
+            await self._meter.sink.start()
 
     async def close(self) -> None:
-        """Release every provider's connections."""
+        """Deliver or spool pending usage, then release every connection."""
+        if self._meter.sink is not None:
+            await self._meter.sink.close()
+        await self._auth.close()
         for provider in self._providers.values():
             await provider.close()
 
@@ -54,47 +79,73 @@ class EngineCore:
         return True
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
-        """Every configured model name."""
+        """The configured models the caller may use."""
+        principal = await self._authenticate(ctx, "", auth_pb2.OPERATION_MODELS)
         return pb.ListModelsResponse(
-            models=[pb.Model(id=m.name, created=self._created, owned_by=m.owned_by) for m in self._router.models]
+            models=[
+                pb.Model(id=m.name, created=self._created, owned_by=m.owned_by)
+                for m in self._router.models
+                if principal.access.permits(m.name)
+            ]
         )
 
     async def create_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion, from the first target that answers."""
-        _check_chat(params)
-        result = await self._first_success(params.model, ctx, lambda provider, model: provider.complete(model, params))
-        ctx.usage = result.usage
-        return result
+        with self._meter.call(ctx, "chat", params.model) as call:
+            call.params = params
+            await self._admit(ctx, params.model, auth_pb2.OPERATION_CHAT)
+            _check_chat(params)
+            result = await self._first_success(params.model, ctx, lambda p, model: p.complete(model, params))
+            ctx.usage = result.usage
+            return result
 
     async def create_embeddings(
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings, from the first target that answers."""
-        if not request.input and not request.input_tokens:
-            raise InvalidRequestError("input: must not be empty", param="input")
-        result = await self._first_success(request.model, ctx, lambda provider, model: provider.embed(model, request))
-        ctx.usage = result.usage
-        return result
+        with self._meter.call(ctx, "embeddings", request.model):
+            await self._admit(ctx, request.model, auth_pb2.OPERATION_EMBEDDINGS)
+            if not request.input and not request.input_tokens:
+                raise InvalidRequestError("input: must not be empty", param="input")
+            result = await self._first_success(
+                request.model, ctx, lambda provider, model: provider.embed(model, request)
+            )
+            ctx.usage = result.usage
+            return result
 
     async def stream_chat_completion(self, params: pb.ChatCompletionParams, ctx: CallContext) -> Chunks:
         """The chunks of the first target that starts answering; later failures reach the caller as errors."""
-        _check_chat(params)
-        first, chunks = await self._first_success(
-            params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
-        )
-        include_usage = params.stream_options.include_usage
-        async with aclosing(chunks):
-            yielded = _account(first, ctx, include_usage)
-            if yielded:
-                yield first
-            async for chunk in chunks:
-                if _account(chunk, ctx, include_usage):
-                    yielded = True
-                    yield chunk
-        if not yielded:
-            raise UpstreamError(f"backend '{ctx.backend}' streamed no choices")
+        with self._meter.call(ctx, "chat", params.model) as call:
+            call.params, call.stream = params, True
+            await self._admit(ctx, params.model, auth_pb2.OPERATION_CHAT)
+            _check_chat(params)
+            first, chunks = await self._first_success(
+                params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
+            )
+            include_usage = params.stream_options.include_usage
+            async with aclosing(chunks):
+                if _account(first, ctx, include_usage):
+                    yield first
+                async for chunk in chunks:
+                    if _account(chunk, ctx, include_usage):
+                        yield chunk
+            if not ctx.chunks:
+                raise UpstreamError(f"backend '{ctx.backend}' streamed no choices")
+
+    async def _authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
+        principal = await self._auth.authenticate(ctx, model, operation)
+        ctx.principal = principal
+        return principal
+
+    async def _admit(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> None:
+        """Authenticate the caller and check that it may use `model`."""
+        principal = await self._authenticate(ctx, model, operation)
+        if not principal.access.permits(model):
+            raise PermissionDeniedError(
+                f"This API key may not use the model '{model}'", param="model", code="model_not_allowed"
+            )
 
     async def _first_success(self, model: str, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
         """Try each planned attempt until one succeeds; retryable failures move on, others are raised at once."""
@@ -103,6 +154,7 @@ class EngineCore:
         for attempt in plan:
             target = attempt.target
             ctx.attempts += 1
+            ctx.backend, ctx.provider_model = target.backend, target.model
             started = time.perf_counter()
             try:
                 result = await call(self._providers[target.backend], target.model)
@@ -117,7 +169,7 @@ class EngineCore:
                 continue
             finally:
                 ctx.upstream_seconds += time.perf_counter() - started
-            ctx.backend, ctx.provider_model = target.backend, target.model
+            ctx.route = f"{attempt.model}>{target.backend}"
             return result
         assert failure is not None  # a plan always has at least one attempt
         raise _exhausted(model, len(plan), failure)
@@ -137,6 +189,10 @@ async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse,
 
 def _account(chunk: pb.StreamChatCompletionResponse, ctx: CallContext, include_usage: bool) -> bool:
     """Record the usage a chunk carries; whether the caller gets the chunk (a usage-only one only if it asked)."""
+    if chunk.choices:
+        if not ctx.chunks:
+            ctx.first_chunk_at = time.perf_counter()
+        ctx.chunks += 1
     if chunk.HasField("usage"):
         ctx.usage = chunk.usage
         if include_usage:

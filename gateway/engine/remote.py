@@ -6,14 +6,14 @@ Metadata carries the call context; an aborted call's status and trailing metadat
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable
+from collections.abc import AsyncGenerator, Iterable, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.engine.contract import CallContext
-from gateway.engine.servicer import UPSTREAM_MS
+from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
 from gateway.errors import GatewayError
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -27,10 +27,21 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def _metadata(ctx: CallContext) -> tuple[tuple[str, str], ...]:
+def _printable(value: str) -> bool:
+    return value.isascii() and value.isprintable()  # gRPC refuses anything else in a text metadata value
+
+
+def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
+    """The call context as metadata: request id, key, the client's address and the headers auth is to see."""
     md = [("x-request-id", ctx.request_id)]
     if ctx.api_key is not None:
         md.append(("authorization", f"Bearer {ctx.api_key.reveal()}"))
+    if ctx.peer:
+        md.append((CLIENT_ADDRESS, ctx.peer))
+    for name in forward_headers:
+        value = ctx.headers.get(name)
+        if value is not None and _printable(value):
+            md.append((HEADER_PREFIX + name, value))
     return tuple(md)
 
 
@@ -67,10 +78,15 @@ async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
 class RemoteEngine:
     """The routing engine in another process."""
 
-    def __init__(self, target: str) -> None:
+    def __init__(self, target: str, forward_headers: Sequence[str] = ()) -> None:
+        # The HTTP headers the engine's auth forwards (`auth.headers`): only those cross the hop.
+        self._forward_headers = tuple(forward_headers)
         self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
+        return call_metadata(ctx, self._forward_headers)
 
     async def close(self) -> None:
         """Close the channel."""
@@ -89,13 +105,15 @@ class RemoteEngine:
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion."""
         request = pb.CreateChatCompletionRequest(params=params)
-        return await _unary(self._stub.CreateChatCompletion(request, metadata=_metadata(ctx)), ctx)
+        return await _unary(self._stub.CreateChatCompletion(request, metadata=self._metadata(ctx)), ctx)
 
     async def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The engine's chunks; closing this generator cancels the call, and so the upstream request."""
-        call = self._stub.StreamChatCompletion(pb.StreamChatCompletionRequest(params=params), metadata=_metadata(ctx))
+        call = self._stub.StreamChatCompletion(
+            pb.StreamChatCompletionRequest(params=params), metadata=self._metadata(ctx)
+        )
         try:
             first = True
             async for chunk in call:
@@ -112,11 +130,11 @@ class RemoteEngine:
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
-        return await _unary(self._stub.CreateEmbeddings(request, metadata=_metadata(ctx)), ctx)
+        return await _unary(self._stub.CreateEmbeddings(request, metadata=self._metadata(ctx)), ctx)
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""
         try:
-            return await self._stub.ListModels(pb.ListModelsRequest(), metadata=_metadata(ctx))
+            return await self._stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata(ctx))
         except grpc.aio.AioRpcError as exc:
             raise _rebuild(exc) from None

@@ -23,19 +23,29 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 T = TypeVar("T")
 log = logging.getLogger("tollgate.engine")
 UPSTREAM_MS = "tollgate-upstream-ms"
+# A split front door passes its client's address, and the HTTP headers auth wants, under these names.
+CLIENT_ADDRESS = "tollgate-client-address"
+HEADER_PREFIX = "tollgate-header-"
 _BEARER = "bearer "
 
 
 def call_context(context: grpc.aio.ServicerContext[object, object]) -> CallContext:
     """The call context from gRPC metadata; the key is kept as a `Secret` so it never prints."""
-    metadata = {k: v for k, v in (context.invocation_metadata() or ()) if isinstance(v, str)}
+    metadata: dict[str, str] = {}
+    forwarded: dict[str, str] = {}
+    for k, v in context.invocation_metadata() or ():
+        if isinstance(v, str):
+            if k.startswith(HEADER_PREFIX):
+                forwarded[k[len(HEADER_PREFIX) :]] = v
+            else:
+                metadata[k] = v
     auth = metadata.get("authorization", "")
     key = auth[len(_BEARER) :] if auth[: len(_BEARER)].lower() == _BEARER else metadata.get("x-api-key", "")
     return CallContext(
         request_id=metadata.get("x-request-id") or new_request_id(),
         api_key=Secret(key) if key else None,
-        peer=context.peer() or "",
-        headers=metadata,
+        peer=metadata.get(CLIENT_ADDRESS) or context.peer() or "",
+        headers={**metadata, **forwarded} if forwarded else metadata,
     )
 
 

@@ -43,6 +43,7 @@ def _context(request: web.Request) -> CallContext:
         request_id=headers.get("x-request-id") or new_request_id(),
         api_key=Secret(key) if key else None,
         peer=request.remote or "",
+        headers=headers,
     )
 
 

@@ -8,13 +8,16 @@ from pathlib import Path
 import pytest
 
 from gateway.config import (
+    AuthConfig,
     BackendConfig,
     ConfigError,
     GatewayConfig,
     ListenConfig,
     ModelConfig,
+    Price,
     Secret,
     ServerConfig,
+    StatsConfig,
     TargetConfig,
     default_config_text,
     load_config,
@@ -324,8 +327,18 @@ BAD = [
     ),
     pytest.param("backends: {local: {}}\n", "backends: expected a list, got dict", id="backends-not-a-list"),
     pytest.param("backends: [local]\n", "backends[0]: expected a mapping, got str", id="backend-not-a-mapping"),
-    pytest.param("auth: {keys: [a]}\n" + BASE, "auth: only `auth: none` is supported", id="auth"),
-    pytest.param("stats: {}\n" + BASE, "stats: the stats service is not supported yet", id="stats"),
+    pytest.param("auth: {keys: [a]}\n" + BASE, "auth.server: required", id="auth-no-server"),
+    pytest.param("auth: sometimes\n" + BASE, "auth: expected a mapping, got str", id="auth-not-a-mapping"),
+    pytest.param("auth: {server: localhost}\n" + BASE, "auth.server: expected host:port", id="auth-server"),
+    pytest.param("auth: {server: '127.0.0.1:1', timeout: 0}\n" + BASE, "auth.timeout: must be more", id="auth-timeout"),
+    pytest.param("auth: {server: '127.0.0.1:1', headers: x}\n" + BASE, "auth.headers: expected a list", id="headers"),
+    pytest.param("stats: {flush_interval: 1s}\n" + BASE, "stats.server: required", id="stats-no-server"),
+    pytest.param("stats: {server: '127.0.0.1:1', buffer: -1}\n" + BASE, "stats.buffer: expected a positive", id="buf"),
+    pytest.param("stats: {server: '127.0.0.1:1', spool: x}\n" + BASE, "stats.spool: unknown field", id="stats-field"),
+    pytest.param("prices: [gpt]\n" + BASE, "prices: expected a mapping of model name", id="prices-not-a-mapping"),
+    pytest.param("prices: {gpt: {input: 1}}\n" + BASE, "prices.gpt.output: required", id="price-missing"),
+    pytest.param("prices: {gpt: {input: -1, output: 1}}\n" + BASE, "prices.gpt.input: expected US dollars", id="neg"),
+    pytest.param("prices: {gpt: {input: 1, output: 2, cache: 1}}\n" + BASE, "prices.gpt.cache: unknown", id="pfield"),
     pytest.param("redis: localhost:6379\n" + BASE, "redis: expected a redis:// URL, got 'localhost:6379'", id="redis"),
     pytest.param("backends: []\nmodels: []\n", "models: at least one model with an enabled backend", id="no-models"),
     pytest.param("", "models: at least one model with an enabled backend", id="empty-file"),
@@ -394,6 +407,51 @@ def test_bad_durations(value: object) -> None:
 def test_sizes(value: object, size: int) -> None:
     config = parse_config(f"server: {{max_body: {value}, shutdown_grace: 5m}}\n" + BASE, {})
     assert config.server == ServerConfig(max_body_bytes=size, shutdown_grace=300.0)
+
+
+def test_auth_stats_and_prices_read_into_typed_fields() -> None:
+    text = (
+        """
+auth: {server: "127.0.0.1:50061", timeout: 100ms, cache_ttl: 1m, negative_ttl: 2s, cache_size: 50,
+       headers: [User-Agent, X-Forwarded-For]}
+stats: {server: "127.0.0.1:50062", flush_interval: 250ms, max_batch: 100, buffer: 1000, timeout: 2s,
+        retry_max: 10s, spool_dir: /var/lib/tollgate/spool, spool_max: 64MiB}
+prices:
+  gpt-4o-mini: {input: 0.15, output: 0.6, cached_input: 0.075}
+  Qwen/Qwen3-8B: {input: 0, output: 0}
+"""
+        + BASE
+    )
+    config = parse_config(text, {})
+    assert config.auth == AuthConfig(
+        server="127.0.0.1:50061",
+        timeout=0.1,
+        cache_ttl=60.0,
+        negative_ttl=2.0,
+        cache_size=50,
+        headers=("user-agent", "x-forwarded-for"),
+    )
+    assert config.stats == StatsConfig(
+        server="127.0.0.1:50062",
+        flush_interval=0.25,
+        max_batch=100,
+        buffer=1000,
+        timeout=2.0,
+        retry_max=10.0,
+        spool_dir="/var/lib/tollgate/spool",
+        spool_max_bytes=64 << 20,
+    )
+    assert config.prices == {
+        "gpt-4o-mini": Price(input=0.15, output=0.6, cached_input=0.075),
+        "Qwen/Qwen3-8B": Price(input=0.0, output=0.0),
+    }
+
+
+def test_auth_none_and_an_absent_stats_section_turn_both_off() -> None:
+    config = parse_config("auth: none\n" + BASE, {})
+    assert config.auth is None
+    assert config.stats is None
+    assert config.prices == {}
 
 
 def test_a_full_backend_reads_into_typed_fields() -> None:

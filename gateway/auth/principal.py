@@ -1,0 +1,96 @@
+"""Who a caller is, once authenticated: the key's non-secret id, user and team, model access, limits and labels."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from tollgate.auth.v1 import auth_pb2
+
+
+def _glob_regex(patterns: Iterable[str]) -> re.Pattern[str] | None:
+    """One regex for a list of model globs: `**` matches anything, `*` anything within one `/`-separated segment."""
+    alternatives = []
+    for pattern in patterns:
+        pieces = re.split(r"(\*\*|\*)", pattern)
+        alternatives.append("".join("[^/]*" if p == "*" else ".*" if p == "**" else re.escape(p) for p in pieces if p))
+    if not alternatives:
+        return None
+    return re.compile("|".join(f"(?:{a})" for a in alternatives), re.DOTALL)
+
+
+@dataclass(frozen=True, slots=True)
+class ModelAccess:
+    """Allowed and denied model globs; a deny wins, and no allowed globs at all means every model."""
+
+    allowed: tuple[str, ...] = ()
+    denied: tuple[str, ...] = ()
+    _allow: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+    _deny: re.Pattern[str] | None = field(init=False, repr=False, compare=False, default=None)
+
+    def __post_init__(self) -> None:
+        # Compiled once per decision, which the cache then reuses for every request of the key.
+        object.__setattr__(self, "_allow", _glob_regex(self.allowed))
+        object.__setattr__(self, "_deny", _glob_regex(self.denied))
+
+    def permits(self, model: str) -> bool:
+        """Whether `model` (the name the client asked for) may be used."""
+        if self._deny is not None and self._deny.fullmatch(model):
+            return False
+        return self._allow is None or self._allow.fullmatch(model) is not None
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """Per-key limits for the rate-limit work to enforce; zero means no limit."""
+
+    requests_per_minute: int = 0
+    tokens_per_minute: int = 0
+    concurrent_requests: int = 0
+    budget_usd: float = 0.0
+    budget_period: str = ""  # "day", "week", "month", "total"; empty without a budget
+
+
+_PERIODS = {
+    auth_pb2.BUDGET_PERIOD_DAY: "day",
+    auth_pb2.BUDGET_PERIOD_WEEK: "week",
+    auth_pb2.BUDGET_PERIOD_MONTH: "month",
+    auth_pb2.BUDGET_PERIOD_TOTAL: "total",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """An authenticated caller. It never holds the key itself."""
+
+    key_id: str
+    user: str = ""
+    team: str = ""
+    access: ModelAccess = field(default_factory=ModelAccess)
+    limits: Limits = field(default_factory=Limits)
+    labels: Mapping[str, str] = field(default_factory=lambda: MappingProxyType({}))
+
+    @classmethod
+    def from_decision(cls, reply: auth_pb2.CheckResponse) -> Principal:
+        """The principal an auth server's allow decision describes."""
+        limits = reply.limits
+        return cls(
+            key_id=reply.key_id,
+            user=reply.user,
+            team=reply.team,
+            access=ModelAccess(tuple(reply.allowed_models), tuple(reply.denied_models)),
+            limits=Limits(
+                requests_per_minute=limits.requests_per_minute,
+                tokens_per_minute=limits.tokens_per_minute,
+                concurrent_requests=limits.concurrent_requests,
+                budget_usd=limits.budget.limit_usd,
+                budget_period=_PERIODS.get(limits.budget.period, "") if limits.budget.limit_usd else "",
+            ),
+            labels=MappingProxyType(dict(reply.labels)),
+        )
+
+
+# With `auth: none`: no key, every model.
+ANONYMOUS = Principal(key_id="")

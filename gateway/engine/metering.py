@@ -1,0 +1,169 @@
+"""One usage record per request, built from what the engine learned about the call, for the stats reporter.
+
+Every request that got past authentication is recorded: completed, failed (before or after the first chunk) and
+cancelled by the client. A stream cut short carries no usage from the provider, so its tokens are estimated from what
+was sent and streamed, and the record says so (`usage_estimated`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Mapping
+from types import TracebackType
+from typing import Protocol
+
+import grpc
+from google.protobuf.duration_pb2 import Duration
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from gateway.config import GatewayConfig
+from gateway.engine.contract import CallContext
+from gateway.errors import GatewayError
+from gateway.stats.pricing import cost_usd, price_for
+from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.stats.v1 import stats_pb2
+
+log = logging.getLogger("tollgate.engine")
+
+CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer was complete
+_CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with OpenAI's tokenizers
+
+
+class UsageSink(Protocol):
+    """Where usage records go (the `UsageReporter`); `submit` must never block or raise."""
+
+    async def start(self) -> None:
+        """Begin delivering."""
+        ...
+
+    def submit(self, record: stats_pb2.UsageRecord) -> None:
+        """Take one record."""
+        ...
+
+    async def close(self) -> None:
+        """Deliver or keep what is pending, then stop."""
+        ...
+
+
+class MeteredCall:
+    """A context manager around one engine call that submits its usage record however the call ends."""
+
+    __slots__ = ("ctx", "meter", "model", "operation", "params", "stream")
+
+    def __init__(self, meter: Meter, ctx: CallContext, operation: str, model: str) -> None:
+        self.meter = meter
+        self.ctx = ctx
+        self.operation = operation
+        self.model = model
+        self.stream = False
+        self.params: pb.ChatCompletionParams | None = None
+
+    def __enter__(self) -> MeteredCall:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        sink = self.meter.sink
+        # Unauthenticated requests are nobody's usage; they are counted by metrics, not billed.
+        if sink is None or self.ctx.principal is None:
+            return
+        try:
+            sink.submit(self.meter.record(self, exc))
+        except Exception:  # metering must never turn an answered request into a failed one
+            log.exception("could not record usage", extra={"request_id": self.ctx.request_id})
+
+
+class Meter:
+    """Builds usage records for one configuration, and hands them to the sink (none: nothing is recorded)."""
+
+    def __init__(self, config: GatewayConfig, sink: UsageSink | None) -> None:
+        self.sink = sink
+        self._providers: Mapping[str, str] = {b.name: b.provider for b in config.backends}
+        self._prices = config.prices
+
+    def call(self, ctx: CallContext, operation: str, model: str) -> MeteredCall:
+        """Meter one call of `operation` on `model`."""
+        return MeteredCall(self, ctx, operation, model)
+
+    def record(self, call: MeteredCall, failure: BaseException | None) -> stats_pb2.UsageRecord:
+        """The record of a finished call; `failure` is what ended it early, None when it completed."""
+        now = time.perf_counter()
+        ctx, params = call.ctx, call.params
+        record = stats_pb2.UsageRecord(
+            request_id=ctx.request_id,
+            operation=call.operation,
+            requested_model=call.model,
+            backend=ctx.backend,
+            provider=self._providers.get(ctx.backend, ""),
+            provider_model=ctx.provider_model,
+            stream=call.stream,
+            attempts=ctx.attempts,
+            route=ctx.route,
+        )
+        principal = ctx.principal
+        if principal is not None:
+            record.key_id, record.user, record.team = principal.key_id, principal.user, principal.team
+            record.labels.update(principal.labels)
+        _timing(record, ctx, now)
+        _outcome(record, ctx, failure)
+        self._usage(record, ctx, params)
+        return record
+
+    def _usage(self, record: stats_pb2.UsageRecord, ctx: CallContext, params: pb.ChatCompletionParams | None) -> None:
+        usage = ctx.usage
+        if usage is not None:
+            record.input_tokens, record.output_tokens = usage.prompt_tokens, usage.completion_tokens
+            record.cached_tokens, record.reasoning_tokens = usage.cached_tokens, usage.reasoning_tokens
+        elif ctx.chunks and params is not None:
+            # A stream cut short: the provider bills the prompt and what it generated, but never said how much.
+            record.input_tokens = estimate_prompt_tokens(params)
+            record.output_tokens = ctx.chunks  # a streamed delta is about one token
+            record.usage_estimated = True
+        price = price_for(self._prices, record.provider_model, record.requested_model)
+        record.cost_usd = cost_usd(price, record.input_tokens, record.output_tokens, record.cached_tokens)
+
+
+def _timing(record: stats_pb2.UsageRecord, ctx: CallContext, now: float) -> None:
+    elapsed = now - ctx.started
+    start = Timestamp()
+    start.FromNanoseconds(int((time.time() - elapsed) * 1e9))
+    record.start_time.CopyFrom(start)
+    record.latency.CopyFrom(_duration(elapsed))
+    if ctx.first_chunk_at:
+        record.time_to_first_token.CopyFrom(_duration(ctx.first_chunk_at - ctx.started))
+
+
+def _duration(seconds: float) -> Duration:
+    duration = Duration()
+    duration.FromNanoseconds(int(seconds * 1e9))
+    return duration
+
+
+def _outcome(record: stats_pb2.UsageRecord, ctx: CallContext, failure: BaseException | None) -> None:
+    if failure is None:
+        record.outcome, record.http_status = stats_pb2.OUTCOME_COMPLETED, 200
+    elif isinstance(failure, asyncio.CancelledError | GeneratorExit):
+        record.outcome, record.http_status = stats_pb2.OUTCOME_CANCELLED, CLIENT_CLOSED
+        record.grpc_status = grpc.StatusCode.CANCELLED.value[0]
+    else:
+        error = failure if isinstance(failure, GatewayError) else None
+        record.outcome = stats_pb2.OUTCOME_FAILED
+        # After the first chunk the client had its 200 already; the error went in-band.
+        record.http_status = 200 if ctx.first_chunk_at else (error.http_status if error else 500)
+        record.grpc_status = (error.grpc_code if error else grpc.StatusCode.INTERNAL).value[0]
+        record.error_type = error.code if error else "internal_error"
+
+
+def estimate_prompt_tokens(params: pb.ChatCompletionParams) -> int:
+    """A rough count of the prompt's tokens from its text, for records whose provider never reported usage."""
+    chars = 0
+    for message in params.messages:
+        chars += len(message.content) + len(message.name)
+        for part in message.content_parts:
+            chars += len(part.text)
+        for call in message.tool_calls:
+            chars += len(call.function.name) + len(call.function.arguments)
+    return max(1, chars // _CHARS_PER_TOKEN)
