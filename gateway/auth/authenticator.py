@@ -67,14 +67,20 @@ class Authenticator:
         self._cache = DecisionCache(config.cache_size, clock)
         self._wall_clock = wall_clock
         self._inflight: dict[bytes, asyncio.Task[Decision]] = {}
-        self._channel = grpc.aio.insecure_channel(config.server, options=_CHANNEL_OPTIONS)
-        self._stub = auth_pb2_grpc.AuthServiceStub(self._channel)
+        # Made on first use: a grpc.aio channel belongs to the event loop that is running when it is made.
+        self._channel: grpc.aio.Channel | None = None
         self._server_ok = True
         self.calls = 0  # Check calls made, for tests and metrics
 
     async def close(self) -> None:
         """Close the channel to the auth server."""
-        await self._channel.close(None)
+        if self._channel is not None:
+            await self._channel.close(None)
+
+    def _stub(self) -> auth_pb2_grpc.AuthServiceStub:
+        if self._channel is None:
+            self._channel = grpc.aio.insecure_channel(self._config.server, options=_CHANNEL_OPTIONS)
+        return auth_pb2_grpc.AuthServiceStub(self._channel)
 
     async def authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
         """The caller's principal; raises the 401, 403, 429 or 503 that the decision (or its absence) means."""
@@ -107,7 +113,7 @@ class Authenticator:
         )
         self.calls += 1
         try:
-            reply = await self._stub.Check(request, timeout=self._config.timeout)
+            reply = await self._stub().Check(request, timeout=self._config.timeout)
         except grpc.aio.AioRpcError as exc:
             denial = self._denial(exc, ctx)
             if isinstance(denial, _CACHED_DENIALS):

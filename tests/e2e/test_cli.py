@@ -13,6 +13,7 @@ from pathlib import Path
 
 import grpc
 import openai
+import orjson
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
@@ -23,7 +24,7 @@ MESSAGES = [{"role": "user", "content": "hello there"}]
 REPLY = "This is a reply from the fake OpenAI "  # the fake's answer with chunks=8
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 15.0
-LISTENING = re.compile(r"\b(http|grpc) listening on 127\.0\.0\.1:(\d+)")
+LISTENING = re.compile(r"\b(http|grpc|auth|stats) listening on 127\.0\.0\.1:(\d+)")
 
 
 def child_env(**extra: str) -> dict[str, str]:
@@ -282,3 +283,51 @@ models:
     assert code == 2
     assert "provider" in stderr
     assert "bogus" in stderr
+
+
+async def test_serve_with_the_reference_auth_and_stats_servers(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    """The README's flow, every piece a real process: a key made with the CLI, authsvc, statssvc, serve, a query."""
+    keys = tmp_path / "keys.yaml"
+    code, out, err = await run("keys", "add", "--file", str(keys), "--user", "alice", "--models", "gpt-4o*")
+    assert code == 0, err
+    key = out.splitlines()[0]
+    assert key.startswith("tgk_")
+    assert key not in keys.read_text()
+    async with (
+        tollgate("authsvc", "--keys", str(keys), "--listen", "127.0.0.1:0") as auth,
+        tollgate("statssvc", "--db", str(tmp_path / "usage.db"), "--listen", "127.0.0.1:0") as stats,
+    ):
+        await auth.wait_listening("auth")
+        await stats.wait_listening("stats")
+        config = tmp_path / "tollgate.yaml"
+        config.write_text(
+            config_for(upstream.base_url).replace(
+                "auth: none",
+                f"""auth: {{server: "127.0.0.1:{auth.ports["auth"]}"}}
+stats: {{server: "127.0.0.1:{stats.ports["stats"]}", spool_dir: "{tmp_path / "spool"}"}}""",
+            )
+        )
+        async with tollgate("serve", "--config", str(config)) as gateway:
+            await gateway.wait_listening("http", "grpc")
+            sdk = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=10)
+            completion = await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            assert completion.choices[0].message.content == REPLY
+            stream = await sdk.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)  # type: ignore[arg-type]
+            assert [chunk async for chunk in stream]
+            with pytest.raises(openai.PermissionDeniedError):
+                await sdk.chat.completions.create(model="demo", messages=MESSAGES)  # type: ignore[arg-type]
+            with pytest.raises(openai.AuthenticationError):
+                await client(gateway.base_url).chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # type: ignore[arg-type]
+            assert await gateway.terminate() == 0  # a graceful stop delivers what is pending
+        assert key not in gateway.output() + auth.output() + stats.output()
+        server = f"127.0.0.1:{stats.ports['stats']}"
+        code, out, err = await run("stats", "usage", "--server", server, "--by", "user,model", "--json")
+        assert code == 0, err
+        usage = orjson.loads(out)
+        # Two answered, one refused for its model: three records; the unauthenticated one is nobody's usage.
+        assert usage["totals"]["requests"] == 3
+        assert usage["totals"]["errors"] == 1
+        assert usage["totals"]["output_tokens"] == 16
+        by_model = {group["keys"]["model"]: group["totals"] for group in usage["groups"]}
+        assert {group["keys"]["user"] for group in usage["groups"]} == {"alice"}
+        assert (by_model["gpt-4o-mini"]["requests"], by_model["demo"]["errors"]) == (2, 1)
