@@ -77,7 +77,7 @@ class Authenticator:
         if self._channel is not None:
             await self._channel.close(None)
 
-    def _stub(self) -> auth_pb2_grpc.AuthServiceStub:
+    def _stub(self) -> auth_pb2_grpc.AuthServiceAsyncStub:
         if self._channel is None:
             self._channel = grpc.aio.insecure_channel(self._config.server, options=_CHANNEL_OPTIONS)
         return auth_pb2_grpc.AuthServiceStub(self._channel)
