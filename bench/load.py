@@ -11,16 +11,15 @@ import asyncio
 import gc
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 import orjson
 from aiohttp import ClientError, ClientSession, ClientTimeout, DummyCookieJar, TCPConnector
 
-__all__ = ["LoadResult", "Scenario", "make_session", "percentile", "run_load"]
+__all__ = ["Endpoint", "LoadResult", "Scenario", "make_session", "percentile", "request_headers", "run_load"]
 
-_HEADERS = {"Content-Type": "application/json", "Authorization": "Bearer bench"}
 _DATA = b"data:"
 _DONE_LINE = b"data: [DONE]"
 _MAX_ERROR_SAMPLES = 5
@@ -49,6 +48,19 @@ class Scenario:
             if self.include_usage:
                 request["stream_options"] = {"include_usage": True}
         return orjson.dumps(request)
+
+
+def request_headers(api_key: str) -> dict[str, str]:
+    """The headers every request carries: a JSON body and the API key as a bearer token."""
+    return {"Content-Type": "application/json", "Authorization": f"Bearer {api_key}"}
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where a run's requests go, and the headers each one carries (built once, shared by every request)."""
+
+    url: str
+    headers: Mapping[str, str]
 
 
 @dataclass
@@ -98,9 +110,9 @@ def _has_content(line: bytes) -> bool:
     return False
 
 
-async def _plain(session: ClientSession, url: str, body: bytes, result: LoadResult) -> None:
+async def _plain(session: ClientSession, url: str, headers: Mapping[str, str], body: bytes, result: LoadResult) -> None:
     start = time.perf_counter()
-    async with session.post(url, data=body, headers=_HEADERS) as resp:
+    async with session.post(url, data=body, headers=headers) as resp:
         data = await resp.read()
         status = resp.status
     elapsed = time.perf_counter() - start
@@ -112,12 +124,14 @@ async def _plain(session: ClientSession, url: str, body: bytes, result: LoadResu
         result.latencies.append(elapsed)
 
 
-async def _stream(session: ClientSession, url: str, body: bytes, result: LoadResult, chunks: int) -> None:
+async def _stream(
+    session: ClientSession, url: str, headers: Mapping[str, str], body: bytes, result: LoadResult, chunks: int
+) -> None:
     start = time.perf_counter()
     ttft = 0.0
     events = 0
     previous = last = b""
-    async with session.post(url, data=body, headers=_HEADERS) as resp:
+    async with session.post(url, data=body, headers=headers) as resp:
         if resp.status != 200:
             data = await resp.read()
             result.error(f"HTTP {resp.status}: {data[:200]!r}")
@@ -145,7 +159,7 @@ async def _stream(session: ClientSession, url: str, body: bytes, result: LoadRes
 
 async def run_load(
     session: ClientSession,
-    url: str,
+    endpoint: Endpoint,
     scenario: Scenario,
     requests: int,
     concurrency: int,
@@ -153,13 +167,14 @@ async def run_load(
 ) -> LoadResult:
     """Send `requests` requests from `concurrency` closed-loop workers; `on_start` runs just before the first."""
     body = scenario.body()
+    url, headers = endpoint.url, endpoint.headers
     result = LoadResult(requests=requests, wall=0.0)
     remaining = requests
 
     def one() -> Awaitable[None]:
         if scenario.stream:
-            return _stream(session, url, body, result, scenario.chunks)
-        return _plain(session, url, body, result)
+            return _stream(session, url, headers, body, result, scenario.chunks)
+        return _plain(session, url, headers, body, result)
 
     async def worker() -> None:
         nonlocal remaining

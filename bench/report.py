@@ -6,10 +6,23 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-__all__ = ["Comparison", "RunFigures", "compare", "error_banner", "markdown", "text_report", "to_json"]
+__all__ = [
+    "AddedCost",
+    "Comparison",
+    "RunFigures",
+    "UsageCheck",
+    "added_cost",
+    "compare",
+    "error_banner",
+    "markdown",
+    "text_report",
+    "to_json",
+]
 
 DIRECT = "direct"
 FLOOR = "floor"
+TOLLGATE = "tollgate"
+SECURED = "secured"  # tollgate with an auth server and a stats server
 _DASH = "-"
 _NOISY_BACKGROUND_PCT = 20.0
 _MIN_NOISE_SECONDS = 0.05
@@ -37,8 +50,10 @@ class RunFigures:
     cpu_per_chunk_us: float | None  # streams only: CPU per request / chunks
     upstream_cpu_per_request_ms: float
     client_cpu_per_request_ms: float
-    peak_rss_kib: dict[str, int] = field(default_factory=dict)  # per gateway process, read after this run
+    peak_rss_kib: dict[str, int] = field(default_factory=dict)  # per gateway process and side server, after this run
     background_cpu_pct: float = 0.0  # what the rest of the machine used meanwhile, in % of one core
+    # The servers the gateway calls (secured: authsvc, statssvc), by name; not part of cpu_per_request_ms.
+    services_cpu_per_request_ms: dict[str, float] = field(default_factory=dict)
 
 
 @dataclass
@@ -57,6 +72,39 @@ class Comparison:
     cpu_per_chunk_vs_floor: float | None
     marginal_chunk_us: float | None  # (stream CPU/request - plain CPU/request) / chunks
     marginal_chunk_vs_floor: float | None
+
+
+@dataclass
+class AddedCost:
+    """What auth + stats add: the secured target against tollgate at one scenario and concurrency."""
+
+    scenario: str
+    concurrency: int
+    added_p50_ms: float | None
+    cpu_per_request_ms: float | None  # the secured gateway process alone
+    added_cpu_per_request_ms: float | None  # over tollgate without auth and stats
+    services_cpu_per_request_ms: dict[str, float]  # authsvc, statssvc: paid by other processes
+
+
+@dataclass(frozen=True)
+class UsageCheck:
+    """Requests sent through the secured gateway against the usage records its stats server reports."""
+
+    sent: int
+    stored: int | None  # None when the stats server could not be asked
+    problem: str | None = None  # why `stored` is missing
+    cost_usd: float | None = None  # the stored records' total cost, from the configured prices
+
+    @property
+    def ok(self) -> bool:
+        return self.stored == self.sent
+
+    def line(self) -> str:
+        stored = "?" if self.stored is None else str(self.stored)
+        cost = "" if self.cost_usd is None else f", US${self.cost_usd:.6f} of cost computed"
+        return f"usage records: {self.sent} sent, {stored} stored{cost}" + (
+            f" ({self.problem})" if self.problem else ""
+        )
 
 
 def _sub(a: float | None, b: float | None) -> float | None:
@@ -106,6 +154,27 @@ def compare(runs: Sequence[RunFigures]) -> list[Comparison]:
                 cpu_per_chunk_vs_floor=_ratio(run.cpu_per_chunk_us, floor.cpu_per_chunk_us if floor else None),
                 marginal_chunk_us=marginal,
                 marginal_chunk_vs_floor=_ratio(marginal, floor_marginal),
+            )
+        )
+    return out
+
+
+def added_cost(runs: Sequence[RunFigures]) -> list[AddedCost]:
+    """Every secured run against the tollgate run of the same scenario and concurrency (when there is one)."""
+    by_key = _index(runs)
+    out: list[AddedCost] = []
+    for run in runs:
+        if run.target != SECURED:
+            continue
+        plain = by_key.get((TOLLGATE, run.scenario, run.concurrency))
+        out.append(
+            AddedCost(
+                scenario=run.scenario,
+                concurrency=run.concurrency,
+                added_p50_ms=_sub(run.p50_ms, plain.p50_ms if plain else None),
+                cpu_per_request_ms=run.cpu_per_request_ms,
+                added_cpu_per_request_ms=_sub(run.cpu_per_request_ms, plain.cpu_per_request_ms if plain else None),
+                services_cpu_per_request_ms=dict(run.services_cpu_per_request_ms),
             )
         )
     return out
@@ -182,15 +251,55 @@ def _comparison_rows(comparisons: Sequence[Comparison], stream: bool) -> list[li
     return rows
 
 
+def _service_names(costs: Sequence[AddedCost]) -> list[str]:
+    names: dict[str, None] = {}
+    for cost in costs:
+        names.update(dict.fromkeys(cost.services_cpu_per_request_ms))
+    return list(names)
+
+
+def _added_cost_rows(costs: Sequence[AddedCost], names: Sequence[str]) -> list[list[str]]:
+    return [
+        [
+            cost.scenario,
+            str(cost.concurrency),
+            _signed(cost.added_p50_ms),
+            _f(cost.cpu_per_request_ms, 3),
+            _signed(cost.added_cpu_per_request_ms, 3),
+            *(_f(cost.services_cpu_per_request_ms.get(name), 3) for name in names),
+        ]
+        for cost in costs
+    ]
+
+
+def _added_cost_lines(costs: Sequence[AddedCost], usage: UsageCheck | None) -> list[str]:
+    names = _service_names(costs)
+    header = ["mode", "c", "+p50 ms", "CPU/req ms", "+CPU/req ms", *(f"{name} CPU/req ms" for name in names)]
+    lines = ["== auth + stats: secured against tollgate (gateway CPU; the servers' CPU apart) =="]
+    lines += _table(header, _added_cost_rows(costs, names))
+    lines.append(
+        "servers' CPU is measured until the stats server has stored every record of the run (batched inserts)."
+    )
+    if usage is not None:
+        lines.append(usage.line() + ("" if usage.ok else "  !!! MISMATCH"))
+    lines.append("")
+    return lines
+
+
 def text_report(
-    runs: Sequence[RunFigures], comparisons: Sequence[Comparison], peak_rss: dict[str, int], meta: dict[str, Any]
+    runs: Sequence[RunFigures],
+    comparisons: Sequence[Comparison],
+    peak_rss: dict[str, int],
+    meta: dict[str, Any],
+    usage: UsageCheck | None = None,
 ) -> str:
     """The full terminal report."""
     lines = [
         f"tollgate bench: {meta['cpus']} CPUs, Python {meta['python']}, {meta['chunks']} chunks a stream, "
         f"CPU clock tick {meta['clock_tick_ms']:.0f} ms",
-        "CPU figures are the gateway process(es) only (split: engine + front door summed); 'up' is the fake upstream,",
-        "'client' the load generator, 'bg' what everything else on the machine used meanwhile (% of one core).",
+        "CPU figures are the gateway process(es) only (split: engine + front door summed; secured: the gateway, not",
+        "its auth and stats servers); 'up' is the fake upstream, 'client' the load generator, 'bg' what everything",
+        "else on the machine used meanwhile (% of one core).",
         "Latencies are client-side wall time. Each CPU reading is +-1 clock tick.",
         f"load average at start: {meta['loadavg_at_start'][0]:.2f}",
         "",
@@ -221,6 +330,9 @@ def text_report(
     if any(c.scenario == "stream" for c in comparisons):
         lines.append("marginal/chunk = (stream CPU/req - non-stream CPU/req) / chunks, at the same concurrency.")
         lines.append("")
+    costs = added_cost(runs)
+    if costs:
+        lines += _added_cost_lines(costs, usage)
     noisy = [
         run
         for run in runs
@@ -265,33 +377,70 @@ def markdown(runs: Sequence[RunFigures], comparisons: Sequence[Comparison], meta
             _f(comp.cpu_per_request_vs_floor, 2, "x") if comp else _DASH,
         ]
         lines.append("| " + " | ".join(cells) + " |")
+    costs = added_cost(runs)
+    if costs:
+        lines += ["", *_added_cost_markdown(costs)]
     return "\n".join(lines)
 
 
-def error_banner(runs: Sequence[RunFigures]) -> str | None:
-    """A loud message when any run saw an error, or None."""
+def _added_cost_markdown(costs: Sequence[AddedCost]) -> list[str]:
+    names = _service_names(costs)
+    header = [
+        "mode",
+        "c",
+        "+p50 vs tollgate",
+        "CPU/req ms",
+        "+CPU/req vs tollgate",
+        *(f"{n} CPU/req ms" for n in names),
+    ]
+    lines = [
+        "Auth + stats: `secured` (tollgate with the reference auth and stats servers) against `tollgate`. CPU/req is "
+        "the gateway process; the servers' CPU is their own.",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|---|" + "--:|" * (len(header) - 1),
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in _added_cost_rows(costs, names)]
+    return lines
+
+
+def error_banner(runs: Sequence[RunFigures], usage: UsageCheck | None = None) -> str | None:
+    """A loud message when any run saw an error or usage records went missing (or were doubled), or None."""
     bad = [run for run in runs if run.errors or run.warmup_errors]
-    if not bad:
+    lost = usage is not None and not usage.ok
+    if not bad and not lost:
         return None
     total = sum(run.errors + run.warmup_errors for run in bad)
-    lines = ["!" * 100, f"!!! {total} ERRORS: these figures are not valid", "!" * 100]
+    lines = ["!" * 100]
+    if bad:
+        lines.append(f"!!! {total} ERRORS: these figures are not valid")
+    if usage is not None and lost:
+        lines.append(f"!!! USAGE RECORDS LOST OR COUNTED TWICE by the secured target: {usage.line()}")
+    lines.append("!" * 100)
     for run in bad:
         lines.append(
             f"!!! {run.target} {run.scenario} c={run.concurrency}: {run.errors} errors "
             f"(+{run.warmup_errors} in warm-up), e.g.:"
         )
         lines += [f"!!!     {sample}" for sample in run.error_samples]
-    lines.append("!" * 100)
+    if bad:
+        lines.append("!" * 100)
     return "\n".join(lines)
 
 
 def to_json(
-    runs: Sequence[RunFigures], comparisons: Sequence[Comparison], peak_rss: dict[str, int], meta: dict[str, Any]
+    runs: Sequence[RunFigures],
+    comparisons: Sequence[Comparison],
+    peak_rss: dict[str, int],
+    meta: dict[str, Any],
+    usage: UsageCheck | None = None,
 ) -> dict[str, Any]:
     """Everything, raw, for `--json`."""
     return {
         "meta": meta,
         "runs": [asdict(run) for run in runs],
         "comparisons": [asdict(c) for c in comparisons],
+        "secured_vs_tollgate": [asdict(cost) for cost in added_cost(runs)],
+        "usage_records": None if usage is None else {**asdict(usage), "ok": usage.ok},
         "peak_rss_kib": peak_rss,
     }

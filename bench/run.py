@@ -1,9 +1,10 @@
-"""`python -m bench`: direct vs the floor proxy vs tollgate (one process, and split over gRPC), on one fake upstream.
+"""`python -m bench`: direct vs the floor proxy vs tollgate (one process, with auth + stats, and split over gRPC).
 
 Every server is a subprocess of this one, so its CPU time is its own: the fake upstream, the floor proxy, `tollgate
-serve`, and `tollgate engine` + `tollgate frontdoor`. The load generator runs here, on uvloop. Each (target,
-scenario, concurrency) gets a warm-up, then a measured closed-loop run bracketed by /proc CPU readings of the
-gateway process(es).
+serve`, `tollgate serve` with `tollgate authsvc` and `tollgate statssvc` (the `secured` target, see bench.secured),
+and `tollgate engine` + `tollgate frontdoor`. The load generator runs here, on uvloop. Each (target, scenario,
+concurrency) gets a warm-up, then a measured closed-loop run bracketed by /proc CPU readings of the gateway
+process(es) and, apart, of the servers the gateway calls.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import argparse
 import asyncio
 import os
 import platform
+import shutil
 import signal
 import sys
 import tempfile
@@ -26,8 +28,8 @@ import orjson
 import uvloop
 from aiohttp import ClientSession
 
-from bench import report
-from bench.load import LoadResult, Scenario, make_session, percentile, run_load
+from bench import report, secured
+from bench.load import Endpoint, LoadResult, Scenario, make_session, percentile, request_headers, run_load
 from bench.procs import CLOCK_TICKS, Service, cpu_seconds, peak_rss_kib, start_service, stop_all, system_busy_seconds
 
 __all__ = ["main"]
@@ -37,25 +39,31 @@ T = TypeVar("T")
 _REPO = Path(__file__).resolve().parents[1]
 _MODEL = "gpt-4o-mini"
 _HOST = "127.0.0.1"
-_ALL_TARGETS = ("direct", "floor", "tollgate", "split")
+_ALL_TARGETS = ("direct", "floor", "tollgate", "secured", "split")
+_GATEWAY = ("-m", "gateway")
+_LISTEN = ("--http", f"{_HOST}:0", "--grpc", f"{_HOST}:0")
 _HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
 _GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"
 _URL_READY = r"listening (http://\S+)"
 _DEFAULT_REQUESTS = 2000
 _QUICK_DIVISOR = 5
+_SETTLE_TIMEOUT = 10.0  # seconds to wait for the stats server to have stored every record sent so far
 
 
 @dataclass
 class Target:
-    """Where the load goes, and which processes' CPU and memory count as the gateway's."""
+    """Where the load goes with which key, which processes' CPU count as the gateway's, and which are reported apart."""
 
     name: str
     base_url: str
     services: list[Service] = field(default_factory=list)
+    api_key: str = "bench"  # any key will do where nothing checks it
+    side_services: list[Service] = field(default_factory=list)  # servers the gateway calls: authsvc, statssvc
+    accounting: secured.Accounting | None = None  # counts what was sent, to wait for (and check) its usage records
 
     @property
-    def chat_url(self) -> str:
-        return f"{self.base_url}/chat/completions"
+    def endpoint(self) -> Endpoint:
+        return Endpoint(f"{self.base_url}/chat/completions", request_headers(self.api_key))
 
 
 @dataclass(frozen=True)
@@ -146,58 +154,76 @@ def _start_targets(plan: Plan, log_dir: Path, services: list[Service]) -> tuple[
     fake = ("-m", "gateway.testing.fake_openai", "--host", _HOST, "--port", "0", "--chunks", str(plan.chunks))
     upstream = start_service("upstream", _python(*fake, "--chunk-delay", "0", "--latency", "0"), log_dir, _REPO)
     services.append(upstream)
+    side = secured.start_side_servers(log_dir, _REPO, services) if "secured" in plan.targets else None
     base = upstream.wait_for(_URL_READY)[1]
-    config = log_dir / "tollgate.yaml"
-    config.write_bytes(_config(base))  # JSON is YAML
-    gateway = ("-m", "gateway")
-    listen = ("--http", f"{_HOST}:0", "--grpc", f"{_HOST}:0")
-    pending: list[tuple[str, Service, str]] = []
+    config = _config(base)
+    config_path = log_dir / "tollgate.yaml"
+    config_path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))  # JSON is YAML
+    pending: list[tuple[Target, Service, str]] = []
     if "floor" in plan.targets:
         argv = _python("-m", "bench.floor_proxy", "--upstream", base, "--host", _HOST, "--port", "0")
-        pending.append(("floor", start_service("floor", argv, log_dir, _REPO), _URL_READY))
+        pending.append((Target("floor", ""), start_service("floor", argv, log_dir, _REPO), _URL_READY))
     if "tollgate" in plan.targets:
-        argv = _python(*gateway, "serve", "--config", str(config), *listen)
-        pending.append(("tollgate", start_service("tollgate", argv, log_dir, _REPO), _HTTP_READY))
+        argv = _python(*_GATEWAY, "serve", "--config", str(config_path), *_LISTEN)
+        pending.append((Target("tollgate", ""), start_service("tollgate", argv, log_dir, _REPO), _HTTP_READY))
+    if side is not None:
+        pending.append(_start_secured(side, config, log_dir))
     if "split" in plan.targets:
-        argv = _python(*gateway, "engine", "--config", str(config), "--grpc", f"{_HOST}:0")
-        pending.append(("split", start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))
+        argv = _python(*_GATEWAY, "engine", "--config", str(config_path), "--grpc", f"{_HOST}:0")
+        pending.append((Target("split", ""), start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))
     services += [service for _, service, _ in pending]
 
     targets: list[Target] = [Target("direct", base)] if "direct" in plan.targets else []
-    for name, service, ready in pending:
+    for target, service, ready in pending:
         found = service.wait_for(ready)[1]
-        if name == "floor":
-            targets.append(Target(name, found, [service]))
-        elif name == "tollgate":
-            targets.append(Target(name, f"http://{_HOST}:{found}/v1", [service]))
-        else:
-            argv = _python(*gateway, "frontdoor", "--config", str(config), "--http", f"{_HOST}:0")
+        target.services.insert(0, service)
+        if target.name == "floor":
+            target.base_url = found
+        elif target.name == "split":
+            argv = _python(*_GATEWAY, "frontdoor", "--config", str(config_path), "--http", f"{_HOST}:0")
             frontdoor = start_service("split-frontdoor", [*argv, "--engine", f"{_HOST}:{found}"], log_dir, _REPO)
             services.append(frontdoor)
-            port = frontdoor.wait_for(_HTTP_READY)[1]
-            targets.append(Target(name, f"http://{_HOST}:{port}/v1", [service, frontdoor]))
+            target.services.append(frontdoor)
+            target.base_url = f"http://{_HOST}:{frontdoor.wait_for(_HTTP_READY)[1]}/v1"
+        else:
+            target.base_url = f"http://{_HOST}:{found}/v1"
+        targets.append(target)
     targets.sort(key=lambda target: _ALL_TARGETS.index(target.name))
     return upstream, targets
 
 
-def _config(upstream_base: str) -> bytes:
-    return orjson.dumps(
-        {
-            "listen": {"http": f"{_HOST}:0", "grpc": f"{_HOST}:0"},
-            "auth": "none",
-            "backends": [
-                {
-                    "name": "up",
-                    "provider": "openai",
-                    "base_url": upstream_base,
-                    "api_key": "bench",
-                    "max_connections": 200,
-                }
-            ],
-            "models": [{"name": _MODEL, "targets": [{"backend": "up", "model": _MODEL}]}],
-        },
-        option=orjson.OPT_INDENT_2,
+def _start_secured(side: secured.SideServers, config: dict[str, Any], log_dir: Path) -> tuple[Target, Service, str]:
+    """`tollgate serve` with the `tollgate` target's configuration plus the auth and stats servers, once they listen."""
+    auth_port, stats_port = side.wait()
+    config_path = log_dir / "secured.yaml"
+    full = secured.secured_config(config, auth_port, stats_port, log_dir / "spool")
+    config_path.write_bytes(orjson.dumps(full, option=orjson.OPT_INDENT_2))
+    argv = _python(*_GATEWAY, "serve", "--config", str(config_path), *_LISTEN)
+    target = Target(
+        "secured",
+        "",
+        api_key=side.api_key,
+        side_services=[side.auth, side.stats],
+        accounting=secured.Accounting(side.db_path, f"{_HOST}:{stats_port}", _REPO),
     )
+    return target, start_service("secured", argv, log_dir, _REPO), _HTTP_READY
+
+
+def _config(upstream_base: str) -> dict[str, Any]:
+    return {
+        "listen": {"http": f"{_HOST}:0", "grpc": f"{_HOST}:0"},
+        "auth": "none",
+        "backends": [
+            {
+                "name": "up",
+                "provider": "openai",
+                "base_url": upstream_base,
+                "api_key": "bench",
+                "max_connections": 200,
+            }
+        ],
+        "models": [{"name": _MODEL, "targets": [{"backend": "up", "model": _MODEL}]}],
+    }
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
@@ -209,6 +235,7 @@ class _Snapshot:
     upstream: float = 0.0
     client: float = 0.0
     system: float = 0.0  # the whole machine's busy CPU time
+    side: dict[str, float] = field(default_factory=dict)  # by side service name
 
 
 def _snapshot(target: Target, upstream: Service) -> _Snapshot:
@@ -217,6 +244,33 @@ def _snapshot(target: Target, upstream: Service) -> _Snapshot:
         upstream=cpu_seconds(upstream.pid),
         client=time.process_time(),
         system=system_busy_seconds(),
+        side={service.name: cpu_seconds(service.pid) for service in target.side_services},
+    )
+
+
+@dataclass
+class _Used:
+    """What one measured run cost, in CPU seconds, and how busy the rest of the machine was meanwhile."""
+
+    gateway: float
+    side: dict[str, float]
+    upstream: float
+    client: float
+    background_pct: float  # in % of one core
+
+
+def _used(before: _Snapshot, after: _Snapshot, settled: _Snapshot, wall: float) -> _Used:
+    """CPU from `before` to `after`, but the gateway's and side servers' until `settled`: usage batches leave late."""
+    ours = sum(after.side.values()) - sum(before.side.values())
+    ours += (after.gateway - before.gateway) + (after.upstream - before.upstream) + (after.client - before.client)
+    # Noise: other work, the kernel, steal.
+    background = max(0.0, after.system - before.system - ours) * 100 / wall if wall > 0 else 0.0
+    return _Used(
+        gateway=settled.gateway - before.gateway,
+        side={name: settled.side[name] - before.side[name] for name in before.side},
+        upstream=after.upstream - before.upstream,
+        client=after.client - before.client,
+        background_pct=background,
     )
 
 
@@ -227,7 +281,7 @@ def _check_alive(services: Sequence[Service]) -> None:
 
 
 def _figures(
-    target: Target, scenario: Scenario, concurrency: int, result: LoadResult, warmup: LoadResult, used: _Snapshot
+    target: Target, scenario: Scenario, concurrency: int, result: LoadResult, warmup: LoadResult, used: _Used
 ) -> report.RunFigures:
     latencies = sorted(result.latencies)
     ttfts = sorted(result.ttfts)
@@ -254,19 +308,15 @@ def _figures(
         cpu_per_chunk_us=per_chunk,
         upstream_cpu_per_request_ms=used.upstream * 1000 / n,
         client_cpu_per_request_ms=used.client * 1000 / n,
-        peak_rss_kib={service.name: peak_rss_kib(service.pid) for service in target.services},
-        background_cpu_pct=_background_pct(used, result.wall),
+        peak_rss_kib={service.name: peak_rss_kib(service.pid) for service in target.services + target.side_services},
+        background_cpu_pct=used.background_pct,
+        services_cpu_per_request_ms={name: seconds * 1000 / n for name, seconds in used.side.items()},
     )
-
-
-def _background_pct(used: _Snapshot, wall: float) -> float:
-    """CPU the rest of the machine used during a run, in % of one core (noise: other work, the kernel, steal)."""
-    ours = used.gateway + used.upstream + used.client
-    return max(0.0, used.system - ours) * 100 / wall if wall > 0 else 0.0
 
 
 def _progress(run: report.RunFigures) -> None:
     cpu = "" if run.cpu_per_request_ms is None else f"  CPU/req {run.cpu_per_request_ms:.3f} ms"
+    cpu += "".join(f"  {name} {ms:.3f} ms" for name, ms in run.services_cpu_per_request_ms.items())
     ttft = "" if run.ttft_p50_ms is None else f"  TTFT {run.ttft_p50_ms:.2f} ms"
     errors = run.errors + run.warmup_errors
     print(
@@ -282,27 +332,37 @@ def _ms(value: float | None) -> str:
     return "-" if value is None else f"{value:.2f} ms"
 
 
+async def _settle(target: Target, sent: int) -> None:
+    """Count `sent` more requests to a target with a stats server, and wait until each one's record is stored."""
+    if target.accounting is None:
+        return
+    target.accounting.sent += sent
+    if not await target.accounting.settle(_SETTLE_TIMEOUT):
+        stored, expected = target.accounting.stored(), target.accounting.sent
+        print(
+            f"  {target.name}: {stored} of {expected} usage records stored after {_SETTLE_TIMEOUT:.0f}s",
+            file=sys.stderr,
+        )
+
+
 async def _measure_one(
     session: ClientSession, plan: Plan, upstream: Service, target: Target, scenario: Scenario, concurrency: int
 ) -> report.RunFigures:
-    """A warm-up, then one measured run bracketed by CPU readings."""
+    """A warm-up, then one measured run bracketed by CPU readings (with a stats server: until its records are in)."""
+    endpoint = target.endpoint
     warm_n = max(plan.warmup, 2 * concurrency) if plan.warmup else 0
-    warm = await run_load(session, target.chat_url, scenario, warm_n, concurrency)
+    warm = await run_load(session, endpoint, scenario, warm_n, concurrency)
+    await _settle(target, warm.requests)  # the warm-up's records must not be stored during the measured run
     marks: list[_Snapshot] = []
     n = plan.requests_at(concurrency)
     result = await run_load(
-        session, target.chat_url, scenario, n, concurrency, lambda: marks.append(_snapshot(target, upstream))
+        session, endpoint, scenario, n, concurrency, lambda: marks.append(_snapshot(target, upstream))
     )
     after = _snapshot(target, upstream)
-    before = marks[0]
-    used = _Snapshot(
-        after.gateway - before.gateway,
-        after.upstream - before.upstream,
-        after.client - before.client,
-        after.system - before.system,
-    )
-    _check_alive([upstream, *target.services])
-    return _figures(target, scenario, concurrency, result, warm, used)
+    await _settle(target, result.requests)
+    settled = after if target.accounting is None else _snapshot(target, upstream)
+    _check_alive([upstream, *target.services, *target.side_services])
+    return _figures(target, scenario, concurrency, result, warm, _used(marks[0], after, settled, result.wall))
 
 
 async def _measure(plan: Plan, upstream: Service, targets: list[Target]) -> list[report.RunFigures]:
@@ -376,28 +436,42 @@ def _peak_rss(targets: Sequence[Target], runs: Sequence[report.RunFigures]) -> d
         for name, kib in run.peak_rss_kib.items():
             peaks[name] = max(peaks.get(name, 0), kib)
     for target in targets:
-        for service in target.services:
+        for service in target.services + target.side_services:
             if service.proc is not None and service.proc.poll() is None:
                 peaks[service.name] = max(peaks.get(service.name, 0), peak_rss_kib(service.pid))
     return peaks
 
 
+async def _measure_and_check(
+    plan: Plan, upstream: Service, targets: list[Target]
+) -> tuple[list[report.RunFigures], report.UsageCheck | None]:
+    """Every run, then (with the secured target) whether its stats server stored one record per request sent."""
+    runs = await _measure(plan, upstream, targets)
+    for target in targets:
+        if target.accounting is not None:
+            return runs, await target.accounting.check(_SETTLE_TIMEOUT)
+    return runs, None
+
+
 def _report(
-    meta: dict[str, Any], targets: Sequence[Target], runs: list[report.RunFigures], json_path: Path | None
+    meta: dict[str, Any],
+    targets: Sequence[Target],
+    runs: list[report.RunFigures],
+    usage: report.UsageCheck | None,
+    json_path: Path | None,
 ) -> int:
     comparisons = report.compare(runs)
     peaks = _peak_rss(targets, runs)
     print()
-    print(report.text_report(runs, comparisons, peaks, meta))
+    print(report.text_report(runs, comparisons, peaks, meta, usage))
     print()
     print("== markdown (for the README) ==")
     print(report.markdown(runs, comparisons, meta))
     if json_path is not None:
-        json_path.write_bytes(
-            orjson.dumps(report.to_json(runs, comparisons, peaks, meta), option=orjson.OPT_INDENT_2) + b"\n"
-        )
+        document = report.to_json(runs, comparisons, peaks, meta, usage)
+        json_path.write_bytes(orjson.dumps(document, option=orjson.OPT_INDENT_2) + b"\n")
         print(f"\nraw figures written to {json_path}")
-    banner = report.error_banner(runs)
+    banner = report.error_banner(runs, usage)
     if banner is not None:
         print()
         print(banner)
@@ -419,8 +493,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"starting servers (logs in {log_dir}) ...", file=sys.stderr, flush=True)
         upstream, targets = _start_targets(plan, log_dir, services)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
-            runs = runner.run(_until_signalled(_measure(plan, upstream, targets)))
-        status = _report(meta, targets, runs, args.json)
+            runs, usage = runner.run(_until_signalled(_measure_and_check(plan, upstream, targets)))
+        status = _report(meta, targets, runs, usage, args.json)
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted", file=sys.stderr)
         status = 130
@@ -438,8 +512,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.keep_logs or status not in (0, 130):
             print(f"server logs kept in {log_dir}", file=sys.stderr)
         else:
-            for log in log_dir.iterdir():
-                log.unlink()
-            log_dir.rmdir()
+            shutil.rmtree(log_dir, ignore_errors=True)  # logs, and the secured target's key file, database and spool
     print(f"\nbench finished in {time.monotonic() - started:.0f}s", file=sys.stderr)
     return status
