@@ -24,12 +24,24 @@ def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
+_CLIENT_ID_MAX = 128
+
+
+def client_request_id(value: str | None) -> str:
+    """A caller's own `x-request-id`, kept for correlation: at most 128 printable ASCII characters, else nothing."""
+    if not value or len(value) > _CLIENT_ID_MAX or not (value.isascii() and value.isprintable()):
+        return ""
+    return value
+
+
 @dataclass(slots=True)
 class CallContext:
     """One call's credentials and identity in, and what the engine learned about it out."""
 
+    # The gateway's own id, unique per request: what usage records are deduplicated on, so never the caller's.
     request_id: str
     api_key: Secret | None = None
+    client_request_id: str = ""  # the caller's own `x-request-id`, for correlation only
     peer: str = ""  # the client's address
     # The request's headers (HTTP headers, or gRPC metadata); the engine forwards the configured few to auth.
     headers: Mapping[str, str] = field(default_factory=dict)

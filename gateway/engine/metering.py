@@ -107,6 +107,8 @@ class Meter:
         if principal is not None:
             record.key_id, record.user, record.team = principal.key_id, principal.user, principal.team
             record.labels.update(principal.labels)
+        if ctx.client_request_id:
+            record.labels["client_request_id"] = ctx.client_request_id
         _timing(record, ctx, now)
         _outcome(record, ctx, failure)
         self._usage(record, ctx, params)

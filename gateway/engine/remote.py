@@ -33,7 +33,8 @@ def _printable(value: str) -> bool:
 
 def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
     """The call context as metadata: request id, key, the client's address and the headers auth is to see."""
-    md = [("x-request-id", ctx.request_id)]
+    # The engine makes its own request id (see `CallContext`); the caller's own id travels for correlation.
+    md = [("x-request-id", ctx.client_request_id)] if ctx.client_request_id else []
     if ctx.api_key is not None:
         md.append(("authorization", f"Bearer {ctx.api_key.reveal()}"))
     if ctx.peer:
@@ -45,9 +46,10 @@ def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> tupl
     return tuple(md)
 
 
-def _rebuild(exc: grpc.aio.AioRpcError) -> GatewayError:
+def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
     # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
     metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
+    _adopt(ctx, metadata)
     details = exc.details() or ""
     if not any(k == "tollgate-error-class" for k, _ in metadata):
         # Not an error the engine chose to send: its text may be grpc's description of a crash; never pass it on.
@@ -58,20 +60,22 @@ def _rebuild(exc: grpc.aio.AioRpcError) -> GatewayError:
     return GatewayError.from_metadata(exc.code(), details, metadata)
 
 
-def _upstream_seconds(metadata: Iterable[tuple[str, str | bytes]] | None) -> float:
+def _adopt(ctx: CallContext, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
+    """Take the engine's request id (the client sees that one) and its time upstream from its metadata."""
     for key, value in metadata or ():
         if key == UPSTREAM_MS:
-            return float(value) / 1000
-    return 0.0
+            ctx.upstream_seconds = float(value) / 1000
+        elif key == "x-request-id":
+            ctx.request_id = str(value)
 
 
 async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
     """Await a unary call: its result, the upstream time it reports, or the engine's error rebuilt."""
     try:
         result = await call
-        ctx.upstream_seconds = _upstream_seconds(await call.trailing_metadata())
+        _adopt(ctx, await call.trailing_metadata())
     except grpc.aio.AioRpcError as exc:
-        raise _rebuild(exc) from None
+        raise _rebuild(exc, ctx) from None
     return result
 
 
@@ -118,11 +122,11 @@ class RemoteEngine:
             first = True
             async for chunk in call:
                 if first:
-                    ctx.upstream_seconds = _upstream_seconds(await call.initial_metadata())
+                    _adopt(ctx, await call.initial_metadata())
                     first = False
                 yield chunk
         except grpc.aio.AioRpcError as exc:
-            raise _rebuild(exc) from None
+            raise _rebuild(exc, ctx) from None
         finally:
             call.cancel()
 
@@ -134,7 +138,4 @@ class RemoteEngine:
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""
-        try:
-            return await self._stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata(ctx))
-        except grpc.aio.AioRpcError as exc:
-            raise _rebuild(exc) from None
+        return await _unary(self._stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata(ctx)), ctx)

@@ -14,7 +14,7 @@ from typing import NoReturn, TypeVar
 import grpc
 
 from gateway.config import Secret
-from gateway.engine.contract import CallContext, new_request_id
+from gateway.engine.contract import CallContext, client_request_id, new_request_id
 from gateway.engine.core import EngineCore
 from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -42,7 +42,8 @@ def call_context(context: grpc.aio.ServicerContext[object, object]) -> CallConte
     auth = metadata.get("authorization", "")
     key = auth[len(_BEARER) :] if auth[: len(_BEARER)].lower() == _BEARER else metadata.get("x-api-key", "")
     return CallContext(
-        request_id=metadata.get("x-request-id") or new_request_id(),
+        request_id=new_request_id(),
+        client_request_id=client_request_id(metadata.get("x-request-id")),
         api_key=Secret(key) if key else None,
         peer=metadata.get(CLIENT_ADDRESS) or context.peer() or "",
         headers={**metadata, **forwarded} if forwarded else metadata,
@@ -59,8 +60,8 @@ def _internal(ctx: CallContext) -> InternalError:
     return InternalError(f"Internal error (request {ctx.request_id})")
 
 
-async def _abort(context: grpc.aio.ServicerContext[object, object], exc: GatewayError) -> NoReturn:
-    await context.abort(exc.grpc_code, exc.message, exc.to_metadata())
+async def _abort(context: grpc.aio.ServicerContext[object, object], exc: GatewayError, ctx: CallContext) -> NoReturn:
+    await context.abort(exc.grpc_code, exc.message, (*exc.to_metadata(), ("x-request-id", ctx.request_id)))
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
@@ -70,9 +71,9 @@ async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callabl
     try:
         result = await run(ctx)
     except GatewayError as exc:
-        await _abort(context, exc)
+        await _abort(context, exc, ctx)
     except Exception:
-        await _abort(context, _internal(ctx))
+        await _abort(context, _internal(ctx), ctx)
     context.set_trailing_metadata(_upstream_ms(ctx))
     return result
 
@@ -102,9 +103,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
                         first = False
                     yield chunk
         except GatewayError as exc:
-            await _abort(context, exc)
+            await _abort(context, exc, ctx)
         except Exception:
-            await _abort(context, _internal(ctx))
+            await _abort(context, _internal(ctx), ctx)
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]

@@ -15,7 +15,7 @@ def create_app(engine: Engine, server: ServerConfig) -> web.Application:
     app = web.Application(client_max_size=server.max_body_bytes, handler_args={"max_field_size": 16384})
 
     def context(request: web.Request) -> CallContext:
-        return CallContext(request_id=request.headers.get("x-request-id") or new_request_id())
+        return CallContext(request_id=new_request_id())
 
     async def healthz(request: web.Request) -> web.Response:
         return json_response({"status": "ok"}, context(request))

@@ -20,7 +20,7 @@ from aiohttp import web
 from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
 from gateway.config import Secret
-from gateway.engine.contract import CallContext, Engine, new_request_id
+from gateway.engine.contract import CallContext, Engine, client_request_id, new_request_id
 from gateway.errors import GatewayError, InternalError, InvalidRequestError, RequestTooLargeError
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -40,7 +40,8 @@ def _context(request: web.Request) -> CallContext:
     auth = headers.get("Authorization", "")
     key = auth[len(_BEARER) :] if auth[: len(_BEARER)].lower() == _BEARER else headers.get("x-api-key", "")
     return CallContext(
-        request_id=headers.get("x-request-id") or new_request_id(),
+        request_id=new_request_id(),
+        client_request_id=client_request_id(headers.get("x-request-id")),
         api_key=Secret(key) if key else None,
         peer=request.remote or "",
         headers=headers,

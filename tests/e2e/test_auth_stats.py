@@ -16,6 +16,7 @@ from typing import Any
 
 import aiohttp
 import openai
+import orjson
 import pytest
 
 from authsvc.keyfile import KeyFile, KeyRecord, save_key_file
@@ -191,8 +192,10 @@ async def test_one_record_per_request_however_it_ends(
         resp.close()  # the client goes away mid-stream
 
     await eventually(lambda: len(stack.rows()) == len(ids))
-    rows = {row["request_id"]: row for row in stack.rows()}
+    # Records are keyed on the gateway's own ids; the client's `x-request-id` rides along for correlation.
+    rows = {orjson.loads(row["labels"])["client_request_id"]: row for row in stack.rows()}
     assert set(rows) == set(ids.values())
+    assert all(row["request_id"].startswith("req_") for row in rows.values())
     for row in rows.values():
         assert (row["user"], row["team"], row["requested_model"] or "") != ("", "", "")
         assert row["key_id"] and row["key_id"] in stack.keys["alice"]
@@ -214,6 +217,25 @@ async def test_one_record_per_request_however_it_ends(
     assert (failed["outcome"], failed["http_status"], failed["error_type"]) == ("OUTCOME_FAILED", 502, "upstream_error")
     assert (cut["outcome"], cut["http_status"], cut["usage_estimated"]) == ("OUTCOME_CANCELLED", 499, 1)
     assert 0 < cut["output_tokens"] < 200
+
+
+async def test_a_reused_client_request_id_cannot_merge_two_requests_usage(
+    secured: RunningGateway, stack: Stack
+) -> None:
+    """The stats server deduplicates on request_id: were it the client's, a client could have its usage dropped."""
+    alice = client(secured, stack.keys["alice"])
+    answered = [
+        await alice.chat.completions.with_raw_response.create(
+            model="demo", messages=MESSAGES, extra_headers={"x-request-id": "same-id-every-time"}
+        )
+        for _ in range(3)
+    ]
+    gateway_ids = {raw.headers["x-request-id"] for raw in answered}
+    assert len(gateway_ids) == 3
+    await eventually(lambda: len(stack.rows()) == 3)
+    rows = stack.rows()
+    assert {row["request_id"] for row in rows} == gateway_ids
+    assert {orjson.loads(row["labels"])["client_request_id"] for row in rows} == {"same-id-every-time"}
 
 
 async def _send(gateway: RunningGateway, key: str, count: int, prefix: str) -> None:

@@ -73,7 +73,7 @@ async def test_create_chat_completion(stub: pb_grpc.GatewayServiceStub, upstream
 
     trailing = metadata_dict(await call.trailing_metadata())
     assert float(trailing["tollgate-upstream-ms"]) > 0
-    assert trailing["x-request-id"] == "req-grpc-direct-1"
+    assert trailing["x-request-id"].startswith("req_")  # the engine's own; the caller's is for correlation only
     assert await call.code() == grpc.StatusCode.OK
 
     sent = upstream.requests[-1]

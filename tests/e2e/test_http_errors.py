@@ -87,14 +87,20 @@ async def test_hostile_bodies_never_5xx(gateway: RunningGateway) -> None:
                 assert resp.status == 200 or set(answer["error"]) == {"message", "type", "param", "code"}
 
 
-async def test_request_id_is_kept(gateway: RunningGateway) -> None:
+async def test_request_id_is_always_the_gateways_own(gateway: RunningGateway) -> None:
+    # A caller's id cannot be the key usage is deduplicated on; it is kept on the usage record instead.
     async with aiohttp.ClientSession() as session:
-        async with session.post(
-            gateway.base_url + "/chat/completions",
-            json={"model": "demo", "messages": MESSAGES},
-            headers={"x-request-id": "my-trace-1"},
-        ) as resp:
-            assert resp.headers["x-request-id"] == "my-trace-1"
+        ids = []
+        for _ in range(2):
+            async with session.post(
+                gateway.base_url + "/chat/completions",
+                json={"model": "demo", "messages": MESSAGES},
+                headers={"x-request-id": "my-trace-1"},
+            ) as resp:
+                assert resp.status == 200
+                ids.append(resp.headers["x-request-id"])
+        assert ids[0] != ids[1]
+        assert all(i.startswith("req_") for i in ids)
         async with session.get(gateway.http_url + "/no/such/path") as resp:
             assert resp.status == 404
             assert (await resp.json())["error"]["code"] == "unknown_url"

@@ -296,14 +296,17 @@ async def test_submit_never_blocks_or_raises_when_the_server_hangs(
 ) -> None:
     server.service.delay = 5.0
     reporter = await started(reporters, config(server.address, tmp_path, timeout=0.2, buffer=1_000))
-    worst = 0.0
+    worst = total = 0.0
     for i in range(5_000):
         start = time.perf_counter()
         reporter.submit(record(i))
-        worst = max(worst, time.perf_counter() - start)
+        took = time.perf_counter() - start
+        worst, total = max(worst, took), total + took
         if i % 500 == 0:
             await asyncio.sleep(0.05)  # let the background task run and hit its deadlines
-    assert worst < 0.005
+    # Nothing waits on the server (5 s) or on a deadline (0.2 s); the bound on the worst leaves room for a GC pause.
+    assert total < 0.25
+    assert worst < 0.05
     assert reporter.counters.retries >= 1
     start = time.monotonic()
     await reporter.close()
