@@ -25,11 +25,15 @@ from authsvc.server import AuthServer, start_auth_server
 from gateway.config import Secret, parse_config
 from gateway.engine.contract import CallContext
 from gateway.engine.core import EngineCore
+from gateway.grpc_server import start_grpc_server
 from gateway.testing.fake_openai import FakeOpenAI, Fault
 from statssvc.server import StatsServer, start_stats_server
+from tests.auth.test_authenticator import ScriptedAuth
 from tests.conftest import RunningGateway, StartGateway, config_for
+from tollgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
 PAST = datetime(2025, 1, 1, tzinfo=UTC)
 
@@ -289,3 +293,29 @@ async def test_a_restart_with_a_spooled_backlog_loses_nothing(upstream: FakeOpen
         await second.close()
     rows = stack.rows()
     assert sorted(row["request_id"] for row in rows) == sorted(f"spooled-{i}" for i in range(300))
+
+
+async def test_the_auth_server_sees_the_client_and_the_configured_headers_in_both_modes(
+    start_gateway: StartGateway, upstream: FakeOpenAI
+) -> None:
+    servicer = ScriptedAuth()
+    server = await start_grpc_server(
+        "127.0.0.1:0", [(AUTH_SERVICE, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s))]
+    )
+    try:
+        config = config_for(upstream.base_url).replace(
+            "auth: none", f'auth: {{server: "127.0.0.1:{server.port}", headers: [X-Team, x-tenant]}}'
+        )
+        gateway = await start_gateway(config)
+        sdk = openai.AsyncOpenAI(base_url=gateway.base_url, api_key="tgk_k1_secret", max_retries=0)
+        await sdk.chat.completions.create(
+            model="demo", messages=MESSAGES, extra_headers={"x-team": "ml", "x-other": "not forwarded"}
+        )
+    finally:
+        await server.stop(0)
+    (seen,) = servicer.seen
+    assert seen.api_key == "tgk_k1_secret"
+    assert dict(seen.headers) == {"x-team": "ml"}
+    assert seen.client_address == "127.0.0.1"  # the HTTP client's, not the front door's, in split mode too
+    assert (seen.model, seen.operation) == ("demo", auth_pb2.OPERATION_CHAT)
+    assert seen.request_id.startswith("req_")
