@@ -23,6 +23,7 @@ from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
 from gateway.process import run, until_stopped
+from gateway.workers import Supervisor, refusal, reserve, worker_argv
 from statssvc.cli import add_commands as add_stats_commands
 
 log = logging.getLogger("tollgate")
@@ -43,6 +44,9 @@ def _parser() -> argparse.ArgumentParser:
             cmd.add_argument("--http", help="override listen.http (host:port)")
         if name in ("serve", "engine"):
             cmd.add_argument("--grpc", help="override listen.grpc (host:port)")
+        if name == "serve":
+            cmd.add_argument("--workers", type=int, default=1, help="processes sharing the ports (default 1)")
+            cmd.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N
         if name == "frontdoor":
             cmd.add_argument("--engine", required=True, help="the engine's gRPC address, host:port")
         cmd.add_argument("--log-level", default=os.environ.get("TOLLGATE_LOG_LEVEL", "INFO"))
@@ -70,10 +74,11 @@ def _announce(config: GatewayConfig) -> None:
     log.info("models: %s", ", ".join(m.name for m in config.models))
 
 
-async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_address: str) -> None:
+async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_address: str, shared: bool) -> None:
     await engine.start()
-    grpc_server = await start_engine_server(engine, grpc_address) if grpc_address else None
-    http_server = await start_http_server(create_app(engine, config.server), http, config.server.shutdown_grace)
+    grpc_server = await start_engine_server(engine, grpc_address, reuse_port=shared) if grpc_address else None
+    app = create_app(engine, config.server)
+    http_server = await start_http_server(app, http, config.server.shutdown_grace, reuse_port=shared)
     _announce(config)
     log.info("http listening on %s:%d", http.rpartition(":")[0], http_server.port)
     if grpc_server:
@@ -110,6 +115,23 @@ async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> N
         await engine.close()
 
 
+def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_address: str) -> int:
+    problem = refusal(config, args.workers)
+    if problem is not None:
+        print(f"tollgate: {problem}", file=sys.stderr)
+        return 2
+    try:
+        # Held (bound, never listening) while the workers run, so that port 0 means one port for all of them.
+        http_socket, http = reserve(http)
+        grpc_socket, grpc_address = reserve(grpc_address)
+    except OSError as exc:
+        print(f"tollgate: {exc}", file=sys.stderr)
+        return 1
+    with http_socket, grpc_socket:
+        level = args.log_level.upper()
+        return Supervisor(worker_argv(args.config, http, grpc_address, level), args.workers).run()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point."""
     args = _parser().parse_args(argv)
@@ -130,9 +152,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     http = getattr(args, "http", None) or config.listen.http
     grpc_address = getattr(args, "grpc", None) or config.listen.grpc
+    workers = getattr(args, "workers", 1)
+    if args.command == "serve" and workers > 1:
+        return _supervise(args, config, http, grpc_address)
     try:
         if engine is not None and args.command == "serve":
-            run(lambda: _serve(config, engine, http, grpc_address))
+            run(lambda: _serve(config, engine, http, grpc_address, shared=args.worker))
         elif engine is not None:
             run(lambda: _engine(config, engine, grpc_address))
         else:

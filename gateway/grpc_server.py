@@ -16,7 +16,7 @@ from grpc_reflection.v1alpha import reflection
 # A service's full name, and the function that adds its servicer to a server.
 Service = tuple[str, Callable[[grpc.aio.Server], None]]
 
-_OPTIONS = [("grpc.so_reuseport", 0), ("grpc.max_receive_message_length", 64 << 20)]
+_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
 
 
 class GrpcServer:
@@ -33,9 +33,12 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-async def start_grpc_server(address: str, services: Sequence[Service]) -> GrpcServer:
-    """Serve `services` on `address` (`host:port`, port 0 for any free port), with health and reflection."""
-    server = grpc.aio.server(options=_OPTIONS)
+async def start_grpc_server(address: str, services: Sequence[Service], *, reuse_port: bool = False) -> GrpcServer:
+    """Serve `services` on `address` (`host:port`, port 0 for any free port), with health and reflection.
+
+    Without `reuse_port` a port already taken is an error, as it should be; with it, processes share the port.
+    """
+    server = grpc.aio.server(options=[*_OPTIONS, ("grpc.so_reuseport", int(reuse_port))])
     for _, add in services:
         add(server)
     health_servicer = health_aio.HealthServicer()

@@ -3,22 +3,12 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
+from gateway.globs import compile_globs
 from tollgate.auth.v1 import auth_pb2
-
-
-def _glob_regex(patterns: Iterable[str]) -> re.Pattern[str] | None:
-    """One regex for a list of model globs: `**` matches anything, `*` anything within one `/`-separated segment."""
-    alternatives = []
-    for pattern in patterns:
-        pieces = re.split(r"(\*\*|\*)", pattern)
-        alternatives.append("".join("[^/]*" if p == "*" else ".*" if p == "**" else re.escape(p) for p in pieces if p))
-    if not alternatives:
-        return None
-    return re.compile("|".join(f"(?:{a})" for a in alternatives), re.DOTALL)
 
 
 @dataclass(frozen=True, slots=True)
@@ -32,8 +22,8 @@ class ModelAccess:
 
     def __post_init__(self) -> None:
         # Compiled once per decision, which the cache then reuses for every request of the key.
-        object.__setattr__(self, "_allow", _glob_regex(self.allowed))
-        object.__setattr__(self, "_deny", _glob_regex(self.denied))
+        object.__setattr__(self, "_allow", compile_globs(self.allowed))
+        object.__setattr__(self, "_deny", compile_globs(self.denied))
 
     def permits(self, model: str) -> bool:
         """Whether `model` (the name the client asked for) may be used."""

@@ -22,6 +22,8 @@ from gateway.config.model import (
     AuthConfig,
     BackendConfig,
     GatewayConfig,
+    LimitRule,
+    LimitsConfig,
     ListenConfig,
     ModelConfig,
     Price,
@@ -40,7 +42,9 @@ _SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**
 _DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # Defaults, read off instances: slotted dataclasses keep no class-level default values.
 _LISTEN, _SERVER, _BACKEND = ListenConfig(), ServerConfig(), BackendConfig(name="", provider="")
-_AUTH, _STATS = AuthConfig(server=""), StatsConfig(server="")
+_AUTH, _STATS, _LIMITS, _RULE = AuthConfig(server=""), StatsConfig(server=""), LimitsConfig(), LimitRule(per="")
+_LIMIT_SCOPES = ("key", "user", "team", "model", "global")
+_BUDGET_PERIODS = ("day", "week", "month", "total")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 
 
@@ -222,6 +226,48 @@ def _str_map(value: Any, path: str) -> Mapping[str, str]:
     return MappingProxyType({str(k): _str(v, f"{path}.{k}") for k, v in value.items()})
 
 
+def _limit_rule(node: _Node) -> LimitRule:
+    per = node.require("per", _str)
+    if per not in _LIMIT_SCOPES:
+        raise ConfigError(f"{node.at('per')}: expected one of {', '.join(_LIMIT_SCOPES)}, got {per!r}")
+    match: dict[str, tuple[str, ...]] = {}
+    raw_match = node.get("match", _Node, None)
+    if raw_match is not None:
+        for dimension in _LIMIT_SCOPES[:-1]:
+            value = raw_match.get(dimension, _globs, None)
+            if value is not None:
+                match[dimension] = value
+        raw_match.done()
+    budget = node.get("budget", _Node, None)
+    usd, period = 0.0, _RULE.budget_period
+    if budget is not None:
+        usd = budget.require("usd", _positive_number)
+        period = budget.get("period", _str, _RULE.budget_period)
+        if period not in _BUDGET_PERIODS:
+            raise ConfigError(f"{budget.at('period')}: expected one of {', '.join(_BUDGET_PERIODS)}, got {period!r}")
+        budget.done()
+    rule = LimitRule(
+        per=per,
+        match=MappingProxyType(match),
+        requests=node.get("requests", _positive_int, 0),
+        tokens=node.get("tokens", _positive_int, 0),
+        window=node.get("window", parse_duration, _RULE.window),
+        concurrent=node.get("concurrent", _positive_int, 0),
+        budget_usd=usd,
+        budget_period=period,
+    )
+    node.done()
+    if not (rule.requests or rule.tokens or rule.concurrent or rule.budget_usd):
+        raise ConfigError(f"{node.path}: a rule needs at least one of requests, tokens, concurrent or budget")
+    return rule
+
+
+def _globs(value: Any, path: str) -> tuple[str, ...]:
+    """One glob or a list of them."""
+    items = value if isinstance(value, list) else [value]
+    return tuple(_str(v, f"{path}[{i}]" if isinstance(value, list) else path) for i, v in enumerate(items))
+
+
 def _price(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ConfigError(f"{path}: expected US dollars per million tokens (a number ≥ 0), got {value!r}")
@@ -249,9 +295,12 @@ class _Builder:
         stats = node.get("stats", lambda v, p: self.stats(_Node(v, p)), None)
         no_prices: Mapping[str, Price] = MappingProxyType({})
         prices = node.get("prices", self.prices, no_prices)
+        limits = node.get("limits", lambda v, p: self.limits(_Node(v, p)), LimitsConfig())
         redis_url = node.get("redis", _str, None)
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"{node.at('redis')}: expected a redis:// URL, got {redis_url!r}")
+        if limits.backend == "redis" and redis_url is None:
+            raise ConfigError("limits.backend: redis needs the top-level `redis:` URL")
         raw_backends: list[Any] = node.get("backends", _list, [])
         backends: list[BackendConfig] = []
         disabled: list[str] = []
@@ -271,6 +320,7 @@ class _Builder:
             auth=auth,
             stats=stats,
             prices=prices,
+            limits=limits,
             redis_url=redis_url,
             backends=tuple(backends),
             models=models,
@@ -319,6 +369,27 @@ class _Builder:
         )
         node.done()
         return stats
+
+    @staticmethod
+    def limits(node: _Node) -> LimitsConfig:
+        backend = node.get("backend", _str, _LIMITS.backend)
+        if backend not in ("memory", "redis"):
+            raise ConfigError(f"{node.at('backend')}: expected memory or redis, got {backend!r}")
+        on_error = node.get("on_redis_error", _str, "open")
+        if on_error not in ("open", "closed"):
+            raise ConfigError(f"{node.at('on_redis_error')}: expected open or closed, got {on_error!r}")
+        raw_rules: list[Any] = node.get("rules", _list, [])
+        limits = LimitsConfig(
+            backend=backend,
+            fail_open=on_error == "open",
+            redis_timeout=node.get("redis_timeout", parse_duration, _LIMITS.redis_timeout),
+            redis_prefix=node.get("redis_prefix", _str, _LIMITS.redis_prefix),
+            output_tokens_estimate=node.get("output_tokens_estimate", _positive_int, _LIMITS.output_tokens_estimate),
+            max_request_seconds=node.get("max_request_seconds", parse_duration, _LIMITS.max_request_seconds),
+            rules=tuple(_limit_rule(_Node(raw, f"{node.at('rules')}[{i}]")) for i, raw in enumerate(raw_rules)),
+        )
+        node.done()
+        return limits
 
     @staticmethod
     def prices(value: Any, path: str) -> Mapping[str, Price]:

@@ -129,6 +129,33 @@ class Price:
 
 
 @dataclass(frozen=True, slots=True)
+class LimitRule:
+    """Limits on the requests that `match`, counted per value of `per` (one counter per user, per team...)."""
+
+    per: str  # "key", "user", "team", "model" or "global"
+    match: Mapping[str, tuple[str, ...]] = field(default_factory=_frozen_map)  # dimension -> globs; all must match
+    requests: int = 0  # per window; 0: no limit
+    tokens: int = 0  # input + output tokens per window; 0: no limit
+    window: float = 60.0
+    concurrent: int = 0  # requests in flight at once; 0: no limit
+    budget_usd: float = 0.0  # spend per period; 0: no budget
+    budget_period: str = "month"  # "day", "week", "month" or "total"
+
+
+@dataclass(frozen=True, slots=True)
+class LimitsConfig:
+    """Where limit counters live, what happens when that store is down, and the configured rules."""
+
+    backend: str = "memory"  # "memory" (one process) or "redis" (shared by replicas, through `redis:`)
+    fail_open: bool = True  # Redis down: True limits per process until it is back; False answers 503
+    redis_timeout: float = 0.1  # the longest a limit check waits for Redis
+    redis_prefix: str = "tollgate:rl"  # every counter's key starts with it: deployments sharing a Redis differ here
+    output_tokens_estimate: int = 256  # what an answer is assumed to cost when the request sets no max_tokens
+    max_request_seconds: float = 600.0  # a concurrency lease outlives a crashed replica by at most this
+    rules: tuple[LimitRule, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole configuration."""
 
@@ -140,6 +167,8 @@ class GatewayConfig:
     stats: StatsConfig | None = None
     # By model name: the provider's name for it first, then the name clients ask for.
     prices: Mapping[str, Price] = field(default_factory=_frozen_map)
+    # Limits from the config; the auth decision adds each key's own.
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
     redis_url: str | None = None
     backends: tuple[BackendConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()

@@ -54,6 +54,7 @@ class CallContext:
     route: str = ""  # the model and backend that answered, e.g. "gpt-4o-mini>openai"
     attempts: int = 0
     usage: pb.Usage | None = None
+    limit_headers: Mapping[str, str] = field(default_factory=dict)  # `x-ratelimit-*`, for every answer
     first_chunk_at: float = 0.0  # perf_counter seconds when the first chunk went out; 0 when none did
     chunks: int = 0  # chunks with choices that went out
 

@@ -18,11 +18,13 @@ from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticato
 from gateway.auth.principal import Principal
 from gateway.config import GatewayConfig
 from gateway.engine.contract import CallContext
-from gateway.engine.metering import Meter, UsageSink
+from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
 from gateway.engine.router import Router
-from gateway.errors import GatewayError, InvalidRequestError, PermissionDeniedError, UpstreamError
+from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
+from gateway.ratelimit.build import build_limiter
+from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -43,12 +45,14 @@ class EngineCore:
         *,
         auth: Authenticator | NoAuth | None = None,
         usage: UsageSink | None = None,
+        limiter: RateLimiter | None = None,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
         self._providers = providers
         self._auth = auth or NoAuth()
-        self._meter = Meter(config, usage)
+        self._limiter = limiter
+        self._meter = Meter(config, usage, limiter)
         self._router = Router(config, rng)
         self._created = int(time.time())
 
@@ -59,7 +63,13 @@ class EngineCore:
         Raises `ConfigError` on a bad backend. Call `start` before serving and `close` after.
         """
         reporter = UsageReporter(config.stats) if config.stats is not None else None
-        return cls(config, build_providers(config), auth=build_authenticator(config.auth), usage=reporter)
+        return cls(
+            config,
+            build_providers(config),
+            auth=build_authenticator(config.auth),
+            usage=reporter,
+            limiter=build_limiter(config),
+        )
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled)."""
@@ -71,6 +81,8 @@ class EngineCore:
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()
+        if self._limiter is not None:
+            await self._limiter.close()
         for provider in self._providers.values():
             await provider.close()
 
@@ -95,8 +107,8 @@ class EngineCore:
         """One whole completion, from the first target that answers."""
         with self._meter.call(ctx, "chat", params.model) as call:
             call.params = params
-            await self._admit(ctx, params.model, auth_pb2.OPERATION_CHAT)
             _check_chat(params)
+            await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             result = await self._first_success(params.model, ctx, lambda p, model: p.complete(model, params))
             ctx.usage = result.usage
             return result
@@ -105,10 +117,10 @@ class EngineCore:
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings, from the first target that answers."""
-        with self._meter.call(ctx, "embeddings", request.model):
-            await self._admit(ctx, request.model, auth_pb2.OPERATION_EMBEDDINGS)
+        with self._meter.call(ctx, "embeddings", request.model) as call:
             if not request.input and not request.input_tokens:
                 raise InvalidRequestError("input: must not be empty", param="input")
+            await self._admit(call, auth_pb2.OPERATION_EMBEDDINGS, lambda: _embeddings_estimate(request))
             result = await self._first_success(
                 request.model, ctx, lambda provider, model: provider.embed(model, request)
             )
@@ -119,8 +131,8 @@ class EngineCore:
         """The chunks of the first target that starts answering; later failures reach the caller as errors."""
         with self._meter.call(ctx, "chat", params.model) as call:
             call.params, call.stream = params, True
-            await self._admit(ctx, params.model, auth_pb2.OPERATION_CHAT)
             _check_chat(params)
+            await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             first, chunks = await self._first_success(
                 params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
             )
@@ -139,13 +151,35 @@ class EngineCore:
         ctx.principal = principal
         return principal
 
-    async def _admit(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> None:
-        """Authenticate the caller and check that it may use `model`."""
+    async def _admit(
+        self, call: MeteredCall, operation: auth_pb2.Operation.ValueType, estimate: Callable[[], int]
+    ) -> None:
+        """Authenticate the caller, check that it may use the model, and admit the call against its limits."""
+        ctx, model = call.ctx, call.model
         principal = await self._authenticate(ctx, model, operation)
         if not principal.access.permits(model):
             raise PermissionDeniedError(
                 f"This API key may not use the model '{model}'", param="model", code="model_not_allowed"
             )
+        if self._limiter is None:
+            return
+        if not self._router.knows(model):  # before limits: an unknown name must not make counters
+            raise NotFoundError(f"The model '{model}' does not exist", param="model")
+        admitted = await self._limiter.admit(ctx.request_id, principal, model, estimate())
+        ctx.limit_headers = admitted.headers
+        if admitted.denial is not None:
+            raise admitted.denial
+        call.lease = admitted.lease
+
+    def _chat_estimate(self, params: pb.ChatCompletionParams) -> int:
+        """What a chat call is charged against token limits before its usage is known: the prompt plus its cap."""
+        if params.HasField("max_completion_tokens"):
+            answer = params.max_completion_tokens
+        elif params.HasField("max_tokens"):
+            answer = params.max_tokens
+        else:
+            answer = self.config.limits.output_tokens_estimate
+        return estimate_prompt_tokens(params) + answer * max(1, params.n)
 
     async def _first_success(self, model: str, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
         """Try each planned attempt until one succeeds; retryable failures move on, others are raised at once."""
@@ -199,6 +233,10 @@ def _account(chunk: pb.StreamChatCompletionResponse, ctx: CallContext, include_u
             return True
         chunk.ClearField("usage")
     return len(chunk.choices) > 0
+
+
+def _embeddings_estimate(request: pb.CreateEmbeddingsRequest) -> int:
+    return sum(len(text) for text in request.input) // 4 + sum(len(ids.ids) for ids in request.input_tokens) + 1
 
 
 def _check_chat(params: pb.ChatCompletionParams) -> None:

@@ -21,6 +21,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from gateway.config import GatewayConfig
 from gateway.engine.contract import CallContext
 from gateway.errors import GatewayError
+from gateway.ratelimit.limiter import Lease, RateLimiter
 from gateway.stats.pricing import cost_usd, price_for
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.stats.v1 import stats_pb2
@@ -50,7 +51,7 @@ class UsageSink(Protocol):
 class MeteredCall:
     """A context manager around one engine call that submits its usage record however the call ends."""
 
-    __slots__ = ("ctx", "meter", "model", "operation", "params", "stream")
+    __slots__ = ("ctx", "lease", "meter", "model", "operation", "params", "stream")
 
     def __init__(self, meter: Meter, ctx: CallContext, operation: str, model: str) -> None:
         self.meter = meter
@@ -59,6 +60,7 @@ class MeteredCall:
         self.model = model
         self.stream = False
         self.params: pb.ChatCompletionParams | None = None
+        self.lease: Lease | None = None  # the limits this call holds, settled when it ends
 
     def __enter__(self) -> MeteredCall:
         return self
@@ -66,21 +68,27 @@ class MeteredCall:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        sink = self.meter.sink
+        meter, lease = self.meter, self.lease
         # Unauthenticated requests are nobody's usage; they are counted by metrics, not billed.
-        if sink is None or self.ctx.principal is None:
+        if (meter.sink is None and lease is None) or self.ctx.principal is None:
             return
         try:
-            sink.submit(self.meter.record(self, exc))
+            record = meter.record(self, exc)
+            if lease is not None and meter.limiter is not None:
+                meter.limiter.settle_soon(lease, record.input_tokens + record.output_tokens, record.cost_usd)
+            if meter.sink is not None:
+                meter.sink.submit(record)
         except Exception:  # metering must never turn an answered request into a failed one
             log.exception("could not record usage", extra={"request_id": self.ctx.request_id})
 
 
 class Meter:
-    """Builds usage records for one configuration, and hands them to the sink (none: nothing is recorded)."""
+    """Builds usage records for one configuration, hands them to the sink (none: nothing is recorded), and settles
+    the call's limits with its true usage and cost."""
 
-    def __init__(self, config: GatewayConfig, sink: UsageSink | None) -> None:
+    def __init__(self, config: GatewayConfig, sink: UsageSink | None, limiter: RateLimiter | None = None) -> None:
         self.sink = sink
+        self.limiter = limiter
         self._providers: Mapping[str, str] = {b.name: b.provider for b in config.backends}
         self._prices = config.prices
 

@@ -61,12 +61,17 @@ def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
 
 
 def _adopt(ctx: CallContext, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
-    """Take the engine's request id (the client sees that one) and its time upstream from its metadata."""
+    """Take the engine's request id (the client sees that one), its time upstream and the rate-limit values."""
+    limits: dict[str, str] = {}
     for key, value in metadata or ():
         if key == UPSTREAM_MS:
             ctx.upstream_seconds = float(value) / 1000
         elif key == "x-request-id":
             ctx.request_id = str(value)
+        elif key.startswith("x-ratelimit-"):
+            limits[key] = str(value)
+    if limits:
+        ctx.limit_headers = limits
 
 
 async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:

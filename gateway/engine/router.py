@@ -29,6 +29,10 @@ class Router:
         """Every model clients may ask for, in config order."""
         return list(self._models.values())
 
+    def knows(self, name: str) -> bool:
+        """Whether clients may ask for `name`."""
+        return name in self._models
+
     def plan(self, name: str) -> list[Attempt]:
         """The targets of `name` in weighted-random order, then each fallback model's, in the configured order."""
         model = self._models.get(name)

@@ -11,9 +11,11 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
-async def start_engine_server(engine: EngineCore, address: str) -> GrpcServer:
-    """Serve `engine` on `address` (`host:port`, port 0 for any free port)."""
+async def start_engine_server(engine: EngineCore, address: str, *, reuse_port: bool = False) -> GrpcServer:
+    """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers."""
     servicer = GatewayServicer(engine)
     return await start_grpc_server(
-        address, [(SERVICE_NAME, lambda server: pb_grpc.add_GatewayServiceServicer_to_server(servicer, server))]
+        address,
+        [(SERVICE_NAME, lambda server: pb_grpc.add_GatewayServiceServicer_to_server(servicer, server))],
+        reuse_port=reuse_port,
     )

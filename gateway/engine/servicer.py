@@ -51,7 +51,12 @@ def call_context(context: grpc.aio.ServicerContext[object, object]) -> CallConte
 
 
 def _upstream_ms(ctx: CallContext) -> tuple[tuple[str, str], ...]:
-    return ((UPSTREAM_MS, f"{ctx.upstream_seconds * 1000:.3f}"), ("x-request-id", ctx.request_id))
+    return ((UPSTREAM_MS, f"{ctx.upstream_seconds * 1000:.3f}"), *_identity(ctx))
+
+
+def _identity(ctx: CallContext) -> tuple[tuple[str, str], ...]:
+    """The engine's request id and the `x-ratelimit-*` values, for the caller to show its own client."""
+    return (("x-request-id", ctx.request_id), *ctx.limit_headers.items())
 
 
 def _internal(ctx: CallContext) -> InternalError:
@@ -61,7 +66,7 @@ def _internal(ctx: CallContext) -> InternalError:
 
 
 async def _abort(context: grpc.aio.ServicerContext[object, object], exc: GatewayError, ctx: CallContext) -> NoReturn:
-    await context.abort(exc.grpc_code, exc.message, (*exc.to_metadata(), ("x-request-id", ctx.request_id)))
+    await context.abort(exc.grpc_code, exc.message, (*exc.to_metadata(), *_identity(ctx)))
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 

@@ -45,12 +45,14 @@ class HttpServer:
         await self.runner.cleanup()
 
 
-async def start_http_server(app: web.Application, address: str, shutdown_grace: float = 10.0) -> HttpServer:
-    """Serve `app` on `address` (`host:port`, port 0 for any free port)."""
+async def start_http_server(
+    app: web.Application, address: str, shutdown_grace: float = 10.0, *, reuse_port: bool = False
+) -> HttpServer:
+    """Serve `app` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers."""
     host, _, port = address.rpartition(":")
     # handler_cancellation: a client that disconnects cancels its handler, and so the upstream call, at once.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_grace)
     await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port), backlog=1024)
+    site = web.TCPSite(runner, host.strip("[]"), int(port), backlog=1024, reuse_port=reuse_port or None)
     await site.start()
     return HttpServer(runner, int(runner.addresses[0][1]))

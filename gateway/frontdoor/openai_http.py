@@ -55,6 +55,8 @@ def _overhead_ms(ctx: CallContext) -> str:
 def json_response(body: Any, ctx: CallContext, status: int = 200) -> web.Response:
     """A JSON answer with the request id and the gateway's overhead."""
     headers = {"Content-Type": _JSON, "x-request-id": ctx.request_id, OVERHEAD_HEADER: _overhead_ms(ctx)}
+    if ctx.limit_headers:
+        headers.update(ctx.limit_headers)
     return web.Response(body=orjson.dumps(body), status=status, headers=headers)
 
 
@@ -129,7 +131,12 @@ class OpenAIFrontDoor:
         async with aclosing(self._engine.stream_chat_completion(params, ctx)) as chunks:
             # An error before the first chunk is raised here and answered with its own status.
             first = await anext(chunks)
-            headers = {**_SSE_HEADERS, "x-request-id": ctx.request_id, OVERHEAD_HEADER: _overhead_ms(ctx)}
+            headers = {
+                **_SSE_HEADERS,
+                **ctx.limit_headers,
+                "x-request-id": ctx.request_id,
+                OVERHEAD_HEADER: _overhead_ms(ctx),
+            }
             response = web.StreamResponse(headers=headers)
             await response.prepare(request)
             # From here on the status is sent: every failure must travel in-band, then [DONE].

@@ -1,0 +1,104 @@
+"""`tollgate serve --workers N`: N copies of `serve` on one HTTP port and one gRPC port, kept running.
+
+Each worker is a whole `serve` process binding the same ports with SO_REUSEPORT, so the kernel spreads connections
+across them. The parent only supervises: it forwards SIGTERM and SIGINT, and restarts a worker that dies (giving up
+when workers keep dying right after they start). Anything a worker keeps in memory is per worker, so limits must
+live in Redis: with in-memory limits the command refuses to start rather than multiply every limit by N.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from types import FrameType
+
+from gateway.config import GatewayConfig
+
+log = logging.getLogger("tollgate")
+
+_QUICK_DEATH = 5.0  # a worker that dies sooner than this after starting is failing, not crashing now and then
+_MAX_QUICK_DEATHS = 3
+_POLL = 0.2
+
+
+def refusal(config: GatewayConfig, workers: int) -> str | None:
+    """Why `workers` processes cannot serve `config`, or None."""
+    limits_apply = bool(config.limits.rules) or config.auth is not None
+    if workers > 1 and limits_apply and config.limits.backend == "memory":
+        return (
+            f"--workers {workers} with `limits.backend: memory` would give every worker its own counters and "
+            "multiply every limit by the number of workers; use `limits.backend: redis`"
+        )
+    return None
+
+
+def reserve(address: str) -> tuple[socket.socket, str]:
+    """Bind `address` (port 0: any free port) with SO_REUSEPORT, so the workers can bind the same port after it."""
+    host, _, port = address.rpartition(":")
+    host = host.strip("[]")
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+    sock.bind((host, int(port)))
+    bound = sock.getsockname()[1]
+    return sock, f"[{host}]:{bound}" if family == socket.AF_INET6 else f"{host}:{bound}"
+
+
+class Supervisor:
+    """Runs `workers` copies of a command and keeps them running until told to stop."""
+
+    def __init__(self, argv: Sequence[str], workers: int) -> None:
+        self._argv = list(argv)
+        self._procs: list[tuple[subprocess.Popen[bytes], float]] = []
+        self._workers = workers
+        self._stopping = False
+
+    def _spawn(self) -> tuple[subprocess.Popen[bytes], float]:
+        return subprocess.Popen(self._argv, stdin=subprocess.DEVNULL), time.monotonic()
+
+    def _stop(self, signum: int, frame: FrameType | None) -> None:
+        self._stopping = True
+        for proc, _ in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+
+    def run(self) -> int:
+        """Supervise until SIGTERM or SIGINT (0), or until workers keep dying at start (1)."""
+        signal.signal(signal.SIGTERM, self._stop)
+        signal.signal(signal.SIGINT, self._stop)
+        self._procs = [self._spawn() for _ in range(self._workers)]
+        log.info("started %d workers: pids %s", self._workers, ", ".join(str(p.pid) for p, _ in self._procs))
+        quick_deaths = 0
+        while not self._stopping:
+            time.sleep(_POLL)
+            for i, (proc, started) in enumerate(self._procs):
+                code = proc.poll()
+                if code is None or self._stopping:
+                    continue
+                quick_deaths = quick_deaths + 1 if time.monotonic() - started < _QUICK_DEATH else 0
+                if quick_deaths >= _MAX_QUICK_DEATHS:
+                    log.error("workers keep exiting right after they start (last: code %s); stopping", code)
+                    self._stop(signal.SIGTERM, None)
+                    self._wait()
+                    return 1
+                log.error("worker pid %d exited with code %s; starting another", proc.pid, code)
+                self._procs[i] = self._spawn()
+        self._wait()
+        return 0
+
+    def _wait(self) -> None:
+        for proc, _ in self._procs:
+            proc.wait()
+
+
+def worker_argv(config_path: str | None, http: str, grpc_address: str, log_level: str) -> list[str]:
+    """The command line of one worker."""
+    argv = [sys.executable, "-m", "gateway", "serve", "--worker", "--http", http, "--grpc", grpc_address]
+    if config_path:
+        argv += ["--config", config_path]
+    return [*argv, "--log-level", log_level]

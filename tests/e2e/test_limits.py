@@ -1,0 +1,152 @@
+"""Limits through the whole gateway, in both modes: 429s shaped like OpenAI's, `x-ratelimit-*` on every answer,
+token estimates trued up, concurrency held, budgets spent, and the Redis backend shared by several engines."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import aiohttp
+import openai
+import pytest
+
+from gateway.config import Secret, parse_config
+from gateway.engine.contract import CallContext
+from gateway.engine.core import EngineCore
+from gateway.errors import RateLimitError
+from gateway.testing.fake_openai import FakeOpenAI
+from tests.conftest import RunningGateway, StartGateway, config_for
+from tollgate.gateway.v1 import gateway_pb2 as pb
+
+MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
+
+
+def limited(upstream: FakeOpenAI, rules: str, extra: str = "") -> str:
+    """The test config with a `limits:` section."""
+    return config_for(upstream.base_url) + f"\nlimits:\n  rules:\n{rules}\n{extra}"
+
+
+def sdk(gateway: RunningGateway) -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gateway.base_url, api_key="unused", max_retries=0)
+
+
+async def settled() -> None:
+    """Settlement runs in the background once a request ends: give it a moment."""
+    await asyncio.sleep(0.05)
+
+
+async def test_requests_limit_answers_like_openai(start_gateway: StartGateway, upstream: FakeOpenAI) -> None:
+    gateway = await start_gateway(
+        limited(upstream, "    - {per: model, match: {model: demo}, requests: 3, window: 1h}")
+    )
+    client = sdk(gateway)
+    remaining = []
+    for _ in range(3):
+        raw = await client.chat.completions.with_raw_response.create(model="demo", messages=MESSAGES)
+        assert raw.headers["x-ratelimit-limit-requests"] == "3"
+        remaining.append(raw.headers["x-ratelimit-remaining-requests"])
+        assert raw.headers["x-ratelimit-reset-requests"].endswith(("s", "ms"))
+    assert remaining == ["2", "1", "0"]
+    with pytest.raises(openai.RateLimitError) as caught:
+        await client.chat.completions.create(model="demo", messages=MESSAGES)
+    error = caught.value
+    assert error.status_code == 429
+    assert error.body["code"] == "rate_limit_exceeded"  # type: ignore[index]
+    assert "model 'demo'" in error.message
+    assert 1000 <= int(error.response.headers["retry-after"]) <= 1200  # one request frees up every 20 minutes
+    assert error.response.headers["x-ratelimit-remaining-requests"] == "0"
+    # Other models are not limited by the rule.
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+
+
+async def test_streams_carry_the_headers_too(start_gateway: StartGateway, upstream: FakeOpenAI) -> None:
+    gateway = await start_gateway(limited(upstream, "    - {per: global, requests: 10, tokens: 100000}"))
+    async with aiohttp.ClientSession() as session:
+        body = {"model": "gpt-4o-mini", "messages": MESSAGES, "stream": True}
+        async with session.post(gateway.base_url + "/chat/completions", json=body) as resp:
+            assert resp.status == 200
+            assert resp.headers["x-ratelimit-remaining-requests"] == "9"
+            assert int(resp.headers["x-ratelimit-remaining-tokens"]) < 100000
+            await resp.read()
+
+
+async def test_token_estimates_are_trued_up(start_gateway: StartGateway, upstream: FakeOpenAI) -> None:
+    gateway = await start_gateway(
+        limited(upstream, "    - {per: model, match: {model: gpt-4o-mini}, tokens: 1000, window: 1h}")
+    )
+    client = sdk(gateway)
+    # Charged ~400 up front, but the answer used far fewer: the difference is handed back when it ends.
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=400)
+    await settled()
+    # Without the true-up only ~600 would be left and this ~900-token estimate would be refused.
+    raw = await client.chat.completions.with_raw_response.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=900)
+    assert int(raw.headers["x-ratelimit-remaining-tokens"]) < 100
+    await settled()
+    with pytest.raises(openai.RateLimitError):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, max_tokens=1001)
+
+
+async def test_concurrency_is_held_until_a_stream_ends(start_gateway: StartGateway, upstream: FakeOpenAI) -> None:
+    gateway = await start_gateway(limited(upstream, "    - {per: model, match: {model: gpt-4o-mini}, concurrent: 2}"))
+    upstream.chunks, upstream.chunk_delay = 20, 0.02
+    client = sdk(gateway)
+    first = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    second = await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES, stream=True)
+    with pytest.raises(openai.RateLimitError, match="concurrent"):
+        await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+    async for _ in first:
+        pass
+    await settled()
+    await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # a slot is free again
+    async for _ in second:
+        pass
+
+
+async def test_redis_unreachable_fails_closed_quickly_or_open_by_policy(
+    start_gateway: StartGateway, upstream: FakeOpenAI
+) -> None:
+    rules = "    - {per: global, requests: 100}"
+    closed = await start_gateway(
+        "redis: redis://127.0.0.1:1/0\n" + limited(upstream, rules, "  backend: redis\n  on_redis_error: closed")
+    )
+    with pytest.raises(openai.InternalServerError) as caught:
+        await asyncio.wait_for(sdk(closed).chat.completions.create(model="demo", messages=MESSAGES), 5)
+    assert caught.value.status_code == 503
+    assert caught.value.body["code"] == "limits_unavailable"  # type: ignore[index]
+    opened = await start_gateway(
+        "redis: redis://127.0.0.1:1/0\n" + limited(upstream, rules, "  backend: redis\n  on_redis_error: open")
+    )
+    for _ in range(3):
+        await asyncio.wait_for(sdk(opened).chat.completions.create(model="demo", messages=MESSAGES), 5)
+
+
+async def test_engines_sharing_redis_admit_exactly_the_limit(
+    redis_url: str, redis_namespace: str, upstream: FakeOpenAI
+) -> None:
+    """Three engines (standing in for replicas: separate limiters and pools) hammered at once: exactly 30 pass."""
+    prefix = redis_namespace
+    text = f"redis: {redis_url}\n" + limited(
+        upstream,
+        "    - {per: model, match: {model: demo}, requests: 30, window: 1h}",
+        f"  backend: redis\n  on_redis_error: closed\n  redis_timeout: 2s\n  redis_prefix: '{prefix}'",
+    )
+    config = parse_config(text, os.environ)
+    engines = [EngineCore.from_config(config) for _ in range(3)]
+    params = pb.ChatCompletionParams(model="demo", messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
+
+    async def one(engine: EngineCore, i: int) -> bool:
+        try:
+            await engine.create_chat_completion(params, CallContext(request_id=f"r{i}", api_key=Secret("x")))
+        except RateLimitError:
+            return False
+        return True
+
+    try:
+        for engine in engines:
+            await engine.start()
+        results = await asyncio.gather(*(one(engines[i % 3], i) for i in range(120)))
+    finally:
+        for engine in engines:
+            await engine.close()
+    assert sum(results) == 30
