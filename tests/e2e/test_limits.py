@@ -17,6 +17,7 @@ from gateway.engine.core import EngineCore
 from gateway.errors import RateLimitError
 from gateway.testing.fake_openai import FakeOpenAI
 from tests.conftest import RunningGateway, StartGateway, config_for
+from tests.redis_support import start_redis_server
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
@@ -150,3 +151,59 @@ async def test_engines_sharing_redis_admit_exactly_the_limit(
         for engine in engines:
             await engine.close()
     assert sum(results) == 30
+
+
+async def test_a_window_refills_on_time(start_gateway: StartGateway, upstream: FakeOpenAI) -> None:
+    gateway = await start_gateway(
+        limited(upstream, "    - {per: model, match: {model: demo}, requests: 2, window: 1s}")
+    )
+    client = sdk(gateway)
+    for _ in range(2):
+        await client.chat.completions.create(model="demo", messages=MESSAGES)
+    with pytest.raises(openai.RateLimitError):
+        await client.chat.completions.create(model="demo", messages=MESSAGES)
+    await asyncio.sleep(0.55)  # one request's worth (window / limit = 0.5 s) has dripped back
+    await client.chat.completions.create(model="demo", messages=MESSAGES)
+    with pytest.raises(openai.RateLimitError):
+        await client.chat.completions.create(model="demo", messages=MESSAGES)
+
+
+async def test_redis_killed_mid_load_fails_open_then_recovers(
+    start_gateway: StartGateway, upstream: FakeOpenAI
+) -> None:
+    """Our own redis-server (never the shared one): killed under load, then started again on the same port."""
+    server = start_redis_server()
+    try:
+        gateway = await start_gateway(
+            f"redis: {server.url}\n"
+            + limited(
+                upstream,
+                "    - {per: model, match: {model: demo}, requests: 1000000}",
+                "  backend: redis\n  on_redis_error: open\n  redis_timeout: 200ms",
+            )
+        )
+        client = sdk(gateway)
+
+        async def burst() -> list[str]:
+            answers = await asyncio.wait_for(
+                asyncio.gather(
+                    *(
+                        client.chat.completions.with_raw_response.create(model="demo", messages=MESSAGES)
+                        for _ in range(20)
+                    )
+                ),
+                10,  # no request may hang on a dead Redis
+            )
+            return [raw.headers["x-ratelimit-remaining-requests"] for raw in answers]
+
+        assert len(await burst()) == 20
+        server.stop()
+        assert len(await burst()) == 20  # failing open: each process limits on its own meanwhile
+        server.start()
+        await asyncio.sleep(1.2)  # the limiter tries Redis again at most once a second
+        await burst()
+        remaining = await burst()
+        # Back on Redis: the fresh server's counter started from zero, so fewer than 41 requests are counted there.
+        assert min(int(r) for r in remaining) >= 1000000 - 41
+    finally:
+        server.stop()
