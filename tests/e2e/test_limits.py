@@ -15,11 +15,15 @@ from gateway.config import Secret, parse_config
 from gateway.engine.contract import CallContext
 from gateway.engine.core import EngineCore
 from gateway.errors import RateLimitError
+from gateway.grpc_server import start_grpc_server
 from gateway.testing.fake_openai import FakeOpenAI
+from tests.auth.test_authenticator import ScriptedAuth
 from tests.conftest import RunningGateway, StartGateway, config_for
 from tests.redis_support import start_redis_server
+from tollgate.auth.v1 import auth_pb2, auth_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
+AUTH_SERVICE = auth_pb2.DESCRIPTOR.services_by_name["AuthService"].full_name
 MESSAGES: Any = [{"role": "user", "content": "Say hello."}]
 
 
@@ -207,3 +211,36 @@ async def test_redis_killed_mid_load_fails_open_then_recovers(
         assert min(int(r) for r in remaining) >= 1000000 - 41
     finally:
         server.stop()
+
+
+async def test_a_keys_own_limits_and_budget_come_from_its_auth_decision(
+    start_gateway: StartGateway, upstream: FakeOpenAI
+) -> None:
+    budget = auth_pb2.Budget(limit_usd=0.0001, period=auth_pb2.BUDGET_PERIOD_DAY)
+    servicer = ScriptedAuth(
+        answer=lambda request: auth_pb2.CheckResponse(
+            key_id=request.api_key[-2:],
+            limits=auth_pb2.Limits(requests_per_minute=3, budget=budget if request.api_key.endswith("b1") else None),
+        )
+    )
+    server = await start_grpc_server(
+        "127.0.0.1:0", [(AUTH_SERVICE, lambda s: auth_pb2_grpc.add_AuthServiceServicer_to_server(servicer, s))]
+    )
+    try:
+        config = config_for(upstream.base_url).replace("auth: none", f'auth: {{server: "127.0.0.1:{server.port}"}}')
+        gateway = await start_gateway(config + "\nprices: {gpt-4o-mini: {input: 100, output: 100}}\n")
+        limited_key = openai.AsyncOpenAI(base_url=gateway.base_url, api_key="tgk_r1", max_retries=0)
+        for _ in range(3):
+            await limited_key.chat.completions.create(model="demo", messages=MESSAGES)
+        with pytest.raises(openai.RateLimitError, match="requests for key 'r1'"):
+            await limited_key.chat.completions.create(model="demo", messages=MESSAGES)
+
+        spender = openai.AsyncOpenAI(base_url=gateway.base_url, api_key="tgk_b1", max_retries=0)
+        await spender.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)  # costs ~$0.002
+        await settled()
+        with pytest.raises(openai.RateLimitError) as caught:
+            await spender.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        assert caught.value.body["code"] == "insufficient_quota"  # type: ignore[index]
+        assert "spend budget for key 'b1'" in caught.value.message
+    finally:
+        await server.stop(0)
