@@ -2,7 +2,8 @@
 
 It shares the machine's cores with what it measures, so it stays cheap: one pooled ClientSession for the whole run,
 pre-encoded request bodies, `await resp.read()` for plain answers and a line iterator over `resp.content` for
-streams, parsing a stream's JSON only until its first content token has been seen.
+streams, parsing a stream's JSON only until its first content token has been seen. When asked, it notes one response
+header of the first few good answers of a run (the limits targets' `x-ratelimit-remaining-requests`).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ __all__ = ["Endpoint", "LoadResult", "Scenario", "make_session", "percentile", "
 _DATA = b"data:"
 _DONE_LINE = b"data: [DONE]"
 _MAX_ERROR_SAMPLES = 5
+_HEADER_SAMPLES = 3  # answers per run whose `Endpoint.sample_header` is noted
 
 
 @dataclass(frozen=True)
@@ -61,6 +63,7 @@ class Endpoint:
 
     url: str
     headers: Mapping[str, str]
+    sample_header: str | None = None  # a response header whose value to note on the first good answers of a run
 
 
 @dataclass
@@ -73,11 +76,21 @@ class LoadResult:
     ttfts: list[float] = field(default_factory=list)
     errors: int = 0
     error_samples: list[str] = field(default_factory=list)
+    statuses: dict[int, int] = field(default_factory=dict)  # answers other than 200, by status
+    header_values: list[str | None] = field(default_factory=list)  # `sample_header` on the first good answers
 
     def error(self, message: str) -> None:
         self.errors += 1
         if len(self.error_samples) < _MAX_ERROR_SAMPLES:
             self.error_samples.append(message)
+
+    def bad_status(self, status: int, data: bytes) -> None:
+        self.statuses[status] = self.statuses.get(status, 0) + 1
+        self.error(f"HTTP {status}: {data[:200]!r}")
+
+    def note_header(self, endpoint: Endpoint, headers: Mapping[str, str]) -> None:
+        if endpoint.sample_header is not None and len(self.header_values) < _HEADER_SAMPLES:
+            self.header_values.append(headers.get(endpoint.sample_header))
 
 
 def make_session(max_connections: int) -> ClientSession:
@@ -110,32 +123,31 @@ def _has_content(line: bytes) -> bool:
     return False
 
 
-async def _plain(session: ClientSession, url: str, headers: Mapping[str, str], body: bytes, result: LoadResult) -> None:
+async def _plain(session: ClientSession, endpoint: Endpoint, body: bytes, result: LoadResult) -> None:
     start = time.perf_counter()
-    async with session.post(url, data=body, headers=headers) as resp:
+    async with session.post(endpoint.url, data=body, headers=endpoint.headers) as resp:
         data = await resp.read()
         status = resp.status
     elapsed = time.perf_counter() - start
     if status != 200:
-        result.error(f"HTTP {status}: {data[:200]!r}")
+        result.bad_status(status, data)
     elif not data.startswith(b"{") or b'"choices"' not in data:
         result.error(f"not a chat completion: {data[:200]!r}")
     else:
         result.latencies.append(elapsed)
+        result.note_header(endpoint, resp.headers)
 
 
-async def _stream(
-    session: ClientSession, url: str, headers: Mapping[str, str], body: bytes, result: LoadResult, chunks: int
-) -> None:
+async def _stream(session: ClientSession, endpoint: Endpoint, body: bytes, result: LoadResult, chunks: int) -> None:
     start = time.perf_counter()
     ttft = 0.0
     events = 0
     previous = last = b""
-    async with session.post(url, data=body, headers=headers) as resp:
+    async with session.post(endpoint.url, data=body, headers=endpoint.headers) as resp:
         if resp.status != 200:
-            data = await resp.read()
-            result.error(f"HTTP {resp.status}: {data[:200]!r}")
+            result.bad_status(resp.status, await resp.read())
             return
+        result.note_header(endpoint, resp.headers)
         async for line in resp.content:
             if not line.startswith(_DATA):
                 continue
@@ -167,14 +179,13 @@ async def run_load(
 ) -> LoadResult:
     """Send `requests` requests from `concurrency` closed-loop workers; `on_start` runs just before the first."""
     body = scenario.body()
-    url, headers = endpoint.url, endpoint.headers
     result = LoadResult(requests=requests, wall=0.0)
     remaining = requests
 
     def one() -> Awaitable[None]:
         if scenario.stream:
-            return _stream(session, url, headers, body, result, scenario.chunks)
-        return _plain(session, url, headers, body, result)
+            return _stream(session, endpoint, body, result, scenario.chunks)
+        return _plain(session, endpoint, body, result)
 
     async def worker() -> None:
         nonlocal remaining

@@ -7,13 +7,16 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 __all__ = [
+    "LIMIT_HEADER",
     "AddedCost",
     "Comparison",
+    "LimitsCheck",
     "RunFigures",
     "UsageCheck",
     "added_cost",
     "compare",
     "error_banner",
+    "limits_checks",
     "markdown",
     "text_report",
     "to_json",
@@ -23,6 +26,8 @@ DIRECT = "direct"
 FLOOR = "floor"
 TOLLGATE = "tollgate"
 SECURED = "secured"  # tollgate with an auth server and a stats server
+LIMITS = ("limits", "limits-redis")  # tollgate with rate limits on every request, in memory and in Redis
+LIMIT_HEADER = "x-ratelimit-remaining-requests"  # every answer of a limits target must carry it
 _DASH = "-"
 _NOISY_BACKGROUND_PCT = 20.0
 _MIN_NOISE_SECONDS = 0.05
@@ -52,8 +57,11 @@ class RunFigures:
     client_cpu_per_request_ms: float
     peak_rss_kib: dict[str, int] = field(default_factory=dict)  # per gateway process and side server, after this run
     background_cpu_pct: float = 0.0  # what the rest of the machine used meanwhile, in % of one core
-    # The servers the gateway calls (secured: authsvc, statssvc), by name; not part of cpu_per_request_ms.
+    # The servers the gateway calls (secured: authsvc, statssvc; limits-redis: a local redis-server), by name; not
+    # part of cpu_per_request_ms.
     services_cpu_per_request_ms: dict[str, float] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)  # answers other than 200 by status, warm-up included
+    header_samples: list[str | None] = field(default_factory=list)  # limits targets: LIMIT_HEADER on a few answers
 
 
 @dataclass
@@ -76,14 +84,37 @@ class Comparison:
 
 @dataclass
 class AddedCost:
-    """What auth + stats add: the secured target against tollgate at one scenario and concurrency."""
+    """What a target adds to tollgate (secured: auth + stats; limits: rate limits) at one scenario and concurrency."""
 
+    target: str
     scenario: str
     concurrency: int
     added_p50_ms: float | None
     cpu_per_request_ms: float | None  # the secured gateway process alone
     added_cpu_per_request_ms: float | None  # over tollgate without auth and stats
-    services_cpu_per_request_ms: dict[str, float]  # authsvc, statssvc: paid by other processes
+    services_cpu_per_request_ms: dict[str, float]  # authsvc, statssvc, redis-server: paid by other processes
+
+
+@dataclass(frozen=True)
+class LimitsCheck:
+    """Whether a limits target's answers carried its headers, and that none was refused (the limits are never hit)."""
+
+    target: str
+    sampled: int  # answers whose LIMIT_HEADER was looked at
+    carried: int  # of which carried it
+    refused: int  # answers with status 429, warm-ups included
+    example: str | None = None  # the last value seen
+
+    @property
+    def ok(self) -> bool:
+        return self.sampled > 0 and self.carried == self.sampled and self.refused == 0
+
+    def line(self) -> str:
+        example = "" if self.example is None else f" (last: {self.example})"
+        return (
+            f"{self.target}: {LIMIT_HEADER} on {self.carried} of {self.sampled} sampled answers{example}, "
+            f"{self.refused} answered 429"
+        )
 
 
 @dataclass(frozen=True)
@@ -159,16 +190,17 @@ def compare(runs: Sequence[RunFigures]) -> list[Comparison]:
     return out
 
 
-def added_cost(runs: Sequence[RunFigures]) -> list[AddedCost]:
-    """Every secured run against the tollgate run of the same scenario and concurrency (when there is one)."""
+def added_cost(runs: Sequence[RunFigures], targets: Sequence[str] = (SECURED,)) -> list[AddedCost]:
+    """Every run of `targets` against the tollgate run of the same scenario and concurrency (when there is one)."""
     by_key = _index(runs)
     out: list[AddedCost] = []
     for run in runs:
-        if run.target != SECURED:
+        if run.target not in targets:
             continue
         plain = by_key.get((TOLLGATE, run.scenario, run.concurrency))
         out.append(
             AddedCost(
+                target=run.target,
                 scenario=run.scenario,
                 concurrency=run.concurrency,
                 added_p50_ms=_sub(run.p50_ms, plain.p50_ms if plain else None),
@@ -180,6 +212,20 @@ def added_cost(runs: Sequence[RunFigures]) -> list[AddedCost]:
     return out
 
 
+def limits_checks(runs: Sequence[RunFigures]) -> list[LimitsCheck]:
+    """For each limits target that ran: whether its sampled answers carried LIMIT_HEADER, and how many were 429s."""
+    out: list[LimitsCheck] = []
+    for target in LIMITS:
+        chosen = [run for run in runs if run.target == target]
+        if not chosen:
+            continue
+        samples = [value for run in chosen for value in run.header_samples]
+        carried = [value for value in samples if value is not None and value.isdigit()]
+        refused = sum(run.statuses.get("429", 0) for run in chosen)
+        out.append(LimitsCheck(target, len(samples), len(carried), refused, carried[-1] if carried else None))
+    return out
+
+
 # ---------------------------------------------------------------------------------------------------- formatting
 
 
@@ -188,7 +234,8 @@ def _f(value: float | None, digits: int = 2, suffix: str = "") -> str:
 
 
 def _signed(value: float | None, digits: int = 2) -> str:
-    return _DASH if value is None else f"{value:+.{digits}f}"
+    # Adding 0.0 turns a rounded -0.0 into 0.0, so a zero difference shows as +0.000, not -0.000.
+    return _DASH if value is None else f"{round(value, digits) + 0.0:+.{digits}f}"
 
 
 def _table(header: Sequence[str], rows: Sequence[Sequence[str]], align_left: int = 1) -> list[str]:
@@ -258,9 +305,10 @@ def _service_names(costs: Sequence[AddedCost]) -> list[str]:
     return list(names)
 
 
-def _added_cost_rows(costs: Sequence[AddedCost], names: Sequence[str]) -> list[list[str]]:
+def _added_cost_rows(costs: Sequence[AddedCost], names: Sequence[str], with_target: bool = False) -> list[list[str]]:
     return [
         [
+            *([cost.target] if with_target else []),
             cost.scenario,
             str(cost.concurrency),
             _signed(cost.added_p50_ms),
@@ -286,6 +334,28 @@ def _added_cost_lines(costs: Sequence[AddedCost], usage: UsageCheck | None) -> l
     return lines
 
 
+_LIMITS_RULES = (
+    "every request is checked and settled against a global requests + tokens limit and a per-model concurrency "
+    "limit, none ever reached (no spend budget: it needs auth and prices)."
+)
+_REDIS_NOTE = (
+    "Redis's own CPU is not ours to measure (a shared server): redis-server CPU/req, when shown, is the whole local "
+    "server's while the run lasted, anyone else's work included."
+)
+
+
+def _limits_lines(costs: Sequence[AddedCost], checks: Sequence[LimitsCheck]) -> list[str]:
+    names = _service_names(costs)
+    header = ["target", "mode", "c", "+p50 ms", "CPU/req ms", "+CPU/req ms", *(f"{name} CPU/req ms" for name in names)]
+    lines = ["== limits: against tollgate (gateway CPU; redis-server's apart) =="]
+    lines += _table(header, _added_cost_rows(costs, names, with_target=True))
+    lines += [_LIMITS_RULES]
+    lines += [_REDIS_NOTE] if any(cost.target != LIMITS[0] for cost in costs) else []
+    lines += [check.line() + ("" if check.ok else "  !!! FAILED") for check in checks]
+    lines.append("")
+    return lines
+
+
 def text_report(
     runs: Sequence[RunFigures],
     comparisons: Sequence[Comparison],
@@ -298,10 +368,11 @@ def text_report(
         f"tollgate bench: {meta['cpus']} CPUs, Python {meta['python']}, {meta['chunks']} chunks a stream, "
         f"CPU clock tick {meta['clock_tick_ms']:.0f} ms",
         "CPU figures are the gateway process(es) only (split: engine + front door summed; secured: the gateway, not",
-        "its auth and stats servers); 'up' is the fake upstream, 'client' the load generator, 'bg' what everything",
-        "else on the machine used meanwhile (% of one core).",
+        "its auth and stats servers; limits-redis: not Redis); 'up' is the fake upstream, 'client' the load generator,",
+        "'bg' what everything else on the machine used meanwhile (% of one core).",
         "Latencies are client-side wall time. Each CPU reading is +-1 clock tick.",
         f"load average at start: {meta['loadavg_at_start'][0]:.2f}",
+        *(f"skipped {name}: {why}" for name, why in meta.get("skipped", {}).items()),
         "",
     ]
     for scenario in ("plain", "stream"):
@@ -333,6 +404,9 @@ def text_report(
     costs = added_cost(runs)
     if costs:
         lines += _added_cost_lines(costs, usage)
+    limit_costs = added_cost(runs, LIMITS)
+    if limit_costs:
+        lines += _limits_lines(limit_costs, limits_checks(runs))
     noisy = [
         run
         for run in runs
@@ -379,13 +453,25 @@ def markdown(runs: Sequence[RunFigures], comparisons: Sequence[Comparison], meta
         lines.append("| " + " | ".join(cells) + " |")
     costs = added_cost(runs)
     if costs:
-        lines += ["", *_added_cost_markdown(costs)]
+        intro = (
+            "Auth + stats: `secured` (tollgate with the reference auth and stats servers) against `tollgate`. "
+            "CPU/req is the gateway process; the servers' CPU is their own."
+        )
+        lines += ["", *_added_cost_markdown(costs, intro)]
+    limit_costs = added_cost(runs, LIMITS)
+    if limit_costs:
+        intro = (
+            "Rate limits: `limits` (in memory) and `limits-redis` against `tollgate`: " + _LIMITS_RULES + " CPU/req "
+            "is the gateway process. " + _REDIS_NOTE
+        )
+        lines += ["", *_added_cost_markdown(limit_costs, intro, with_target=True)]
     return "\n".join(lines)
 
 
-def _added_cost_markdown(costs: Sequence[AddedCost]) -> list[str]:
+def _added_cost_markdown(costs: Sequence[AddedCost], intro: str, with_target: bool = False) -> list[str]:
     names = _service_names(costs)
     header = [
+        *(["target"] if with_target else []),
         "mode",
         "c",
         "+p50 vs tollgate",
@@ -393,22 +479,19 @@ def _added_cost_markdown(costs: Sequence[AddedCost]) -> list[str]:
         "+CPU/req vs tollgate",
         *(f"{n} CPU/req ms" for n in names),
     ]
-    lines = [
-        "Auth + stats: `secured` (tollgate with the reference auth and stats servers) against `tollgate`. CPU/req is "
-        "the gateway process; the servers' CPU is their own.",
-        "",
-        "| " + " | ".join(header) + " |",
-        "|---|" + "--:|" * (len(header) - 1),
-    ]
-    lines += ["| " + " | ".join(row) + " |" for row in _added_cost_rows(costs, names)]
+    left = 2 if with_target else 1  # columns of names; the rest are figures
+    lines = [intro, "", "| " + " | ".join(header) + " |", "|" + "---|" * left + "--:|" * (len(header) - left)]
+    lines += ["| " + " | ".join(row) + " |" for row in _added_cost_rows(costs, names, with_target)]
     return lines
 
 
 def error_banner(runs: Sequence[RunFigures], usage: UsageCheck | None = None) -> str | None:
-    """A loud message when any run saw an error or usage records went missing (or were doubled), or None."""
+    """A loud message when any run saw an error, usage records went missing (or were doubled), or a limits target's
+    answers lacked their headers or were refused; else None."""
     bad = [run for run in runs if run.errors or run.warmup_errors]
     lost = usage is not None and not usage.ok
-    if not bad and not lost:
+    failed_limits = [check for check in limits_checks(runs) if not check.ok]
+    if not bad and not lost and not failed_limits:
         return None
     total = sum(run.errors + run.warmup_errors for run in bad)
     lines = ["!" * 100]
@@ -416,6 +499,7 @@ def error_banner(runs: Sequence[RunFigures], usage: UsageCheck | None = None) ->
         lines.append(f"!!! {total} ERRORS: these figures are not valid")
     if usage is not None and lost:
         lines.append(f"!!! USAGE RECORDS LOST OR COUNTED TWICE by the secured target: {usage.line()}")
+    lines += [f"!!! LIMITS CHECK FAILED: {check.line()}" for check in failed_limits]
     lines.append("!" * 100)
     for run in bad:
         lines.append(
@@ -441,6 +525,8 @@ def to_json(
         "runs": [asdict(run) for run in runs],
         "comparisons": [asdict(c) for c in comparisons],
         "secured_vs_tollgate": [asdict(cost) for cost in added_cost(runs)],
+        "limits_vs_tollgate": [asdict(cost) for cost in added_cost(runs, LIMITS)],
         "usage_records": None if usage is None else {**asdict(usage), "ok": usage.ok},
+        "limits_checks": [{**asdict(check), "ok": check.ok} for check in limits_checks(runs)],
         "peak_rss_kib": peak_rss,
     }

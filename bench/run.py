@@ -1,10 +1,11 @@
-"""`python -m bench`: direct vs the floor proxy vs tollgate (one process, with auth + stats, and split over gRPC).
+"""`python -m bench`: direct vs the floor proxy vs tollgate (one process; with rate limits, in memory and in Redis;
+with auth + stats; and split over gRPC).
 
-Every server is a subprocess of this one, so its CPU time is its own: the fake upstream, the floor proxy, `tollgate
-serve`, `tollgate serve` with `tollgate authsvc` and `tollgate statssvc` (the `secured` target, see bench.secured),
-and `tollgate engine` + `tollgate frontdoor`. The load generator runs here, on uvloop. Each (target, scenario,
-concurrency) gets a warm-up, then a measured closed-loop run bracketed by /proc CPU readings of the gateway
-process(es) and, apart, of the servers the gateway calls.
+Every server is a subprocess of this one, so its CPU time is its own (bench.targets says which is which); only a
+Redis is not ours: the `limits-redis` target uses the one at `REDIS_URL` (else the local default), is skipped when
+none answers, and deletes its own keys at the end (bench.limits). The load generator runs here, on uvloop. Each
+(target, scenario, concurrency) gets a warm-up, then a measured closed-loop run bracketed by /proc CPU readings of
+the gateway process(es) and, apart, of the servers the gateway calls.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -28,42 +29,19 @@ import orjson
 import uvloop
 from aiohttp import ClientSession
 
-from bench import report, secured
-from bench.load import Endpoint, LoadResult, Scenario, make_session, percentile, request_headers, run_load
-from bench.procs import CLOCK_TICKS, Service, cpu_seconds, peak_rss_kib, start_service, stop_all, system_busy_seconds
+from bench import limits, report
+from bench.load import LoadResult, Scenario, make_session, percentile, run_load
+from bench.procs import CLOCK_TICKS, Service, cpu_seconds, peak_rss_kib, stop_all, system_busy_seconds
+from bench.targets import ALL_TARGETS, MODEL, Target, start_targets
 
 __all__ = ["main"]
 
 T = TypeVar("T")
 
-_REPO = Path(__file__).resolve().parents[1]
-_MODEL = "gpt-4o-mini"
-_HOST = "127.0.0.1"
-_ALL_TARGETS = ("direct", "floor", "tollgate", "secured", "split")
-_GATEWAY = ("-m", "gateway")
-_LISTEN = ("--http", f"{_HOST}:0", "--grpc", f"{_HOST}:0")
-_HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
-_GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"
-_URL_READY = r"listening (http://\S+)"
+_LIMITS_REDIS = "limits-redis"
 _DEFAULT_REQUESTS = 2000
 _QUICK_DIVISOR = 5
 _SETTLE_TIMEOUT = 10.0  # seconds to wait for the stats server to have stored every record sent so far
-
-
-@dataclass
-class Target:
-    """Where the load goes with which key, which processes' CPU count as the gateway's, and which are reported apart."""
-
-    name: str
-    base_url: str
-    services: list[Service] = field(default_factory=list)
-    api_key: str = "bench"  # any key will do where nothing checks it
-    side_services: list[Service] = field(default_factory=list)  # servers the gateway calls: authsvc, statssvc
-    accounting: secured.Accounting | None = None  # counts what was sent, to wait for (and check) its usage records
-
-    @property
-    def endpoint(self) -> Endpoint:
-        return Endpoint(f"{self.base_url}/chat/completions", request_headers(self.api_key))
 
 
 @dataclass(frozen=True)
@@ -104,7 +82,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=None, help="warm-up requests before each run (default 100)")
     parser.add_argument("--concurrency", type=_csv(int), default=(1, 10, 50), help="comma-separated (default 1,10,50)")
     parser.add_argument(
-        "--targets", type=_csv(str), default=_ALL_TARGETS, help=f"comma-separated subset of {','.join(_ALL_TARGETS)}"
+        "--targets", type=_csv(str), default=ALL_TARGETS, help=f"comma-separated subset of {','.join(ALL_TARGETS)}"
     )
     parser.add_argument("--scenarios", type=_csv(str), default=("plain", "stream"), help="plain,stream (default both)")
     parser.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (default 20)")
@@ -114,9 +92,9 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=None, metavar="PATH", help="write the raw figures here as JSON")
     parser.add_argument("--keep-logs", action="store_true", help="print where the servers' logs are and keep them")
     args = parser.parse_args(argv)
-    unknown = set(args.targets) - set(_ALL_TARGETS)
+    unknown = set(args.targets) - set(ALL_TARGETS)
     if unknown or not args.targets:
-        parser.error(f"--targets: unknown {sorted(unknown)}; choose from {','.join(_ALL_TARGETS)}")
+        parser.error(f"--targets: unknown {sorted(unknown)}; choose from {','.join(ALL_TARGETS)}")
     if set(args.scenarios) - {"plain", "stream"} or not args.scenarios:
         parser.error("--scenarios: choose from plain,stream")
     if not args.concurrency or min(args.concurrency) < 1:
@@ -131,7 +109,7 @@ def _plan(args: argparse.Namespace) -> Plan:
         requests = max(1, requests // _QUICK_DIVISOR)
         warmup = args.warmup if args.warmup is not None else 40
     return Plan(
-        targets=tuple(t for t in _ALL_TARGETS if t in args.targets),
+        targets=tuple(t for t in ALL_TARGETS if t in args.targets),
         concurrencies=tuple(args.concurrency),
         requests=requests,
         single_requests=max(1, requests // 4),
@@ -140,90 +118,6 @@ def _plan(args: argparse.Namespace) -> Plan:
         include_usage=args.include_usage,
         scenarios=tuple(args.scenarios),
     )
-
-
-# ---------------------------------------------------------------------------------------------------- processes
-
-
-def _python(*args: str) -> list[str]:
-    return [sys.executable, *args]
-
-
-def _start_targets(plan: Plan, log_dir: Path, services: list[Service]) -> tuple[Service, list[Target]]:
-    """Start the upstream and every wanted gateway; every service started is appended to `services` at once."""
-    fake = ("-m", "gateway.testing.fake_openai", "--host", _HOST, "--port", "0", "--chunks", str(plan.chunks))
-    upstream = start_service("upstream", _python(*fake, "--chunk-delay", "0", "--latency", "0"), log_dir, _REPO)
-    services.append(upstream)
-    side = secured.start_side_servers(log_dir, _REPO, services) if "secured" in plan.targets else None
-    base = upstream.wait_for(_URL_READY)[1]
-    config = _config(base)
-    config_path = log_dir / "tollgate.yaml"
-    config_path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))  # JSON is YAML
-    pending: list[tuple[Target, Service, str]] = []
-    if "floor" in plan.targets:
-        argv = _python("-m", "bench.floor_proxy", "--upstream", base, "--host", _HOST, "--port", "0")
-        pending.append((Target("floor", ""), start_service("floor", argv, log_dir, _REPO), _URL_READY))
-    if "tollgate" in plan.targets:
-        argv = _python(*_GATEWAY, "serve", "--config", str(config_path), *_LISTEN)
-        pending.append((Target("tollgate", ""), start_service("tollgate", argv, log_dir, _REPO), _HTTP_READY))
-    if side is not None:
-        pending.append(_start_secured(side, config, log_dir))
-    if "split" in plan.targets:
-        argv = _python(*_GATEWAY, "engine", "--config", str(config_path), "--grpc", f"{_HOST}:0")
-        pending.append((Target("split", ""), start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))
-    services += [service for _, service, _ in pending]
-
-    targets: list[Target] = [Target("direct", base)] if "direct" in plan.targets else []
-    for target, service, ready in pending:
-        found = service.wait_for(ready)[1]
-        target.services.insert(0, service)
-        if target.name == "floor":
-            target.base_url = found
-        elif target.name == "split":
-            argv = _python(*_GATEWAY, "frontdoor", "--config", str(config_path), "--http", f"{_HOST}:0")
-            frontdoor = start_service("split-frontdoor", [*argv, "--engine", f"{_HOST}:{found}"], log_dir, _REPO)
-            services.append(frontdoor)
-            target.services.append(frontdoor)
-            target.base_url = f"http://{_HOST}:{frontdoor.wait_for(_HTTP_READY)[1]}/v1"
-        else:
-            target.base_url = f"http://{_HOST}:{found}/v1"
-        targets.append(target)
-    targets.sort(key=lambda target: _ALL_TARGETS.index(target.name))
-    return upstream, targets
-
-
-def _start_secured(side: secured.SideServers, config: dict[str, Any], log_dir: Path) -> tuple[Target, Service, str]:
-    """`tollgate serve` with the `tollgate` target's configuration plus the auth and stats servers, once they listen."""
-    auth_port, stats_port = side.wait()
-    config_path = log_dir / "secured.yaml"
-    full = secured.secured_config(config, auth_port, stats_port, log_dir / "spool")
-    config_path.write_bytes(orjson.dumps(full, option=orjson.OPT_INDENT_2))
-    argv = _python(*_GATEWAY, "serve", "--config", str(config_path), *_LISTEN)
-    target = Target(
-        "secured",
-        "",
-        api_key=side.api_key,
-        side_services=[side.auth, side.stats],
-        accounting=secured.Accounting(side.db_path, f"{_HOST}:{stats_port}", _REPO),
-    )
-    return target, start_service("secured", argv, log_dir, _REPO), _HTTP_READY
-
-
-def _config(upstream_base: str) -> dict[str, Any]:
-    return {
-        "listen": {"http": f"{_HOST}:0", "grpc": f"{_HOST}:0"},
-        "auth": "none",
-        "backends": [
-            {
-                "name": "up",
-                "provider": "openai",
-                "base_url": upstream_base,
-                "api_key": "bench",
-                "max_connections": 200,
-            }
-        ],
-        "models": [{"name": _MODEL, "targets": [{"backend": "up", "model": _MODEL}]}],
-    }
 
 
 # ---------------------------------------------------------------------------------------------------- measuring
@@ -235,7 +129,7 @@ class _Snapshot:
     upstream: float = 0.0
     client: float = 0.0
     system: float = 0.0  # the whole machine's busy CPU time
-    side: dict[str, float] = field(default_factory=dict)  # by side service name
+    side: dict[str, float] = field(default_factory=dict)  # by side service name, and external process name
 
 
 def _snapshot(target: Target, upstream: Service) -> _Snapshot:
@@ -244,8 +138,16 @@ def _snapshot(target: Target, upstream: Service) -> _Snapshot:
         upstream=cpu_seconds(upstream.pid),
         client=time.process_time(),
         system=system_busy_seconds(),
-        side={service.name: cpu_seconds(service.pid) for service in target.side_services},
+        side={service.name: cpu_seconds(service.pid) for service in target.side_services}
+        | {name: _external_cpu(name, pid) for name, pid in target.external.items()},
     )
+
+
+def _external_cpu(name: str, pid: int) -> float:
+    try:
+        return cpu_seconds(pid)
+    except OSError as exc:  # not ours: it may have been restarted
+        raise RuntimeError(f"{name} (pid {pid}) can no longer be read: {exc}") from exc
 
 
 @dataclass
@@ -311,7 +213,18 @@ def _figures(
         peak_rss_kib={service.name: peak_rss_kib(service.pid) for service in target.services + target.side_services},
         background_cpu_pct=used.background_pct,
         services_cpu_per_request_ms={name: seconds * 1000 / n for name, seconds in used.side.items()},
+        statuses=_statuses(warmup, result),
+        header_samples=warmup.header_values + result.header_values,
     )
+
+
+def _statuses(*results: LoadResult) -> dict[str, int]:
+    """Answers other than 200 by status, over `results`."""
+    counts: dict[str, int] = {}
+    for result in results:
+        for status, count in result.statuses.items():
+            counts[str(status)] = counts.get(str(status), 0) + count
+    return counts
 
 
 def _progress(run: report.RunFigures) -> None:
@@ -320,7 +233,7 @@ def _progress(run: report.RunFigures) -> None:
     ttft = "" if run.ttft_p50_ms is None else f"  TTFT {run.ttft_p50_ms:.2f} ms"
     errors = run.errors + run.warmup_errors
     print(
-        f"  {run.target:<9} {run.scenario:<6} c={run.concurrency:<3} {run.requests:>5} req in {run.wall_s:5.1f}s"
+        f"  {run.target:<12} {run.scenario:<6} c={run.concurrency:<3} {run.requests:>5} req in {run.wall_s:5.1f}s"
         f"  {run.rps:7.0f} req/s  p50 {_ms(run.p50_ms)}  p99 {_ms(run.p99_ms)}{ttft}{cpu}"
         + (f"  !!! {errors} ERRORS" if errors else ""),
         file=sys.stderr,
@@ -368,8 +281,8 @@ async def _measure_one(
 async def _measure(plan: Plan, upstream: Service, targets: list[Target]) -> list[report.RunFigures]:
     """Every target back to back for each (scenario, concurrency), so compared figures share machine conditions."""
     scenarios = [
-        Scenario("plain", stream=False, chunks=plan.chunks, model=_MODEL),
-        Scenario("stream", stream=True, chunks=plan.chunks, model=_MODEL, include_usage=plan.include_usage),
+        Scenario("plain", stream=False, chunks=plan.chunks, model=MODEL),
+        Scenario("stream", stream=True, chunks=plan.chunks, model=MODEL, include_usage=plan.include_usage),
     ]
     runs: list[report.RunFigures] = []
     session = make_session(max(plan.concurrencies) + 10)
@@ -408,7 +321,7 @@ def _meta(plan: Plan) -> dict[str, Any]:
         "concurrencies": list(plan.concurrencies),
         "targets": list(plan.targets),
         "include_usage": plan.include_usage,
-        "model": _MODEL,
+        "model": MODEL,
     }
 
 
@@ -479,11 +392,32 @@ def _report(
     return 0
 
 
+def _connect_redis(plan: Plan) -> tuple[Plan, limits.BenchRedis | None, str | None]:
+    """The Redis for `limits-redis` if that target is wanted and a Redis answers; else the plan without it, and why."""
+    if _LIMITS_REDIS not in plan.targets:
+        return plan, None, None
+    store = limits.BenchRedis(limits.redis_url(os.environ))
+    problem = store.ping()
+    if problem is None:
+        return plan, store, None
+    store.close()
+    why = f"no Redis answers PING at {limits.redacted(store.url)} ({problem}); set REDIS_URL to use another"
+    print(f"note: skipping {_LIMITS_REDIS}: {why}", file=sys.stderr)
+    return replace(plan, targets=tuple(name for name in plan.targets if name != _LIMITS_REDIS)), None, why
+
+
+def _redis_meta(store: limits.BenchRedis | None, skipped: str | None) -> dict[str, Any]:
+    """For the record: which Redis `limits-redis` used and under which prefix, or why it was skipped."""
+    if store is not None:
+        return {"limits_redis": {"url": limits.redacted(store.url), "prefix": store.prefix}}
+    return {"skipped": {_LIMITS_REDIS: skipped}} if skipped else {}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run the whole benchmark; 0 when every response was good, 1 on errors, 130 when interrupted."""
     args = _parse_args(argv)
-    plan = _plan(args)
-    meta = _meta(plan)
+    plan, store, skipped = _connect_redis(_plan(args))
+    meta = _meta(plan) | _redis_meta(store, skipped)
     previous = signal.signal(signal.SIGTERM, _terminate)
     services: list[Service] = []
     log_dir = Path(tempfile.mkdtemp(prefix="tollgate-bench-"))
@@ -491,7 +425,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     status = 2
     try:
         print(f"starting servers (logs in {log_dir}) ...", file=sys.stderr, flush=True)
-        upstream, targets = _start_targets(plan, log_dir, services)
+        upstream, targets = start_targets(plan.targets, plan.chunks, log_dir, services, store)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runs, usage = runner.run(_until_signalled(_measure_and_check(plan, upstream, targets)))
         status = _report(meta, targets, runs, usage, args.json)
@@ -507,6 +441,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_IGN)
         for problem in stop_all(services):
             print(f"warning: {problem}", file=sys.stderr)
+        if store is not None:
+            print(f"{_LIMITS_REDIS}: {store.cleanup()}", file=sys.stderr)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous)
         if args.keep_logs or status not in (0, 130):

@@ -148,7 +148,9 @@ class LimitsConfig:
 
     backend: str = "memory"  # "memory" (one process) or "redis" (shared by replicas, through `redis:`)
     fail_open: bool = True  # Redis down: True limits per process until it is back; False answers 503
-    redis_timeout: float = 0.1  # the longest a limit check waits for Redis
+    # The longest a limit check waits for Redis. A healthy Redis answers in well under a millisecond, but the check
+    # also waits its turn on a busy event loop: too tight a bound turns load into false outages.
+    redis_timeout: float = 0.5
     redis_prefix: str = "tollgate:rl"  # every counter's key starts with it: deployments sharing a Redis differ here
     output_tokens_estimate: int = 256  # what an answer is assumed to cost when the request sets no max_tokens
     max_request_seconds: float = 600.0  # a concurrency lease outlives a crashed replica by at most this

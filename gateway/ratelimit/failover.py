@@ -1,7 +1,8 @@
 """`FailoverLimiter`: a shared backend (Redis) with a policy for when it cannot answer.
 
 fail_open: answer from a local backend meanwhile (limits then hold per process only); fail_closed: re-raise
-`LimiterUnavailable` (the engine turns it into a 503). While the primary is down it is probed at most once per
+`LimiterUnavailable` (the engine turns it into a 503). The primary counts as down after `trip_after` failures in a
+row (one slow answer on a saturated process is not an outage); while down it is probed at most once per
 `retry_interval`, so a dead Redis costs one failed attempt per interval, not one per request.
 """
 
@@ -29,6 +30,7 @@ class FailoverLimiter:
         *,
         fail_open: bool,
         retry_interval: float = 1.0,
+        trip_after: int = 3,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._primary = primary
@@ -36,6 +38,8 @@ class FailoverLimiter:
         self._fail_open = fail_open
         self._retry_interval = retry_interval
         self._clock = clock
+        self._trip_after = trip_after
+        self._failures_in_a_row = 0
         self._probe_at = 0.0  # while down: when the primary may be tried again
         self._on_fallback: dict[str, float] = {}  # lease id → until when its settle is expected
         self.down = False
@@ -103,13 +107,15 @@ class FailoverLimiter:
 
     def _failed(self) -> None:
         self.primary_failures += 1
-        if not self.down:
+        self._failures_in_a_row += 1
+        if not self.down and self._failures_in_a_row >= self._trip_after:
             self.down = True
             self._probe_at = self._clock() + self._retry_interval
             policy = "failing open: limits hold per process only" if self._fail_open else "failing closed: 503"
             log.warning("rate limit store unavailable; %s until it answers again", policy)
 
     def _answered(self) -> None:
+        self._failures_in_a_row = 0
         if self.down:
             self.down = False
             log.info("rate limit store answers again; limits are shared again")

@@ -25,6 +25,7 @@ from gateway.ratelimit.backend import Admission, Bucket, BucketState, Charge, Li
 log = logging.getLogger("tollgate.limits")
 
 _MINUTE = 60.0
+_SETTLE_RETRIES = (0.1, 0.5, 2.0)  # waits after each failed try
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,13 +104,19 @@ class RateLimiter:
         task.add_done_callback(self._settling.discard)
 
     async def _settle(self, lease_id: str, adjustments: list[Charge]) -> None:
-        try:
-            await self._backend.settle(lease_id, adjustments)
-        except LimiterUnavailable:
-            # Leases expire on their own (max_request_seconds); a missed true-up only shifts one request's tokens.
-            log.warning("could not settle limits for %s: the limiter store is unavailable", lease_id)
-        except Exception:
-            log.exception("could not settle limits for %s", lease_id)
+        # A missed settle holds a concurrency slot until its lease expires: worth a few tries in the background.
+        for delay in _SETTLE_RETRIES:
+            try:
+                await self._backend.settle(lease_id, adjustments)
+            except LimiterUnavailable:
+                await asyncio.sleep(delay)
+            except Exception:
+                log.exception("could not settle limits for %s", lease_id)
+                return
+            else:
+                return
+        # Leases expire on their own (max_request_seconds); a missed true-up only shifts one request's tokens.
+        log.warning("could not settle limits for %s: the limiter store is unavailable", lease_id)
 
     def _charges(self, principal: Principal, model: str, estimate: int) -> list[Charge]:
         values = {"key": principal.key_id, "user": principal.user, "team": principal.team, "model": model}

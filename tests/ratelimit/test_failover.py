@@ -48,7 +48,8 @@ class SwitchableBackend:
 def build(*, fail_open: bool) -> tuple[FailoverLimiter, SwitchableBackend, SwitchableBackend, ManualClock]:
     clock = ManualClock(1000.0)
     primary, fallback = SwitchableBackend(clock), SwitchableBackend(clock)
-    limiter = FailoverLimiter(primary, fallback, fail_open=fail_open, retry_interval=1.0, clock=clock)
+    # Down at the first failure, so that each test below can count attempts one by one.
+    limiter = FailoverLimiter(primary, fallback, fail_open=fail_open, retry_interval=1.0, trip_after=1, clock=clock)
     return limiter, primary, fallback, clock
 
 
@@ -156,7 +157,7 @@ async def test_a_real_redis_that_dies_and_comes_back(fail_open: bool) -> None:
     server = start_redis_server()  # our own: the shared test Redis is never stopped
     clock = ManualClock(0.0)
     redis_backend = RedisBackend(server.url, timeout=0.2)
-    limiter = FailoverLimiter(redis_backend, MemoryBackend(), fail_open=fail_open, clock=clock)
+    limiter = FailoverLimiter(redis_backend, MemoryBackend(), fail_open=fail_open, trip_after=1, clock=clock)
     try:
         first = await limiter.acquire("r1", [Charge(RATE, 1)])
         assert first.allowed and first.states[0].remaining == 99
@@ -180,3 +181,26 @@ async def test_a_real_redis_that_dies_and_comes_back(fail_open: bool) -> None:
     finally:
         await limiter.close()
         server.stop()
+
+
+async def test_one_slow_answer_is_not_an_outage() -> None:
+    """Under load a single check can miss its deadline; only failures in a row mark the store down."""
+    clock = ManualClock(1000.0)
+    primary, fallback = SwitchableBackend(clock), SwitchableBackend(clock)
+    limiter = FailoverLimiter(primary, fallback, fail_open=False, trip_after=3, clock=clock)
+    for _ in range(2):
+        primary.up = False
+        with pytest.raises(LimiterUnavailable):
+            await limiter.acquire("r", [Charge(RATE, 1)])
+        assert not limiter.down  # that call failed; the next ones still go to the store
+        primary.up = True
+        assert (await limiter.acquire("r", [Charge(RATE, 1)])).allowed
+    primary.up = False
+    for _ in range(3):
+        with pytest.raises(LimiterUnavailable):
+            await limiter.acquire("r", [Charge(RATE, 1)])
+    assert limiter.down
+    assert primary.acquires == 7  # and from now on it is only probed once per interval
+    with pytest.raises(LimiterUnavailable):
+        await limiter.acquire("r", [Charge(RATE, 1)])
+    assert primary.acquires == 7

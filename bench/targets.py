@@ -1,0 +1,175 @@
+"""The bench's targets: what each one is, the processes behind it, and starting them all.
+
+- `direct`: the fake upstream itself; `floor`: a bare aiohttp passthrough proxy (bench.floor_proxy);
+- `tollgate`: `tollgate serve`; `limits` / `limits-redis`: the same plus limits on every request, in memory / in Redis
+  (bench.limits); `secured`: the same plus real auth and stats servers (bench.secured);
+- `split`: `tollgate engine` + `tollgate frontdoor`, over gRPC.
+
+Every gateway gets the same configuration as the `tollgate` target plus its own section, so their figures differ by
+that section alone. Every process is started at once and waited for afterwards, so they start in parallel.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from bench import limits, secured
+from bench.load import Endpoint, request_headers
+from bench.procs import Service, start_service
+from bench.report import LIMIT_HEADER
+
+__all__ = ["ALL_TARGETS", "MODEL", "Target", "start_targets", "tollgate_config"]
+
+ALL_TARGETS = ("direct", "floor", "tollgate", "limits", "limits-redis", "secured", "split")
+MODEL = "gpt-4o-mini"
+_REPO = Path(__file__).resolve().parents[1]
+_HOST = "127.0.0.1"
+_GATEWAY = ("-m", "gateway")
+_LISTEN = ("--http", f"{_HOST}:0", "--grpc", f"{_HOST}:0")
+_HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
+_GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"
+_URL_READY = r"listening (http://\S+)"
+_REDIS_SERVER = "redis-server"
+
+
+@dataclass
+class Target:
+    """Where the load goes with which key, which processes' CPU count as the gateway's, and which are reported apart."""
+
+    name: str
+    base_url: str
+    services: list[Service] = field(default_factory=list)
+    api_key: str = "bench"  # any key will do where nothing checks it
+    side_services: list[Service] = field(default_factory=list)  # servers the gateway calls: authsvc, statssvc
+    accounting: secured.Accounting | None = None  # counts what was sent, to wait for (and check) its usage records
+    # Processes the gateway calls that the bench did not start (a local redis-server), name -> PID: CPU read only.
+    external: dict[str, int] = field(default_factory=dict)
+    sample_header: str | None = None  # a response header the load generator notes on the first answers of each run
+
+    @property
+    def endpoint(self) -> Endpoint:
+        return Endpoint(f"{self.base_url}/chat/completions", request_headers(self.api_key), self.sample_header)
+
+
+_Pending = tuple[Target, Service, str]  # a target, its first process, and the log line that says it is ready
+
+
+def _python(*args: str) -> list[str]:
+    return [sys.executable, *args]
+
+
+def _write_config(log_dir: Path, name: str, config: dict[str, Any]) -> Path:
+    path = log_dir / f"{name}.yaml"
+    path.write_bytes(orjson.dumps(config, option=orjson.OPT_INDENT_2))  # JSON is YAML
+    return path
+
+
+def _serve(target: Target, config_path: Path, log_dir: Path) -> _Pending:
+    """`tollgate serve` on the configuration file `config_path`, started."""
+    argv = _python(*_GATEWAY, "serve", "--config", str(config_path), *_LISTEN)
+    return target, start_service(target.name, argv, log_dir, _REPO), _HTTP_READY
+
+
+def start_targets(
+    wanted: Sequence[str], chunks: int, log_dir: Path, services: list[Service], store: limits.BenchRedis | None = None
+) -> tuple[Service, list[Target]]:
+    """Start the upstream and every wanted target; every service started is appended to `services` at once.
+
+    `limits-redis` is started only with a `store` (a Redis that answered).
+    """
+    fake = ("-m", "gateway.testing.fake_openai", "--host", _HOST, "--port", "0", "--chunks", str(chunks))
+    upstream = start_service("upstream", _python(*fake, "--chunk-delay", "0", "--latency", "0"), log_dir, _REPO)
+    services.append(upstream)
+    side = secured.start_side_servers(log_dir, _REPO, services) if "secured" in wanted else None
+    base = upstream.wait_for(_URL_READY)[1]
+    config = tollgate_config(base)
+    config_path = _write_config(log_dir, "tollgate", config)
+    pending: list[_Pending] = []
+    if "floor" in wanted:
+        argv = _python("-m", "bench.floor_proxy", "--upstream", base, "--host", _HOST, "--port", "0")
+        pending.append((Target("floor", ""), start_service("floor", argv, log_dir, _REPO), _URL_READY))
+    if "tollgate" in wanted:
+        pending.append(_serve(Target("tollgate", ""), config_path, log_dir))
+    if "limits" in wanted:
+        limits_path = _write_config(log_dir, "limits", limits.limits_config(config, MODEL))
+        pending.append(_serve(Target("limits", "", sample_header=LIMIT_HEADER), limits_path, log_dir))
+    if "limits-redis" in wanted and store is not None:
+        pending.append(_start_limits_redis(store, config, log_dir))
+    if side is not None:
+        pending.append(_start_secured(side, config, log_dir))
+    if "split" in wanted:
+        argv = _python(*_GATEWAY, "engine", "--config", str(config_path), "--grpc", f"{_HOST}:0")
+        pending.append((Target("split", ""), start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))
+    services += [service for _, service, _ in pending]
+    targets = [Target("direct", base)] if "direct" in wanted else []
+    targets += [_ready(pending_target, log_dir, services) for pending_target in pending]
+    targets.sort(key=lambda target: ALL_TARGETS.index(target.name))
+    return upstream, targets
+
+
+def _ready(pending: _Pending, log_dir: Path, services: list[Service]) -> Target:
+    """Wait until a target's first process listens; split mode then starts its front door on the engine's port."""
+    target, service, ready = pending
+    found = service.wait_for(ready)[1]
+    target.services.insert(0, service)
+    if target.name == "floor":
+        target.base_url = found
+    elif target.name == "split":
+        argv = _python(*_GATEWAY, "frontdoor", "--config", str(log_dir / "tollgate.yaml"), "--http", f"{_HOST}:0")
+        frontdoor = start_service("split-frontdoor", [*argv, "--engine", f"{_HOST}:{found}"], log_dir, _REPO)
+        services.append(frontdoor)
+        target.services.append(frontdoor)
+        target.base_url = f"http://{_HOST}:{frontdoor.wait_for(_HTTP_READY)[1]}/v1"
+    else:
+        target.base_url = f"http://{_HOST}:{found}/v1"
+    return target
+
+
+def _start_limits_redis(store: limits.BenchRedis, config: dict[str, Any], log_dir: Path) -> _Pending:
+    """`tollgate serve` with limits in `store`; a local redis-server's CPU is read (and reported) apart."""
+    pid = store.local_pid()
+    target = Target(
+        "limits-redis",
+        "",
+        external={} if pid is None else {_REDIS_SERVER: pid},
+        sample_header=LIMIT_HEADER,
+    )
+    return _serve(target, _write_config(log_dir, target.name, limits.limits_config(config, MODEL, store)), log_dir)
+
+
+def _start_secured(side: secured.SideServers, config: dict[str, Any], log_dir: Path) -> _Pending:
+    """`tollgate serve` with the `tollgate` target's configuration plus the auth and stats servers, once they listen."""
+    auth_port, stats_port = side.wait()
+    target = Target(
+        "secured",
+        "",
+        api_key=side.api_key,
+        side_services=[side.auth, side.stats],
+        accounting=secured.Accounting(side.db_path, f"{_HOST}:{stats_port}", _REPO),
+    )
+    full = secured.secured_config(config, auth_port, stats_port, log_dir / "spool")
+    return _serve(target, _write_config(log_dir, target.name, full), log_dir)
+
+
+def tollgate_config(upstream_base: str) -> dict[str, Any]:
+    """The `tollgate` target's configuration: no auth, one backend (the fake upstream), the bench's model."""
+    return {
+        "listen": {"http": f"{_HOST}:0", "grpc": f"{_HOST}:0"},
+        "auth": "none",
+        "backends": [
+            {
+                "name": "up",
+                "provider": "openai",
+                "base_url": upstream_base,
+                "api_key": "bench",
+                "max_connections": 200,
+            }
+        ],
+        "models": [{"name": MODEL, "targets": [{"backend": "up", "model": MODEL}]}],
+    }
