@@ -11,6 +11,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -73,11 +74,11 @@ class MeteredCall:
         if (meter.sink is None and lease is None) or self.ctx.principal is None:
             return
         try:
-            record = meter.record(self, exc)
+            spent = meter.spent(self)
             if lease is not None and meter.limiter is not None:
-                meter.limiter.settle_soon(lease, record.input_tokens + record.output_tokens, record.cost_usd)
+                meter.limiter.settle_soon(lease, spent.input_tokens + spent.output_tokens, spent.cost_usd)
             if meter.sink is not None:
-                meter.sink.submit(record)
+                meter.sink.submit(meter.record(self, exc, spent))
         except Exception:  # metering must never turn an answered request into a failed one
             log.exception("could not record usage", extra={"request_id": self.ctx.request_id})
 
@@ -96,10 +97,28 @@ class Meter:
         """Meter one call of `operation` on `model`."""
         return MeteredCall(self, ctx, operation, model)
 
-    def record(self, call: MeteredCall, failure: BaseException | None) -> stats_pb2.UsageRecord:
+    def spent(self, call: MeteredCall) -> Spent:
+        """The tokens a finished call used (reported, or estimated for a stream cut short) and what they cost."""
+        ctx, params = call.ctx, call.params
+        usage = ctx.usage
+        if usage is not None:
+            spent = Spent(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens)
+        elif ctx.chunks and params is not None:
+            # A stream cut short: the provider bills the prompt and what it generated, but never said how much.
+            # A streamed delta is about one token.
+            spent = Spent(estimate_prompt_tokens(params), ctx.chunks, estimated=True)
+        else:
+            spent = Spent()
+        price = price_for(self._prices, ctx.provider_model, call.model)
+        spent.cost_usd = cost_usd(price, spent.input_tokens, spent.output_tokens, spent.cached_tokens)
+        return spent
+
+    def record(
+        self, call: MeteredCall, failure: BaseException | None, spent: Spent | None = None
+    ) -> stats_pb2.UsageRecord:
         """The record of a finished call; `failure` is what ended it early, None when it completed."""
         now = time.perf_counter()
-        ctx, params = call.ctx, call.params
+        ctx = call.ctx
         record = stats_pb2.UsageRecord(
             request_id=ctx.request_id,
             operation=call.operation,
@@ -119,21 +138,23 @@ class Meter:
             record.labels["client_request_id"] = ctx.client_request_id
         _timing(record, ctx, now)
         _outcome(record, ctx, failure)
-        self._usage(record, ctx, params)
+        spent = spent or self.spent(call)
+        record.input_tokens, record.output_tokens = spent.input_tokens, spent.output_tokens
+        record.cached_tokens, record.reasoning_tokens = spent.cached_tokens, spent.reasoning_tokens
+        record.usage_estimated, record.cost_usd = spent.estimated, spent.cost_usd
         return record
 
-    def _usage(self, record: stats_pb2.UsageRecord, ctx: CallContext, params: pb.ChatCompletionParams | None) -> None:
-        usage = ctx.usage
-        if usage is not None:
-            record.input_tokens, record.output_tokens = usage.prompt_tokens, usage.completion_tokens
-            record.cached_tokens, record.reasoning_tokens = usage.cached_tokens, usage.reasoning_tokens
-        elif ctx.chunks and params is not None:
-            # A stream cut short: the provider bills the prompt and what it generated, but never said how much.
-            record.input_tokens = estimate_prompt_tokens(params)
-            record.output_tokens = ctx.chunks  # a streamed delta is about one token
-            record.usage_estimated = True
-        price = price_for(self._prices, record.provider_model, record.requested_model)
-        record.cost_usd = cost_usd(price, record.input_tokens, record.output_tokens, record.cached_tokens)
+
+@dataclass(slots=True)
+class Spent:
+    """What a call used: tokens by kind, whether they are the gateway's estimate, and their cost in US dollars."""
+
+    input_tokens: int = 0
+    output_tokens: int = 0
+    cached_tokens: int = 0
+    reasoning_tokens: int = 0
+    estimated: bool = False
+    cost_usd: float = 0.0
 
 
 def _timing(record: stats_pb2.UsageRecord, ctx: CallContext, now: float) -> None:
