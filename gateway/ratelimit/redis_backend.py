@@ -73,8 +73,9 @@ class RedisBackend:
             if bucket.kind == "spend" and bucket.period not in PERIODS:
                 raise ValueError(f"unknown spend period {bucket.period!r}: expected one of {', '.join(PERIODS)}")
             keys.append(self._prefix + bucket.key)
-            args += (bucket.kind, repr(float(bucket.limit)), repr(float(bucket.window)), bucket.period)
-            args.append(repr(float(charge.amount)))
+            # One argument a bucket (see acquire.lua): packing a command costs per argument in redis-py.
+            limit, window, amount = float(bucket.limit), float(bucket.window), float(charge.amount)
+            args.append(f"{bucket.kind} {limit!r} {window!r} {bucket.period or '-'} {amount!r}")
         return keys, args
 
     async def _call(self, which: int, keys: list[str], args: list[str | float]) -> list[bytes]:

@@ -1,13 +1,15 @@
 -- settle: the request has ended. KEYS[i]: bucket i (spend: without its period label).
--- ARGV: lease id, then five per bucket: kind, limit, window, period, amount.
+-- ARGV: lease id, then one per bucket: "kind limit window period amount" (period "-" when none): one
+-- argument a bucket, since redis-py's cost of packing a command grows with its argument count.
 -- tokens: move TAT by amount·T; spend: add amount to this period's total; concurrent: release the lease.
 local now_us = clock_us()
 local now = now_us / 1e6
 local lease = ARGV[1]
 for i = 1, #KEYS do
-  local key, base = KEYS[i], 1 + (i - 1) * 5
-  local kind, limit, window = ARGV[base + 1], tonumber(ARGV[base + 2]), tonumber(ARGV[base + 3])
-  local period, amount = ARGV[base + 4], ARGV[base + 5]
+  local key = KEYS[i]
+  local kind, limit, window, period, amount = string.match(ARGV[i + 1], '^(%S+) (%S+) (%S+) (%S+) (%S+)$')
+  limit, window = tonumber(limit), tonumber(window)
+  if period == '-' then period = '' end
   if kind == 'tokens' then
     local backlog = rate_adjust(read_backlog(key, now_us), tonumber(amount), limit, window)
     write_backlog(key, now_us, backlog)
