@@ -26,6 +26,7 @@ log = logging.getLogger("tollgate.limits")
 
 _MINUTE = 60.0
 _SETTLE_RETRIES = (0.1, 0.5, 2.0)  # waits after each failed try
+_APPLICABLE_CACHE = 10_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +59,8 @@ class RateLimiter:
             for rule in config.rules
         )
         self._settling: set[asyncio.Task[None]] = set()
+        # The counters that apply, by caller and model: the same few callers ask again and again.
+        self._applicable: dict[tuple[object, ...], tuple[Bucket, ...]] = {}
 
     async def close(self) -> None:
         """Let pending settlements finish, then release the backend."""
@@ -119,12 +122,22 @@ class RateLimiter:
         log.warning("could not settle limits for %s: the limiter store is unavailable", lease_id)
 
     def _charges(self, principal: Principal, model: str, estimate: int) -> list[Charge]:
+        cache_key = (principal.key_id, principal.user, principal.team, principal.limits, model)
+        buckets = self._applicable.get(cache_key)
+        if buckets is None:
+            if len(self._applicable) >= _APPLICABLE_CACHE:
+                self._applicable.clear()  # callers come and go; a full rebuild now and then costs little
+            buckets = self._applicable[cache_key] = self._buckets(principal, model)
+        return [Charge(b, estimate if b.kind == "tokens" else 0 if b.kind == "spend" else 1) for b in buckets]
+
+    def _buckets(self, principal: Principal, model: str) -> tuple[Bucket, ...]:
+        """Every counter that applies to `principal` asking for `model`."""
         values = {"key": principal.key_id, "user": principal.user, "team": principal.team, "model": model}
-        charges: list[Charge] = []
+        buckets: list[Bucket] = []
         for rule in self._rules:
             subject = "*" if rule.rule.per == "global" else values[rule.rule.per]
             if subject and all(p.fullmatch(values[dim]) for dim, p in rule.match):
-                charges += self._rule_charges(rule.rule, f"{rule.rule.per}:{subject}", estimate)
+                buckets += self._rule_buckets(rule.rule, f"{rule.rule.per}:{subject}")
         limits = principal.limits
         if principal.key_id and (limits.requests_per_minute or limits.tokens_per_minute or limits.concurrent_requests):
             key_rule = LimitRule(
@@ -134,28 +147,30 @@ class RateLimiter:
                 window=_MINUTE,
                 concurrent=limits.concurrent_requests,
             )
-            charges += self._rule_charges(key_rule, f"key:{principal.key_id}", estimate)
+            buckets += self._rule_buckets(key_rule, f"key:{principal.key_id}")
         if principal.key_id and limits.budget_usd:
             budget = LimitRule(per="key", budget_usd=limits.budget_usd, budget_period=limits.budget_period or "month")
-            charges += self._rule_charges(budget, f"key:{principal.key_id}", estimate)
-        return charges
+            buckets += self._rule_buckets(budget, f"key:{principal.key_id}")
+        return tuple(buckets)
 
-    def _rule_charges(self, rule: LimitRule, subject: str, estimate: int) -> list[Charge]:
+    def _rule_buckets(self, rule: LimitRule, subject: str) -> list[Bucket]:
         # A bucket's key names its limit too: a changed limit starts a fresh counter instead of misreading an old one.
-        charges = []
+        buckets = []
         if rule.requests:
-            key = f"{subject}:requests:{rule.requests}/{rule.window:g}"
-            charges.append(Charge(Bucket(key, "requests", rule.requests, rule.window), 1))
+            buckets.append(
+                Bucket(f"{subject}:requests:{rule.requests}/{rule.window:g}", "requests", rule.requests, rule.window)
+            )
         if rule.tokens:
-            key = f"{subject}:tokens:{rule.tokens}/{rule.window:g}"
-            charges.append(Charge(Bucket(key, "tokens", rule.tokens, rule.window), estimate))
+            buckets.append(
+                Bucket(f"{subject}:tokens:{rule.tokens}/{rule.window:g}", "tokens", rule.tokens, rule.window)
+            )
         if rule.concurrent:
-            key = f"{subject}:concurrent:{rule.concurrent}"
-            charges.append(Charge(Bucket(key, "concurrent", rule.concurrent, self._config.max_request_seconds), 1))
+            lease = self._config.max_request_seconds
+            buckets.append(Bucket(f"{subject}:concurrent:{rule.concurrent}", "concurrent", rule.concurrent, lease))
         if rule.budget_usd:
             key = f"{subject}:spend:{rule.budget_usd:g}/{rule.budget_period}"
-            charges.append(Charge(Bucket(key, "spend", rule.budget_usd, 0, rule.budget_period), 0))
-        return charges
+            buckets.append(Bucket(key, "spend", rule.budget_usd, 0, rule.budget_period))
+        return buckets
 
 
 @dataclass(frozen=True, slots=True)
