@@ -44,6 +44,7 @@ _MIN_WAIT = 0.001
 _EMPTY_SEGMENTS_PER_SCAN = 100
 _MIN_SCAN_INTERVAL = 0.05  # the spool directory is listed at most this often, however small flush_interval is
 _DETAILS_MAX = 200
+_MAX_BATCH_BYTES = 1 << 20  # well under gRPC's default 4 MiB message limit
 _REPORT = f"/{stats_pb2.DESCRIPTOR.services_by_name['StatsService'].full_name}/Report"
 
 
@@ -296,8 +297,14 @@ class UsageReporter:
     def _memory_batch(self) -> _Batch:
         if self._inflight is None:
             queue = self._queue
-            count = min(len(queue), self._config.max_batch)
-            payloads = [queue.popleft()[1] for _ in range(count)]
+            payloads: list[bytes] = []
+            size = 0
+            # Bounded in bytes too: a server refuses a message over its limit (4 MiB by gRPC's default) for good.
+            while queue and len(payloads) < self._config.max_batch:
+                size += len(queue[0][1])
+                if payloads and size > _MAX_BATCH_BYTES:
+                    break
+                payloads.append(queue.popleft()[1])
             self._inflight = _Batch(payloads, encode_report_request(payloads), None)
         return self._inflight
 
@@ -305,7 +312,13 @@ class UsageReporter:
         if self._claim is None and not self._claim_next(now):
             return None
         assert self._claim is not None
-        payloads = self._claim.entries[self._claim_pos : self._claim_pos + self._config.max_batch]
+        payloads: list[bytes] = []
+        size = 0
+        for payload in self._claim.entries[self._claim_pos : self._claim_pos + self._config.max_batch]:
+            size += len(payload)
+            if payloads and size > _MAX_BATCH_BYTES:
+                break
+            payloads.append(payload)
         return _Batch(payloads, encode_report_request(payloads), len(payloads))
 
     def _claim_next(self, now: float) -> bool:

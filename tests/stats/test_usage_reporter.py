@@ -361,3 +361,20 @@ def test_report_request_encoding_matches_protobuf() -> None:
     data = encode_report_request([r.SerializeToString() for r in records])
     assert stats_pb2.ReportRequest.FromString(data) == stats_pb2.ReportRequest(records=records)
     assert encode_report_request([]) == b""
+
+
+async def test_batches_stay_under_a_megabyte_however_large_the_records(
+    server: FakeStatsServer, tmp_path: Path, reporters: list[UsageReporter]
+) -> None:
+    """Huge labels must not make a message a server refuses for good (gRPC's default limit is 4 MiB)."""
+    reporter = UsageReporter(config(server.address, tmp_path, max_batch=500, buffer=20))
+    reporters.append(reporter)
+    await reporter.start()
+    big = {"note": "x" * 300_000}
+    for i in range(40):  # 20 stay in memory, 20 spill to the spool
+        r = record(i)
+        r.labels.update(big)
+        reporter.submit(r)
+    await eventually(lambda: len(server.service.store) == 40, within=10)
+    assert max(server.service.batches) <= 3  # 3 records of 300 KB fit under 1 MiB, 4 do not
+    assert reporter.counters.dropped == 0
