@@ -18,7 +18,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.testing.fake_openai import FakeOpenAI
-from tests.conftest import config_for
+from tests.conftest import StartGateway, config_for
 
 MESSAGES = [{"role": "user", "content": "hello there"}]
 REPLY = "This is a reply from the fake OpenAI "  # the fake's answer with chunks=8
@@ -331,3 +331,33 @@ stats: {{server: "127.0.0.1:{stats.ports["stats"]}", spool_dir: "{tmp_path / "sp
         by_model = {group["keys"]["model"]: group["totals"] for group in usage["groups"]}
         assert {group["keys"]["user"] for group in usage["groups"]} == {"alice"}
         assert (by_model["gpt-4o-mini"]["requests"], by_model["demo"]["errors"]) == (2, 1)
+
+
+async def test_a_frozen_auth_server_fails_closed_within_the_deadline(
+    tmp_path: Path, upstream: FakeOpenAI, start_gateway: StartGateway
+) -> None:
+    """The real authsvc, stopped with SIGSTOP (it accepts connections but never answers), then resumed."""
+    keys = tmp_path / "keys.yaml"
+    code, out, err = await run("keys", "add", "--file", str(keys), "--user", "alice")
+    assert code == 0, err
+    key = out.splitlines()[0]
+    async with tollgate("authsvc", "--keys", str(keys), "--listen", "127.0.0.1:0") as auth:
+        await auth.wait_listening("auth")
+        gateway = await start_gateway(
+            config_for(upstream.base_url).replace(
+                "auth: none", f'auth: {{server: "127.0.0.1:{auth.ports["auth"]}", timeout: 300ms}}'
+            )
+        )
+        sdk = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=10)
+        auth.process.send_signal(signal.SIGSTOP)
+        try:
+            started = asyncio.get_running_loop().time()
+            with pytest.raises(openai.InternalServerError) as caught:
+                await sdk.chat.completions.create(model="demo", messages=MESSAGES)  # type: ignore[arg-type]
+            assert caught.value.status_code == 503
+            assert "did not answer in time" in caught.value.message
+            assert asyncio.get_running_loop().time() - started < 3
+        finally:
+            auth.process.send_signal(signal.SIGCONT)
+        completion = await sdk.chat.completions.create(model="demo", messages=MESSAGES)  # type: ignore[arg-type]
+        assert completion.choices[0].message.content
