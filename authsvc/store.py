@@ -106,11 +106,14 @@ class KeyStore:
             self._missing = False
             if signature == self._seen and not force:
                 return False
-            self._seen = signature
             try:
                 snapshot = self._read()
-            except (KeyFileError, OSError) as exc:
+            except KeyFileError as exc:
+                self._seen = signature  # a bad version is reported once, not at every poll
                 log.error("key file %s refused: %s; the old keys keep serving", self.path, exc)
+                return False
+            except OSError as exc:  # transient (EMFILE, EIO): the same version is tried again at the next poll
+                log.error("cannot read key file %s: %s; the old keys keep serving", self.path, exc)
                 return False
             self._seen = snapshot.signature
             self._snapshot = snapshot  # one assignment: a lookup sees the old keys or the new, never a mix

@@ -63,9 +63,7 @@ class Supervisor:
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
-        for proc, _ in self._procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+        self._signal_all()
 
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT (0), or until workers keep dying at start (1)."""
@@ -88,8 +86,15 @@ class Supervisor:
                     return 1
                 log.error("worker pid %d exited with code %s; starting another", proc.pid, code)
                 self._procs[i] = self._spawn()
+        # A signal that came while a worker was being started reached only the workers started before it.
+        self._signal_all()
         self._wait()
         return 0
+
+    def _signal_all(self) -> None:
+        for proc, _ in self._procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
 
     def _wait(self) -> None:
         for proc, _ in self._procs:

@@ -114,7 +114,14 @@ class Authenticator:
         self.calls += 1
         try:
             reply = await self._stub().Check(request, timeout=self._config.timeout)
-        except grpc.aio.AioRpcError as exc:
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # anything but a status (a key gRPC cannot carry...): fail closed, not a 500
+            if not isinstance(exc, grpc.aio.AioRpcError):
+                log.exception("auth check failed", extra={"request_id": ctx.request_id})
+                return ServiceUnavailableError(
+                    "The authentication service is unavailable; try again shortly", code="auth_unavailable"
+                )
             denial = self._denial(exc, ctx)
             if isinstance(denial, _CACHED_DENIALS):
                 self._cache.put(digest, denial, self._config.negative_ttl)
@@ -126,7 +133,12 @@ class Authenticator:
 
     def _forwarded(self, ctx: CallContext) -> dict[str, str]:
         headers = ctx.headers
-        return {name: value for name in self._config.headers if (value := headers.get(name)) is not None}
+        # Values that are not printable ASCII (invalid UTF-8 arrives as surrogates) are left out, not sent broken.
+        return {
+            name: value
+            for name in self._config.headers
+            if (value := headers.get(name)) is not None and value.isascii() and value.isprintable()
+        }
 
     def _ttl(self, reply: auth_pb2.CheckResponse) -> float:
         ttl = self._config.cache_ttl

@@ -102,7 +102,13 @@ class Meter:
         ctx, params = call.ctx, call.params
         usage = ctx.usage
         if usage is not None:
-            spent = Spent(usage.prompt_tokens, usage.completion_tokens, usage.cached_tokens, usage.reasoning_tokens)
+            # A provider's negative count is nonsense, and a stats server may refuse the batch holding it.
+            spent = Spent(
+                max(0, usage.prompt_tokens),
+                max(0, usage.completion_tokens),
+                max(0, usage.cached_tokens),
+                max(0, usage.reasoning_tokens),
+            )
         elif ctx.chunks and params is not None:
             # A stream cut short: the provider bills the prompt and what it generated, but never said how much.
             # A streamed delta is about one token.

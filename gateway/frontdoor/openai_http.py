@@ -21,7 +21,13 @@ from gateway.codec.openai_request import decode_chat_params, decode_embeddings_r
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
 from gateway.config import Secret
 from gateway.engine.contract import CallContext, Engine, client_request_id, new_request_id
-from gateway.errors import GatewayError, InternalError, InvalidRequestError, RequestTooLargeError
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InternalError,
+    InvalidRequestError,
+    RequestTooLargeError,
+)
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.frontdoor")
@@ -46,6 +52,10 @@ def _context(request: web.Request) -> CallContext:
         peer=request.remote or "",
         headers=headers,
     )
+
+
+def _printable(value: str) -> bool:
+    return value.isascii() and value.isprintable()
 
 
 def _overhead_ms(ctx: CallContext) -> str:
@@ -73,6 +83,10 @@ def _guarded(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRe
 
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = _context(request)
+        if ctx.api_key is not None and not _printable(ctx.api_key.reveal()):
+            # No key has bytes like these (aiohttp passes invalid UTF-8 through as surrogates): refuse it here,
+            # before it reaches gRPC metadata or the auth server, which would fail on it.
+            return error_response(AuthenticationError("Invalid API key"), ctx)
         try:
             return await handler(request, ctx)
         except GatewayError as exc:

@@ -8,6 +8,8 @@ row (one slow answer on a saturated process is not an outage); while down it is 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import Callable, Sequence
@@ -41,7 +43,8 @@ class FailoverLimiter:
         self._trip_after = trip_after
         self._failures_in_a_row = 0
         self._probe_at = 0.0  # while down: when the primary may be tried again
-        self._on_fallback: dict[str, float] = {}  # lease id → until when its settle is expected
+        self._on_fallback: dict[str, float] = {}
+        self._releasing: set[asyncio.Task[None]] = set()  # lease id → until when its settle is expected
         self.down = False
         self.fallback_acquires = 0
         self.primary_failures = 0
@@ -52,9 +55,25 @@ class FailoverLimiter:
             admission = await self._on_primary_acquire(lease_id, charges)
         except LimiterUnavailable:
             if not self._fail_open:
-                raise
+                raise  # the caller frees what the primary may hold
+            self._release_on_primary(lease_id, charges)
             return await self._fallback_acquire(lease_id, charges)
         return admission
+
+    def _release_on_primary(self, lease_id: str, charges: Sequence[Charge]) -> None:
+        """A primary that missed its deadline may still have taken slots: free them, in the background, at no risk
+        (a release of a slot not held is a no-op)."""
+        releases = [Charge(c.bucket, 1) for c in charges if c.bucket.kind == "concurrent"]
+        if not releases:
+            return
+
+        async def release() -> None:
+            with contextlib.suppress(LimiterUnavailable):
+                await self._primary.settle(lease_id, releases)
+
+        task = asyncio.ensure_future(release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     async def settle(self, lease_id: str, adjustments: Sequence[Charge]) -> None:
         """Settle where the lease was acquired; a primary that cannot answer raises `LimiterUnavailable`."""

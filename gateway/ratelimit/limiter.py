@@ -10,6 +10,7 @@ request ends; spend is charged the request's cost when it ends.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import math
 import re
@@ -31,10 +32,17 @@ _APPLICABLE_CACHE = 10_000
 
 @dataclass(frozen=True, slots=True)
 class _Rule:
-    """A configured rule with its globs compiled."""
+    """A configured rule with its globs compiled, and the tag that keeps its counters apart from other rules'."""
 
     rule: LimitRule
     match: tuple[tuple[str, re.Pattern[str]], ...]
+    tag: str
+
+
+def _rule_tag(rule: LimitRule) -> str:
+    # Two rules with the same scope and numbers but different `match` (gpt-* and claude-*) are different limits.
+    identity = repr((rule.per, sorted(rule.match.items())))
+    return "r" + hashlib.blake2b(identity.encode(), digest_size=4).hexdigest()
 
 
 @dataclass(slots=True)
@@ -55,7 +63,11 @@ class RateLimiter:
         self._config = config
         self._backend = backend
         self._rules = tuple(
-            _Rule(rule, tuple((dim, p) for dim, globs in rule.match.items() if (p := compile_globs(globs))))
+            _Rule(
+                rule,
+                tuple((dim, p) for dim, globs in rule.match.items() if (p := compile_globs(globs))),
+                _rule_tag(rule),
+            )
             for rule in config.rules
         )
         self._settling: set[asyncio.Task[None]] = set()
@@ -79,9 +91,13 @@ class RateLimiter:
         try:
             admission = await self._backend.acquire(request_id, charges)
         except LimiterUnavailable:
+            self._release_soon(request_id, charges)
             raise ServiceUnavailableError(
                 "Rate limits cannot be checked right now; try again shortly", code="limits_unavailable"
             ) from None
+        except asyncio.CancelledError:  # the client went away mid-check
+            self._release_soon(request_id, charges)
+            raise
         headers = rate_limit_headers(admission)
         if not admission.allowed:
             return Admitted(None, headers, _denied(admission, charges))
@@ -95,16 +111,24 @@ class RateLimiter:
         )
         return Admitted(lease, headers, None)
 
+    def _release_soon(self, lease_id: str, charges: Sequence[Charge]) -> None:
+        """An acquire whose answer never came may still have run: free its concurrency slots (a no-op if not)."""
+        releases = [Charge(c.bucket, 1) for c in charges if c.bucket.kind == "concurrent"]
+        if releases:
+            self._schedule(lease_id, releases)
+
+    def _schedule(self, lease_id: str, adjustments: list[Charge]) -> None:
+        task = asyncio.ensure_future(self._settle(lease_id, adjustments))
+        self._settling.add(task)
+        task.add_done_callback(self._settling.discard)
+
     def settle_soon(self, lease: Lease, tokens: int, cost_usd: float) -> None:
         """True the token limits up to `tokens`, charge `cost_usd`, release concurrency: in the background."""
         adjustments = [Charge(b, tokens - lease.estimate) for b in lease.tokens if tokens != lease.estimate]
         adjustments += [Charge(b, cost_usd) for b in lease.spend if cost_usd > 0]
         adjustments += [Charge(b, 1) for b in lease.concurrent]
-        if not adjustments:
-            return
-        task = asyncio.ensure_future(self._settle(lease.lease_id, adjustments))
-        self._settling.add(task)
-        task.add_done_callback(self._settling.discard)
+        if adjustments:
+            self._schedule(lease.lease_id, adjustments)
 
     async def _settle(self, lease_id: str, adjustments: list[Charge]) -> None:
         # A missed settle holds a concurrency slot until its lease expires: worth a few tries in the background.
@@ -137,7 +161,7 @@ class RateLimiter:
         for rule in self._rules:
             subject = "*" if rule.rule.per == "global" else values[rule.rule.per]
             if subject and all(p.fullmatch(values[dim]) for dim, p in rule.match):
-                buckets += self._rule_buckets(rule.rule, f"{rule.rule.per}:{subject}")
+                buckets += self._rule_buckets(rule.rule, f"{rule.rule.per}:{subject}:{rule.tag}")
         limits = principal.limits
         if principal.key_id and (limits.requests_per_minute or limits.tokens_per_minute or limits.concurrent_requests):
             key_rule = LimitRule(
@@ -147,11 +171,11 @@ class RateLimiter:
                 window=_MINUTE,
                 concurrent=limits.concurrent_requests,
             )
-            buckets += self._rule_buckets(key_rule, f"key:{principal.key_id}")
+            buckets += self._rule_buckets(key_rule, f"key:{principal.key_id}:auth")
         if principal.key_id and limits.budget_usd:
             budget = LimitRule(per="key", budget_usd=limits.budget_usd, budget_period=limits.budget_period or "month")
-            buckets += self._rule_buckets(budget, f"key:{principal.key_id}")
-        return tuple(buckets)
+            buckets += self._rule_buckets(budget, f"key:{principal.key_id}:auth")
+        return tuple(dict.fromkeys(buckets))  # the same counter twice would be charged twice
 
     def _rule_buckets(self, rule: LimitRule, subject: str) -> list[Bucket]:
         # A bucket's key names its limit too: a changed limit starts a fresh counter instead of misreading an old one.

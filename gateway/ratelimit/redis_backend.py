@@ -8,6 +8,7 @@ read the time from Redis (`TIME`), so the replicas' clocks never need to agree. 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
@@ -57,6 +58,9 @@ class RedisBackend:
         adjustments = [a for a in adjustments if a.bucket.kind != "requests"]
         if adjustments:
             keys, args = self._encode(lease_id, adjustments)
+            # Names this settle (a retry sends the same arguments): applied once however often it is sent.
+            digest = hashlib.blake2b("\n".join(map(str, args)).encode(), digest_size=8).hexdigest()
+            keys.append(f"{self._prefix}settled:{lease_id}:{digest}")
             await self._call(1, keys, args)
 
     async def close(self) -> None:

@@ -353,6 +353,7 @@ class UsageReporter:
                 return
             self._unavailable(result, len(batch.payloads))
             self._counts.retries += 1
+            self._spool.sync()  # an outage is when the spool holds everything: segments rotated meanwhile go to disk
             await self._sleep(self._backoff(attempt))
             attempt += 1
 
@@ -395,10 +396,15 @@ class UsageReporter:
                 error.code().name,
                 _details(error),
             )
-        for payload in batch.payloads:
-            self._spill(payload)
         # Replaying the spool now would only meet the same answer: wait as long as for a server that is down.
         self._replay_at = self._clock() + self._config.retry_max
+        if batch.spool_entries is not None:
+            # Already safe on disk: let go of the segment, unchanged, to be replayed later. Copying it would need
+            # room a full spool does not have, and the original would be deleted whether or not the copy fitted.
+            self._release_claim()
+            return
+        for payload in batch.payloads:
+            self._spill(payload)
         self._done_with(batch)
 
     def _unavailable(self, error: grpc.aio.AioRpcError, size: int) -> None:
@@ -412,6 +418,11 @@ class UsageReporter:
                 size,
             )
         self._state = _State.DOWN
+
+    def _release_claim(self) -> None:
+        if self._claim is not None:
+            self._spool.release(self._claim)
+            self._claim = None
 
     def _done_with(self, batch: _Batch) -> None:
         """The batch is stored, or safely in the spool again: forget it, and its segment once all of it is."""

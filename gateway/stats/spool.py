@@ -57,7 +57,9 @@ def decode(data: bytes) -> Decoded:
             break
         length, crc = _HEADER.unpack_from(view, offset)
         start = offset + _HEADER.size
-        if length > _MAX_ENTRY or start + length > end:
+        # An empty entry is corruption, not a record (a record always has its request id): a zero-filled tail, as
+        # some filesystems leave after a power loss, would otherwise decode as records and poison every batch.
+        if length == 0 or length > _MAX_ENTRY or start + length > end:
             break
         payload = bytes(view[start : start + length])
         if zlib.crc32(payload) != crc:
@@ -251,6 +253,9 @@ class Spool:
         os.close(active.fd)
         if active.records:
             self._unsynced.append(active.path)
+        else:
+            with contextlib.suppress(OSError):  # a failed first write must not leave an empty file per record
+                os.unlink(active.path)
 
     def _unlink(self, path: str, size: int) -> None:
         try:

@@ -319,3 +319,24 @@ async def test_the_auth_server_sees_the_client_and_the_configured_headers_in_bot
     assert seen.client_address == "127.0.0.1"  # the HTTP client's, not the front door's, in split mode too
     assert (seen.model, seen.operation) == ("demo", auth_pb2.OPERATION_CHAT)
     assert seen.request_id.startswith("req_")
+
+
+async def test_a_key_with_bytes_no_key_has_is_a_401_not_a_500(secured: RunningGateway) -> None:
+    host, port = secured.http_url.removeprefix("http://").split(":")
+    body = b'{"model": "demo", "messages": [{"role": "user", "content": "hi"}]}'
+    for key in (b"sk-\xff\xfe", "sk-\u00e9".encode()):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(
+            b"POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+            + b"Authorization: Bearer "
+            + key
+            + b"\r\nContent-Length: "
+            + str(len(body)).encode()
+            + b"\r\n"
+            + b"Connection: close\r\n\r\n"
+            + body
+        )
+        answer = await asyncio.wait_for(reader.read(), 5)
+        writer.close()
+        assert answer.startswith(b"HTTP/1.1 401"), answer[:200]
+        assert b"Invalid API key" in answer

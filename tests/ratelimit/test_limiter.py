@@ -9,7 +9,8 @@ import pytest
 
 from gateway.auth.principal import Limits, Principal
 from gateway.config import parse_config
-from gateway.ratelimit.backend import Admission, BucketState, Charge
+from gateway.errors import ServiceUnavailableError
+from gateway.ratelimit.backend import Admission, BucketState, Charge, LimiterUnavailable
 from gateway.ratelimit.limiter import RateLimiter, format_reset, rate_limit_headers
 from gateway.ratelimit.memory import MemoryBackend
 
@@ -44,6 +45,12 @@ class Recording:
         pass
 
 
+def untagged(key: str) -> str:
+    """A counter's key without its rule tag (the third part), which is a hash of the rule."""
+    parts = key.split(":")
+    return ":".join(parts[:2] + parts[3:])
+
+
 def limiter(backend: object | None = None) -> tuple[RateLimiter, Recording]:
     recording = Recording()
     config = parse_config(RULES, {})
@@ -54,7 +61,7 @@ async def test_rules_apply_by_scope_and_match() -> None:
     rl, backend = limiter()
     await rl.admit("r1", ALICE, "gpt-4o-mini", 300)
     ((_, charges),) = backend.acquired
-    assert [(c.bucket.key, c.bucket.kind, c.amount) for c in charges] == [
+    assert [(untagged(c.bucket.key), c.bucket.kind, c.amount) for c in charges] == [
         ("user:alice:requests:100/60", "requests", 1),
         ("team:ml:tokens:5000/3600", "tokens", 300),
         ("model:gpt-4o-mini:concurrent:2", "concurrent", 1),
@@ -66,7 +73,7 @@ async def test_rules_that_do_not_match_or_have_no_subject_do_not_apply() -> None
     rl, backend = limiter()
     await rl.admit("r1", Principal(key_id=""), "claude", 300)  # no user, no team; the model matches no glob
     ((_, charges),) = backend.acquired
-    assert [c.bucket.key for c in charges] == ["global:*:spend:10/day"]
+    assert [untagged(c.bucket.key) for c in charges] == ["global:*:spend:10/day"]
 
 
 async def test_a_keys_own_limits_come_from_the_auth_decision() -> None:
@@ -79,7 +86,7 @@ async def test_a_keys_own_limits_come_from_the_auth_decision() -> None:
     )
     await rl.admit("r1", key, "claude", 10)
     ((_, charges),) = backend.acquired
-    assert [c.bucket.key for c in charges][-4:] == [
+    assert [untagged(c.bucket.key) for c in charges][-4:] == [
         "key:k9:requests:60/60",
         "key:k9:tokens:1000/60",
         "key:k9:concurrent:3",
@@ -139,3 +146,66 @@ async def test_close_waits_for_pending_settlements() -> None:
     rl.settle_soon(admitted.lease, tokens=10, cost_usd=0.0)
     await asyncio.wait_for(rl.close(), 1)
     assert len(backend.settled) == 1
+
+
+async def test_rules_that_differ_only_in_match_keep_their_own_counters() -> None:
+    config = parse_config(
+        """
+limits:
+  rules:
+    - {per: key, match: {model: "gpt-*"}, requests: 2}
+    - {per: key, match: {model: "claude-*"}, requests: 2}
+backends: [{name: d, provider: mock}]
+models: [{name: demo, targets: [{backend: d}]}]
+""",
+        {},
+    )
+    rl = RateLimiter(config.limits, MemoryBackend())
+    for i in range(2):
+        assert (await rl.admit(f"g{i}", ALICE, "gpt-4o", 1)).denial is None
+    assert (await rl.admit("g3", ALICE, "gpt-4o", 1)).denial is not None
+    assert (await rl.admit("c1", ALICE, "claude-3", 1)).denial is None  # its own counter, not gpt's
+
+
+async def test_a_config_rule_and_a_keys_own_limit_with_the_same_numbers_are_two_counters() -> None:
+    config = parse_config(
+        """
+limits: {rules: [{per: key, requests: 3}]}
+backends: [{name: d, provider: mock}]
+models: [{name: demo, targets: [{backend: d}]}]
+""",
+        {},
+    )
+    rl = RateLimiter(config.limits, MemoryBackend())
+    key = Principal(key_id="k1", limits=Limits(requests_per_minute=3))
+    admitted = [(await rl.admit(f"r{i}", key, "demo", 1)).denial is None for i in range(5)]
+    assert admitted == [True, True, True, False, False]  # each counter charged once per request
+
+
+async def test_a_check_whose_answer_is_lost_frees_the_slot_it_may_have_taken() -> None:
+    """Redis ran the script but the answer missed the deadline: the slot must not stay held for the lease's life."""
+
+    class LateAnswers(MemoryBackend):
+        late = True
+
+        async def acquire(self, lease_id: str, charges: Sequence[Charge]) -> Admission:
+            admission = await super().acquire(lease_id, charges)
+            if self.late:
+                raise LimiterUnavailable("answer lost after the script ran")
+            return admission
+
+    config = parse_config(
+        """
+limits: {rules: [{per: model, concurrent: 1}]}
+backends: [{name: d, provider: mock}]
+models: [{name: demo, targets: [{backend: d}]}]
+""",
+        {},
+    )
+    backend = LateAnswers()
+    rl = RateLimiter(config.limits, backend)
+    with pytest.raises(ServiceUnavailableError):
+        await rl.admit("lost", ALICE, "demo", 1)
+    await asyncio.sleep(0.01)  # the release runs in the background
+    backend.late = False
+    assert (await rl.admit("next", ALICE, "demo", 1)).denial is None

@@ -128,6 +128,17 @@ async def test_spend_keys_carry_the_period_and_expire_a_day_after_it(
     assert inspect.ttl(f"{redis_namespace}:key:k1:spend:total:total") == -1  # never expires
 
 
+async def test_a_settle_sent_again_is_applied_once(
+    backend: RedisBackend, redis_namespace: str, inspect: redis.Redis
+) -> None:
+    """A settle whose answer was lost is retried with the same arguments: tokens and spend must not count twice."""
+    spend = Bucket("key:k1:spend:total", "spend", limit=5.0, window=0, period="total")
+    for _ in range(3):
+        await backend.settle("r1", [Charge(spend, 0.5)])
+    await backend.settle("r2", [Charge(spend, 0.5)])  # another request's settle still counts
+    assert float(inspect.get(f"{redis_namespace}:key:k1:spend:total:total") or 0) == 1.0
+
+
 async def test_each_acquire_and_settle_is_one_round_trip(own_redis: RedisServer) -> None:
     backend = RedisBackend(own_redis.url, timeout=2.0)
     charges = [
