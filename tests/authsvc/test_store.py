@@ -125,3 +125,19 @@ def test_a_removed_file_keeps_the_old_keys_with_one_warning(keys: Keys, caplog: 
     save_key_file(keys.path, KeyFile((record,)))  # back again: read as soon as it is seen
     assert store.reload()
     assert store.lookup(raw).status is KeyStatus.VALID
+
+
+def test_a_transient_read_error_is_retried_at_the_next_poll(keys: Keys, monkeypatch: pytest.MonkeyPatch) -> None:
+    store = KeyStore(keys.path)
+    raw, record = new_key("erin")
+    save_key_file(keys.path, keys.file().with_key(record))
+    real_read = KeyStore._read
+
+    def too_many_files(self: KeyStore) -> object:
+        raise OSError(24, "Too many open files")
+
+    monkeypatch.setattr(KeyStore, "_read", too_many_files)
+    assert not store.reload()
+    monkeypatch.setattr(KeyStore, "_read", real_read)
+    assert store.reload()  # the same version of the file, tried again
+    assert store.lookup(raw).status is KeyStatus.VALID

@@ -142,3 +142,28 @@ def test_an_unwritable_dir_refuses_appends_without_raising(tmp_path: Path) -> No
     assert spool.last_error
     assert spool.claim() is None
     spool.close()
+
+
+def test_a_zero_filled_tail_is_corruption_not_empty_records() -> None:
+    """Some filesystems leave zeros after a power loss; an empty entry would decode as a record with no request id."""
+    decoded = decode(frame(b"abc") + b"\0" * 64)
+    assert decoded.entries == [b"abc"]
+    assert decoded.torn == 1
+
+
+def test_a_failed_first_write_leaves_no_empty_segment(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path), max_bytes=1 << 20)
+    spool.open()
+    real_write = os.write
+
+    def full_disk(fd: int, data: bytes) -> int:
+        raise OSError(28, "No space left on device")
+
+    os.write = full_disk  # type: ignore[assignment]
+    try:
+        for _ in range(20):
+            assert not spool.append(frame(b"record"))
+    finally:
+        os.write = real_write  # type: ignore[assignment]
+        spool.close()
+    assert list(tmp_path.glob("*.spool")) == []
