@@ -105,7 +105,7 @@ async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) 
 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
-    engine = RemoteEngine(engine_address, config.auth.headers if config.auth else ())
+    engine = RemoteEngine.for_config(engine_address, config)
     server = await start_http_server(create_app(engine, config.server), http, config.server.shutdown_grace)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     try:

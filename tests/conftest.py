@@ -81,7 +81,7 @@ async def start_gateway(request: pytest.FixtureRequest) -> AsyncIterator[StartGa
         grpc_address = f"127.0.0.1:{grpc_server.port}"
         front_engine: EngineCore | RemoteEngine = engine
         if mode == "split":
-            remote = RemoteEngine(grpc_address, config.auth.headers if config.auth else ())
+            remote = RemoteEngine.for_config(grpc_address, config)
             cleanups.append(remote.close)
             front_engine = remote
         http = await start_http_server(create_app(front_engine, config.server), config.listen.http, 1.0)

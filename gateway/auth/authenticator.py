@@ -21,7 +21,7 @@ import grpc
 from gateway.auth.cache import Decision, DecisionCache
 from gateway.auth.principal import ANONYMOUS, Principal
 from gateway.config import AuthConfig, Secret
-from gateway.engine.contract import CallContext
+from gateway.engine.contract import CallContext, printable
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -137,7 +137,7 @@ class Authenticator:
         return {
             name: value
             for name in self._config.headers
-            if (value := headers.get(name)) is not None and value.isascii() and value.isprintable()
+            if (value := headers.get(name)) is not None and printable(value)
         }
 
     def _ttl(self, reply: auth_pb2.CheckResponse) -> float:

@@ -25,13 +25,27 @@ def new_request_id() -> str:
 
 
 _CLIENT_ID_MAX = 128
+_BEARER = "bearer "
+
+
+def printable(value: str) -> bool:
+    """Printable ASCII: what a gRPC text metadata value may hold, and all that a key or a forwarded header may be
+    (aiohttp passes invalid UTF-8 through as surrogates)."""
+    return value.isascii() and value.isprintable()
 
 
 def client_request_id(value: str | None) -> str:
     """A caller's own `x-request-id`, kept for correlation: at most 128 printable ASCII characters, else nothing."""
-    if not value or len(value) > _CLIENT_ID_MAX or not (value.isascii() and value.isprintable()):
+    if not value or len(value) > _CLIENT_ID_MAX or not printable(value):
         return ""
     return value
+
+
+def api_key(headers: Mapping[str, str]) -> Secret | None:
+    """The key from `authorization: Bearer …`, else `x-api-key` (HTTP headers or gRPC metadata), kept secret."""
+    auth = headers.get("authorization", "")
+    key = auth[len(_BEARER) :] if auth[: len(_BEARER)].lower() == _BEARER else headers.get("x-api-key", "")
+    return Secret(key) if key else None
 
 
 @dataclass(slots=True)

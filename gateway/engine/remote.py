@@ -12,7 +12,8 @@ from typing import Any, TypeVar, cast
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from gateway.engine.contract import CallContext
+from gateway.config import GatewayConfig
+from gateway.engine.contract import CallContext, printable
 from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
 from gateway.errors import GatewayError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -27,10 +28,6 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def _printable(value: str) -> bool:
-    return value.isascii() and value.isprintable()  # gRPC refuses anything else in a text metadata value
-
-
 def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
     """The call context as metadata: request id, key, the client's address and the headers auth is to see."""
     # The engine makes its own request id (see `CallContext`); the caller's own id travels for correlation.
@@ -41,7 +38,7 @@ def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> tupl
         md.append((CLIENT_ADDRESS, ctx.peer))
     for name in forward_headers:
         value = ctx.headers.get(name)
-        if value is not None and _printable(value):
+        if value is not None and printable(value):  # gRPC refuses anything else in a text metadata value
             md.append((HEADER_PREFIX + name, value))
     return tuple(md)
 
@@ -93,6 +90,11 @@ class RemoteEngine:
         self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+
+    @classmethod
+    def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
+        """The engine at `target`, sent the HTTP headers the configuration's auth forwards."""
+        return cls(target, config.auth.headers if config.auth else ())
 
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)

@@ -13,8 +13,7 @@ from typing import NoReturn, TypeVar
 
 import grpc
 
-from gateway.config import Secret
-from gateway.engine.contract import CallContext, client_request_id, new_request_id
+from gateway.engine.contract import CallContext, api_key, client_request_id, new_request_id
 from gateway.engine.core import EngineCore
 from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -26,7 +25,6 @@ UPSTREAM_MS = "tollgate-upstream-ms"
 # A split front door passes its client's address, and the HTTP headers auth wants, under these names.
 CLIENT_ADDRESS = "tollgate-client-address"
 HEADER_PREFIX = "tollgate-header-"
-_BEARER = "bearer "
 
 
 def call_context(context: grpc.aio.ServicerContext[object, object]) -> CallContext:
@@ -39,12 +37,10 @@ def call_context(context: grpc.aio.ServicerContext[object, object]) -> CallConte
                 forwarded[k[len(HEADER_PREFIX) :]] = v
             else:
                 metadata[k] = v
-    auth = metadata.get("authorization", "")
-    key = auth[len(_BEARER) :] if auth[: len(_BEARER)].lower() == _BEARER else metadata.get("x-api-key", "")
     return CallContext(
         request_id=new_request_id(),
         client_request_id=client_request_id(metadata.get("x-request-id")),
-        api_key=Secret(key) if key else None,
+        api_key=api_key(metadata),
         peer=metadata.get(CLIENT_ADDRESS) or context.peer() or "",
         headers={**metadata, **forwarded} if forwarded else metadata,
     )

@@ -19,8 +19,7 @@ from aiohttp import web
 
 from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
-from gateway.config import Secret
-from gateway.engine.contract import CallContext, Engine, client_request_id, new_request_id
+from gateway.engine.contract import CallContext, Engine, api_key, client_request_id, new_request_id, printable
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -36,26 +35,18 @@ OVERHEAD_HEADER = "x-tollgate-overhead-ms"
 _JSON = "application/json"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
-_BEARER = "bearer "
-
 Handler = Callable[[web.Request, CallContext], Awaitable[web.StreamResponse]]
 
 
 def _context(request: web.Request) -> CallContext:
     headers = request.headers
-    auth = headers.get("Authorization", "")
-    key = auth[len(_BEARER) :] if auth[: len(_BEARER)].lower() == _BEARER else headers.get("x-api-key", "")
     return CallContext(
         request_id=new_request_id(),
         client_request_id=client_request_id(headers.get("x-request-id")),
-        api_key=Secret(key) if key else None,
+        api_key=api_key(headers),
         peer=request.remote or "",
         headers=headers,
     )
-
-
-def _printable(value: str) -> bool:
-    return value.isascii() and value.isprintable()
 
 
 def _overhead_ms(ctx: CallContext) -> str:
@@ -83,7 +74,7 @@ def _guarded(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamRe
 
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = _context(request)
-        if ctx.api_key is not None and not _printable(ctx.api_key.reveal()):
+        if ctx.api_key is not None and not printable(ctx.api_key.reveal()):
             # No key has bytes like these (aiohttp passes invalid UTF-8 through as surrogates): refuse it here,
             # before it reaches gRPC metadata or the auth server, which would fail on it.
             return error_response(AuthenticationError("Invalid API key"), ctx)

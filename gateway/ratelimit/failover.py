@@ -55,14 +55,13 @@ class FailoverLimiter:
             admission = await self._on_primary_acquire(lease_id, charges)
         except LimiterUnavailable:
             if not self._fail_open:
-                raise  # the caller frees what the primary may hold
-            self._release_on_primary(lease_id, charges)
+                raise
             return await self._fallback_acquire(lease_id, charges)
         return admission
 
     def _release_on_primary(self, lease_id: str, charges: Sequence[Charge]) -> None:
-        """A primary that missed its deadline may still have taken slots: free them, in the background, at no risk
-        (a release of a slot not held is a no-op)."""
+        """An acquire on the primary whose answer never came (past its deadline, or cancelled) may still have taken
+        slots: free them, in the background, at no risk (a release of a slot not held is a no-op)."""
         releases = [Charge(c.bucket, 1) for c in charges if c.bucket.kind == "concurrent"]
         if not releases:
             return
@@ -100,7 +99,11 @@ class FailoverLimiter:
         try:
             admission = await self._primary.acquire(lease_id, charges)
         except LimiterUnavailable:
+            self._release_on_primary(lease_id, charges)
             self._failed()
+            raise
+        except asyncio.CancelledError:  # the client went away mid-check
+            self._release_on_primary(lease_id, charges)
             raise
         self._answered()
         return admission

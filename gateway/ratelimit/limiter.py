@@ -91,13 +91,10 @@ class RateLimiter:
         try:
             admission = await self._backend.acquire(request_id, charges)
         except LimiterUnavailable:
-            self._release_soon(request_id, charges)
+            # What a lost answer may have taken is freed by the backend that lost it (`FailoverLimiter`).
             raise ServiceUnavailableError(
                 "Rate limits cannot be checked right now; try again shortly", code="limits_unavailable"
             ) from None
-        except asyncio.CancelledError:  # the client went away mid-check
-            self._release_soon(request_id, charges)
-            raise
         headers = rate_limit_headers(admission)
         if not admission.allowed:
             return Admitted(None, headers, _denied(admission, charges))
@@ -110,12 +107,6 @@ class RateLimiter:
             concurrent=tuple(b for b in buckets if b.kind == "concurrent"),
         )
         return Admitted(lease, headers, None)
-
-    def _release_soon(self, lease_id: str, charges: Sequence[Charge]) -> None:
-        """An acquire whose answer never came may still have run: free its concurrency slots (a no-op if not)."""
-        releases = [Charge(c.bucket, 1) for c in charges if c.bucket.kind == "concurrent"]
-        if releases:
-            self._schedule(lease_id, releases)
 
     def _schedule(self, lease_id: str, adjustments: list[Charge]) -> None:
         task = asyncio.ensure_future(self._settle(lease_id, adjustments))

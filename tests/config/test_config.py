@@ -8,16 +8,13 @@ from pathlib import Path
 import pytest
 
 from gateway.config import (
-    AuthConfig,
     BackendConfig,
     ConfigError,
     GatewayConfig,
     ListenConfig,
     ModelConfig,
-    Price,
     Secret,
     ServerConfig,
-    StatsConfig,
     TargetConfig,
     default_config_text,
     load_config,
@@ -407,51 +404,6 @@ def test_bad_durations(value: object) -> None:
 def test_sizes(value: object, size: int) -> None:
     config = parse_config(f"server: {{max_body: {value}, shutdown_grace: 5m}}\n" + BASE, {})
     assert config.server == ServerConfig(max_body_bytes=size, shutdown_grace=300.0)
-
-
-def test_auth_stats_and_prices_read_into_typed_fields() -> None:
-    text = (
-        """
-auth: {server: "127.0.0.1:50061", timeout: 100ms, cache_ttl: 1m, negative_ttl: 2s, cache_size: 50,
-       headers: [User-Agent, X-Forwarded-For]}
-stats: {server: "127.0.0.1:50062", flush_interval: 250ms, max_batch: 100, buffer: 1000, timeout: 2s,
-        retry_max: 10s, spool_dir: /var/lib/tollgate/spool, spool_max: 64MiB}
-prices:
-  gpt-4o-mini: {input: 0.15, output: 0.6, cached_input: 0.075}
-  Qwen/Qwen3-8B: {input: 0, output: 0}
-"""
-        + BASE
-    )
-    config = parse_config(text, {})
-    assert config.auth == AuthConfig(
-        server="127.0.0.1:50061",
-        timeout=0.1,
-        cache_ttl=60.0,
-        negative_ttl=2.0,
-        cache_size=50,
-        headers=("user-agent", "x-forwarded-for"),
-    )
-    assert config.stats == StatsConfig(
-        server="127.0.0.1:50062",
-        flush_interval=0.25,
-        max_batch=100,
-        buffer=1000,
-        timeout=2.0,
-        retry_max=10.0,
-        spool_dir="/var/lib/tollgate/spool",
-        spool_max_bytes=64 << 20,
-    )
-    assert config.prices == {
-        "gpt-4o-mini": Price(input=0.15, output=0.6, cached_input=0.075),
-        "Qwen/Qwen3-8B": Price(input=0.0, output=0.0),
-    }
-
-
-def test_auth_none_and_an_absent_stats_section_turn_both_off() -> None:
-    config = parse_config("auth: none\n" + BASE, {})
-    assert config.auth is None
-    assert config.stats is None
-    assert config.prices == {}
 
 
 def test_a_full_backend_reads_into_typed_fields() -> None:

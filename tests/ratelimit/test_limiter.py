@@ -11,6 +11,7 @@ from gateway.auth.principal import Limits, Principal
 from gateway.config import parse_config
 from gateway.errors import ServiceUnavailableError
 from gateway.ratelimit.backend import Admission, BucketState, Charge, LimiterUnavailable
+from gateway.ratelimit.failover import FailoverLimiter
 from gateway.ratelimit.limiter import RateLimiter, format_reset, rate_limit_headers
 from gateway.ratelimit.memory import MemoryBackend
 
@@ -203,7 +204,7 @@ models: [{name: demo, targets: [{backend: d}]}]
         {},
     )
     backend = LateAnswers()
-    rl = RateLimiter(config.limits, backend)
+    rl = RateLimiter(config.limits, FailoverLimiter(backend, MemoryBackend(), fail_open=False))
     with pytest.raises(ServiceUnavailableError):
         await rl.admit("lost", ALICE, "demo", 1)
     await asyncio.sleep(0.01)  # the release runs in the background
