@@ -10,6 +10,7 @@ from gateway.providers.base import Provider
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai_compat import OpenAICompatibleProvider
+from gateway.providers.shaping import with_shaping
 
 Factory = Callable[[BackendConfig, str], Provider]
 
@@ -36,7 +37,8 @@ PROVIDERS: dict[str, Factory] = {
 
 
 def build_providers(config: GatewayConfig) -> dict[str, Provider]:
-    """One adapter per enabled backend; an unknown type or bad option is a `ConfigError` naming the field."""
+    """One adapter per enabled backend, shaping requests where its backend says so; an unknown type or bad option is
+    a `ConfigError` naming the field."""
     providers: dict[str, Provider] = {}
     for backend in config.backends:
         path = f"backends[name={backend.name}]"
@@ -44,5 +46,5 @@ def build_providers(config: GatewayConfig) -> dict[str, Provider]:
         if factory is None:
             known = ", ".join(sorted(PROVIDERS))
             raise ConfigError(f"{path}.provider: unknown provider {backend.provider!r} (known: {known})")
-        providers[backend.name] = factory(backend, path)
+        providers[backend.name] = with_shaping(factory(backend, path))
     return providers
