@@ -12,7 +12,7 @@ from typing import Any
 
 import orjson
 
-from gateway.codec.openai_request import ROLE_NAMES, ROLES, encode_tool_call
+from gateway.codec.openai_request import ROLE_NAMES, ROLES, _merge_extra, encode_tool_call
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
@@ -273,7 +273,7 @@ def _encode_delta(delta: pb.Delta) -> dict[str, Any]:
                 if t.function.HasField("arguments"):
                     fn["arguments"] = t.function.arguments
                 call["function"] = fn
-            calls.append(call)
+            calls.append(_merge_extra(call, t.extra_json) if t.extra_json else call)
         out["tool_calls"] = calls
     if delta.HasField("refusal"):
         out["refusal"] = delta.refusal

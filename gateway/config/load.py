@@ -32,6 +32,7 @@ from gateway.config.model import (
     StatsConfig,
     TargetConfig,
 )
+from gateway.config.shaping import RequestShaping, ShapingError, parse_shaping
 
 T = TypeVar("T")
 
@@ -224,6 +225,13 @@ def _str_map(value: Any, path: str) -> Mapping[str, str]:
     if not isinstance(value, dict):
         raise ConfigError(f"{path}: expected a mapping, got {_kind(value)}")
     return MappingProxyType({str(k): _str(v, f"{path}.{k}") for k, v in value.items()})
+
+
+def _shaping(node: _Node) -> RequestShaping:
+    try:
+        return parse_shaping(node.raw("defaults"), node.raw("overrides"), node.raw("remove"), node.path)
+    except ShapingError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _limit_rule(node: _Node) -> LimitRule:
@@ -419,6 +427,7 @@ class _Builder:
             read_timeout=node.get("read_timeout", parse_duration, _BACKEND.read_timeout),
             max_connections=node.get("max_connections", _positive_int, _BACKEND.max_connections),
             options=MappingProxyType(dict(options)),
+            shaping=_shaping(node),
         )
         node.done()
         return backend, enabled

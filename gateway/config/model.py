@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.config.shaping import RequestShaping
+
 
 class Secret:
     """A credential that never prints: `repr` and `str` show only that it is set."""
@@ -72,6 +74,8 @@ class BackendConfig:
     max_connections: int = 100
     # Provider-specific settings, validated by the provider's own factory.
     options: Mapping[str, Any] = field(default_factory=_frozen_map)
+    # Request fields set when absent, forced, or dropped before the adapter translates (gateway.providers.shaping).
+    shaping: RequestShaping = field(default_factory=RequestShaping)
 
 
 @dataclass(frozen=True, slots=True)

@@ -68,6 +68,8 @@ class _ChoiceFold:
                 whole.type = call.type
             whole.function.name += call.function.name
             whole.function.arguments += call.function.arguments
+            if call.extra_json:  # a provider's own fields (Gemini's thought signature) ride on the call
+                whole.extra_json = call.extra_json
         if piece.finish_reason:
             self.choice.finish_reason = piece.finish_reason
         if piece.HasField("logprobs"):

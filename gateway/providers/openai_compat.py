@@ -1,16 +1,14 @@
 """The OpenAI-compatible provider: OpenAI itself, vLLM, Ollama's /v1, Groq, Mistral, Together, LM Studio…
 
-One pooled aiohttp session per backend. Timeouts are a connect timeout and an idle-based read timeout (the longest
-wait for the next bytes), so a long stream that keeps producing is never cut, and a stalled one is. Upstream errors
-map to client-facing errors by HTTP status and documented error codes, never by message text.
+The transport (a pooled session, idle-based timeouts, SSE) is `gateway.providers.http`. Upstream errors map to
+client-facing errors by HTTP status and documented error codes, never by message text.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncGenerator, Iterator
+from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
 import aiohttp
@@ -23,89 +21,53 @@ from gateway.errors import (
     GatewayError,
     RateLimitError,
     ServiceUnavailableError,
-    UpstreamConnectionError,
     UpstreamCredentialsError,
     UpstreamError,
     UpstreamRequestError,
     UpstreamTimeoutError,
 )
+from gateway.providers.http import MALFORMED, HttpProvider, sse_data
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.providers")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _MAX_ERROR_BODY = 64 * 1024
-# A single SSE line may carry a large tool-call argument chunk; aiohttp's default line limit is 64 KiB.
-_READ_BUFFER = 4 * 1024 * 1024
-_DATA = b"data:"
-# What decoding a body of the wrong shape raises (orjson's errors are ValueErrors).
-_MALFORMED = (KeyError, TypeError, ValueError, AttributeError)
 _DONE = b"[DONE]"
 
 
-class OpenAICompatibleProvider:
+class OpenAICompatibleProvider(HttpProvider):
     """A backend that speaks OpenAI's chat completions and embeddings API."""
 
-    def __init__(self, backend: BackendConfig) -> None:
-        self.backend = backend
+    def __init__(self, backend: BackendConfig, headers: Mapping[str, str] | None = None) -> None:
+        if headers is None:
+            headers = {"Authorization": f"Bearer {backend.api_key.reveal()}"} if backend.api_key is not None else {}
+        super().__init__(backend, headers)
         base_url = backend.base_url or OPENAI_BASE_URL
         self._chat_url = f"{base_url}/chat/completions"
         self._embeddings_url = f"{base_url}/embeddings"
-        headers = {"Content-Type": "application/json", "Accept": "application/json"}
-        if backend.api_key is not None:
-            headers["Authorization"] = f"Bearer {backend.api_key.reveal()}"
-        headers.update(backend.headers)
-        self._headers = headers
-        self._session: aiohttp.ClientSession | None = None
 
-    def _client(self) -> aiohttp.ClientSession:
-        # Created on first use, inside the running event loop, then reused for every request.
-        if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.backend.max_connections, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True
-            )
-            timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.backend.connect_timeout, sock_read=self.backend.read_timeout
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
-                headers=self._headers,
-                timeout=timeout,
-                read_bufsize=_READ_BUFFER,
-                max_line_size=_READ_BUFFER,
-                max_field_size=_READ_BUFFER,
-                skip_auto_headers=("User-Agent",),
-            )
-        return self._session
-
-    async def close(self) -> None:
-        """Close the pooled connections."""
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+    def _url(self, operation: str, model: str) -> str:
+        """Where `operation` ("chat" or "embeddings") for `model` is sent; Azure puts the model in the path."""
+        return self._chat_url if operation == "chat" else self._embeddings_url
 
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
         """A non-streaming chat completion."""
-        raw = await self._post(self._chat_url, orjson.dumps(encode_chat_params(params, model, stream=False)))
+        body = orjson.dumps(encode_chat_params(params, model, stream=False))
+        raw = await self._post(self._url("chat", model), body)
         try:
             return decode_completion(orjson.loads(raw))
-        except _MALFORMED as exc:
+        except MALFORMED as exc:
             raise self._malformed(exc) from exc
 
     async def embed(self, model: str, request: pb.CreateEmbeddingsRequest) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
-        raw = await self._post(self._embeddings_url, orjson.dumps(encode_embeddings_request(request, model)))
+        body = orjson.dumps(encode_embeddings_request(request, model))
+        raw = await self._post(self._url("embeddings", model), body)
         try:
             return decode_embeddings(orjson.loads(raw))
-        except _MALFORMED as exc:
+        except MALFORMED as exc:
             raise self._malformed(exc) from exc
-
-    async def _post(self, url: str, body: bytes) -> bytes:
-        with self._translate_errors():
-            async with self._client().post(url, data=body) as resp:
-                if resp.status >= 400:
-                    raise await self._error(resp)
-                return await resp.read()
 
     async def stream(
         self, model: str, params: pb.ChatCompletionParams
@@ -116,18 +78,10 @@ class OpenAICompatibleProvider:
         started: set[int] = set()
         finished: set[int] = set()
         with self._translate_errors():
-            async with self._client().post(self._chat_url, data=body) as resp:
+            async with self._client().post(self._url("chat", model), data=body) as resp:
                 if resp.status >= 400:
                     raise await self._error(resp)
-                data: list[bytes] = []
-                async for line in resp.content:
-                    if line.startswith(_DATA):
-                        data.append(line[5:].strip())
-                        continue
-                    if line.strip() or not data:
-                        continue  # comments (`: ping`), `event:` and `id:` fields, blank keep-alives
-                    payload = data[0] if len(data) == 1 else b"\n".join(data)
-                    data = []
+                async for payload in sse_data(resp):
                     if payload == _DONE:
                         return
                     try:  # inline rather than a context manager: this runs for every chunk
@@ -135,7 +89,7 @@ class OpenAICompatibleProvider:
                         if "error" in raw:
                             raise _in_band_error(raw["error"], self.backend.name)
                         chunk = decode_chunk(raw)
-                    except _MALFORMED as exc:
+                    except MALFORMED as exc:
                         raise self._malformed(exc) from exc
                     for choice in chunk.choices:
                         started.add(choice.index)
@@ -146,34 +100,18 @@ class OpenAICompatibleProvider:
         if not started or started != finished:
             raise UpstreamError(f"backend '{self.backend.name}' closed the stream before it finished")
 
-    def _malformed(self, exc: Exception) -> UpstreamError:
-        """An answer of the wrong shape is the backend's failure, and is reported as one."""
-        return UpstreamError(f"backend '{self.backend.name}' sent a malformed answer ({type(exc).__name__})")
-
-    @contextlib.contextmanager
-    def _translate_errors(self) -> Iterator[None]:
-        """The one place where aiohttp's and the OS's exceptions become `GatewayError`s."""
-        name = self.backend.name
-        try:
-            yield
-        except GatewayError:
-            raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
-            raise UpstreamTimeoutError(f"backend '{name}' did not answer in time") from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise UpstreamError(f"backend '{name}' broke off its answer") from exc
-        except (aiohttp.ClientConnectionError, OSError) as exc:
-            raise UpstreamConnectionError(f"backend '{name}' could not be reached ({type(exc).__name__})") from exc
-        except aiohttp.ClientError as exc:
-            raise UpstreamError(f"backend '{name}' failed ({type(exc).__name__})") from exc
-
     async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
-        try:
-            raw = await asyncio.wait_for(resp.content.read(_MAX_ERROR_BODY), self.backend.read_timeout)
-            body = orjson.loads(raw)
-        except (orjson.JSONDecodeError, TimeoutError, aiohttp.ClientError):
-            body = None
+        body = await read_error_body(resp, self.backend)
         return upstream_error(resp.status, body, resp.headers.get("Retry-After"), self.backend.name)
+
+
+async def read_error_body(resp: aiohttp.ClientResponse, backend: BackendConfig) -> Any:
+    """The parsed JSON of an error answer (bounded in size and time), or None when it is not JSON."""
+    try:
+        raw = await asyncio.wait_for(resp.content.read(_MAX_ERROR_BODY), backend.read_timeout)
+        return orjson.loads(raw)
+    except (orjson.JSONDecodeError, TimeoutError, aiohttp.ClientError):
+        return None
 
 
 def _error_fields(body: Any) -> tuple[str, str | None, str | None]:

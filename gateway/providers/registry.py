@@ -5,9 +5,12 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.config import BackendConfig, ConfigError, GatewayConfig
+from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
+from gateway.providers.gemini import GeminiProvider
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai_compat import OpenAICompatibleProvider
+from gateway.providers.shaping import with_shaping
 
 Factory = Callable[[BackendConfig, str], Provider]
 
@@ -20,6 +23,8 @@ def _openai_compatible(backend: BackendConfig, path: str) -> Provider:
 
 PROVIDERS: dict[str, Factory] = {
     "mock": MockProvider,
+    "gemini": GeminiProvider,
+    "azure": AzureOpenAIProvider,
     # The OpenAI-compatible family: one adapter, named after what operators call their servers.
     "openai": _openai_compatible,
     "openai-compatible": _openai_compatible,
@@ -32,7 +37,8 @@ PROVIDERS: dict[str, Factory] = {
 
 
 def build_providers(config: GatewayConfig) -> dict[str, Provider]:
-    """One adapter per enabled backend; an unknown type or bad option is a `ConfigError` naming the field."""
+    """One adapter per enabled backend, shaping requests where its backend says so; an unknown type or bad option is
+    a `ConfigError` naming the field."""
     providers: dict[str, Provider] = {}
     for backend in config.backends:
         path = f"backends[name={backend.name}]"
@@ -40,5 +46,5 @@ def build_providers(config: GatewayConfig) -> dict[str, Provider]:
         if factory is None:
             known = ", ".join(sorted(PROVIDERS))
             raise ConfigError(f"{path}.provider: unknown provider {backend.provider!r} (known: {known})")
-        providers[backend.name] = factory(backend, path)
+        providers[backend.name] = with_shaping(factory(backend, path))
     return providers

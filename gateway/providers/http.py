@@ -1,0 +1,114 @@
+"""What every HTTP provider adapter shares: one pooled aiohttp session per backend, the one place where transport
+exceptions become `GatewayError`s, and an SSE reader.
+
+Timeouts are a connect timeout and an idle-based read timeout (the longest wait for the next bytes), so a long stream
+that keeps producing is never cut, and a stalled one is. A subclass supplies its headers and `_error`, which reads an
+error answer into the provider's documented error.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterator, Mapping
+
+import aiohttp
+
+from gateway.config import BackendConfig
+from gateway.errors import (
+    GatewayError,
+    UpstreamConnectionError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
+
+# A single SSE line may carry a large tool-call argument chunk; aiohttp's default line limit is 64 KiB.
+_READ_BUFFER = 4 * 1024 * 1024
+_DATA = b"data:"
+# What decoding a body of the wrong shape raises (orjson's errors are ValueErrors).
+MALFORMED = (KeyError, TypeError, ValueError, AttributeError)
+
+
+class HttpProvider:
+    """The transport half of a provider adapter; the provider's JSON lives in the subclass."""
+
+    def __init__(self, backend: BackendConfig, headers: Mapping[str, str]) -> None:
+        self.backend = backend
+        merged = {"Content-Type": "application/json", "Accept": "application/json", **headers}
+        merged.update(backend.headers)  # the operator's extra headers win
+        self._headers = merged
+        self._session: aiohttp.ClientSession | None = None
+
+    def _client(self) -> aiohttp.ClientSession:
+        # Created on first use, inside the running event loop, then reused for every request.
+        if self._session is None:
+            connector = aiohttp.TCPConnector(
+                limit=self.backend.max_connections, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True
+            )
+            timeout = aiohttp.ClientTimeout(
+                total=None, sock_connect=self.backend.connect_timeout, sock_read=self.backend.read_timeout
+            )
+            self._session = aiohttp.ClientSession(
+                connector=connector,
+                headers=self._headers,
+                timeout=timeout,
+                read_bufsize=_READ_BUFFER,
+                max_line_size=_READ_BUFFER,
+                max_field_size=_READ_BUFFER,
+                skip_auto_headers=("User-Agent",),
+            )
+        return self._session
+
+    async def close(self) -> None:
+        """Close the pooled connections."""
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def _post(self, url: str, body: bytes) -> bytes:
+        with self._translate_errors():
+            async with self._client().post(url, data=body) as resp:
+                if resp.status >= 400:
+                    raise await self._error(resp)
+                return await resp.read()
+
+    async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
+        """The client-facing error for an upstream error answer (each provider reads its own error body)."""
+        raise NotImplementedError
+
+    def _malformed(self, exc: Exception) -> UpstreamError:
+        """An answer of the wrong shape is the backend's failure, and is reported as one."""
+        return UpstreamError(f"backend '{self.backend.name}' sent a malformed answer ({type(exc).__name__})")
+
+    @contextlib.contextmanager
+    def _translate_errors(self) -> Iterator[None]:
+        """The one place where aiohttp's and the OS's exceptions become `GatewayError`s."""
+        name = self.backend.name
+        try:
+            yield
+        except GatewayError:
+            raise
+        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+            raise UpstreamTimeoutError(f"backend '{name}' did not answer in time") from exc
+        except aiohttp.ClientPayloadError as exc:
+            raise UpstreamError(f"backend '{name}' broke off its answer") from exc
+        except (aiohttp.ClientConnectionError, OSError) as exc:
+            raise UpstreamConnectionError(f"backend '{name}' could not be reached ({type(exc).__name__})") from exc
+        except aiohttp.ClientError as exc:
+            raise UpstreamError(f"backend '{name}' failed ({type(exc).__name__})") from exc
+
+
+async def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+    """The `data` of each server-sent event, as the spec joins multi-line data; comments and other fields skipped.
+
+    An event is dispatched at its blank line; a last event the server did not terminate is discarded, as the SSE
+    specification says.
+    """
+    data: list[bytes] = []
+    async for line in resp.content:
+        if line.startswith(_DATA):
+            data.append(line[5:].strip())
+            continue
+        if line.strip() or not data:
+            continue  # comments (`: ping`), `event:` and `id:` fields, blank keep-alives
+        yield data[0] if len(data) == 1 else b"\n".join(data)
+        data = []
