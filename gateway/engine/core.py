@@ -16,6 +16,7 @@ from typing import TypeVar
 
 from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticator
 from gateway.auth.principal import Principal
+from gateway.cache.response_cache import ResponseCache
 from gateway.config import GatewayConfig
 from gateway.engine.contract import CallContext
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
@@ -55,6 +56,7 @@ class EngineCore:
         self._meter = Meter(config, usage, limiter)
         self._router = Router(config, rng)
         self._created = int(time.time())
+        self.cache = ResponseCache.from_config(config)  # a test may swap in its own (an injected clock)
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> EngineCore:
@@ -81,6 +83,7 @@ class EngineCore:
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()
+        await self.cache.close()
         if self._limiter is not None:
             await self._limiter.close()
         for provider in self._providers.values():
@@ -109,7 +112,9 @@ class EngineCore:
             call.params = params
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
-            result = await self._first_success(params.model, ctx, lambda p, model: p.complete(model, params))
+            result = await self.cache.complete(
+                params, ctx, lambda: self._first_success(params.model, ctx, lambda p, model: p.complete(model, params))
+            )
             ctx.usage = result.usage
             return result
 
@@ -133,8 +138,12 @@ class EngineCore:
             call.params, call.stream = params, True
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
-            first, chunks = await self._first_success(
-                params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
+            first, chunks = await self.cache.open_stream(
+                params,
+                ctx,
+                lambda: self._first_success(
+                    params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
+                ),
             )
             include_usage = params.stream_options.include_usage
             async with aclosing(chunks):
