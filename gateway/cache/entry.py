@@ -10,6 +10,8 @@ import struct
 from collections.abc import AsyncIterator, Iterable, Sequence
 from dataclasses import dataclass
 
+from google.protobuf.message import DecodeError
+
 from gateway.providers.base import collect
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -43,7 +45,7 @@ class CachedAnswer:
                 return cls(completion=pb.CreateChatCompletionResponse.FromString(parts[0]))
             if kind == _CHUNKS and parts:
                 return cls(chunks=tuple(pb.StreamChatCompletionResponse.FromString(p) for p in parts))
-        except (struct.error, ValueError) as exc:  # protobuf's DecodeError is a ValueError
+        except (struct.error, DecodeError) as exc:
             raise CorruptEntry(str(exc)) from exc
         raise CorruptEntry("unknown kind or empty entry")
 
