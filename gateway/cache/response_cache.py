@@ -19,6 +19,7 @@ from gateway.cache.keys import cache_key, scope_of
 from gateway.cache.memory import MemoryStore
 from gateway.cache.recorder import RecordingStream
 from gateway.cache.redis_store import RedisStore
+from gateway.cache.semantic import Embed, Probe, SemanticCache
 from gateway.cache.tiered import TieredStore
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.engine.contract import CallContext
@@ -44,26 +45,35 @@ class CacheCounters:
     corrupt: int = 0  # stored values that could not be read (treated as misses)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class _Plan:
+    model: ModelConfig
+    params: pb.ChatCompletionParams
+    scope: str
     key: str
-    ttl: float
     lookup: bool  # False for `Cache-Control: no-cache`: fetch afresh, then store
+    probe: Probe | None = None  # the request's embedding, once the semantic cache made one
+
+    @property
+    def ttl(self) -> float:
+        return self.model.cache.ttl if self.model.cache is not None else 0.0
 
 
 class ResponseCache:
     """The cache for one configuration; models without `cache:` pass straight through."""
 
-    def __init__(self, config: GatewayConfig, store: TieredStore) -> None:
+    def __init__(self, config: GatewayConfig, store: TieredStore, semantic: SemanticCache | None = None) -> None:
         self._models = {m.name: m for m in config.models if m.cache is not None}
         self._max_entry = config.cache.max_entry_bytes
         self.store = store
+        self.semantic = semantic
         self.flights = Flights()
         self.counters = CacheCounters()
 
     @classmethod
-    def from_config(cls, config: GatewayConfig) -> ResponseCache:
-        """L1 always; L2 in the configured Redis when `cache.redis` is on."""
+    def from_config(cls, config: GatewayConfig, embed: Embed | None = None) -> ResponseCache:
+        """L1 always; L2 in the configured Redis when `cache.redis` is on; semantic for the models that ask, with
+        `embed` reaching their embedding models."""
         settings = config.cache
         l2 = None
         if settings.redis and config.redis_url is not None:
@@ -73,7 +83,8 @@ class ResponseCache:
                 timeout=settings.redis_timeout,
                 compress_over=settings.compress_over,
             )
-        return cls(config, TieredStore(MemoryStore(settings.l1_max_bytes), l2))
+        semantic = SemanticCache.from_config(config, embed) if embed is not None else None
+        return cls(config, TieredStore(MemoryStore(settings.l1_max_bytes), l2), semantic)
 
     def snapshot(self) -> dict[str, int | bool]:
         """Every counter and the L2 state, for metrics."""
@@ -98,6 +109,8 @@ class ResponseCache:
     async def close(self) -> None:
         """Finish the pending writes to Redis and close its connections."""
         await self.store.close()
+        if self.semantic is not None:
+            await self.semantic.close()
 
     async def complete(
         self, params: pb.ChatCompletionParams, ctx: CallContext, upstream: Callable[[], Awaitable[Completion]]
@@ -150,11 +163,8 @@ class ResponseCache:
             ctx.cache_status = BYPASS
             return None
         ctx.cache_status = MISS
-        return _Plan(self._key(model, params, ctx), _ttl(model), lookup=not control.no_cache)
-
-    @staticmethod
-    def _key(model: ModelConfig, params: pb.ChatCompletionParams, ctx: CallContext) -> str:
-        return cache_key(scope_of(ctx.principal, model.cache.scope if model.cache else ""), model, params)
+        scope = scope_of(ctx.principal, model.cache.scope if model.cache else "")
+        return _Plan(model, params, scope, cache_key(scope, model, params), lookup=not control.no_cache)
 
     async def _find(self, plan: _Plan, ctx: CallContext) -> CachedAnswer | Flight | None:
         """A stored answer (a hit); else the claim to fetch it (a miss); None for a refresh, which claims nothing."""
@@ -164,33 +174,61 @@ class ResponseCache:
         while True:
             answer = await self._get(plan.key)
             if answer is not None:
-                self.counters.hits += 1
-                ctx.cache_status, ctx.route = HIT, "cache"
-                return answer
+                return self._hit(answer, ctx)
             flight = await self.flights.claim(plan.key)
-            if flight is not None:
-                self.counters.misses += 1
-                return flight
+            if flight is None:
+                continue  # another caller fetched it: look again
+            try:
+                answer = await self._similar(plan)
+            except BaseException:
+                flight.land()
+                raise
+            if answer is not None:
+                flight.land()
+                return self._hit(answer, ctx)
+            self.counters.misses += 1
+            return flight
+
+    def _hit(self, answer: CachedAnswer, ctx: CallContext) -> CachedAnswer:
+        self.counters.hits += 1
+        ctx.cache_status, ctx.route = HIT, "cache"
+        return answer
+
+    async def _similar(self, plan: _Plan) -> CachedAnswer | None:
+        """The answer to an earlier request that means the same, copied under this request's own key (so that
+        identical requests waiting on this one find it); None without a semantic cache for the model."""
+        semantic = self.semantic
+        if semantic is None or not semantic.covers(plan.model.name):
+            return None
+        plan.probe = await semantic.probe(plan.model, plan.scope, plan.params)
+        if plan.probe is None:
+            return None
+        similar = await semantic.nearest(plan.probe)
+        value = await self.store.get(similar) if similar is not None else None
+        if value is None:
+            return None
+        self.store.put(plan.key, value, plan.ttl)
+        return _decode(value, self.counters)
 
     async def _get(self, key: str) -> CachedAnswer | None:
         value = await self.store.get(key)
-        if value is None:
-            return None
-        try:
-            return CachedAnswer.decode(value)
-        except CorruptEntry as exc:
-            self.counters.corrupt += 1
-            log.warning("response cache: unreadable entry treated as a miss: %s", exc)
-            return None
+        return _decode(value, self.counters) if value is not None else None
 
     def _put(self, plan: _Plan, value: bytes) -> None:
         if len(value) <= self._max_entry:
             self.counters.stores += 1
             self.store.put(plan.key, value, plan.ttl)
+            if plan.probe is not None and self.semantic is not None:
+                self.semantic.add(plan.probe, plan.key)
 
 
-def _ttl(model: ModelConfig) -> float:
-    return model.cache.ttl if model.cache is not None else 0.0
+def _decode(value: bytes, counters: CacheCounters) -> CachedAnswer | None:
+    try:
+        return CachedAnswer.decode(value)
+    except CorruptEntry as exc:
+        counters.corrupt += 1
+        log.warning("response cache: unreadable entry treated as a miss: %s", exc)
+        return None
 
 
 def _nothing() -> None:

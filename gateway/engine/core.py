@@ -17,8 +17,9 @@ from typing import TypeVar
 from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticator
 from gateway.auth.principal import Principal
 from gateway.cache.response_cache import ResponseCache
+from gateway.cache.semantic import vector_of
 from gateway.config import GatewayConfig
-from gateway.engine.contract import CallContext
+from gateway.engine.contract import CallContext, new_request_id
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
 from gateway.engine.router import Router
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
@@ -56,7 +57,8 @@ class EngineCore:
         self._meter = Meter(config, usage, limiter)
         self._router = Router(config, rng)
         self._created = int(time.time())
-        self.cache = ResponseCache.from_config(config)  # a test may swap in its own (an injected clock)
+        # A test may swap in its own (an injected clock).
+        self.cache = ResponseCache.from_config(config, self._embed_for_cache)
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> EngineCore:
@@ -154,6 +156,12 @@ class EngineCore:
                         yield chunk
             if not ctx.chunks:
                 raise UpstreamError(f"backend '{ctx.backend}' streamed no choices")
+
+    async def _embed_for_cache(self, model: str, text: str) -> list[float]:
+        """An embedding for the semantic cache, through this gateway's providers: the gateway's cost, not a caller's."""
+        request = pb.CreateEmbeddingsRequest(model=model, input=[text])
+        own = CallContext(request_id=new_request_id())
+        return vector_of(await self._first_success(model, own, lambda provider, name: provider.embed(name, request)))
 
     async def _authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
         principal = await self._auth.authenticate(ctx, model, operation)
