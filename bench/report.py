@@ -27,6 +27,7 @@ FLOOR = "floor"
 TOLLGATE = "tollgate"
 SECURED = "secured"  # tollgate with an auth server and a stats server
 LIMITS = ("limits", "limits-redis")  # tollgate with rate limits on every request, in memory and in Redis
+CACHE = ("cache", "cache-redis")  # tollgate answering every request from its response cache, L1 and L2
 LIMIT_HEADER = "x-ratelimit-remaining-requests"  # every answer of a limits target must carry it
 _DASH = "-"
 _NOISY_BACKGROUND_PCT = 20.0
@@ -356,6 +357,17 @@ def _limits_lines(costs: Sequence[AddedCost], checks: Sequence[LimitsCheck]) -> 
     return lines
 
 
+def _cache_lines(costs: Sequence[AddedCost], runs: Sequence[RunFigures]) -> list[str]:
+    names = _service_names(costs)
+    header = ["target", "mode", "c", "+p50 ms", "CPU/req ms", "+CPU/req ms", *(f"{name} CPU/req ms" for name in names)]
+    lines = ["== response cache: every request a hit, against tollgate going upstream (negative: saved) =="]
+    lines += _table(header, _added_cost_rows(costs, names, with_target=True))
+    samples = sorted({str(v) for run in runs if run.target in CACHE for v in run.header_samples})
+    seen = ", ".join(samples) or "none"
+    lines += [f"x-tollgate-cache on the first answers (warm-up refreshes: miss; measured: hit): {seen}", ""]
+    return lines
+
+
 def text_report(
     runs: Sequence[RunFigures],
     comparisons: Sequence[Comparison],
@@ -407,6 +419,9 @@ def text_report(
     limit_costs = added_cost(runs, LIMITS)
     if limit_costs:
         lines += _limits_lines(limit_costs, limits_checks(runs))
+    cache_costs = added_cost(runs, CACHE)
+    if cache_costs:
+        lines += _cache_lines(cache_costs, runs)
     noisy = [
         run
         for run in runs
@@ -526,6 +541,7 @@ def to_json(
         "comparisons": [asdict(c) for c in comparisons],
         "secured_vs_tollgate": [asdict(cost) for cost in added_cost(runs)],
         "limits_vs_tollgate": [asdict(cost) for cost in added_cost(runs, LIMITS)],
+        "cache_vs_tollgate": [asdict(cost) for cost in added_cost(runs, CACHE)],
         "usage_records": None if usage is None else {**asdict(usage), "ok": usage.ok},
         "limits_checks": [{**asdict(check), "ok": check.ok} for check in limits_checks(runs)],
         "peak_rss_kib": peak_rss,

@@ -39,6 +39,7 @@ __all__ = ["main"]
 T = TypeVar("T")
 
 _LIMITS_REDIS = "limits-redis"
+_REDIS_TARGETS = (_LIMITS_REDIS, "cache-redis")  # the targets that need the Redis
 _DEFAULT_REQUESTS = 2000
 _QUICK_DIVISOR = 5
 _SETTLE_TIMEOUT = 10.0  # seconds to wait for the stats server to have stored every record sent so far
@@ -264,7 +265,7 @@ async def _measure_one(
     """A warm-up, then one measured run bracketed by CPU readings (with a stats server: until its records are in)."""
     endpoint = target.endpoint
     warm_n = max(plan.warmup, 2 * concurrency) if plan.warmup else 0
-    warm = await run_load(session, endpoint, scenario, warm_n, concurrency)
+    warm = await run_load(session, target.warmup_endpoint, scenario, warm_n, concurrency)
     await _settle(target, warm.requests)  # the warm-up's records must not be stored during the measured run
     marks: list[_Snapshot] = []
     n = plan.requests_at(concurrency)
@@ -394,7 +395,7 @@ def _report(
 
 def _connect_redis(plan: Plan) -> tuple[Plan, limits.BenchRedis | None, str | None]:
     """The Redis for `limits-redis` if that target is wanted and a Redis answers; else the plan without it, and why."""
-    if _LIMITS_REDIS not in plan.targets:
+    if not any(name in plan.targets for name in _REDIS_TARGETS):
         return plan, None, None
     store = limits.BenchRedis(limits.redis_url(os.environ))
     problem = store.ping()
@@ -402,8 +403,8 @@ def _connect_redis(plan: Plan) -> tuple[Plan, limits.BenchRedis | None, str | No
         return plan, store, None
     store.close()
     why = f"no Redis answers PING at {limits.redacted(store.url)} ({problem}); set REDIS_URL to use another"
-    print(f"note: skipping {_LIMITS_REDIS}: {why}", file=sys.stderr)
-    return replace(plan, targets=tuple(name for name in plan.targets if name != _LIMITS_REDIS)), None, why
+    print(f"note: skipping {', '.join(_REDIS_TARGETS)}: {why}", file=sys.stderr)
+    return replace(plan, targets=tuple(name for name in plan.targets if name not in _REDIS_TARGETS)), None, why
 
 
 def _redis_meta(store: limits.BenchRedis | None, skipped: str | None) -> dict[str, Any]:
@@ -442,7 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         for problem in stop_all(services):
             print(f"warning: {problem}", file=sys.stderr)
         if store is not None:
-            print(f"{_LIMITS_REDIS}: {store.cleanup()}", file=sys.stderr)
+            print(f"{'/'.join(_REDIS_TARGETS)}: {store.cleanup()}", file=sys.stderr)
         signal.signal(signal.SIGINT, previous_int)
         signal.signal(signal.SIGTERM, previous)
         if args.keep_logs or status not in (0, 130):

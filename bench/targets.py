@@ -3,6 +3,8 @@
 - `direct`: the fake upstream itself; `floor`: a bare aiohttp passthrough proxy (bench.floor_proxy);
 - `tollgate`: `tollgate serve`; `limits` / `limits-redis`: the same plus limits on every request, in memory / in Redis
   (bench.limits); `secured`: the same plus real auth and stats servers (bench.secured);
+- `cache` / `cache-redis`: the same with the response cache on, every request a hit, from memory / from Redis
+  (bench.cache);
 - `split`: `tollgate engine` + `tollgate frontdoor`, over gRPC.
 
 Every gateway gets the same configuration as the `tollgate` target plus its own section, so their figures differ by
@@ -19,14 +21,14 @@ from typing import Any
 
 import orjson
 
-from bench import limits, secured
+from bench import cache, limits, secured
 from bench.load import Endpoint, request_headers
 from bench.procs import Service, start_service
 from bench.report import LIMIT_HEADER
 
 __all__ = ["ALL_TARGETS", "MODEL", "Target", "start_targets", "tollgate_config"]
 
-ALL_TARGETS = ("direct", "floor", "tollgate", "limits", "limits-redis", "secured", "split")
+ALL_TARGETS = ("direct", "floor", "tollgate", "limits", "limits-redis", "cache", "cache-redis", "secured", "split")
 MODEL = "gpt-4o-mini"
 _REPO = Path(__file__).resolve().parents[1]
 _HOST = "127.0.0.1"
@@ -51,10 +53,18 @@ class Target:
     # Processes the gateway calls that the bench did not start (a local redis-server), name -> PID: CPU read only.
     external: dict[str, int] = field(default_factory=dict)
     sample_header: str | None = None  # a response header the load generator notes on the first answers of each run
+    headers: dict[str, str] = field(default_factory=dict)  # sent with every request, besides the key
+    warmup_headers: dict[str, str] = field(default_factory=dict)  # and with every warm-up request
 
     @property
     def endpoint(self) -> Endpoint:
-        return Endpoint(f"{self.base_url}/chat/completions", request_headers(self.api_key), self.sample_header)
+        headers = {**request_headers(self.api_key), **self.headers}
+        return Endpoint(f"{self.base_url}/chat/completions", headers, self.sample_header)
+
+    @property
+    def warmup_endpoint(self) -> Endpoint:
+        endpoint = self.endpoint
+        return Endpoint(endpoint.url, {**endpoint.headers, **self.warmup_headers}, endpoint.sample_header)
 
 
 _Pending = tuple[Target, Service, str]  # a target, its first process, and the log line that says it is ready
@@ -81,7 +91,7 @@ def start_targets(
 ) -> tuple[Service, list[Target]]:
     """Start the upstream and every wanted target; every service started is appended to `services` at once.
 
-    `limits-redis` is started only with a `store` (a Redis that answered).
+    `limits-redis` and `cache-redis` are started only with a `store` (a Redis that answered).
     """
     fake = ("-m", "gateway.testing.fake_openai", "--host", _HOST, "--port", "0", "--chunks", str(chunks))
     upstream = start_service("upstream", _python(*fake, "--chunk-delay", "0", "--latency", "0"), log_dir, _REPO)
@@ -101,6 +111,17 @@ def start_targets(
         pending.append(_serve(Target("limits", "", sample_header=LIMIT_HEADER), limits_path, log_dir))
     if "limits-redis" in wanted and store is not None:
         pending.append(_start_limits_redis(store, config, log_dir))
+    for name, cache_store in (("cache", None), ("cache-redis", store)):
+        if name in wanted and (cache_store is not None or name == "cache"):
+            target = Target(
+                name,
+                "",
+                headers=cache.CACHE_HEADERS,
+                warmup_headers=cache.WARMUP_HEADERS,
+                sample_header="x-tollgate-cache",
+            )
+            path = _write_config(log_dir, name, cache.cache_config(config, MODEL, cache_store))
+            pending.append(_serve(target, path, log_dir))
     if side is not None:
         pending.append(_start_secured(side, config, log_dir))
     if "split" in wanted:

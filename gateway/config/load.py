@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
@@ -21,13 +22,16 @@ import yaml
 from gateway.config.model import (
     AuthConfig,
     BackendConfig,
+    CacheConfig,
     GatewayConfig,
     LimitRule,
     LimitsConfig,
     ListenConfig,
+    ModelCacheConfig,
     ModelConfig,
     Price,
     Secret,
+    SemanticCacheConfig,
     ServerConfig,
     StatsConfig,
     TargetConfig,
@@ -46,6 +50,8 @@ _LISTEN, _SERVER, _BACKEND = ListenConfig(), ServerConfig(), BackendConfig(name=
 _AUTH, _STATS, _LIMITS, _RULE = AuthConfig(server=""), StatsConfig(server=""), LimitsConfig(), LimitRule(per="")
 _LIMIT_SCOPES = ("key", "user", "team", "model", "global")
 _BUDGET_PERIODS = ("day", "week", "month", "total")
+_CACHE, _MODEL_CACHE = CacheConfig(), ModelCacheConfig()
+_CACHE_SCOPES = ("key", "user", "team", "global")
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
 
 
@@ -270,6 +276,51 @@ def _limit_rule(node: _Node) -> LimitRule:
     return rule
 
 
+def _cache(node: _Node) -> CacheConfig:
+    cache = CacheConfig(
+        l1_max_bytes=node.get("l1_max_bytes", _size, _CACHE.l1_max_bytes),
+        max_entry_bytes=node.get("max_entry_bytes", _size, _CACHE.max_entry_bytes),
+        redis=node.get("redis", _bool, _CACHE.redis),
+        redis_timeout=node.get("redis_timeout", parse_duration, _CACHE.redis_timeout),
+        compress_over=node.get("compress_over", _size, _CACHE.compress_over),
+        key_prefix=node.get("key_prefix", _str, _CACHE.key_prefix),
+    )
+    node.done()
+    return cache
+
+
+def _model_cache(node: _Node) -> ModelCacheConfig:
+    scope = node.get("scope", _str, _MODEL_CACHE.scope)
+    if scope and scope not in _CACHE_SCOPES:
+        raise ConfigError(f"{node.at('scope')}: expected one of {', '.join(_CACHE_SCOPES)}, got {scope!r}")
+    cache = ModelCacheConfig(
+        ttl=node.get("ttl", parse_duration, _MODEL_CACHE.ttl),
+        scope=scope,
+        semantic=node.get("semantic", lambda v, p: _semantic(_Node(v, p)), None),
+    )
+    node.done()
+    return cache
+
+
+def _semantic(node: _Node) -> SemanticCacheConfig:
+    threshold = node.get("threshold", _positive_number, 0.95)
+    if threshold > 1:
+        raise ConfigError(f"{node.at('threshold')}: a cosine similarity is at most 1, got {threshold!r}")
+    semantic = SemanticCacheConfig(
+        embedding_model=node.require("embedding_model", _name),
+        threshold=threshold,
+        max_entries=node.get("max_entries", _positive_int, 10_000),
+    )
+    node.done()
+    return semantic
+
+
+def _check_semantic(model: ModelConfig, names: set[str], path: str) -> None:
+    semantic = model.cache.semantic if model.cache is not None else None
+    if semantic is not None and semantic.embedding_model not in names:
+        raise ConfigError(f"{path}: unknown model {semantic.embedding_model!r}")
+
+
 def _globs(value: Any, path: str) -> tuple[str, ...]:
     """One glob or a list of them."""
     items = value if isinstance(value, list) else [value]
@@ -309,6 +360,9 @@ class _Builder:
             raise ConfigError(f"{node.at('redis')}: expected a redis:// URL, got {redis_url!r}")
         if limits.backend == "redis" and redis_url is None:
             raise ConfigError("limits.backend: redis needs the top-level `redis:` URL")
+        cache = node.get("cache", lambda v, p: _cache(_Node(v, p)), CacheConfig())
+        if cache.redis and redis_url is None:
+            raise ConfigError("cache.redis: true needs the top-level `redis:` URL")
         raw_backends: list[Any] = node.get("backends", _list, [])
         backends: list[BackendConfig] = []
         disabled: list[str] = []
@@ -330,6 +384,7 @@ class _Builder:
             prices=prices,
             limits=limits,
             redis_url=redis_url,
+            cache=cache,
             backends=tuple(backends),
             models=models,
             disabled=dropped,
@@ -448,13 +503,11 @@ class _Builder:
                     raise ConfigError(f"{path}.fallback[{j}]: unknown model {name!r}")
                 if name == model.name:
                     raise ConfigError(f"{path}.fallback[{j}]: a model cannot fall back to itself")
+        for path, model in read:
+            _check_semantic(model, names, f"{path}.cache.semantic.embedding_model")
         # A model whose backends are all disabled is left out, and so is any fallback to it.
         kept = {m.name for _, m in read if m.targets}
-        return tuple(
-            ModelConfig(m.name, m.targets, tuple(f for f in m.fallback if f in kept), m.owned_by)
-            for _, m in read
-            if m.targets
-        )
+        return tuple(replace(m, fallback=tuple(f for f in m.fallback if f in kept)) for _, m in read if m.targets)
 
     def model(self, node: _Node, backends: set[str], disabled: set[str]) -> ModelConfig:
         name = node.require("name", _name)
@@ -474,5 +527,6 @@ class _Builder:
         raw_fallback: list[Any] = node.get("fallback", _list, [])
         fallback = tuple(_name(f, f"{node.at('fallback')}[{k}]") for k, f in enumerate(raw_fallback))
         owned_by = node.get("owned_by", _str, "tollgate")
+        cache = node.get("cache", lambda v, p: _model_cache(_Node(v, p)), None)
         node.done()
-        return ModelConfig(name=name, targets=tuple(targets), fallback=fallback, owned_by=owned_by)
+        return ModelConfig(name=name, targets=tuple(targets), fallback=fallback, owned_by=owned_by, cache=cache)

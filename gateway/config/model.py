@@ -88,6 +88,24 @@ class TargetConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class SemanticCacheConfig:
+    """A model's semantic cache: prompts whose embeddings are at least `threshold` alike share an answer."""
+
+    embedding_model: str  # a model of this gateway's config that serves embeddings
+    threshold: float = 0.95  # cosine similarity, in (0, 1]
+    max_entries: int = 10_000  # per model; past it the oldest vectors are forgotten
+
+
+@dataclass(frozen=True, slots=True)
+class ModelCacheConfig:
+    """A model's response cache (opt-in): how long answers live and who may share them (see docs/caching.md)."""
+
+    ttl: float = 600.0
+    scope: str = ""  # "key", "user", "team" or "global"; empty: the narrowest the auth decision allows
+    semantic: SemanticCacheConfig | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class ModelConfig:
     """A model name clients ask for, the targets that serve it, and the models to fall back to."""
 
@@ -95,6 +113,7 @@ class ModelConfig:
     targets: tuple[TargetConfig, ...]
     fallback: tuple[str, ...] = ()
     owned_by: str = "tollgate"
+    cache: ModelCacheConfig | None = None  # None: answers of this model are never cached
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +181,18 @@ class LimitsConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class CacheConfig:
+    """The response cache's tiers, shared by every model that opts in with its own `cache:`."""
+
+    l1_max_bytes: int = 64 << 20  # the in-process LRU holds at most this much (stored bytes)
+    max_entry_bytes: int = 1 << 20  # a bigger answer is not cached
+    redis: bool = False  # also keep answers in Redis (the top-level `redis:`), shared by replicas
+    redis_timeout: float = 0.05  # the longest a lookup waits for Redis before answering from L1 alone
+    compress_over: int = 4096  # values bigger than this go to Redis zlib-compressed
+    key_prefix: str = "tollgate:cache"  # every Redis key starts with it
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole configuration."""
 
@@ -176,6 +207,7 @@ class GatewayConfig:
     # Limits from the config; the auth decision adds each key's own.
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     redis_url: str | None = None
+    cache: CacheConfig = field(default_factory=CacheConfig)
     backends: tuple[BackendConfig, ...] = ()
     models: tuple[ModelConfig, ...] = ()
     # Backends switched off with `enabled: false`, and the models dropped with them, for the startup log.

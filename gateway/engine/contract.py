@@ -24,6 +24,10 @@ def new_request_id() -> str:
     return "req_" + os.urandom(12).hex()
 
 
+# The cache's status on every answer of a model that caches (hit, miss or bypass), and the request headers that
+# control the cache, which a split front door must pass on to the engine.
+CACHE_STATUS_HEADER = "x-tollgate-cache"
+CACHE_REQUEST_HEADERS = ("cache-control", CACHE_STATUS_HEADER)
 _CLIENT_ID_MAX = 128
 _BEARER = "bearer "
 
@@ -71,6 +75,7 @@ class CallContext:
     limit_headers: Mapping[str, str] = field(default_factory=dict)  # `x-ratelimit-*`, for every answer
     first_chunk_at: float = 0.0  # perf_counter seconds when the first chunk went out; 0 when none did
     chunks: int = 0  # chunks with choices that went out
+    cache_status: str = ""  # "hit", "miss" or "bypass" when the model caches; empty when it does not
 
 
 class Engine(Protocol):

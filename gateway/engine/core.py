@@ -16,8 +16,10 @@ from typing import TypeVar
 
 from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticator
 from gateway.auth.principal import Principal
+from gateway.cache.response_cache import ResponseCache
+from gateway.cache.semantic import vector_of
 from gateway.config import GatewayConfig
-from gateway.engine.contract import CallContext
+from gateway.engine.contract import CallContext, new_request_id
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
 from gateway.engine.router import Router
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
@@ -55,6 +57,8 @@ class EngineCore:
         self._meter = Meter(config, usage, limiter)
         self._router = Router(config, rng)
         self._created = int(time.time())
+        # A test may swap in its own (an injected clock).
+        self.cache = ResponseCache.from_config(config, self._embed_for_cache)
 
     @classmethod
     def from_config(cls, config: GatewayConfig) -> EngineCore:
@@ -81,6 +85,7 @@ class EngineCore:
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()
+        await self.cache.close()
         if self._limiter is not None:
             await self._limiter.close()
         for provider in self._providers.values():
@@ -109,7 +114,9 @@ class EngineCore:
             call.params = params
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
-            result = await self._first_success(params.model, ctx, lambda p, model: p.complete(model, params))
+            result = await self.cache.complete(
+                params, ctx, lambda: self._first_success(params.model, ctx, lambda p, model: p.complete(model, params))
+            )
             ctx.usage = result.usage
             return result
 
@@ -133,8 +140,12 @@ class EngineCore:
             call.params, call.stream = params, True
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
-            first, chunks = await self._first_success(
-                params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
+            first, chunks = await self.cache.open_stream(
+                params,
+                ctx,
+                lambda: self._first_success(
+                    params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
+                ),
             )
             include_usage = params.stream_options.include_usage
             async with aclosing(chunks):
@@ -145,6 +156,12 @@ class EngineCore:
                         yield chunk
             if not ctx.chunks:
                 raise UpstreamError(f"backend '{ctx.backend}' streamed no choices")
+
+    async def _embed_for_cache(self, model: str, text: str) -> list[float]:
+        """An embedding for the semantic cache, through this gateway's providers: the gateway's cost, not a caller's."""
+        request = pb.CreateEmbeddingsRequest(model=model, input=[text])
+        own = CallContext(request_id=new_request_id())
+        return vector_of(await self._first_success(model, own, lambda provider, name: provider.embed(name, request)))
 
     async def _authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
         principal = await self._auth.authenticate(ctx, model, operation)

@@ -101,7 +101,9 @@ class Meter:
         """The tokens a finished call used (reported, or estimated for a stream cut short) and what they cost."""
         ctx, params = call.ctx, call.params
         usage = ctx.usage
-        if usage is not None:
+        if ctx.cache_status == "hit":
+            spent = Spent()  # served from the cache: no provider tokens, and the limits count a request only
+        elif usage is not None:
             # A provider's negative count is nonsense, and a stats server may refuse the batch holding it.
             spent = Spent(
                 max(0, usage.prompt_tokens),
@@ -135,6 +137,7 @@ class Meter:
             stream=call.stream,
             attempts=ctx.attempts,
             route=ctx.route,
+            cache_hit=ctx.cache_status == "hit",
         )
         principal = ctx.principal
         if principal is not None:

@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import GatewayConfig
-from gateway.engine.contract import CallContext, printable
+from gateway.engine.contract import CACHE_REQUEST_HEADERS, CACHE_STATUS_HEADER, CallContext, printable
 from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
 from gateway.errors import GatewayError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -65,6 +65,8 @@ def _adopt(ctx: CallContext, metadata: Iterable[tuple[str, str | bytes]] | None)
             ctx.upstream_seconds = float(value) / 1000
         elif key == "x-request-id":
             ctx.request_id = str(value)
+        elif key == CACHE_STATUS_HEADER:
+            ctx.cache_status = str(value)
         elif key.startswith("x-ratelimit-"):
             limits[key] = str(value)
     if limits:
@@ -85,8 +87,8 @@ class RemoteEngine:
     """The routing engine in another process."""
 
     def __init__(self, target: str, forward_headers: Sequence[str] = ()) -> None:
-        # The HTTP headers the engine's auth forwards (`auth.headers`): only those cross the hop.
-        self._forward_headers = tuple(forward_headers)
+        # The HTTP headers the engine's auth forwards (`auth.headers`) and the cache's controls: only those cross.
+        self._forward_headers = (*forward_headers, *CACHE_REQUEST_HEADERS)
         self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)

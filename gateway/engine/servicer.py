@@ -13,7 +13,7 @@ from typing import NoReturn, TypeVar
 
 import grpc
 
-from gateway.engine.contract import CallContext, api_key, client_request_id, new_request_id
+from gateway.engine.contract import CACHE_STATUS_HEADER, CallContext, api_key, client_request_id, new_request_id
 from gateway.engine.core import EngineCore
 from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -51,8 +51,9 @@ def _upstream_ms(ctx: CallContext) -> tuple[tuple[str, str], ...]:
 
 
 def _identity(ctx: CallContext) -> tuple[tuple[str, str], ...]:
-    """The engine's request id and the `x-ratelimit-*` values, for the caller to show its own client."""
-    return (("x-request-id", ctx.request_id), *ctx.limit_headers.items())
+    """The engine's request id, the `x-ratelimit-*` values and the cache status, for the caller to show its client."""
+    cache = ((CACHE_STATUS_HEADER, ctx.cache_status),) if ctx.cache_status else ()
+    return (("x-request-id", ctx.request_id), *ctx.limit_headers.items(), *cache)
 
 
 def _internal(ctx: CallContext) -> InternalError:

@@ -19,7 +19,15 @@ from aiohttp import web
 
 from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
-from gateway.engine.contract import CallContext, Engine, api_key, client_request_id, new_request_id, printable
+from gateway.engine.contract import (
+    CACHE_STATUS_HEADER,
+    CallContext,
+    Engine,
+    api_key,
+    client_request_id,
+    new_request_id,
+    printable,
+)
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -58,6 +66,8 @@ def json_response(body: Any, ctx: CallContext, status: int = 200) -> web.Respons
     headers = {"Content-Type": _JSON, "x-request-id": ctx.request_id, OVERHEAD_HEADER: _overhead_ms(ctx)}
     if ctx.limit_headers:
         headers.update(ctx.limit_headers)
+    if ctx.cache_status:
+        headers[CACHE_STATUS_HEADER] = ctx.cache_status
     return web.Response(body=orjson.dumps(body), status=status, headers=headers)
 
 
@@ -142,6 +152,8 @@ class OpenAIFrontDoor:
                 "x-request-id": ctx.request_id,
                 OVERHEAD_HEADER: _overhead_ms(ctx),
             }
+            if ctx.cache_status:
+                headers[CACHE_STATUS_HEADER] = ctx.cache_status
             response = web.StreamResponse(headers=headers)
             await response.prepare(request)
             # From here on the status is sent: every failure must travel in-band, then [DONE].

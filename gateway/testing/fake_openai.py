@@ -32,12 +32,14 @@ from gateway.testing.openai_replies import (
     DEFAULT_DIMENSIONS,
     MAX_DIMENSIONS,
     UNPARSEABLE,
+    WORD_DIMENSIONS,
     BadRequest,
     Chat,
     embedding,
     embedding_items,
     parse_chat,
     positive_int,
+    word_embedding,
 )
 
 __all__ = ["FakeOpenAI", "Fault", "RecordedRequest", "main"]
@@ -110,6 +112,9 @@ class FakeOpenAI:
         self.api_key = api_key
         # A benchmark serves millions of requests; it turns recording off so memory stays flat.
         self.record_requests = record_requests
+        # False: embeddings are hashes of the whole text (unrelated for any two texts); True: of its words, so that
+        # texts worded alike are close (for testing similarity search).
+        self.word_embeddings = False
         self.base_url = ""
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
@@ -268,7 +273,8 @@ class FakeOpenAI:
         if not isinstance(model, str):
             raise BadRequest("Missing required parameter: 'model'.", "model", "missing_required_parameter")
         items = embedding_items(body.get("input"))
-        dimensions = positive_int(body, "dimensions", DEFAULT_DIMENSIONS, MAX_DIMENSIONS)
+        default = WORD_DIMENSIONS if self.word_embeddings else DEFAULT_DIMENSIONS
+        dimensions = positive_int(body, "dimensions", default, MAX_DIMENSIONS)
         encoding = body.get("encoding_format", "float")
         if encoding not in ("float", "base64"):
             raise BadRequest(f"Invalid value for 'encoding_format': {encoding!r}.", "encoding_format")
@@ -276,7 +282,7 @@ class FakeOpenAI:
             await asyncio.sleep(self.latency)
         data = []
         for index, (text, _) in enumerate(items):
-            vector = embedding(text, dimensions)
+            vector = (word_embedding if self.word_embeddings else embedding)(text, dimensions)
             data.append(
                 {
                     "object": "embedding",

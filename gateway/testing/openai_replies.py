@@ -12,6 +12,7 @@ import functools
 import hashlib
 import json
 import math
+import re
 import sys
 import time
 from array import array
@@ -287,6 +288,23 @@ def _tokens_item(tokens: list[int]) -> tuple[str, int]:
     return " ".join(map(str, tokens)), len(tokens)
 
 
+WORD_DIMENSIONS = 512  # embedding length of word embeddings when the request sets no `dimensions`
+_WORD = re.compile(r"\w+")
+
+
+@functools.lru_cache(maxsize=8192)
+def word_embedding(text: str, dimensions: int) -> Embedding:
+    """A unit vector by feature hashing of the lower-cased words of `text`: texts that share most of their words are
+    close (cosine = shared words over the geometric mean of the word counts, barring collisions), unrelated ones far.
+    For testing similarity search; real embeddings also capture meaning, this only captures wording."""
+    values = [0.0] * dimensions
+    for word in _WORD.findall(text.lower()):
+        digest = hashlib.sha256(word.encode("utf-8", "surrogatepass")).digest()
+        values[int.from_bytes(digest[:4], "little") % dimensions] += 1.0 if digest[4] & 1 else -1.0
+    norm = math.sqrt(sum(value * value for value in values)) or 1.0
+    return _as_embedding([value / norm for value in values])
+
+
 @functools.lru_cache(maxsize=8192)
 def embedding(text: str, dimensions: int) -> Embedding:
     """A unit vector derived from sha256 of `text`, as floats and as OpenAI's base64 of little-endian float32."""
@@ -296,7 +314,11 @@ def embedding(text: str, dimensions: int) -> Embedding:
     # byte / 127.5 - 1 is never 0, so the norm is never 0 either.
     values = [byte / 127.5 - 1.0 for byte in raw[:dimensions]]
     norm = math.sqrt(sum(value * value for value in values))
-    vector = array("f", (value / norm for value in values))
+    return _as_embedding([value / norm for value in values])
+
+
+def _as_embedding(values: list[float]) -> Embedding:
+    vector = array("f", values)
     # Floats rounded through float32, so they equal what the base64 form decodes to.
     floats = vector.tolist()
     if sys.byteorder != "little":

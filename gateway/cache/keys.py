@@ -1,0 +1,65 @@
+"""What a cached answer is filed under: who may share it (the scope) and a hash of everything that changes it.
+
+The key covers the model as configured (its name and targets), and every request field that can change the answer:
+messages, tools, tool_choice, sampling parameters, response_format, n, stop, seed, logprobs, the passthrough JSON.
+It leaves out what cannot: the caller's `user` tag, `metadata`, `store` and the stream options (the stream flag is not
+in the params at all). The params are serialized deterministically after clearing those fields, and hashed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+
+from gateway.auth.principal import Principal
+from gateway.config import ModelConfig
+from tollgate.gateway.v1 import gateway_pb2 as pb
+
+_SCOPES = ("key", "user", "team")
+
+
+def scope_of(principal: Principal | None, wanted: str) -> str:
+    """The partition an answer may be shared within, e.g. `team:ml`.
+
+    `wanted` is the model's configured scope; empty means the narrowest the auth decision allows. A wanted scope the
+    caller has no value for (scope team, a key without a team) narrows to the next one that has a value, never
+    widens: otherwise every team-less key would share one `team:` partition.
+    """
+    if principal is None:
+        return "global"
+    values = {"key": principal.key_id, "user": principal.user, "team": principal.team}
+    if wanted == "global":
+        return "global"
+    order = reversed(_SCOPES[: _SCOPES.index(wanted) + 1]) if wanted in values else _SCOPES
+    for name in order:
+        if values[name]:
+            return f"{name}:{values[name]}"
+    # Anonymous (`auth: none`): there is nobody to keep apart.
+    return "global"
+
+
+def model_fingerprint(model: ModelConfig) -> bytes:
+    """The configured model: renaming a target's model or moving it to another backend starts a fresh cache."""
+    targets = ";".join(f"{t.backend}/{t.model}" for t in model.targets)
+    return f"{model.name}|{targets}|{','.join(model.fallback)}".encode()
+
+
+def canonical_params(params: pb.ChatCompletionParams) -> bytes:
+    """The request as the bytes that decide its answer: a copy without the ignored fields, serialized
+    deterministically (map fields such as logit_bias in key order)."""
+    copy = pb.ChatCompletionParams()
+    copy.CopyFrom(params)
+    # Fields that never change what the model answers.
+    copy.ClearField("user")
+    copy.ClearField("metadata")
+    copy.ClearField("store")
+    copy.ClearField("stream_options")
+    return copy.SerializeToString(deterministic=True)
+
+
+def cache_key(scope: str, model: ModelConfig, params: pb.ChatCompletionParams) -> str:
+    """The exact-match key: a hash of the scope, the configured model and the canonical request."""
+    digest = hashlib.blake2b(digest_size=20)
+    for part in (scope.encode(), model_fingerprint(model), canonical_params(params)):
+        digest.update(len(part).to_bytes(8, "little"))  # length-prefixed: no two splits hash alike
+        digest.update(part)
+    return digest.hexdigest()
