@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.config import BackendConfig, ConfigError, GatewayConfig
+from gateway.providers.anthropic import build_anthropic
 from gateway.providers.base import Provider
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai_compat import OpenAICompatibleProvider
@@ -20,6 +21,7 @@ def _openai_compatible(backend: BackendConfig, path: str) -> Provider:
 
 PROVIDERS: dict[str, Factory] = {
     "mock": MockProvider,
+    "anthropic": build_anthropic,
     # The OpenAI-compatible family: one adapter, named after what operators call their servers.
     "openai": _openai_compatible,
     "openai-compatible": _openai_compatible,

@@ -1,0 +1,142 @@
+"""The Anthropic provider: Claude through the Messages API (`POST /v1/messages`).
+
+It shares the OpenAI-compatible adapter's pooled session, idle-based timeouts and transport error translation, and
+owns only what differs: the headers (`x-api-key`, `anthropic-version`, `anthropic-beta`), the request body
+(gateway.providers.anthropic_request), and the answers, stream events and error types
+(gateway.providers.anthropic_response). Shapes: https://docs.anthropic.com/en/api/messages.
+
+Backend options (`options:` in the config):
+- `version`: the `anthropic-version` header, default 2023-06-01;
+- `default_max_tokens`: the `max_tokens` sent when the client set none (Anthropic requires one), default 4096;
+- `beta`: a list of `anthropic-beta` flags sent with every request (a client's own flags are added to them).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncGenerator, Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+import aiohttp
+import orjson
+
+from gateway.config import BackendConfig, ConfigError
+from gateway.errors import GatewayError, InvalidRequestError, UpstreamError
+from gateway.providers.anthropic_request import encode_messages_request
+from gateway.providers.anthropic_response import StreamTranslator, anthropic_error, decode_message
+from gateway.providers.openai_compat import _MALFORMED, OpenAICompatibleProvider
+from tollgate.gateway.v1 import gateway_pb2 as pb
+
+ANTHROPIC_BASE_URL = "https://api.anthropic.com"
+ANTHROPIC_VERSION = "2023-06-01"
+DEFAULT_MAX_TOKENS = 4096
+_DATA = b"data:"
+_MAX_ERROR_BODY = 64 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class AnthropicOptions:
+    """The Anthropic backend's own settings."""
+
+    version: str = ANTHROPIC_VERSION
+    default_max_tokens: int = DEFAULT_MAX_TOKENS
+    beta: tuple[str, ...] = ()
+
+    @staticmethod
+    def parse(options: Mapping[str, Any], path: str) -> AnthropicOptions:
+        """Validated options; a bad one is a `ConfigError` naming it."""
+        unknown = sorted(set(options) - {"version", "default_max_tokens", "beta"})
+        if unknown:
+            raise ConfigError(f"{path}.options.{unknown[0]}: unknown option (known: beta, default_max_tokens, version)")
+        version = options.get("version", ANTHROPIC_VERSION)
+        if not isinstance(version, str) or not version:
+            raise ConfigError(f"{path}.options.version: expected a non-empty string")
+        max_tokens = options.get("default_max_tokens", DEFAULT_MAX_TOKENS)
+        if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+            raise ConfigError(f"{path}.options.default_max_tokens: expected a positive integer")
+        beta = options.get("beta", [])
+        if isinstance(beta, str):
+            beta = [beta]
+        if not isinstance(beta, list) or not all(isinstance(b, str) and b for b in beta):
+            raise ConfigError(f"{path}.options.beta: expected a list of feature names")
+        return AnthropicOptions(version=version, default_max_tokens=max_tokens, beta=tuple(beta))
+
+
+class AnthropicProvider(OpenAICompatibleProvider):
+    """A backend that speaks Anthropic's Messages API."""
+
+    def __init__(
+        self, backend: BackendConfig, options: AnthropicOptions, clock: Callable[[], float] = time.time
+    ) -> None:
+        super().__init__(backend)
+        self.options = options
+        self._clock = clock  # Anthropic's answers carry no creation time; the chunks' `created` is when they came
+        self._chat_url = f"{backend.base_url or ANTHROPIC_BASE_URL}/v1/messages"
+        headers = {"Content-Type": "application/json", "Accept": "application/json"}
+        headers["anthropic-version"] = options.version
+        if backend.api_key is not None:
+            headers["x-api-key"] = backend.api_key.reveal()
+        headers.update(backend.headers)
+        self._headers = headers
+
+    def _request(self, model: str, params: pb.ChatCompletionParams, *, stream: bool) -> tuple[bytes, dict[str, str]]:
+        body = encode_messages_request(params, model, stream=stream, default_max_tokens=self.options.default_max_tokens)
+        beta = [*self.options.beta, *(b for b in params.anthropic_beta if b not in self.options.beta)]
+        return orjson.dumps(body), ({"anthropic-beta": ",".join(beta)} if beta else {})
+
+    async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
+        """A non-streaming message."""
+        body, headers = self._request(model, params, stream=False)
+        with self._translate_errors():
+            async with self._client().post(self._chat_url, data=body, headers=headers) as resp:
+                if resp.status >= 400:
+                    raise await self._error(resp)
+                raw = await resp.read()
+        try:
+            return decode_message(orjson.loads(raw), int(self._clock()))
+        except _MALFORMED as exc:
+            raise self._malformed(exc) from exc
+
+    async def stream(
+        self, model: str, params: pb.ChatCompletionParams
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """A streamed message, translated event by event; the last chunk carries the usage."""
+        body, headers = self._request(model, params, stream=True)
+        translator = StreamTranslator(int(self._clock()))
+        name = self.backend.name
+        with self._translate_errors():
+            async with self._client().post(self._chat_url, data=body, headers=headers) as resp:
+                if resp.status >= 400:
+                    raise await self._error(resp)
+                async for line in resp.content:
+                    # Each event is `event: <type>` then `data: <json>`; the type is in the JSON too.
+                    if not line.startswith(_DATA):
+                        continue
+                    try:
+                        chunk = translator.feed(orjson.loads(line[5:]), name)
+                    except _MALFORMED as exc:
+                        raise self._malformed(exc) from exc
+                    if chunk is not None:
+                        yield chunk
+                    if translator.done:
+                        return
+        raise UpstreamError(f"backend '{name}' closed the stream before it finished")
+
+    async def embed(self, model: str, request: pb.CreateEmbeddingsRequest) -> pb.CreateEmbeddingsResponse:
+        """Anthropic has no embeddings API."""
+        raise InvalidRequestError(
+            f"backend '{self.backend.name}' (Anthropic) has no embeddings", code="unsupported_operation"
+        )
+
+    async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
+        try:
+            body = orjson.loads(await resp.content.read(_MAX_ERROR_BODY))
+        except (orjson.JSONDecodeError, TimeoutError, aiohttp.ClientError):
+            body = None
+        return anthropic_error(resp.status, body, resp.headers.get("Retry-After"), self.backend.name)
+
+
+def build_anthropic(backend: BackendConfig, path: str) -> AnthropicProvider:
+    """The registry's factory: options validated with their path."""
+    return AnthropicProvider(backend, AnthropicOptions.parse(backend.options, path))
