@@ -2,8 +2,8 @@
 
 It shares the OpenAI-compatible adapter's pooled session, idle-based timeouts and transport error translation, and
 owns only what differs: the headers (`x-api-key`, `anthropic-version`, `anthropic-beta`), the request body
-(gateway.providers.anthropic_request), and the answers, stream events and error types
-(gateway.providers.anthropic_response). Shapes: https://docs.anthropic.com/en/api/messages.
+(gateway.providers.anthropic_encode), and the answers, stream events and error types
+(gateway.providers.anthropic_decode). Shapes: https://docs.anthropic.com/en/api/messages.
 
 Backend options (`options:` in the config):
 - `version`: the `anthropic-version` header, default 2023-06-01;
@@ -23,8 +23,8 @@ import orjson
 
 from gateway.config import BackendConfig, ConfigError
 from gateway.errors import GatewayError, InvalidRequestError, UpstreamError
-from gateway.providers.anthropic_request import encode_messages_request
-from gateway.providers.anthropic_response import StreamTranslator, anthropic_error, decode_message
+from gateway.providers.anthropic_decode import StreamTranslator, anthropic_error, decode_message
+from gateway.providers.anthropic_encode import encode_messages_request
 from gateway.providers.openai_compat import _MALFORMED, OpenAICompatibleProvider
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -33,6 +33,8 @@ ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
 _DATA = b"data:"
 _MAX_ERROR_BODY = 64 * 1024
+# Request fields the count_tokens endpoint does not take (it counts input only).
+_NOT_COUNTED = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "metadata", "stream")
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +75,7 @@ class AnthropicProvider(OpenAICompatibleProvider):
         self.options = options
         self._clock = clock  # Anthropic's answers carry no creation time; the chunks' `created` is when they came
         self._chat_url = f"{backend.base_url or ANTHROPIC_BASE_URL}/v1/messages"
+        self._count_url = f"{self._chat_url}/count_tokens"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         headers["anthropic-version"] = options.version
         if backend.api_key is not None:
@@ -122,6 +125,22 @@ class AnthropicProvider(OpenAICompatibleProvider):
                     if translator.done:
                         return
         raise UpstreamError(f"backend '{name}' closed the stream before it finished")
+
+    async def count_tokens(self, model: str, params: pb.ChatCompletionParams) -> int:
+        """Anthropic's own count of the request's input tokens (`POST /v1/messages/count_tokens`)."""
+        body = encode_messages_request(params, model, stream=False, default_max_tokens=1)
+        for key in _NOT_COUNTED:
+            body.pop(key, None)
+        _, headers = self._request(model, params, stream=False)
+        with self._translate_errors():
+            async with self._client().post(self._count_url, data=orjson.dumps(body), headers=headers) as resp:
+                if resp.status >= 400:
+                    raise await self._error(resp)
+                raw = await resp.read()
+        try:
+            return int(orjson.loads(raw)["input_tokens"])
+        except _MALFORMED as exc:
+            raise self._malformed(exc) from exc
 
     async def embed(self, model: str, request: pb.CreateEmbeddingsRequest) -> pb.CreateEmbeddingsResponse:
         """Anthropic has no embeddings API."""

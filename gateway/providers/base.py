@@ -7,7 +7,7 @@ An adapter owns all of its provider's JSON and nothing else: it never touches au
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.config import BackendConfig
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -105,3 +105,12 @@ async def collect(chunks: AsyncIterator[pb.StreamChatCompletionResponse]) -> pb.
             out.usage.CopyFrom(chunk.usage)
     out.choices.extend(folds[i].finish() for i in sorted(folds))
     return out
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider that can count a request's input tokens without answering it (Anthropic's count_tokens)."""
+
+    async def count_tokens(self, model: str, params: pb.ChatCompletionParams) -> int:
+        """The input tokens `params` would use with `model`."""
+        ...
