@@ -19,8 +19,8 @@ from gateway.errors import (
     UpstreamError,
 )
 from gateway.providers.anthropic import AnthropicOptions, AnthropicProvider, build_anthropic
-from gateway.providers.anthropic_encode import encode_messages_request
 from gateway.providers.anthropic_decode import StreamTranslator, anthropic_error
+from gateway.providers.anthropic_encode import encode_messages_request
 from gateway.providers.base import collect
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_anthropic import AnthropicFault, FakeAnthropic
