@@ -27,6 +27,7 @@ FLOOR = "floor"
 TOLLGATE = "tollgate"
 SECURED = "secured"  # tollgate with an auth server and a stats server
 LIMITS = ("limits", "limits-redis")  # tollgate with rate limits on every request, in memory and in Redis
+TRANSLATED = ("anthropic",)  # tollgate translating OpenAI requests for an Anthropic backend
 LIMIT_HEADER = "x-ratelimit-remaining-requests"  # every answer of a limits target must carry it
 _DASH = "-"
 _NOISY_BACKGROUND_PCT = 20.0
@@ -356,6 +357,22 @@ def _limits_lines(costs: Sequence[AddedCost], checks: Sequence[LimitsCheck]) -> 
     return lines
 
 
+def _translation_lines(costs: Sequence[AddedCost], chunks: int) -> list[str]:
+    """The translation's cost: the translated target's CPU against plain tollgate's, per request and per chunk."""
+    header = ["target", "mode", "c", "+p50 ms", "CPU/req ms", "+CPU/req ms", "+CPU/chunk µs"]
+    rows = []
+    for cost in costs:
+        per_chunk = None
+        if cost.scenario == "stream" and cost.added_cpu_per_request_ms is not None and chunks:
+            per_chunk = cost.added_cpu_per_request_ms * 1000 / chunks
+        row = _added_cost_rows([cost], [], with_target=True)[0]
+        rows.append([*row, _signed(per_chunk, 1)])
+    lines = ["== translation: OpenAI client -> Anthropic backend, against tollgate -> OpenAI backend =="]
+    lines += _table(header, rows)
+    lines += ["+CPU/chunk = +CPU/req / chunks on streams: the translation's cost per streamed chunk.", ""]
+    return lines
+
+
 def text_report(
     runs: Sequence[RunFigures],
     comparisons: Sequence[Comparison],
@@ -407,6 +424,8 @@ def text_report(
     limit_costs = added_cost(runs, LIMITS)
     if limit_costs:
         lines += _limits_lines(limit_costs, limits_checks(runs))
+    if translated := added_cost(runs, TRANSLATED):
+        lines += _translation_lines(translated, int(meta["chunks"]))
     noisy = [
         run
         for run in runs
