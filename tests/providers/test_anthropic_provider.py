@@ -106,8 +106,10 @@ async def test_thinking_round_trip_whole_and_streamed(fake: FakeAnthropic) -> No
     for completion in (whole, folded):
         message = completion.choices[0].message
         assert message.reasoning_content.startswith("The user said: hello there")
-    block = whole.choices[0].message.thinking_blocks[0]
-    assert block.signature.startswith("sig_")
+    # Folding the stream rebuilds the thinking block, signature and all, exactly as the whole answer has it.
+    assert folded.choices[0].message.thinking_blocks == whole.choices[0].message.thinking_blocks
+    assert whole.choices[0].message.thinking_blocks[0].signature.startswith("sig_")
+    assert folded.choices[0].native_finish_reason == whole.choices[0].native_finish_reason == "end_turn"
     assert fake.requests[-1].json["thinking"] == {"type": "enabled", "budget_tokens": 1024}
 
 
@@ -239,3 +241,12 @@ async def test_redacted_thinking_and_interleaved_blocks_in_a_stream() -> None:
     assert chunks[-2].choices[0].native_finish_reason == "pause_turn"
     assert chunks[-1].usage.total_tokens == 7
     assert translator.done
+
+    async def replay() -> AsyncIterator[pb.StreamChatCompletionResponse]:
+        for chunk in chunks:
+            yield chunk
+
+    folded = (await collect(replay())).choices[0]
+    assert [b.redacted_data for b in folded.message.thinking_blocks] == ["xyz"]
+    assert [c.id for c in folded.message.tool_calls] == ["a", "b"]
+    assert (folded.finish_reason, folded.native_finish_reason) == (pb.FINISH_REASON_STOP, "pause_turn")
