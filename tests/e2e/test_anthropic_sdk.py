@@ -21,6 +21,7 @@ import pytest
 from gateway.testing.fake_anthropic import AnthropicFault, FakeAnthropic
 from gateway.testing.fake_openai import FakeOpenAI, Fault
 from tests.conftest import UPSTREAM_KEY, RunningGateway, StartGateway
+from tests.e2e.test_auth_stats import Stack, eventually, secured, stack  # noqa: F401 - fixtures
 from tests.e2e.test_cli import tollgate
 
 ANTHROPIC_KEY = "sk-ant-upstream"
@@ -277,3 +278,26 @@ async def test_through_a_real_tollgate_process(
         )
         assert json.loads(arguments) == {"echo": "hello there"}
         assert await process.terminate() == 0, process.output()
+
+
+# ---------------------------------------------------------------------------------------------------- auth and usage
+
+
+async def test_auth_and_usage_apply_to_messages(secured: RunningGateway, stack: Stack) -> None:  # noqa: F811 - fixtures
+    """The same engine: keys from x-api-key, denials in Anthropic's shape, one usage record per request."""
+    for key, error, kind in [
+        ("sk-not-a-tollgate-key", anthropic.AuthenticationError, "authentication_error"),
+        (stack.keys["bob"], anthropic.PermissionDeniedError, "permission_error"),
+    ]:
+        async with anthropic.AsyncAnthropic(base_url=secured.http_url, api_key=key, max_retries=0) as denied:
+            with pytest.raises(error) as caught:
+                await denied.messages.create(model="gpt-4o-mini", max_tokens=5, messages=HELLO)
+        assert caught.value.body["error"]["type"] == kind  # type: ignore[index]
+    async with anthropic.AsyncAnthropic(base_url=secured.http_url, api_key=stack.keys["alice"], max_retries=0) as alice:
+        await alice.messages.create(
+            model="gpt-4o-mini", max_tokens=50, messages=HELLO, extra_headers={"x-request-id": f"msg-{secured.mode}"}
+        )
+    await eventually(lambda: any(f"msg-{secured.mode}" in str(row["labels"]) for row in stack.rows()))
+    row = next(row for row in stack.rows() if f"msg-{secured.mode}" in str(row["labels"]))
+    assert (row["user"], row["outcome"], row["requested_model"]) == ("alice", "OUTCOME_COMPLETED", "gpt-4o-mini")
+    assert row["input_tokens"] > 0 and row["output_tokens"] > 0
