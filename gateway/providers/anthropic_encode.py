@@ -105,13 +105,13 @@ def _tool_choice(params: pb.ChatCompletionParams) -> dict[str, Any] | None:
 
 
 def _conversation(messages: Any) -> tuple[str | list[dict[str, Any]], list[dict[str, Any]]]:
-    system: list[pb.ChatMessage] = []
+    system: list[tuple[str, pb.ChatMessage]] = []
     out: list[dict[str, Any]] = []
     merge_into_user = False  # whether the last turn is tool results that a user message may join
     for i, msg in enumerate(messages):
         param = f"messages[{i}]"
         if msg.role in _SYSTEM_ROLES:
-            system.append(msg)
+            system.append((param, msg))
             merge_into_user = False
         elif msg.role == pb.ROLE_TOOL:
             block = _tool_result(msg, param)
@@ -134,14 +134,16 @@ def _conversation(messages: Any) -> tuple[str | list[dict[str, Any]], list[dict[
     return _system(system), out
 
 
-def _system(messages: list[pb.ChatMessage]) -> str | list[dict[str, Any]]:
+def _system(messages: list[tuple[str, pb.ChatMessage]]) -> str | list[dict[str, Any]]:
+    """The system messages (with their paths, for errors) as `system`."""
     if not messages:
         return ""
-    if len(messages) == 1 and messages[0].HasField("content") and not messages[0].extra_json:
-        return messages[0].content
+    first = messages[0][1]
+    if len(messages) == 1 and first.HasField("content") and not first.extra_json:
+        return first.content
     blocks: list[dict[str, Any]] = []
-    for i, msg in enumerate(messages):
-        blocks.extend(_blocks(msg, f"messages[{i}]"))
+    for param, msg in messages:
+        blocks.extend(_blocks(msg, param))
     return blocks
 
 

@@ -47,6 +47,7 @@ def params(body: dict[str, Any]) -> pb.ChatCompletionParams:
 
 
 HELLO = {"messages": [{"role": "user", "content": "hello there"}]}
+AUDIO = {"type": "input_audio", "input_audio": {"data": "AA", "format": "wav"}}
 
 
 async def test_options_and_headers(fake: FakeAnthropic) -> None:
@@ -250,3 +251,25 @@ async def test_redacted_thinking_and_interleaved_blocks_in_a_stream() -> None:
     assert [b.redacted_data for b in folded.message.thinking_blocks] == ["xyz"]
     assert [c.id for c in folded.message.tool_calls] == ["a", "b"]
     assert (folded.finish_reason, folded.native_finish_reason) == (pb.FINISH_REASON_STOP, "pause_turn")
+
+
+def test_system_messages_anywhere_join_system_and_a_later_image_part_names_its_path() -> None:
+    request = params(
+        {
+            "messages": [
+                {"role": "system", "content": "First."},
+                {"role": "user", "content": "hi"},
+                {"role": "developer", "content": [{"type": "text", "text": "Later.", "cache_control": {"type": "x"}}]},
+            ]
+        }
+    )
+    body = encode_messages_request(request, "m", stream=False, default_max_tokens=10)
+    assert body["system"] == [
+        {"type": "text", "text": "First."},
+        {"type": "text", "text": "Later.", "cache_control": {"type": "x"}},
+    ]
+    assert body["messages"] == [{"role": "user", "content": "hi"}]
+    bad = params({"messages": [{"role": "user", "content": "hi"}, {"role": "system", "content": [AUDIO]}]})
+    with pytest.raises(InvalidRequestError) as caught:
+        encode_messages_request(bad, "m", stream=False, default_max_tokens=10)
+    assert caught.value.param == "messages[1].content[0].type"
