@@ -175,9 +175,12 @@ class StreamTranslator:
         if kind == "text_delta":
             delta.content = body["text"]
         elif kind == "input_json_delta":
-            if not body["partial_json"]:
-                return None  # the API opens each tool's input with an empty piece
-            call = delta.tool_calls.add(index=self._tools[index])
+            position = self._tools.get(index)
+            if position is None or not body["partial_json"]:
+                # A server tool's input (server_tool_use: Anthropic runs it) is no call for the client; and the API
+                # opens each tool's input with an empty piece.
+                return None
+            call = delta.tool_calls.add(index=position)
             call.function.arguments = body["partial_json"]
         elif kind == "thinking_delta":
             delta.reasoning_content = body["thinking"]

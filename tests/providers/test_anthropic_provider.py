@@ -216,6 +216,10 @@ def test_malformed_events_and_bodies() -> None:
     translator = StreamTranslator(0)
     with pytest.raises(KeyError):  # the provider turns this into one UpstreamError
         translator.feed({"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta"}}, "b")
+    server_tool = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
+    assert translator.feed({"type": "content_block_start", "index": 0, "content_block": server_tool}, "b") is None
+    query = {"type": "input_json_delta", "partial_json": '{"query": "x"}'}
+    assert translator.feed({"type": "content_block_delta", "index": 0, "delta": query}, "b") is None
     assert translator.feed({"type": "ping"}, "b") is None
     assert translator.feed({"type": "some_future_event"}, "b") is None
     error = anthropic_error(0, {"type": "error", "error": {"type": "brand_new_error"}}, None, "b")
