@@ -215,7 +215,7 @@ async def test_unreachable_backend() -> None:
 def test_malformed_events_and_bodies() -> None:
     translator = StreamTranslator(0)
     with pytest.raises(KeyError):  # the provider turns this into one UpstreamError
-        translator.feed({"type": "content_block_delta", "index": 3, "delta": {"type": "input_json_delta"}}, "b")
+        translator.feed({"type": "content_block_delta", "index": 3}, "b")
     server_tool = {"type": "server_tool_use", "id": "srvtoolu_1", "name": "web_search", "input": {}}
     assert translator.feed({"type": "content_block_start", "index": 0, "content_block": server_tool}, "b") is None
     query = {"type": "input_json_delta", "partial_json": '{"query": "x"}'}
