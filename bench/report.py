@@ -28,6 +28,7 @@ TOLLGATE = "tollgate"
 SECURED = "secured"  # tollgate with an auth server and a stats server
 LIMITS = ("limits", "limits-redis")  # tollgate with rate limits on every request, in memory and in Redis
 CACHE = ("cache", "cache-redis")  # tollgate answering every request from its response cache, L1 and L2
+TRANSLATED = ("anthropic",)  # tollgate translating OpenAI requests for an Anthropic backend
 LIMIT_HEADER = "x-ratelimit-remaining-requests"  # every answer of a limits target must carry it
 _DASH = "-"
 _NOISY_BACKGROUND_PCT = 20.0
@@ -368,6 +369,22 @@ def _cache_lines(costs: Sequence[AddedCost], runs: Sequence[RunFigures]) -> list
     return lines
 
 
+def _translation_lines(costs: Sequence[AddedCost], chunks: int) -> list[str]:
+    """The translation's cost: the translated target's CPU against plain tollgate's, per request and per chunk."""
+    header = ["target", "mode", "c", "+p50 ms", "CPU/req ms", "+CPU/req ms", "+CPU/chunk µs"]
+    rows = []
+    for cost in costs:
+        per_chunk = None
+        if cost.scenario == "stream" and cost.added_cpu_per_request_ms is not None and chunks:
+            per_chunk = cost.added_cpu_per_request_ms * 1000 / chunks
+        row = _added_cost_rows([cost], [], with_target=True)[0]
+        rows.append([*row, _signed(per_chunk, 1)])
+    lines = ["== translation: OpenAI client -> Anthropic backend, against tollgate -> OpenAI backend =="]
+    lines += _table(header, rows)
+    lines += ["+CPU/chunk = +CPU/req / chunks on streams: the translation's cost per streamed chunk.", ""]
+    return lines
+
+
 def text_report(
     runs: Sequence[RunFigures],
     comparisons: Sequence[Comparison],
@@ -422,6 +439,8 @@ def text_report(
     cache_costs = added_cost(runs, CACHE)
     if cache_costs:
         lines += _cache_lines(cache_costs, runs)
+    if translated := added_cost(runs, TRANSLATED):
+        lines += _translation_lines(translated, int(meta["chunks"]))
     noisy = [
         run
         for run in runs

@@ -5,7 +5,9 @@
   (bench.limits); `secured`: the same plus real auth and stats servers (bench.secured);
 - `cache` / `cache-redis`: the same with the response cache on, every request a hit, from memory / from Redis
   (bench.cache);
-- `split`: `tollgate engine` + `tollgate frontdoor`, over gRPC.
+- `split`: `tollgate engine` + `tollgate frontdoor`, over gRPC;
+- `anthropic`: `tollgate serve` translating the same OpenAI requests to a fake Anthropic backend
+  (gateway.testing.fake_anthropic), so its CPU against `tollgate`'s is the translation's cost.
 
 Every gateway gets the same configuration as the `tollgate` target plus its own section, so their figures differ by
 that section alone. Every process is started at once and waited for afterwards, so they start in parallel.
@@ -28,7 +30,18 @@ from bench.report import LIMIT_HEADER
 
 __all__ = ["ALL_TARGETS", "MODEL", "Target", "start_targets", "tollgate_config"]
 
-ALL_TARGETS = ("direct", "floor", "tollgate", "limits", "limits-redis", "cache", "cache-redis", "secured", "split")
+ALL_TARGETS = (
+    "direct",
+    "floor",
+    "tollgate",
+    "limits",
+    "limits-redis",
+    "cache",
+    "cache-redis",
+    "secured",
+    "split",
+    "anthropic",
+)
 MODEL = "gpt-4o-mini"
 _REPO = Path(__file__).resolve().parents[1]
 _HOST = "127.0.0.1"
@@ -127,6 +140,8 @@ def start_targets(
     if "split" in wanted:
         argv = _python(*_GATEWAY, "engine", "--config", str(config_path), "--grpc", f"{_HOST}:0")
         pending.append((Target("split", ""), start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))
+    if "anthropic" in wanted:
+        pending.append(_start_translated(chunks, log_dir, services))
     services += [service for _, service, _ in pending]
     targets = [Target("direct", base)] if "direct" in wanted else []
     targets += [_ready(pending_target, log_dir, services) for pending_target in pending]
@@ -176,6 +191,16 @@ def _start_secured(side: secured.SideServers, config: dict[str, Any], log_dir: P
     )
     full = secured.secured_config(config, auth_port, stats_port, log_dir / "spool")
     return _serve(target, _write_config(log_dir, target.name, full), log_dir)
+
+
+def _start_translated(chunks: int, log_dir: Path, services: list[Service]) -> _Pending:
+    """`tollgate serve` in front of a fake Anthropic upstream of its own (its CPU is not the gateway's)."""
+    fake = ("-m", "gateway.testing.fake_anthropic", "--host", _HOST, "--port", "0", "--chunks", str(chunks))
+    upstream = start_service("anthropic-upstream", _python(*fake), log_dir, _REPO)
+    services.append(upstream)
+    config = tollgate_config(upstream.wait_for(_URL_READY)[1])
+    config["backends"][0]["provider"] = "anthropic"
+    return _serve(Target("anthropic", ""), _write_config(log_dir, "anthropic", config), log_dir)
 
 
 def tollgate_config(upstream_base: str) -> dict[str, Any]:

@@ -103,6 +103,10 @@ class Engine(Protocol):
         """The models the caller may use."""
         ...
 
+    async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
+        """The input tokens of a chat request, counted by a backend of its model that can count them."""
+        ...
+
     async def ready(self) -> bool:
         """Whether the engine can take traffic now."""
         ...

@@ -20,6 +20,7 @@ from gateway.cache.response_cache import ResponseCache
 from gateway.cache.semantic import vector_of
 from gateway.config import GatewayConfig
 from gateway.engine.contract import CallContext, new_request_id
+from gateway.engine.counting import count_with_first_counter
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
 from gateway.engine.router import Router
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
@@ -162,6 +163,22 @@ class EngineCore:
         request = pb.CreateEmbeddingsRequest(model=model, input=[text])
         own = CallContext(request_id=new_request_id())
         return vector_of(await self._first_success(model, own, lambda provider, name: provider.embed(name, request)))
+
+    async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
+        """The input tokens of `params`, from the first of its model's targets whose backend can count them."""
+        await self._admit_counting(params, ctx)
+        return await count_with_first_counter(self._router.plan(params.model), self._providers, params, ctx)
+
+    async def _admit_counting(self, params: pb.ChatCompletionParams, ctx: CallContext) -> None:
+        # Counting is free upstream and spends nothing here: auth and model access, no limits.
+        _check_chat(params)
+        principal = await self._authenticate(ctx, params.model, auth_pb2.OPERATION_CHAT)
+        if not principal.access.permits(params.model):
+            raise PermissionDeniedError(
+                f"This API key may not use the model '{params.model}'", param="model", code="model_not_allowed"
+            )
+        if not self._router.knows(params.model):
+            raise NotFoundError(f"The model '{params.model}' does not exist", param="model")
 
     async def _authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
         principal = await self._auth.authenticate(ctx, model, operation)

@@ -148,3 +148,8 @@ class RemoteEngine:
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""
         return await _unary(self._stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata(ctx)), ctx)
+
+    async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
+        """The backend's count of the request's input tokens."""
+        request = pb.CountTokensRequest(params=params)
+        return await _unary(self._stub.CountTokens(request, metadata=self._metadata(ctx)), ctx)

@@ -118,3 +118,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListModelsResponse:
         return await _unary(context, self._engine.list_models)
+
+    async def CountTokens(  # the gRPC method name is fixed by the proto
+        self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.CountTokensResponse:
+        return await _unary(context, lambda ctx: self._engine.count_tokens(request.params, ctx))

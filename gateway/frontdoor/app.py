@@ -7,11 +7,12 @@ from aiohttp import web
 from gateway.config import ServerConfig
 from gateway.engine.contract import CallContext, Engine, new_request_id
 from gateway.errors import NotFoundError
+from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response, json_response
 
 
 def create_app(engine: Engine, server: ServerConfig) -> web.Application:
-    """The HTTP application: the OpenAI routes, health and readiness, and OpenAI-shaped 404s for the rest."""
+    """The HTTP application: the OpenAI and Anthropic routes, health and readiness, OpenAI-shaped 404s for the rest."""
     app = web.Application(client_max_size=server.max_body_bytes, handler_args={"max_field_size": 16384})
 
     def context(request: web.Request) -> CallContext:
@@ -29,6 +30,7 @@ def create_app(engine: Engine, server: ServerConfig) -> web.Application:
         return error_response(error, context(request))
 
     app.add_routes(OpenAIFrontDoor(engine).routes())
+    app.add_routes(AnthropicFrontDoor(engine).routes())
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", not_found)])
     return app
 

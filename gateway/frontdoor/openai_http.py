@@ -79,22 +79,28 @@ def error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
     return response
 
 
-def _guarded(handler: Handler) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Every request gets a context, and every failure an OpenAI-shaped answer; a bug never shows a traceback."""
+ErrorRenderer = Callable[[GatewayError, CallContext], web.Response]
+
+
+def _guarded(
+    handler: Handler, render: ErrorRenderer = error_response
+) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Every request gets a context, and every failure an answer in the API's error shape (`render`, OpenAI's by
+    default); a bug never shows a traceback."""
 
     async def handle(request: web.Request) -> web.StreamResponse:
         ctx = _context(request)
         if ctx.api_key is not None and not printable(ctx.api_key.reveal()):
             # No key has bytes like these (aiohttp passes invalid UTF-8 through as surrogates): refuse it here,
             # before it reaches gRPC metadata or the auth server, which would fail on it.
-            return error_response(AuthenticationError("Invalid API key"), ctx)
+            return render(AuthenticationError("Invalid API key"), ctx)
         try:
             return await handler(request, ctx)
         except GatewayError as exc:
-            return error_response(exc, ctx)
+            return render(exc, ctx)
         except Exception:
             log.exception("unhandled error", extra={"request_id": ctx.request_id})
-            return error_response(InternalError(f"Internal error (request {ctx.request_id})"), ctx)
+            return render(InternalError(f"Internal error (request {ctx.request_id})"), ctx)
 
     return handle
 

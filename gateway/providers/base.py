@@ -7,7 +7,7 @@ An adapter owns all of its provider's JSON and nothing else: it never touches au
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.config import BackendConfig
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -41,7 +41,7 @@ class Provider(Protocol):
 
 
 class _ChoiceFold:
-    __slots__ = ("calls", "choice", "content", "reasoning", "refusal")
+    __slots__ = ("calls", "choice", "content", "reasoning", "refusal", "thinking_from")
 
     def __init__(self, choice: pb.Choice) -> None:
         self.choice = choice
@@ -49,6 +49,7 @@ class _ChoiceFold:
         self.reasoning: list[str] = []
         self.refusal: list[str] = []
         self.calls: dict[int, pb.ToolCall] = {}
+        self.thinking_from = 0  # where in `reasoning` the thinking block a signature will close began
 
     def add(self, piece: pb.ChunkChoice) -> None:
         delta = piece.delta
@@ -60,21 +61,39 @@ class _ChoiceFold:
             self.reasoning.append(delta.reasoning_content)
         if delta.HasField("refusal"):
             self.refusal.append(delta.refusal)
+        if delta.HasField("thinking_signature") or delta.HasField("redacted_thinking"):
+            self._thinking_block(delta)
         for call in delta.tool_calls:
-            whole = self.calls.setdefault(call.index, pb.ToolCall(type="function"))
-            if call.HasField("id"):
-                whole.id = call.id
-            if call.HasField("type"):
-                whole.type = call.type
-            whole.function.name += call.function.name
-            whole.function.arguments += call.function.arguments
-            if call.extra_json:  # a provider's own fields (Gemini's thought signature) ride on the call
-                whole.extra_json = call.extra_json
+            self._tool_call(call)
         if piece.finish_reason:
             self.choice.finish_reason = piece.finish_reason
+            self.choice.native_finish_reason = piece.native_finish_reason
+            if piece.HasField("stop_sequence"):
+                self.choice.stop_sequence = piece.stop_sequence
         if piece.HasField("logprobs"):
             self.choice.logprobs.content.extend(piece.logprobs.content)
             self.choice.logprobs.refusal.extend(piece.logprobs.refusal)
+
+    def _tool_call(self, call: pb.ToolCallDelta) -> None:
+        whole = self.calls.setdefault(call.index, pb.ToolCall(type="function"))
+        if call.HasField("id"):
+            whole.id = call.id
+        if call.HasField("type"):
+            whole.type = call.type
+        whole.function.name += call.function.name
+        whole.function.arguments += call.function.arguments
+        if call.extra_json:  # a provider's own fields (Gemini's thought signature) ride on the call
+            whole.extra_json = call.extra_json
+
+    def _thinking_block(self, delta: pb.Delta) -> None:
+        """Anthropic's thinking blocks: a signature closes the reasoning since the last one; redacted ones are whole."""
+        blocks = self.choice.message.thinking_blocks
+        if delta.HasField("redacted_thinking"):
+            blocks.add(redacted_data=delta.redacted_thinking)
+        if delta.HasField("thinking_signature"):
+            text = "".join(self.reasoning[self.thinking_from :])
+            blocks.add(thinking=text, signature=delta.thinking_signature)
+            self.thinking_from = len(self.reasoning)
 
     def finish(self) -> pb.Choice:
         message = self.choice.message
@@ -107,3 +126,12 @@ async def collect(chunks: AsyncIterator[pb.StreamChatCompletionResponse]) -> pb.
             out.usage.CopyFrom(chunk.usage)
     out.choices.extend(folds[i].finish() for i in sorted(folds))
     return out
+
+
+@runtime_checkable
+class TokenCounter(Protocol):
+    """A provider that can count a request's input tokens without answering it (Anthropic's count_tokens)."""
+
+    async def count_tokens(self, model: str, params: pb.ChatCompletionParams) -> int:
+        """The input tokens `params` would use with `model`."""
+        ...

@@ -64,9 +64,9 @@ class HttpProvider:
             await self._session.close()
             self._session = None
 
-    async def _post(self, url: str, body: bytes) -> bytes:
+    async def _post(self, url: str, body: bytes, headers: Mapping[str, str] | None = None) -> bytes:
         with self._translate_errors():
-            async with self._client().post(url, data=body) as resp:
+            async with self._client().post(url, data=body, headers=headers) as resp:
                 if resp.status >= 400:
                     raise await self._error(resp)
                 return await resp.read()

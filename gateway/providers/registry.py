@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 from gateway.config import BackendConfig, ConfigError, GatewayConfig
+from gateway.providers.anthropic import build_anthropic
 from gateway.providers.azure import AzureOpenAIProvider
 from gateway.providers.base import Provider
 from gateway.providers.gemini import GeminiProvider
@@ -25,6 +26,7 @@ PROVIDERS: dict[str, Factory] = {
     "mock": MockProvider,
     "gemini": GeminiProvider,
     "azure": AzureOpenAIProvider,
+    "anthropic": build_anthropic,
     # The OpenAI-compatible family: one adapter, named after what operators call their servers.
     "openai": _openai_compatible,
     "openai-compatible": _openai_compatible,

@@ -18,7 +18,7 @@ from google.protobuf.message import Message
 from gateway.codec.openai_request import decode_chat_params
 from gateway.config import BackendConfig
 from gateway.config.shaping import RequestShaping, probe_body
-from gateway.providers.base import Provider
+from gateway.providers.base import Provider, TokenCounter
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 _FIELDS = pb.ChatCompletionParams.DESCRIPTOR.fields_by_name
@@ -104,7 +104,23 @@ class ShapedProvider:
         await self.inner.close()
 
 
+class ShapedCounter(ShapedProvider):
+    """A shaped provider that can also count tokens: it counts the request as it would be sent."""
+
+    def __init__(self, inner: TokenCounter, shaping: RequestShaping) -> None:
+        super().__init__(inner, shaping)  # type: ignore[arg-type]  # a TokenCounter here is always a Provider too
+        self._counter = inner
+
+    async def count_tokens(self, model: str, params: pb.ChatCompletionParams) -> int:
+        """The inner provider's count of the shaped request."""
+        return await self._counter.count_tokens(model, self.shape(params))
+
+
 def with_shaping(provider: Provider) -> Provider:
-    """`provider`, wrapped when its backend shapes requests."""
+    """`provider`, wrapped when its backend shapes requests (keeping its token counting, when it has one)."""
     shaping = provider.backend.shaping
-    return ShapedProvider(provider, shaping) if shaping else provider
+    if not shaping:
+        return provider
+    if isinstance(provider, TokenCounter):
+        return ShapedCounter(provider, shaping)
+    return ShapedProvider(provider, shaping)

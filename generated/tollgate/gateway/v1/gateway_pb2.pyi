@@ -273,6 +273,7 @@ class ChatMessage(_message.Message):
     REFUSAL_FIELD_NUMBER: _builtins.int
     REASONING_CONTENT_FIELD_NUMBER: _builtins.int
     EXTRA_JSON_FIELD_NUMBER: _builtins.int
+    THINKING_BLOCKS_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     content: _builtins.str
     """The content when it is a plain string. Unset means null (an assistant message with only tool calls)."""
@@ -289,6 +290,12 @@ class ChatMessage(_message.Message):
 
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCall]: ...
+    @_builtins.property
+    def thinking_blocks(self) -> _containers.RepeatedCompositeFieldContainer[Global___ThinkingBlock]:
+        """Anthropic's thinking blocks of an assistant message, in order, with the signatures that must come back
+        unchanged on the next turn (reasoning_content, when set, is their text for OpenAI clients).
+        """
+
     def __init__(
         self,
         *,
@@ -301,10 +308,11 @@ class ChatMessage(_message.Message):
         refusal: _builtins.str | None = ...,
         reasoning_content: _builtins.str | None = ...,
         extra_json: _builtins.str = ...,
+        thinking_blocks: _abc.Iterable[Global___ThinkingBlock] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_name", b"_name", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "_tool_call_id", b"_tool_call_id", "content", b"content", "name", b"name", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "tool_call_id", b"tool_call_id"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_name", b"_name", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "_tool_call_id", b"_tool_call_id", "content", b"content", "content_parts", b"content_parts", "extra_json", b"extra_json", "name", b"name", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "role", b"role", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_name", b"_name", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "_tool_call_id", b"_tool_call_id", "content", b"content", "content_parts", b"content_parts", "extra_json", b"extra_json", "name", b"name", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "role", b"role", "thinking_blocks", b"thinking_blocks", "tool_call_id", b"tool_call_id", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__content: _TypeAlias = _typing.Literal["content"]  # noqa: Y015
     _WhichOneofArgType__content: _TypeAlias = _typing.Literal["_content", b"_content"]  # noqa: Y015
@@ -328,6 +336,36 @@ class ChatMessage(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__tool_call_id) -> _WhichOneofReturnType__tool_call_id | None: ...
 
 Global___ChatMessage: _TypeAlias = ChatMessage  # noqa: Y015
+
+@_typing.final
+class ThinkingBlock(_message.Message):
+    """ThinkingBlock is one extended-thinking block of an Anthropic assistant message."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    THINKING_FIELD_NUMBER: _builtins.int
+    SIGNATURE_FIELD_NUMBER: _builtins.int
+    REDACTED_DATA_FIELD_NUMBER: _builtins.int
+    thinking: _builtins.str
+    """The thinking text (empty for a redacted block)."""
+    signature: _builtins.str
+    """The signature that proves the thinking is the model's own."""
+    redacted_data: _builtins.str
+    """The encrypted content of a `redacted_thinking` block; set only for those."""
+    def __init__(
+        self,
+        *,
+        thinking: _builtins.str = ...,
+        signature: _builtins.str = ...,
+        redacted_data: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["redacted_data", b"redacted_data", "signature", b"signature", "thinking", b"thinking"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ThinkingBlock: _TypeAlias = ThinkingBlock  # noqa: Y015
 
 @_typing.final
 class FunctionDefinition(_message.Message):
@@ -590,6 +628,10 @@ class ChatCompletionParams(_message.Message):
     METADATA_FIELD_NUMBER: _builtins.int
     STORE_FIELD_NUMBER: _builtins.int
     MODALITIES_FIELD_NUMBER: _builtins.int
+    TOP_K_FIELD_NUMBER: _builtins.int
+    THINKING_JSON_FIELD_NUMBER: _builtins.int
+    ANTHROPIC_BETA_FIELD_NUMBER: _builtins.int
+    ANTHROPIC_EXTRA_JSON_FIELD_NUMBER: _builtins.int
     EXTRA_JSON_FIELD_NUMBER: _builtins.int
     model: _builtins.str
     temperature: _builtins.float
@@ -607,6 +649,14 @@ class ChatCompletionParams(_message.Message):
     reasoning_effort: _builtins.str
     service_tier: _builtins.str
     store: _builtins.bool
+    top_k: _builtins.int
+    """Anthropic's `top_k` (OpenAI has none; dropped for backends that cannot take it)."""
+    thinking_json: _builtins.str
+    """Anthropic's `thinking` configuration, as its JSON object; empty when not given."""
+    anthropic_extra_json: _builtins.str
+    """JSON object of Messages API request fields beyond the ones above, from an Anthropic client; sent to Anthropic
+    backends unchanged and to no other kind.
+    """
     extra_json: _builtins.str
     """JSON object of request fields beyond the ones above (provider-specific or newer than this schema); sent to the
     provider unchanged.
@@ -629,6 +679,10 @@ class ChatCompletionParams(_message.Message):
     def metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]: ...
     @_builtins.property
     def modalities(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def anthropic_beta(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The `anthropic-beta` feature flags the client asked for, sent to Anthropic backends as that header."""
+
     def __init__(
         self,
         *,
@@ -657,11 +711,15 @@ class ChatCompletionParams(_message.Message):
         metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
         store: _builtins.bool | None = ...,
         modalities: _abc.Iterable[_builtins.str] | None = ...,
+        top_k: _builtins.int | None = ...,
+        thinking_json: _builtins.str = ...,
+        anthropic_beta: _abc.Iterable[_builtins.str] | None = ...,
+        anthropic_extra_json: _builtins.str = ...,
         extra_json: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "frequency_penalty", b"frequency_penalty", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "service_tier", b"service_tier", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_k", b"_top_k", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "frequency_penalty", b"frequency_penalty", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "service_tier", b"service_tier", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "top_k", b"top_k", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "extra_json", b"extra_json", "frequency_penalty", b"frequency_penalty", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "modalities", b"modalities", "model", b"model", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "tool_choice", b"tool_choice", "tools", b"tools", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty", "_logprobs", b"_logprobs", "_max_completion_tokens", b"_max_completion_tokens", "_max_tokens", b"_max_tokens", "_n", b"_n", "_parallel_tool_calls", b"_parallel_tool_calls", "_presence_penalty", b"_presence_penalty", "_reasoning_effort", b"_reasoning_effort", "_seed", b"_seed", "_service_tier", b"_service_tier", "_store", b"_store", "_temperature", b"_temperature", "_top_k", b"_top_k", "_top_logprobs", b"_top_logprobs", "_top_p", b"_top_p", "_user", b"_user", "anthropic_beta", b"anthropic_beta", "anthropic_extra_json", b"anthropic_extra_json", "extra_json", b"extra_json", "frequency_penalty", b"frequency_penalty", "logit_bias", b"logit_bias", "logprobs", b"logprobs", "max_completion_tokens", b"max_completion_tokens", "max_tokens", b"max_tokens", "messages", b"messages", "metadata", b"metadata", "modalities", b"modalities", "model", b"model", "n", b"n", "parallel_tool_calls", b"parallel_tool_calls", "presence_penalty", b"presence_penalty", "reasoning_effort", b"reasoning_effort", "response_format", b"response_format", "seed", b"seed", "service_tier", b"service_tier", "stop", b"stop", "store", b"store", "stream_options", b"stream_options", "temperature", b"temperature", "thinking_json", b"thinking_json", "tool_choice", b"tool_choice", "tools", b"tools", "top_k", b"top_k", "top_logprobs", b"top_logprobs", "top_p", b"top_p", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__frequency_penalty: _TypeAlias = _typing.Literal["frequency_penalty"]  # noqa: Y015
     _WhichOneofArgType__frequency_penalty: _TypeAlias = _typing.Literal["_frequency_penalty", b"_frequency_penalty"]  # noqa: Y015
@@ -687,6 +745,8 @@ class ChatCompletionParams(_message.Message):
     _WhichOneofArgType__store: _TypeAlias = _typing.Literal["_store", b"_store"]  # noqa: Y015
     _WhichOneofReturnType__temperature: _TypeAlias = _typing.Literal["temperature"]  # noqa: Y015
     _WhichOneofArgType__temperature: _TypeAlias = _typing.Literal["_temperature", b"_temperature"]  # noqa: Y015
+    _WhichOneofReturnType__top_k: _TypeAlias = _typing.Literal["top_k"]  # noqa: Y015
+    _WhichOneofArgType__top_k: _TypeAlias = _typing.Literal["_top_k", b"_top_k"]  # noqa: Y015
     _WhichOneofReturnType__top_logprobs: _TypeAlias = _typing.Literal["top_logprobs"]  # noqa: Y015
     _WhichOneofArgType__top_logprobs: _TypeAlias = _typing.Literal["_top_logprobs", b"_top_logprobs"]  # noqa: Y015
     _WhichOneofReturnType__top_p: _TypeAlias = _typing.Literal["top_p"]  # noqa: Y015
@@ -717,6 +777,8 @@ class ChatCompletionParams(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__store) -> _WhichOneofReturnType__store | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__temperature) -> _WhichOneofReturnType__temperature | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__top_k) -> _WhichOneofReturnType__top_k | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__top_logprobs) -> _WhichOneofReturnType__top_logprobs | None: ...
     @_typing.overload
@@ -869,6 +931,7 @@ class Usage(_message.Message):
     REASONING_TOKENS_FIELD_NUMBER: _builtins.int
     PROMPT_AUDIO_TOKENS_FIELD_NUMBER: _builtins.int
     COMPLETION_AUDIO_TOKENS_FIELD_NUMBER: _builtins.int
+    CACHE_CREATION_TOKENS_FIELD_NUMBER: _builtins.int
     prompt_tokens: _builtins.int
     completion_tokens: _builtins.int
     total_tokens: _builtins.int
@@ -880,6 +943,10 @@ class Usage(_message.Message):
     """prompt_tokens_details.audio_tokens"""
     completion_audio_tokens: _builtins.int
     """completion_tokens_details.audio_tokens"""
+    cache_creation_tokens: _builtins.int
+    """Input tokens written to the provider's prompt cache (Anthropic's cache_creation_input_tokens); part of
+    prompt_tokens, like cached_tokens.
+    """
     def __init__(
         self,
         *,
@@ -890,10 +957,11 @@ class Usage(_message.Message):
         reasoning_tokens: _builtins.int = ...,
         prompt_audio_tokens: _builtins.int = ...,
         completion_audio_tokens: _builtins.int = ...,
+        cache_creation_tokens: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cached_tokens", b"cached_tokens", "completion_audio_tokens", b"completion_audio_tokens", "completion_tokens", b"completion_tokens", "prompt_audio_tokens", b"prompt_audio_tokens", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cache_creation_tokens", b"cache_creation_tokens", "cached_tokens", b"cached_tokens", "completion_audio_tokens", b"completion_audio_tokens", "completion_tokens", b"completion_tokens", "prompt_audio_tokens", b"prompt_audio_tokens", "prompt_tokens", b"prompt_tokens", "reasoning_tokens", b"reasoning_tokens", "total_tokens", b"total_tokens"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -909,8 +977,14 @@ class Choice(_message.Message):
     MESSAGE_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCE_FIELD_NUMBER: _builtins.int
+    NATIVE_FINISH_REASON_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     finish_reason: Global___FinishReason.ValueType
+    stop_sequence: _builtins.str
+    """The stop sequence that ended the choice, when the provider says which."""
+    native_finish_reason: _builtins.str
+    """The provider's own stop reason (Anthropic's "end_turn", "pause_turn"...), when it has one."""
     @_builtins.property
     def message(self) -> Global___ChatMessage: ...
     @_builtins.property
@@ -922,12 +996,16 @@ class Choice(_message.Message):
         message: Global___ChatMessage | None = ...,
         finish_reason: Global___FinishReason.ValueType = ...,
         logprobs: Global___Logprobs | None = ...,
+        stop_sequence: _builtins.str | None = ...,
+        native_finish_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["logprobs", b"logprobs", "message", b"message"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_sequence", b"_stop_sequence", "logprobs", b"logprobs", "message", b"message", "stop_sequence", b"stop_sequence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "message", b"message"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_sequence", b"_stop_sequence", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "message", b"message", "native_finish_reason", b"native_finish_reason", "stop_sequence", b"stop_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__stop_sequence: _TypeAlias = _typing.Literal["stop_sequence"]  # noqa: Y015
+    _WhichOneofArgType__stop_sequence: _TypeAlias = _typing.Literal["_stop_sequence", b"_stop_sequence"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_sequence) -> _WhichOneofReturnType__stop_sequence | None: ...
 
 Global___Choice: _TypeAlias = Choice  # noqa: Y015
 
@@ -1064,11 +1142,17 @@ class Delta(_message.Message):
     TOOL_CALLS_FIELD_NUMBER: _builtins.int
     REFUSAL_FIELD_NUMBER: _builtins.int
     REASONING_CONTENT_FIELD_NUMBER: _builtins.int
+    THINKING_SIGNATURE_FIELD_NUMBER: _builtins.int
+    REDACTED_THINKING_FIELD_NUMBER: _builtins.int
     role: Global___Role.ValueType
     """ROLE_UNSPECIFIED when the chunk does not name the role."""
     content: _builtins.str
     refusal: _builtins.str
     reasoning_content: _builtins.str
+    thinking_signature: _builtins.str
+    """The signature that ends the current thinking block (the reasoning_content since the last one)."""
+    redacted_thinking: _builtins.str
+    """A whole redacted thinking block's encrypted data."""
     @_builtins.property
     def tool_calls(self) -> _containers.RepeatedCompositeFieldContainer[Global___ToolCallDelta]: ...
     def __init__(
@@ -1079,23 +1163,33 @@ class Delta(_message.Message):
         tool_calls: _abc.Iterable[Global___ToolCallDelta] | None = ...,
         refusal: _builtins.str | None = ...,
         reasoning_content: _builtins.str | None = ...,
+        thinking_signature: _builtins.str | None = ...,
+        redacted_thinking: _builtins.str | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "content", b"content", "reasoning_content", b"reasoning_content", "refusal", b"refusal"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "_redacted_thinking", b"_redacted_thinking", "_refusal", b"_refusal", "_thinking_signature", b"_thinking_signature", "content", b"content", "reasoning_content", b"reasoning_content", "redacted_thinking", b"redacted_thinking", "refusal", b"refusal", "thinking_signature", b"thinking_signature"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "_refusal", b"_refusal", "content", b"content", "reasoning_content", b"reasoning_content", "refusal", b"refusal", "role", b"role", "tool_calls", b"tool_calls"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_content", b"_content", "_reasoning_content", b"_reasoning_content", "_redacted_thinking", b"_redacted_thinking", "_refusal", b"_refusal", "_thinking_signature", b"_thinking_signature", "content", b"content", "reasoning_content", b"reasoning_content", "redacted_thinking", b"redacted_thinking", "refusal", b"refusal", "role", b"role", "thinking_signature", b"thinking_signature", "tool_calls", b"tool_calls"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__content: _TypeAlias = _typing.Literal["content"]  # noqa: Y015
     _WhichOneofArgType__content: _TypeAlias = _typing.Literal["_content", b"_content"]  # noqa: Y015
     _WhichOneofReturnType__reasoning_content: _TypeAlias = _typing.Literal["reasoning_content"]  # noqa: Y015
     _WhichOneofArgType__reasoning_content: _TypeAlias = _typing.Literal["_reasoning_content", b"_reasoning_content"]  # noqa: Y015
+    _WhichOneofReturnType__redacted_thinking: _TypeAlias = _typing.Literal["redacted_thinking"]  # noqa: Y015
+    _WhichOneofArgType__redacted_thinking: _TypeAlias = _typing.Literal["_redacted_thinking", b"_redacted_thinking"]  # noqa: Y015
     _WhichOneofReturnType__refusal: _TypeAlias = _typing.Literal["refusal"]  # noqa: Y015
     _WhichOneofArgType__refusal: _TypeAlias = _typing.Literal["_refusal", b"_refusal"]  # noqa: Y015
+    _WhichOneofReturnType__thinking_signature: _TypeAlias = _typing.Literal["thinking_signature"]  # noqa: Y015
+    _WhichOneofArgType__thinking_signature: _TypeAlias = _typing.Literal["_thinking_signature", b"_thinking_signature"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__content) -> _WhichOneofReturnType__content | None: ...
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__reasoning_content) -> _WhichOneofReturnType__reasoning_content | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__redacted_thinking) -> _WhichOneofReturnType__redacted_thinking | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__refusal) -> _WhichOneofReturnType__refusal | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__thinking_signature) -> _WhichOneofReturnType__thinking_signature | None: ...
 
 Global___Delta: _TypeAlias = Delta  # noqa: Y015
 
@@ -1109,9 +1203,15 @@ class ChunkChoice(_message.Message):
     DELTA_FIELD_NUMBER: _builtins.int
     FINISH_REASON_FIELD_NUMBER: _builtins.int
     LOGPROBS_FIELD_NUMBER: _builtins.int
+    STOP_SEQUENCE_FIELD_NUMBER: _builtins.int
+    NATIVE_FINISH_REASON_FIELD_NUMBER: _builtins.int
     index: _builtins.int
     finish_reason: Global___FinishReason.ValueType
     """FINISH_REASON_UNSPECIFIED until the choice ends."""
+    stop_sequence: _builtins.str
+    """The stop sequence that ended the choice, when the provider says which."""
+    native_finish_reason: _builtins.str
+    """The provider's own stop reason, with the finish_reason."""
     @_builtins.property
     def delta(self) -> Global___Delta: ...
     @_builtins.property
@@ -1123,12 +1223,16 @@ class ChunkChoice(_message.Message):
         delta: Global___Delta | None = ...,
         finish_reason: Global___FinishReason.ValueType = ...,
         logprobs: Global___Logprobs | None = ...,
+        stop_sequence: _builtins.str | None = ...,
+        native_finish_reason: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "logprobs", b"logprobs"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_stop_sequence", b"_stop_sequence", "delta", b"delta", "logprobs", b"logprobs", "stop_sequence", b"stop_sequence"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["delta", b"delta", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_stop_sequence", b"_stop_sequence", "delta", b"delta", "finish_reason", b"finish_reason", "index", b"index", "logprobs", b"logprobs", "native_finish_reason", b"native_finish_reason", "stop_sequence", b"stop_sequence"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__stop_sequence: _TypeAlias = _typing.Literal["stop_sequence"]  # noqa: Y015
+    _WhichOneofArgType__stop_sequence: _TypeAlias = _typing.Literal["_stop_sequence", b"_stop_sequence"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__stop_sequence) -> _WhichOneofReturnType__stop_sequence | None: ...
 
 Global___ChunkChoice: _TypeAlias = ChunkChoice  # noqa: Y015
 
@@ -1385,3 +1489,46 @@ class ListModelsResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ListModelsResponse: _TypeAlias = ListModelsResponse  # noqa: Y015
+
+@_typing.final
+class CountTokensRequest(_message.Message):
+    """CountTokensRequest asks how many input tokens a chat request would use."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def params(self) -> Global___ChatCompletionParams: ...
+    def __init__(
+        self,
+        *,
+        params: Global___ChatCompletionParams | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountTokensRequest: _TypeAlias = CountTokensRequest  # noqa: Y015
+
+@_typing.final
+class CountTokensResponse(_message.Message):
+    """CountTokensResponse is the backend's count."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    INPUT_TOKENS_FIELD_NUMBER: _builtins.int
+    input_tokens: _builtins.int
+    def __init__(
+        self,
+        *,
+        input_tokens: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["input_tokens", b"input_tokens"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CountTokensResponse: _TypeAlias = CountTokensResponse  # noqa: Y015

@@ -58,6 +58,11 @@ class GatewayServiceStub:
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsResponse.FromString,
                 _registered_method=True)
+        self.CountTokens = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/CountTokens',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -95,6 +100,13 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CountTokens(self, request, context):
+        """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -117,6 +129,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListModels,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'CountTokens': grpc.unary_unary_rpc_method_handler(
+                    servicer.CountTokens,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -231,6 +248,33 @@ class GatewayService:
             '/tollgate.gateway.v1.GatewayService/ListModels',
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CountTokens(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/CountTokens',
+            tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.FromString,
             options,
             channel_credentials,
             insecure,

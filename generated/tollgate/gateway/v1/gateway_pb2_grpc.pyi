@@ -51,6 +51,8 @@ class GatewayServiceStub:
     """CreateEmbeddings embeds one or more inputs."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListModelsRequest, _gateway_pb2.ListModelsResponse]
     """ListModels lists the models the caller may use."""
+    CountTokens: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CountTokensRequest, _gateway_pb2.CountTokensResponse]
+    """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -69,6 +71,8 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """CreateEmbeddings embeds one or more inputs."""
     ListModels: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListModelsRequest, _gateway_pb2.ListModelsResponse]  # type: ignore[assignment]
     """ListModels lists the models the caller may use."""
+    CountTokens: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CountTokensRequest, _gateway_pb2.CountTokensResponse]  # type: ignore[assignment]
+    """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """GatewayService is the routing engine. Authenticate with the metadata `authorization: Bearer <key>`; pass
@@ -108,5 +112,13 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.ListModelsResponse, _abc.Awaitable[_gateway_pb2.ListModelsResponse]]:
         """ListModels lists the models the caller may use."""
+
+    @_abc_1.abstractmethod
+    def CountTokens(
+        self,
+        request: _gateway_pb2.CountTokensRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.CountTokensResponse, _abc.Awaitable[_gateway_pb2.CountTokensResponse]]:
+        """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,104 @@
+"""The Anthropic-compatible HTTP front door: `POST /v1/messages` (JSON and SSE) and `/v1/messages/count_tokens`.
+
+Like the OpenAI front door it only translates: Messages API JSON in, `tollgate.gateway.v1` calls to the same engine
+out, so auth, limits, routing and usage apply unchanged. Keys come from `x-api-key` or `authorization: Bearer`.
+Every failure is an Anthropic-shaped error (`{"type": "error", "error": {"type", "message"}}`) with the right
+status; an error after the first streamed byte is the API's in-band `event: error`.
+"""
+
+from __future__ import annotations
+
+import logging
+from contextlib import aclosing
+
+from aiohttp import web
+
+from gateway.codec.anthropic_request import decode_messages_request
+from gateway.codec.anthropic_response import MessageStreamEncoder, encode_message, error_body, error_event
+from gateway.engine.contract import CallContext, Engine
+from gateway.errors import GatewayError, InternalError
+from gateway.frontdoor.openai_http import OVERHEAD_HEADER, _guarded, _overhead_ms, json_response, read_json
+from tollgate.gateway.v1 import gateway_pb2 as pb
+
+log = logging.getLogger("tollgate.frontdoor")
+
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def anthropic_error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
+    """An Anthropic error body with the error's status, and Retry-After when the error knows one."""
+    response = json_response(error_body(exc, ctx.request_id), ctx, exc.http_status)
+    response.headers["request-id"] = ctx.request_id
+    if exc.retry_after is not None:
+        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    return response
+
+
+class AnthropicFrontDoor:
+    """The routes of the Anthropic Messages API, over an `Engine`."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+
+    def routes(self) -> list[web.RouteDef]:
+        """The Messages API paths (the SDK puts `/v1` in them)."""
+        return [
+            web.post("/v1/messages", _guarded(self.messages, anthropic_error_response)),
+            web.post("/v1/messages/count_tokens", _guarded(self.count_tokens, anthropic_error_response)),
+        ]
+
+    async def messages(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
+        """`POST /v1/messages`, streaming or not."""
+        params, stream = decode_messages_request(await read_json(request), request.headers.get("anthropic-beta", ""))
+        if stream:
+            return await self._stream(request, params, ctx)
+        completion = await self._engine.create_chat_completion(params, ctx)
+        response = json_response(encode_message(completion), ctx)
+        response.headers["request-id"] = ctx.request_id
+        return response
+
+    async def count_tokens(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
+        """`POST /v1/messages/count_tokens`: the backend's own count (see docs/anthropic-api.md)."""
+        body = await read_json(request)
+        if isinstance(body, dict) and "max_tokens" not in body:
+            body = {**body, "max_tokens": 1}  # count_tokens takes no max_tokens; the codec requires one
+        params, _ = decode_messages_request(body, request.headers.get("anthropic-beta", ""))
+        counted = await self._engine.count_tokens(params, ctx)
+        return json_response({"input_tokens": counted.input_tokens}, ctx)
+
+    async def _stream(
+        self, request: web.Request, params: pb.ChatCompletionParams, ctx: CallContext
+    ) -> web.StreamResponse:
+        encoder = MessageStreamEncoder()
+        async with aclosing(self._engine.stream_chat_completion(params, ctx)) as chunks:
+            # An error before the first chunk is raised here and answered with its own status.
+            first = await anext(chunks)
+            headers = {
+                **_SSE_HEADERS,
+                **ctx.limit_headers,
+                "x-request-id": ctx.request_id,
+                "request-id": ctx.request_id,
+                OVERHEAD_HEADER: _overhead_ms(ctx),
+            }
+            response = web.StreamResponse(headers=headers)
+            await response.prepare(request)
+            # From here on the status is sent: every failure must travel in-band.
+            failure: GatewayError | None = None
+            try:
+                await response.write(encoder.start(first))
+                async for chunk in chunks:
+                    if events := encoder.feed(chunk):
+                        await response.write(events)
+            except GatewayError as exc:
+                failure = exc
+            except ConnectionResetError:
+                return response  # the client left; closing the chunks cancels the upstream call
+            except Exception:
+                log.exception("unhandled error mid-stream", extra={"request_id": ctx.request_id})
+                failure = InternalError(f"Internal error (request {ctx.request_id})")
+            try:
+                await response.write(error_event(failure, ctx.request_id) if failure else encoder.finish())
+                await response.write_eof()
+            except ConnectionResetError:
+                pass  # the client left as the stream ended
+            return response
