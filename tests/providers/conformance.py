@@ -4,10 +4,10 @@ Each case is one JSON file, `tests/providers/fixtures/<provider>/<case>.json`::
 
     {
       "source":   "the provider API reference (URL and section) the upstream shapes come from",
-      "stream":   false,
+      "stream":   false,                             checked against the request's own "stream" when given
       "request":  {... what a client sends to tollgate: an OpenAI chat completions body, or an embeddings body when
                    "operation": "embeddings" is set at the top level of the case ...},
-      "upstream": {"method": "POST", "path": "/v1/...", "query": {...}, "headers": {...a subset...},
+      "upstream": {"method": "POST", "path": "/v1/...", "query": {...}, "headers": {...a subset; null: absent...},
                    "body": {... exactly what the provider must receive ...}},
       "reply":    {"status": 200, "headers": {...}, "body": {...}}       a JSON answer
                or {"status": 200, "sse": "data: {...}\\n\\n..."}         a streamed answer, raw text
@@ -15,6 +15,8 @@ Each case is one JSON file, `tests/providers/fixtures/<provider>/<case>.json`::
                or {"chunks": [... the OpenAI chunk objects, in order ...]}
                or {"error": {"status": 503, "type": "api_error", "code": "service_unavailable"}}
                   (with "retry_after": seconds when the error carries one)
+               or {"chunks": [...], "error": {...}}   a stream that failed after sending these chunks (`chunks`
+                  is there only when at least one chunk came before the error)
     }
 
 The string "*" in `expect` matches any value (ids and `created` times the adapter makes up). A case whose request is
@@ -26,15 +28,16 @@ recorded request and the client-visible result are compared with the case.
 
 Adding a provider: make `tests/providers/fixtures/<provider>/provider.json`,
 `{"provider": "<type in gateway.providers.registry>", "base_path": "/v1", "api_key": "test-key", "options": {}}`
-(`base_path` is appended to the recording server's URL to make the backend's `base_url`), then add case files. The
-test module finds every directory by itself.
+(`base_path` is appended to the recording server's URL to make the backend's `base_url`; an optional `"model"` is
+the upstream model every request is routed to, as a route maps a client's model name, else the request's own model),
+then add case files. The test module finds every directory by itself.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import aclosing, asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from types import MappingProxyType
@@ -135,22 +138,29 @@ def build_provider(settings: dict[str, Any], server_url: str) -> Provider:
     return PROVIDERS[settings["provider"]](backend, "backends[name=conformance]")
 
 
-async def client_result(provider: Provider, case: dict[str, Any]) -> Any:
-    """What the client gets for the case's request: the OpenAI JSON, or the error's status, type and code."""
+async def client_result(provider: Provider, case: dict[str, Any], model: str | None = None) -> Any:
+    """What the client gets for the case's request: the OpenAI JSON, or the error's status, type and code (after the
+    chunks a stream sent before it, if any). `model` is the upstream model, else the request's own."""
     request = case["request"]
+    chunks: list[Any] = []
     try:
         if case.get("operation") == "embeddings":
             embeddings = decode_embeddings_request(request)
-            return encode_embeddings(await provider.embed(embeddings.model, embeddings))
+            return encode_embeddings(await provider.embed(model or embeddings.model, embeddings))
         params, stream = decode_chat_params(request)
+        if "stream" in case:
+            assert stream == case["stream"], f"the case says stream={case['stream']}, its request says {stream}"
         if stream:
-            return {"chunks": [encode_chunk(chunk) async for chunk in provider.stream(params.model, params)]}
-        return encode_completion(await provider.complete(params.model, params))
+            async with aclosing(provider.stream(model or params.model, params)) as chunk_stream:
+                async for chunk in chunk_stream:
+                    chunks.append(encode_chunk(chunk))
+            return {"chunks": chunks}
+        return encode_completion(await provider.complete(model or params.model, params))
     except GatewayError as exc:
         error: dict[str, Any] = {"status": exc.http_status, "type": exc.error_type, "code": exc.code}
         if exc.retry_after is not None:
             error["retry_after"] = exc.retry_after
-        return {"error": error}
+        return {"chunks": chunks, "error": error} if chunks else {"error": error}
 
 
 def assert_matches(actual: Any, expected: Any, where: str = "$") -> None:
@@ -172,7 +182,8 @@ def assert_matches(actual: Any, expected: Any, where: str = "$") -> None:
 
 
 def assert_upstream(received: list[Recorded], expected: dict[str, Any] | None) -> None:
-    """The provider got exactly the expected request (headers: the expected ones, among others)."""
+    """The provider got exactly the expected request (headers: the expected ones, among others; an expected null
+    header must be absent)."""
     if expected is None:
         assert not received, f"the request was refused before sending, yet the provider got {received}"
         return
@@ -191,7 +202,7 @@ async def replay(case: Case) -> None:
     async with recording_server(case.data.get("reply")) as (url, received):
         provider = build_provider(case.provider, url)
         try:
-            result = await client_result(provider, case.data)
+            result = await client_result(provider, case.data, case.provider.get("model"))
         finally:
             await provider.close()
     assert_upstream(received, case.data.get("upstream"))

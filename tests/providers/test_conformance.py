@@ -11,7 +11,7 @@ CASES = load_cases()
 
 def test_every_provider_has_cases() -> None:
     providers = {case.name.split("/")[0] for case in CASES}
-    assert {"openai", "gemini", "azure"} <= providers
+    assert {"openai", "gemini", "azure", "anthropic"} <= providers
 
 
 @pytest.mark.parametrize("case", CASES, ids=[case.name for case in CASES])
