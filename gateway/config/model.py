@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.config.telemetry import TelemetryConfig
+
 
 class Secret:
     """A credential that never prints: `repr` and `str` show only that it is set."""
@@ -176,6 +178,7 @@ class GatewayConfig:
     models: tuple[ModelConfig, ...] = ()
     # Backends switched off with `enabled: false`, and the models dropped with them, for the startup log.
     disabled: tuple[str, ...] = ()
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name` (validated to exist at load)."""

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncGenerator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -23,6 +24,10 @@ def new_request_id() -> str:
     """A fresh request id: 24 hex characters, unique enough to correlate logs and usage records."""
     return "req_" + os.urandom(12).hex()
 
+
+# The W3C traceparent of the front door's span while tracing is on ("" otherwise): `RemoteEngine` sends it as
+# gRPC metadata, so the engine's spans join the front door's trace across the hop.
+TRACE_PARENT: ContextVar[str] = ContextVar("tollgate_trace_parent", default="")
 
 _CLIENT_ID_MAX = 128
 _BEARER = "bearer "
@@ -49,6 +54,22 @@ def api_key(headers: Mapping[str, str]) -> Secret | None:
 
 
 @dataclass(slots=True)
+class UpstreamAttempt:
+    """One call to a provider: which backend, when, and the error that ended it (None: it answered)."""
+
+    backend: str
+    model: str
+    started: float = field(default_factory=time.perf_counter)
+    ended: float = 0.0
+    error: BaseException | None = None
+
+    def end(self) -> float:
+        """Mark the attempt over; the seconds it took."""
+        self.ended = time.perf_counter()
+        return self.ended - self.started
+
+
+@dataclass(slots=True)
 class CallContext:
     """One call's credentials and identity in, and what the engine learned about it out."""
 
@@ -71,6 +92,9 @@ class CallContext:
     limit_headers: Mapping[str, str] = field(default_factory=dict)  # `x-ratelimit-*`, for every answer
     first_chunk_at: float = 0.0  # perf_counter seconds when the first chunk went out; 0 when none did
     chunks: int = 0  # chunks with choices that went out
+    tried: list[UpstreamAttempt] = field(default_factory=list)  # every upstream attempt, for metrics and traces
+    trace_parent: str = ""  # a W3C traceparent from the front door across the gRPC hop (split mode)
+    auth_check: tuple[float, float] | None = None  # when this call's auth Check call started and ended (perf_counter)
 
 
 class Engine(Protocol):

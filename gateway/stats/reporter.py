@@ -125,6 +125,11 @@ class UsageReporter:
         inflight = len(self._inflight.payloads) if self._inflight is not None else 0
         return replace(self._counts, pending=len(self._queue) + inflight)
 
+    @property
+    def spool_bytes(self) -> int:
+        """Bytes of usage records waiting in this process's spool."""
+        return self._spool.bytes_used
+
     async def start(self) -> None:
         """Open the spool and the channel, and start the background task."""
         if self._task is not None:

@@ -1,0 +1,99 @@
+"""Log output: readable text on a terminal, one JSON object per line otherwise, masked either way.
+
+`configure_logging` puts one handler on the root logger whose formatter masks the finished line (message, arguments,
+extras and tracebacks alike), so no code path can leak a key or configured PII. The access log is one record per
+request on the `tollgate.access` logger, written at the end of the call from what metering already knows.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+import time
+from collections.abc import Iterable
+from typing import IO, Any
+
+import orjson
+
+from gateway.config.telemetry import LogsConfig
+from gateway.telemetry.redaction import Redactor
+
+ACCESS_LOGGER = "tollgate.access"
+AUDIT_LOGGER = "tollgate.audit"
+# Attributes every LogRecord has; anything else on a record came in through `extra=` and is written out.
+_STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
+
+
+def _extras(record: logging.LogRecord) -> dict[str, Any]:
+    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record: time, level, logger, message, and every `extra` field."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record as one line of JSON."""
+        line: dict[str, Any] = {
+            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "msg": record.getMessage(),
+        }
+        line.update(_extras(record))
+        if record.exc_info:
+            line["exc"] = self.formatException(record.exc_info)
+        return orjson.dumps(line, default=str).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """`time LEVEL logger: message key=value …` for people reading a terminal."""
+
+    def __init__(self) -> None:
+        super().__init__("%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:  # the name is logging's
+        """The message, then the record's extra fields."""
+        text = super().formatMessage(record)
+        extras = _extras(record)
+        if extras:
+            text += " " + " ".join(f"{k}={v}" for k, v in extras.items() if v not in ("", None))
+        return text
+
+
+class RedactingFormatter(logging.Formatter):
+    """Formats with `inner`, then masks the whole finished line."""
+
+    def __init__(self, inner: logging.Formatter, redactor: Redactor) -> None:
+        super().__init__()
+        self.inner = inner
+        self.redactor = redactor
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The masked line."""
+        return self.redactor(self.inner.format(record))
+
+
+def formatter_for(config: LogsConfig, stream: IO[str]) -> logging.Formatter:
+    """JSON or text by configuration; `auto` is text on a terminal and JSON otherwise."""
+    text = config.format == "text" or (config.format == "auto" and stream.isatty())
+    return TextFormatter() if text else JsonFormatter()
+
+
+def configure_logging(
+    config: LogsConfig, level: str, secrets: Iterable[str] = (), stream: IO[str] | None = None
+) -> RedactingFormatter:
+    """Replace the root logger's handlers with one masked handler on `stream` (stderr); returns its formatter."""
+    out = stream if stream is not None else sys.stderr
+    redactor = Redactor(config.pii, config.patterns)
+    redactor.add_secrets([*config.secrets, *secrets])
+    formatter = RedactingFormatter(formatter_for(config, out), redactor)
+    handler = logging.StreamHandler(out)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(level.upper())
+    if not config.access_log:
+        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
+    return formatter
