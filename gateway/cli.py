@@ -149,6 +149,8 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_
     with http_socket, grpc_socket, shared_metrics_dir(config) as metrics_dir:
         level = args.log_level.upper()
         argv = worker_argv(args.config, http, grpc_address, level)
+        if metrics_dir:
+            log.info("workers share their metrics through %s", metrics_dir)
         return Supervisor(argv, args.workers, metrics_dir=metrics_dir).run()
 
 

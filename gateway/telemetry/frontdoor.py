@@ -93,6 +93,9 @@ def _audited(config: AuditConfig) -> Middleware:
                     "request_id": response.headers.get("x-request-id", ""),
                     "path": request.path,
                     "status": response.status,
+                    "request_headers": {
+                        str(k): v for k, v in request.headers.items()
+                    },  # credentials in them are masked like all else
                     # aiohttp keeps the body it read, so this reads nothing again.
                     "request_body": cut(await request.read()),
                     "response_body": cut(sent) if isinstance(sent, bytes) else "(stream)",

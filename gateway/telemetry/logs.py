@@ -42,7 +42,10 @@ class JsonFormatter(logging.Formatter):
         line.update(_extras(record))
         if record.exc_info:
             line["exc"] = self.formatException(record.exc_info)
-        return orjson.dumps(line, default=str).decode()
+        try:
+            return orjson.dumps(line, default=str, option=orjson.OPT_NON_STR_KEYS).decode()
+        except (TypeError, ValueError):  # a value even str() cannot help (a surrogate...): still one line
+            return orjson.dumps({k: repr(v) for k, v in line.items()}).decode()
 
 
 class TextFormatter(logging.Formatter):

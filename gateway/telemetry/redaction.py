@@ -14,10 +14,11 @@ MASK = "****"
 _SECRET_MIN = 6  # shorter configured values would mask ordinary words
 
 # Credentials in the forms they take in headers, URLs, JSON and repr()s.
+# A value stops at a quote, escaped or not, so a masked JSON string stays a JSON string.
 _KEYS = [
-    r"(?P<bearer>(?i:bearer)\s+)[^\s\"',;]+",
-    r"(?P<named>(?i:x-api-key|api[_-]?key|authorization|x-goog-api-key)[\"']?\s*[:=]\s*[\"']?)(?!(?i:bearer)\s)"
-    r"[^\s\"',;}]+",
+    r"(?P<bearer>(?i:bearer)\s+)[^\s\"',;\\]+",
+    r"(?P<named>(?i:x-api-key|api[_-]?key|authorization|x-goog-api-key)(?:\\?[\"'])?\s*[:=]\s*(?:\\?[\"'])?)"
+    r"(?!(?i:bearer)\s)[^\s\"',;}\\]+",
     r"\bsk-[A-Za-z0-9_-]{6,}",  # OpenAI (sk-, sk-proj-) and Anthropic (sk-ant-) keys
     r"\bAIza[0-9A-Za-z_-]{30,}",  # Google API keys
 ]
