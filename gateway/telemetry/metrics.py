@@ -29,7 +29,8 @@ from gateway.telemetry.sources import ScrapeSources
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
-# Bucket boundaries advised by the GenAI semantic conventions (gen-ai-metrics.md).
+# Bucket boundaries the GenAI semantic conventions advise (ExplicitBucketBoundaries in
+# https://opentelemetry.io/docs/specs/semconv/gen-ai/gen-ai-metrics/).
 DURATION_BUCKETS = (0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92)
 TTFT_BUCKETS = (0.001, 0.005, 0.01, 0.02, 0.04, 0.06, 0.08, 0.1, 0.25, 0.5, 0.75, 1.0, 2.5, 5.0, 7.5, 10.0)
 TPOT_BUCKETS = (0.01, 0.025, 0.05, 0.075, 0.1, 0.15, 0.2, 0.3, 0.4, 0.5, 0.75, 1.0, 2.5)

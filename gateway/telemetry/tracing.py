@@ -28,6 +28,7 @@ from gateway.telemetry.metrics import error_type
 
 _PROPAGATOR = TraceContextTextMapPropagator()
 _AUTH_SERVICE = "tollgate.auth.v1.AuthService"
+_EXPORT_TIMEOUT = 2.0
 
 
 class Tracing:
@@ -48,7 +49,9 @@ class Tracing:
         from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter  # noqa: PLC0415
 
         endpoint = config.otlp_endpoint
-        return cls(config, OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://")))
+        # A collector that is down must not hold up shutdown for the exporter's default 10 s per batch.
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"), timeout=_EXPORT_TIMEOUT)
+        return cls(config, exporter)
 
     def close(self) -> None:
         """Export what is pending, then stop."""
