@@ -3,7 +3,9 @@
 - `direct`: the fake upstream itself; `floor`: a bare aiohttp passthrough proxy (bench.floor_proxy);
 - `tollgate`: `tollgate serve`; `limits` / `limits-redis`: the same plus limits on every request, in memory / in Redis
   (bench.limits); `secured`: the same plus real auth and stats servers (bench.secured);
-- `split`: `tollgate engine` + `tollgate frontdoor`, over gRPC.
+- `split`: `tollgate engine` + `tollgate frontdoor`, over gRPC;
+- `telemetry-off` / `tracing`: `tollgate serve` with metrics and the access log off / every request traced
+  (bench.telemetry).
 
 Every gateway gets the same configuration as the `tollgate` target plus its own section, so their figures differ by
 that section alone. Every process is started at once and waited for afterwards, so they start in parallel.
@@ -19,14 +21,14 @@ from typing import Any
 
 import orjson
 
-from bench import limits, secured
+from bench import limits, secured, telemetry
 from bench.load import Endpoint, request_headers
 from bench.procs import Service, start_service
 from bench.report import LIMIT_HEADER
 
 __all__ = ["ALL_TARGETS", "MODEL", "Target", "start_targets", "tollgate_config"]
 
-ALL_TARGETS = ("direct", "floor", "tollgate", "limits", "limits-redis", "secured", "split")
+ALL_TARGETS = ("direct", "floor", "tollgate", "limits", "limits-redis", "secured", "split", *telemetry.TARGETS)
 MODEL = "gpt-4o-mini"
 _REPO = Path(__file__).resolve().parents[1]
 _HOST = "127.0.0.1"
@@ -103,6 +105,9 @@ def start_targets(
         pending.append(_start_limits_redis(store, config, log_dir))
     if side is not None:
         pending.append(_start_secured(side, config, log_dir))
+    for name, make in zip(telemetry.TARGETS, (telemetry.telemetry_off_config, telemetry.tracing_config), strict=True):
+        if name in wanted:
+            pending.append(_serve(Target(name, ""), _write_config(log_dir, name, make(config)), log_dir))
     if "split" in wanted:
         argv = _python(*_GATEWAY, "engine", "--config", str(config_path), "--grpc", f"{_HOST}:0")
         pending.append((Target("split", ""), start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))

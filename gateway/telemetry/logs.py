@@ -7,6 +7,7 @@ request on the `tollgate.access` logger, written at the end of the call from wha
 
 from __future__ import annotations
 
+import itertools
 import logging
 import sys
 import time
@@ -20,24 +21,37 @@ from gateway.telemetry.redaction import Redactor
 
 ACCESS_LOGGER = "tollgate.access"
 AUDIT_LOGGER = "tollgate.audit"
-# Attributes every LogRecord has; anything else on a record came in through `extra=` and is written out.
+# Attributes every LogRecord has; anything else on a record came in through `extra=` and is written out. A record's
+# own attributes come first in its __dict__, so the extras are found without looking at those.
+_INIT = len(logging.LogRecord("", 0, "", 0, "", None, None).__dict__)
 _STANDARD = frozenset(logging.LogRecord("", 0, "", 0, "", None, None).__dict__) | {"message", "asctime"}
 
 
 def _extras(record: logging.LogRecord) -> dict[str, Any]:
-    return {k: v for k, v in record.__dict__.items() if k not in _STANDARD}
+    return {k: v for k, v in itertools.islice(record.__dict__.items(), _INIT, None) if k not in _STANDARD}
 
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per record: time, level, logger, message, and every `extra` field."""
 
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._stamp = ""
+
+    def _timestamp(self, created: float) -> str:
+        second = int(created)
+        if second != self._second:  # strftime is a good part of a line's cost: once a second is enough
+            self._second, self._stamp = second, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(second))
+        return f"{self._stamp}.{int((created - second) * 1000):03d}Z"
+
     def format(self, record: logging.LogRecord) -> str:
         """The record as one line of JSON."""
         line: dict[str, Any] = {
-            "ts": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created)) + f".{int(record.msecs):03d}Z",
+            "ts": self._timestamp(record.created),
             "level": record.levelname,
             "logger": record.name,
-            "msg": record.getMessage(),
+            "msg": record.getMessage() if record.args else str(record.msg),
         }
         line.update(_extras(record))
         if record.exc_info:
@@ -97,6 +111,6 @@ def configure_logging(
         root.removeHandler(old)
     root.addHandler(handler)
     root.setLevel(level.upper())
-    if not config.access_log:
-        logging.getLogger(ACCESS_LOGGER).setLevel(logging.WARNING)
+    # Set either way: a reconfiguration with the access log back on must not inherit the last one's WARNING.
+    logging.getLogger(ACCESS_LOGGER).setLevel(logging.NOTSET if config.access_log else logging.WARNING)
     return formatter
