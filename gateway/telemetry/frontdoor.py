@@ -96,11 +96,18 @@ def _audited(config: AuditConfig) -> Middleware:
                     "request_headers": {
                         str(k): v for k, v in request.headers.items()
                     },  # credentials in them are masked like all else
-                    # aiohttp keeps the body it read, so this reads nothing again.
-                    "request_body": cut(await request.read()),
+                    "request_body": await _body(request, cut),
                     "response_body": cut(sent) if isinstance(sent, bytes) else "(stream)",
                 },
             )
         return response
 
     return audited
+
+
+async def _body(request: web.Request, cut: Callable[[bytes], str]) -> str:
+    """The request's body as the handler read it (aiohttp keeps it), or why there is none to show."""
+    try:
+        return cut(await request.read())
+    except web.HTTPException:  # too large: the handler's 413 already said so
+        return "(not read)"

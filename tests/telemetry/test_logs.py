@@ -127,3 +127,29 @@ async def test_access_log_off(upstream: FakeOpenAI, restore_logging: None) -> No
         client = openai.AsyncOpenAI(base_url=gw.base_url, api_key="unused", max_retries=0)
         await client.chat.completions.create(model="demo", messages=MESSAGES)
     assert not [line for line in _lines(out) if line["logger"] == "tollgate.access"]
+
+
+async def test_audit_survives_a_body_too_large_and_odd_bytes(upstream: FakeOpenAI, restore_logging: None) -> None:
+    text = config_for(upstream.base_url, extra="telemetry: {audit: {enabled: true, max_bytes: 64}}")
+    out = io.StringIO()
+    configure_logging(LogsConfig(format="json"), "INFO", (), out)
+    async with instrumented("one-process", text) as gw, aiohttp.ClientSession() as session:
+        url = f"{gw.base_url}/chat/completions"
+        async with session.post(url, data=b"x" * (65 * 1024), headers={"Content-Type": "application/json"}) as r:
+            assert r.status == 413
+        async with session.post(url, data=b'{"model": "demo", "messages": "\xff\xfe"}') as r:
+            assert r.status == 400
+    audits = [line for line in _lines(out) if line["logger"] == "tollgate.audit"]
+    assert audits[0]["status"] == 413
+    assert audits[0]["request_body"] in ("", "(not read)")  # the oversized body is never read whole
+    assert audits[1]["status"] == 400
+    assert audits[1]["request_body"].startswith('{"model": "demo"')
+
+
+def test_a_line_that_cannot_be_json_is_still_one_line(restore_logging: None) -> None:
+    out = io.StringIO()
+    configure_logging(LogsConfig(format="json"), "INFO", (), out)
+    logging.getLogger("tollgate.test").warning("odd", extra={"header": "bad \udcff byte", "email": EMAIL})
+    (line,) = _lines(out)
+    assert line["msg"] == "'odd'"
+    assert EMAIL not in out.getvalue()
