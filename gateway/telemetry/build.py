@@ -2,12 +2,17 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 from gateway.auth.authenticator import Authenticator, NoAuth
 from gateway.config import GatewayConfig
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.engine_sources import watch_auth, watch_limiter, watch_reporter
 from gateway.telemetry.observer import Telemetry
+
+if TYPE_CHECKING:
+    from gateway.telemetry.tracing import Tracing
 
 __all__ = ["Telemetry", "build_frontdoor_telemetry", "build_telemetry", "config_secrets"]
 
@@ -17,9 +22,12 @@ def build_telemetry(
     auth: Authenticator | NoAuth,
     reporter: UsageReporter | None,
     limiter: RateLimiter | None,
+    tracing: Tracing | None = None,
 ) -> Telemetry:
-    """Metrics (with the engine parts' scrape-time readings) and tracing, as configured."""
-    telemetry = build_frontdoor_telemetry(config)
+    """Metrics (with the engine parts' scrape-time readings) and tracing, as configured (or `tracing`: tests)."""
+    telemetry = build_frontdoor_telemetry(config) if tracing is None else Telemetry.from_config(config, tracing)
+    if telemetry.tracing is not None and reporter is not None:
+        reporter.on_report = telemetry.tracing.report_span
     if telemetry.metrics is not None:
         sources = telemetry.metrics.sources
         watch_auth(sources, auth)

@@ -10,6 +10,7 @@ at `sample_ratio`.
 from __future__ import annotations
 
 import time
+from collections import OrderedDict
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,7 +20,7 @@ from opentelemetry.sdk.resources import Resource
 from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import BatchSpanProcessor, SimpleSpanProcessor, SpanExporter
 from opentelemetry.sdk.trace.sampling import ParentBased, TraceIdRatioBased
-from opentelemetry.trace import Span, SpanKind, Status, StatusCode
+from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, StatusCode
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.config.telemetry import TracingConfig
@@ -29,6 +30,8 @@ from gateway.telemetry.metrics import error_type
 _PROPAGATOR = TraceContextTextMapPropagator()
 _AUTH_SERVICE = "tollgate.auth.v1.AuthService"
 _EXPORT_TIMEOUT = 2.0
+_STATS_SERVICE = "tollgate.stats.v1.StatsService"
+_REMEMBERED = 20_000  # request spans kept for the stats batch spans to link to (a few flush intervals' worth)
 
 
 class Tracing:
@@ -42,6 +45,7 @@ class Tracing:
         processor = BatchSpanProcessor(exporter) if batch else SimpleSpanProcessor(exporter)
         self._provider.add_span_processor(processor)
         self.tracer = self._provider.get_tracer("tollgate")
+        self._recent: OrderedDict[str, SpanContext] = OrderedDict()  # request id → its engine span, recent ones
 
     @classmethod
     def from_config(cls, config: TracingConfig) -> Tracing:
@@ -52,6 +56,27 @@ class Tracing:
         # A collector that is down must not hold up shutdown for the exporter's default 10 s per batch.
         exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"), timeout=_EXPORT_TIMEOUT)
         return cls(config, exporter)
+
+    def report_span(self, payloads: list[bytes], started: float, result: object) -> None:
+        """A span for one `Report` call of the usage reporter, linked to the requests whose records it carried."""
+        clock = _Clock()
+        links = [Link(context) for p in payloads if (context := self._recent.get(_request_id(p))) is not None]
+        span = self.tracer.start_span(
+            f"{_STATS_SERVICE}/Report",
+            kind=SpanKind.CLIENT,
+            start_time=clock.ns(started),
+            links=links,
+            attributes={
+                "rpc.system": "grpc",
+                "rpc.service": _STATS_SERVICE,
+                "rpc.method": "Report",
+                "tollgate.records": len(payloads),
+            },
+        )
+        code = getattr(result, "code", None)
+        if callable(code):  # a grpc.aio.AioRpcError: the call failed
+            span.set_status(Status(StatusCode.ERROR, str(code())))
+        span.end(end_time=clock.ns(clock.perf))
 
     def close(self) -> None:
         """Export what is pending, then stop."""
@@ -91,6 +116,7 @@ class Tracing:
             },
         )
         _fail(span, failure)
+        self._remember(ctx.request_id, span)
         inside = trace.set_span_in_context(span)
         if ctx.auth_check is not None:
             self._auth_span(inside, clock, ctx.auth_check)
@@ -110,6 +136,14 @@ class Tracing:
             _fail(child, attempt.error)
             child.end(end_time=clock.ns(attempt.ended or clock.perf))
         span.end(end_time=clock.ns(clock.perf))
+
+    def _remember(self, request_id: str, span: Span) -> None:
+        """Keep the call's span for the stats batch that will carry its usage record to link to."""
+        context = span.get_span_context()
+        if context.trace_flags.sampled:
+            self._recent[request_id] = context
+            if len(self._recent) > _REMEMBERED:
+                self._recent.popitem(last=False)
 
     def _auth_span(self, parent: otel_context.Context, clock: _Clock, times: tuple[float, float]) -> None:
         span = self.tracer.start_span(
@@ -134,6 +168,21 @@ def _fail(span: Span, failure: BaseException | None) -> None:
         kind = error_type(failure)
         span.set_attribute("error.type", kind)
         span.set_status(Status(StatusCode.ERROR, kind))
+
+
+def _request_id(payload: bytes) -> str:
+    """The request id of a serialized UsageRecord without parsing it: field 1, which protobuf writes first."""
+    if len(payload) < 2 or payload[0] != 0x0A:  # field 1, length-delimited
+        return ""
+    length, shift, i = 0, 0, 1
+    while i < len(payload):
+        byte = payload[i]
+        length |= (byte & 0x7F) << shift
+        i += 1
+        if byte < 0x80:
+            return payload[i : i + length].decode("utf-8", "replace")
+        shift += 7
+    return ""
 
 
 class _Clock:

@@ -10,11 +10,16 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
+from gateway.auth.authenticator import build_authenticator
 from gateway.config import GatewayConfig, parse_config
 from gateway.engine.core import EngineCore
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
+from gateway.providers.registry import build_providers
+from gateway.ratelimit.build import build_limiter
+from gateway.stats.reporter import UsageReporter
+from gateway.telemetry.build import build_telemetry
 from gateway.telemetry.http import metrics_app
 from gateway.telemetry.observer import Telemetry
 from gateway.telemetry.tracing import Tracing
@@ -41,10 +46,12 @@ async def instrumented(
 ) -> AsyncIterator[Instrumented]:
     """Start tollgate from config text with its telemetry; `*_tracing` replace the configured exporters."""
     config = parse_config(text, os.environ)
-    engine = EngineCore.from_config(config)
+    # As EngineCore.from_config builds it, with the test's tracer in place of an OTLP exporter.
+    auth, limiter = build_authenticator(config.auth), build_limiter(config)
+    reporter = UsageReporter(config.stats) if config.stats is not None else None
+    engine = EngineCore(config, build_providers(config), auth=auth, usage=reporter, limiter=limiter)
+    engine.observe(build_telemetry(config, auth, reporter, limiter, engine_tracing))
     assert engine.telemetry is not None
-    if engine_tracing is not None:
-        engine.telemetry.tracing = engine_tracing
     await engine.start()
     grpc_server = await start_engine_server(engine, "127.0.0.1:0")
     grpc_address = f"127.0.0.1:{grpc_server.port}"

@@ -18,7 +18,7 @@ from gateway.config.telemetry import TracingConfig
 from gateway.telemetry.tracing import Tracing
 from gateway.testing.fake_openai import FakeOpenAI, Fault
 from tests.conftest import MODES, config_for
-from tests.e2e.test_auth_stats import Stack, stack
+from tests.e2e.test_auth_stats import Stack, eventually, stack
 from tests.telemetry.helpers import instrumented
 
 __all__ = ["stack"]  # the fixture, imported for pytest
@@ -142,6 +142,25 @@ async def test_the_auth_check_is_a_span(mode: str, upstream: FakeOpenAI, stack: 
     check = _child(spans, engine, "tollgate.auth.v1.AuthService/Check")
     assert check.kind == SpanKind.CLIENT
     assert dict(check.attributes or {})["rpc.system"] == "grpc"
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_the_stats_report_is_a_span_linked_to_its_requests(mode: str, upstream: FakeOpenAI, stack: Stack) -> None:
+    exporter = InMemorySpanExporter()
+    async with instrumented(mode, stack.config(upstream), **_tracings(exporter)) as gw:
+        client = openai.AsyncOpenAI(base_url=gw.base_url, api_key=stack.keys["alice"], max_retries=0)
+        for _ in range(3):
+            await client.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
+        await eventually(lambda: len(stack.rows()) == 3)
+        await eventually(lambda: any(s.name.endswith("/Report") for s in exporter.get_finished_spans()))
+    spans = exporter.get_finished_spans()
+    engine_spans = [s for s in spans if s.name == "chat gpt-4o-mini" and s.kind != SpanKind.CLIENT]
+    assert len(engine_spans) == 3
+    reports = [s for s in spans if s.name == "tollgate.stats.v1.StatsService/Report"]
+    assert reports and all(s.parent is None and s.kind == SpanKind.CLIENT for s in reports)
+    linked = {link.context.span_id for report in reports for link in report.links}
+    assert linked == {s.context.span_id for s in engine_spans if s.context is not None}
+    assert sum(dict(r.attributes or {})["tollgate.records"] for r in reports) == 3
 
 
 def test_tracing_off_imports_no_opentelemetry() -> None:
