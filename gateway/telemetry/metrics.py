@@ -131,6 +131,12 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=own,
         )
+        self.http_responses = Counter(
+            "tollgate_http_responses",
+            "HTTP answers of the front door by route and status, the ones it gave without the engine included.",
+            ["route", "status"],
+            registry=own,
+        )
         self.sources = ScrapeSources(self.registry if not self.multiproc_dir else None)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._children: dict[tuple[Any, ...], Any] = {}

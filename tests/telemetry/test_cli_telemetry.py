@@ -37,7 +37,8 @@ async def test_engine_serves_its_own_metrics(tmp_path: Path, upstream: FakeOpenA
             await door.wait_listening("http")
             await complete_and_stream(door.base_url, upstream)
             front = await scrape(f"http://127.0.0.1:{door.ports['http']}/metrics")
-            assert value(front, "tollgate_requests_total") == 0  # the engine counts; the front door only translates
+            assert value(front, "tollgate_requests_total") == 0  # the engine counts calls; the front door translates
+            assert value(front, "tollgate_http_responses_total", route="/v1/chat/completions", status="200") == 2
             assert await door.terminate() == 0
         samples = await scrape(metrics_url)
         assert value(samples, "tollgate_requests_total", model="gpt-4o-mini", status="200") == 2

@@ -43,8 +43,14 @@ async def test_metrics_after_known_traffic(mode: str, upstream: FakeOpenAI) -> N
         upstream.add_fault(Fault(status=500))
         assert (await client.chat.completions.create(model="resilient", messages=MESSAGES)).choices
         await client.embeddings.create(model="text-embedding-3-small", input="hello")
+        async with aiohttp.ClientSession() as session:
+            async with session.post(f"{gw.base_url}/chat/completions", data=b"{not json") as response:
+                assert response.status == 400
+            async with session.get(f"{gw.http_url}/no/such/path") as response:
+                assert response.status == 404
 
         samples = await scrape(gw.metrics_url)
+        front = await scrape(f"{gw.http_url}/metrics")
 
     model = {"gen_ai_request_model": "gpt-4o-mini"}
     assert value(samples, "tollgate_requests_total", model="gpt-4o-mini", status="200", error_type="") == 5
@@ -69,6 +75,14 @@ async def test_metrics_after_known_traffic(mode: str, upstream: FakeOpenAI) -> N
     assert value(samples, "tollgate_upstream_failures_total", backend="demo") == 0
     assert value(samples, "tollgate_gateway_overhead_seconds_count") == 8
     assert value(samples, "tollgate_gateway_overhead_seconds_count", stream="true") == 2
+    # The front door's own view counts what it answered without the engine too (its /metrics, in either mode).
+    responses = "tollgate_http_responses_total"
+    assert value(front, responses, route="/v1/chat/completions", status="200") == 6
+    assert value(front, responses, route="/v1/chat/completions", status="404") == 1
+    assert value(front, responses, route="/v1/chat/completions", status="400") == 1
+    assert value(front, responses, route="/v1/embeddings", status="200") == 1
+    assert value(front, responses, route="/{tail}", status="404") == 1
+    assert value(samples, "tollgate_requests_total", status="400") == 0  # never reached the engine
 
 
 @pytest.mark.parametrize("mode", MODES)
