@@ -18,6 +18,7 @@ from collections.abc import Sequence
 
 from authsvc.cli import add_commands as add_auth_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.telemetry import LogsConfig
 from gateway.engine.core import EngineCore
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
@@ -160,7 +161,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = getattr(args, "log_level", None) or os.environ.get("TOLLGATE_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = getattr(args, "run", None)
-    if handler is not None:  # a command of the auth or stats packages
+    if handler is not None:  # a command of the auth or stats packages: masked logs too (authsvc sees raw keys)
+        configure_logging(LogsConfig(), level)
         return int(handler(args))
     try:
         config = load_config(args.config, os.environ)
