@@ -19,7 +19,6 @@ if TYPE_CHECKING:
     from gateway.telemetry.tracing import Tracing
 
 access_log = logging.getLogger(ACCESS_LOGGER)
-log = logging.getLogger("tollgate.telemetry")
 
 
 class Telemetry:
