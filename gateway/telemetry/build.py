@@ -27,7 +27,7 @@ def build_telemetry(
     """Metrics (with the engine parts' scrape-time readings) and tracing, as configured (or `tracing`: tests)."""
     telemetry = build_frontdoor_telemetry(config) if tracing is None else Telemetry.from_config(config, tracing)
     if telemetry.tracing is not None and reporter is not None:
-        reporter.on_report = telemetry.tracing.report_span
+        reporter.on_report = telemetry.tracing.reporter_observer()
     if telemetry.metrics is not None:
         sources = telemetry.metrics.sources
         watch_auth(sources, auth)

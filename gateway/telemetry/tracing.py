@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import time
 from collections import OrderedDict
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from opentelemetry import context as otel_context
@@ -46,6 +46,7 @@ class Tracing:
         self._provider.add_span_processor(processor)
         self.tracer = self._provider.get_tracer("tollgate")
         self._recent: OrderedDict[str, SpanContext] = OrderedDict()  # request id → its engine span, recent ones
+        self._remembering = False  # only while there is a usage reporter whose batches link to them
 
     @classmethod
     def from_config(cls, config: TracingConfig) -> Tracing:
@@ -56,6 +57,11 @@ class Tracing:
         # A collector that is down must not hold up shutdown for the exporter's default 10 s per batch.
         exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"), timeout=_EXPORT_TIMEOUT)
         return cls(config, exporter)
+
+    def reporter_observer(self) -> Callable[[list[bytes], float, object], None]:
+        """What the usage reporter calls after each Report call; from now on request spans are remembered for it."""
+        self._remembering = True
+        return self.report_span
 
     def report_span(self, payloads: list[bytes], started: float, result: object) -> None:
         """A span for one `Report` call of the usage reporter, linked to the requests whose records it carried."""
@@ -140,7 +146,7 @@ class Tracing:
     def _remember(self, request_id: str, span: Span) -> None:
         """Keep the call's span for the stats batch that will carry its usage record to link to."""
         context = span.get_span_context()
-        if context.trace_flags.sampled:
+        if self._remembering and context.trace_flags.sampled:
             self._recent[request_id] = context
             if len(self._recent) > _REMEMBERED:
                 self._recent.popitem(last=False)
