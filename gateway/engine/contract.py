@@ -28,6 +28,9 @@ def new_request_id() -> str:
 # The W3C traceparent of the front door's span while tracing is on ("" otherwise): `RemoteEngine` sends it as
 # gRPC metadata, so the engine's spans join the front door's trace across the hop.
 TRACE_PARENT: ContextVar[str] = ContextVar("tollgate_trace_parent", default="")
+# Set when an engine took the call (in this process, or across the hop): the front door's own access-log line is
+# then left to the engine's, which knows the usage.
+ENGINE_TOOK_CALL: ContextVar[bool] = ContextVar("tollgate_engine_took_call", default=False)
 
 _CLIENT_ID_MAX = 128
 _BEARER = "bearer "

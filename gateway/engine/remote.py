@@ -13,7 +13,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import GatewayConfig
-from gateway.engine.contract import TRACE_PARENT, CallContext, printable
+from gateway.engine.contract import ENGINE_TOOK_CALL, TRACE_PARENT, CallContext, printable
 from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
 from gateway.errors import GatewayError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -67,6 +67,7 @@ def _adopt(ctx: CallContext, metadata: Iterable[tuple[str, str | bytes]] | None)
             ctx.upstream_seconds = float(value) / 1000
         elif key == "x-request-id":
             ctx.request_id = str(value)
+            ENGINE_TOOK_CALL.set(True)  # the engine answered with its id: its access-log line has this call
         elif key.startswith("x-ratelimit-"):
             limits[key] = str(value)
     if limits:

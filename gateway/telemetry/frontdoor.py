@@ -7,16 +7,15 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config.telemetry import AuditConfig
 from gateway.engine.contract import TRACE_PARENT
+from gateway.telemetry.answers import answers_middleware
 from gateway.telemetry.http import add_metrics_route
 from gateway.telemetry.logs import AUDIT_LOGGER
-from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.observer import Telemetry
 
 TRACE_HEADER = "x-trace-id"
@@ -29,7 +28,7 @@ def instrument_app(app: web.Application, telemetry: Telemetry) -> None:
     """Add what `telemetry` has to the front door's application."""
     if telemetry.metrics is not None:
         add_metrics_route(app, telemetry.metrics)
-        app.middlewares.append(_counted(telemetry.metrics))
+    app.middlewares.append(answers_middleware(telemetry.metrics))
     if telemetry.tracing is not None:
         app.middlewares.append(_traced(telemetry))
         app.on_response_prepare.append(_trace_header)
@@ -72,29 +71,6 @@ def _traced(telemetry: Telemetry) -> Middleware:
             span.end()
 
     return traced
-
-
-def _counted(metrics: Metrics) -> Middleware:
-    """Every HTTP answer by route and status: what the front door itself answered (a body that is not JSON, an
-    unknown path, an engine that is down) as well as what the engine did."""
-    children: dict[tuple[str, int], Any] = {}
-
-    @web.middleware
-    async def counted(request: web.Request, handler: Handler) -> web.StreamResponse:
-        status = 500
-        try:
-            response = await handler(request)
-            status = response.status
-            return response
-        finally:
-            route = request.match_info.route.resource
-            key = (route.canonical if route is not None else "", status)
-            child = children.get(key)
-            if child is None:
-                child = children[key] = metrics.http_responses.labels(*key)
-            child.inc()
-
-    return counted
 
 
 async def _trace_header(request: web.Request, response: web.StreamResponse) -> None:

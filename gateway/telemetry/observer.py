@@ -11,6 +11,7 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import GatewayConfig
+from gateway.engine.contract import ENGINE_TOOK_CALL
 from gateway.engine.metering import MeteredCall, Spent, http_status
 from gateway.telemetry.logs import ACCESS_LOGGER
 from gateway.telemetry.metrics import Metrics, error_type
@@ -46,6 +47,7 @@ class Telemetry:
         now = time.perf_counter()
         if self.metrics is not None:
             self.metrics.record(call, failure, spent, now)
+        ENGINE_TOOK_CALL.set(True)
         if access_log.isEnabledFor(logging.INFO):
             # Made directly: Logger.info would walk the stack to find the caller, a good part of a line's cost.
             record = access_log.makeRecord(ACCESS_LOGGER, logging.INFO, __file__, 0, "request", (), None)

@@ -15,8 +15,11 @@ import pytest
 
 from gateway.config import parse_config
 from gateway.config.telemetry import LogsConfig
+from gateway.engine.remote import RemoteEngine
+from gateway.frontdoor.app import create_app, start_http_server
 from gateway.telemetry.build import config_secrets
 from gateway.telemetry.logs import configure_logging
+from gateway.telemetry.observer import Telemetry
 from gateway.testing.fake_openai import FakeOpenAI
 from tests.conftest import MODES, UPSTREAM_KEY, config_for
 from tests.telemetry.helpers import instrumented
@@ -153,3 +156,56 @@ def test_a_line_that_cannot_be_json_is_still_one_line(restore_logging: None) -> 
     (line,) = _lines(out)
     assert line["msg"] == "'odd'"
     assert EMAIL not in out.getvalue()
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_what_the_front_door_answers_alone_gets_a_line(
+    mode: str, upstream: FakeOpenAI, restore_logging: None
+) -> None:
+    out = io.StringIO()
+    configure_logging(LogsConfig(format="json"), "INFO", (), out)
+    async with instrumented(mode, config_for(upstream.base_url)) as gw, aiohttp.ClientSession() as session:
+        async with session.post(
+            f"{gw.base_url}/chat/completions", data=b"{nope", headers={"x-request-id": "mine"}
+        ) as r:
+            assert r.status == 400
+        async with session.get(f"{gw.http_url}/v2/unknown") as r:
+            assert r.status == 404
+        async with session.get(f"{gw.base_url}/models") as r:
+            assert r.status == 200
+        for probe in ("/healthz", "/metrics"):
+            async with session.get(gw.http_url + probe) as r:
+                assert r.status == 200
+        async with session.post(f"{gw.base_url}/chat/completions", json={"model": "demo", "messages": MESSAGES}) as r:
+            assert r.status == 200
+    access = [line for line in _lines(out) if line["logger"] == "tollgate.access"]
+    http = [(a["route"], a["status"], a["error_type"]) for a in access if a["msg"] == "http"]
+    engine_took_it = [a for a in access if a["msg"] == "request"]
+    assert [a["model"] for a in engine_took_it] == ["demo"]  # one line per request: the engine's, with its usage
+    assert http[:2] == [("/v1/chat/completions", 400, "invalid_json"), ("/{tail}", 404, "unknown_url")]
+    if mode == "one-process":
+        assert http[2:] == [("/v1/models", 200, "")]  # list_models is not metered: the front door writes its line
+    else:
+        assert http[2:] == []  # the engine answered across the hop (and its process logs what it logs)
+    assert next(a for a in access if a["msg"] == "http")["client_request_id"] == "mine"
+
+
+async def test_an_engine_that_is_down_gets_a_line(restore_logging: None) -> None:
+    out = io.StringIO()
+    configure_logging(LogsConfig(format="json"), "INFO", (), out)
+    config = parse_config(config_for("http://127.0.0.1:9"), {})
+    remote = RemoteEngine("127.0.0.1:1")
+    server = await start_http_server(create_app(remote, config.server, Telemetry(config)), "127.0.0.1:0", 1.0)
+    try:
+        async with (
+            aiohttp.ClientSession() as session,
+            session.post(
+                f"http://127.0.0.1:{server.port}/v1/chat/completions", json={"model": "demo", "messages": MESSAGES}
+            ) as r,
+        ):
+            assert r.status == 503
+    finally:
+        await server.stop()
+        await remote.close()
+    (line,) = [line for line in _lines(out) if line["logger"] == "tollgate.access"]
+    assert (line["msg"], line["status"], line["route"]) == ("http", 503, "/v1/chat/completions")
