@@ -6,6 +6,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+from bench import telemetry
+
 __all__ = [
     "LIMIT_HEADER",
     "AddedCost",
@@ -441,6 +443,12 @@ def text_report(
         lines += _cache_lines(cache_costs, runs)
     if translated := added_cost(runs, TRANSLATED):
         lines += _translation_lines(translated, int(meta["chunks"]))
+    telemetry_costs = added_cost(runs, telemetry.TARGETS)
+    if telemetry_costs:
+        header = ["target", "mode", "c", "+p50 ms", "CPU/req ms", "+CPU/req ms"]
+        lines += ["== telemetry: against tollgate (gateway CPU) =="]
+        lines += _table(header, _added_cost_rows(telemetry_costs, (), with_target=True))
+        lines += [telemetry.NOTE, ""]
     noisy = [
         run
         for run in runs
@@ -499,6 +507,9 @@ def markdown(runs: Sequence[RunFigures], comparisons: Sequence[Comparison], meta
             "is the gateway process. " + _REDIS_NOTE
         )
         lines += ["", *_added_cost_markdown(limit_costs, intro, with_target=True)]
+    telemetry_costs = added_cost(runs, telemetry.TARGETS)
+    if telemetry_costs:
+        lines += ["", *_added_cost_markdown(telemetry_costs, telemetry.NOTE, with_target=True)]
     return "\n".join(lines)
 
 

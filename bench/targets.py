@@ -8,6 +8,8 @@
 - `split`: `tollgate engine` + `tollgate frontdoor`, over gRPC;
 - `anthropic`: `tollgate serve` translating the same OpenAI requests to a fake Anthropic backend
   (gateway.testing.fake_anthropic), so its CPU against `tollgate`'s is the translation's cost.
+- `telemetry-off` / `tracing`: `tollgate serve` with metrics and the access log off / every request traced
+  (bench.telemetry).
 
 Every gateway gets the same configuration as the `tollgate` target plus its own section, so their figures differ by
 that section alone. Every process is started at once and waited for afterwards, so they start in parallel.
@@ -23,7 +25,7 @@ from typing import Any
 
 import orjson
 
-from bench import cache, limits, secured
+from bench import cache, limits, secured, telemetry
 from bench.load import Endpoint, request_headers
 from bench.procs import Service, start_service
 from bench.report import LIMIT_HEADER
@@ -41,6 +43,7 @@ ALL_TARGETS = (
     "secured",
     "split",
     "anthropic",
+    *telemetry.TARGETS,
 )
 MODEL = "gpt-4o-mini"
 _REPO = Path(__file__).resolve().parents[1]
@@ -137,6 +140,9 @@ def start_targets(
             pending.append(_serve(target, path, log_dir))
     if side is not None:
         pending.append(_start_secured(side, config, log_dir))
+    for name, make in zip(telemetry.TARGETS, (telemetry.telemetry_off_config, telemetry.tracing_config), strict=True):
+        if name in wanted:
+            pending.append(_serve(Target(name, ""), _write_config(log_dir, name, make(config)), log_dir))
     if "split" in wanted:
         argv = _python(*_GATEWAY, "engine", "--config", str(config_path), "--grpc", f"{_HOST}:0")
         pending.append((Target("split", ""), start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))

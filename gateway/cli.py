@@ -18,11 +18,16 @@ from collections.abc import Sequence
 
 from authsvc.cli import add_commands as add_auth_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.telemetry import LogsConfig
 from gateway.engine.core import EngineCore
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
 from gateway.process import run, until_stopped
+from gateway.telemetry.build import build_frontdoor_telemetry, config_secrets
+from gateway.telemetry.http import metrics_app
+from gateway.telemetry.logs import configure_logging
+from gateway.telemetry.multiproc import shared_metrics_dir
 from gateway.workers import Supervisor, refusal, reserve, worker_argv
 from statssvc.cli import add_commands as add_stats_commands
 
@@ -77,7 +82,7 @@ def _announce(config: GatewayConfig) -> None:
 async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_address: str, shared: bool) -> None:
     await engine.start()
     grpc_server = await start_engine_server(engine, grpc_address, reuse_port=shared) if grpc_address else None
-    app = create_app(engine, config.server)
+    app = create_app(engine, config.server, engine.telemetry)
     http_server = await start_http_server(app, http, config.server.shutdown_grace, reuse_port=shared)
     _announce(config)
     log.info("http listening on %s:%d", http.rpartition(":")[0], http_server.port)
@@ -90,6 +95,8 @@ async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_addr
             await grpc_server.stop(config.server.shutdown_grace)
         await http_server.stop()
         await engine.close()
+        if engine.telemetry is not None:
+            engine.telemetry.close()
 
 
 async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) -> None:
@@ -97,22 +104,35 @@ async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) 
     server = await start_engine_server(engine, grpc_address)
     _announce(config)
     log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
+    metrics = engine.telemetry.metrics if engine.telemetry is not None else None
+    listen = config.telemetry.metrics.listen
+    # The engine has no front door: its /metrics gets a listener of its own when one is configured.
+    metrics_server = await start_http_server(metrics_app(metrics), listen) if metrics and listen else None
+    if metrics_server is not None:
+        log.info("metrics on http://%s:%d/metrics", listen.rpartition(":")[0], metrics_server.port)
     try:
         await until_stopped()
     finally:
         await server.stop(config.server.shutdown_grace)
+        if metrics_server is not None:
+            await metrics_server.stop()
         await engine.close()
+        if engine.telemetry is not None:
+            engine.telemetry.close()
 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
     engine = RemoteEngine.for_config(engine_address, config)
-    server = await start_http_server(create_app(engine, config.server), http, config.server.shutdown_grace)
+    telemetry = build_frontdoor_telemetry(config)
+    app = create_app(engine, config.server, telemetry)
+    server = await start_http_server(app, http, config.server.shutdown_grace)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     try:
         await until_stopped()
     finally:
         await server.stop()
         await engine.close()
+        telemetry.close()
 
 
 def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_address: str) -> int:
@@ -127,9 +147,12 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_
     except OSError as exc:
         print(f"tollgate: {exc}", file=sys.stderr)
         return 1
-    with http_socket, grpc_socket:
+    with http_socket, grpc_socket, shared_metrics_dir(config) as metrics_dir:
         level = args.log_level.upper()
-        return Supervisor(worker_argv(args.config, http, grpc_address, level), args.workers).run()
+        argv = worker_argv(args.config, http, grpc_address, level)
+        if metrics_dir:
+            log.info("workers share their metrics through %s", metrics_dir)
+        return Supervisor(argv, args.workers, metrics_dir=metrics_dir).run()
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -138,10 +161,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     level = getattr(args, "log_level", None) or os.environ.get("TOLLGATE_LOG_LEVEL", "INFO")
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     handler = getattr(args, "run", None)
-    if handler is not None:  # a command of the auth or stats packages
+    if handler is not None:  # a command of the auth or stats packages: masked logs too (authsvc sees raw keys)
+        configure_logging(LogsConfig(), level)
         return int(handler(args))
     try:
         config = load_config(args.config, os.environ)
+        configure_logging(config.telemetry.logs, level, config_secrets(config))
         # Building the engine builds every provider: an unknown type or a bad option fails here, before listening.
         engine = EngineCore.from_config(config) if args.command != "frontdoor" else None
     except ConfigError as exc:

@@ -9,6 +9,7 @@ live in Redis: with in-memory limits the command refuses to start rather than mu
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import socket
 import subprocess
@@ -18,6 +19,8 @@ from collections.abc import Sequence
 from types import FrameType
 
 from gateway.config import GatewayConfig
+from gateway.telemetry.metrics import MULTIPROC_ENV
+from gateway.telemetry.multiproc import forget_worker
 
 log = logging.getLogger("tollgate")
 
@@ -52,14 +55,17 @@ def reserve(address: str) -> tuple[socket.socket, str]:
 class Supervisor:
     """Runs `workers` copies of a command and keeps them running until told to stop."""
 
-    def __init__(self, argv: Sequence[str], workers: int) -> None:
+    def __init__(self, argv: Sequence[str], workers: int, *, metrics_dir: str | None = None) -> None:
         self._argv = list(argv)
+        # Where the workers' metric values are shared, so that a scrape of any one shows them all.
+        self._metrics_dir = metrics_dir
+        self._env = {**os.environ, MULTIPROC_ENV: metrics_dir} if metrics_dir else None
         self._procs: list[tuple[subprocess.Popen[bytes], float]] = []
         self._workers = workers
         self._stopping = False
 
     def _spawn(self) -> tuple[subprocess.Popen[bytes], float]:
-        return subprocess.Popen(self._argv, stdin=subprocess.DEVNULL), time.monotonic()
+        return subprocess.Popen(self._argv, stdin=subprocess.DEVNULL, env=self._env), time.monotonic()
 
     def _stop(self, signum: int, frame: FrameType | None) -> None:
         self._stopping = True
@@ -78,6 +84,8 @@ class Supervisor:
                 code = proc.poll()
                 if code is None or self._stopping:
                     continue
+                if self._metrics_dir:
+                    forget_worker(self._metrics_dir, proc.pid)
                 quick_deaths = quick_deaths + 1 if time.monotonic() - started < _QUICK_DEATH else 0
                 if quick_deaths >= _MAX_QUICK_DEATHS:
                     log.error("workers keep exiting right after they start (last: code %s); stopping", code)

@@ -71,6 +71,8 @@ class Authenticator:
         self._channel: grpc.aio.Channel | None = None
         self._server_ok = True
         self.calls = 0  # Check calls made, for tests and metrics
+        self.cache_hits = 0  # requests answered from the decision cache, for metrics
+        self.checks: dict[str, int] = {"allow": 0, "deny": 0, "unavailable": 0}  # Check calls by result, for metrics
 
     async def close(self) -> None:
         """Close the channel to the auth server."""
@@ -88,7 +90,9 @@ class Authenticator:
             raise AuthenticationError("Missing API key: send `Authorization: Bearer <key>`", code="missing_api_key")
         digest = hashlib.blake2b(ctx.api_key.reveal().encode(), digest_size=16).digest()
         decision = self._cache.get(digest)
-        if decision is None:
+        if decision is not None:
+            self.cache_hits += 1
+        else:
             task = self._inflight.get(digest)
             if task is None:
                 task = asyncio.ensure_future(self._decide(digest, ctx, model, operation))
@@ -112,21 +116,27 @@ class Authenticator:
             request_id=ctx.request_id,
         )
         self.calls += 1
+        started = time.perf_counter()
         try:
             reply = await self._stub().Check(request, timeout=self._config.timeout)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # anything but a status (a key gRPC cannot carry...): fail closed, not a 500
+            ctx.auth_check = (started, time.perf_counter())  # for the trace's auth span
             if not isinstance(exc, grpc.aio.AioRpcError):
                 log.exception("auth check failed", extra={"request_id": ctx.request_id})
+                self.checks["unavailable"] += 1
                 return ServiceUnavailableError(
                     "The authentication service is unavailable; try again shortly", code="auth_unavailable"
                 )
             denial = self._denial(exc, ctx)
+            self.checks["unavailable" if isinstance(denial, ServiceUnavailableError) else "deny"] += 1
             if isinstance(denial, _CACHED_DENIALS):
                 self._cache.put(digest, denial, self._config.negative_ttl)
             return denial
+        ctx.auth_check = (started, time.perf_counter())
         self._mark_server(ok=True)
+        self.checks["allow"] += 1
         principal = Principal.from_decision(reply)
         self._cache.put(digest, principal, self._ttl(reply))
         return principal

@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.config.shaping import RequestShaping
+from gateway.config.telemetry import TelemetryConfig
 
 
 class Secret:
@@ -212,6 +213,7 @@ class GatewayConfig:
     models: tuple[ModelConfig, ...] = ()
     # Backends switched off with `enabled: false`, and the models dropped with them, for the startup log.
     disabled: tuple[str, ...] = ()
+    telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name` (validated to exist at load)."""

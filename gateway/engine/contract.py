@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import AsyncGenerator, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
@@ -28,6 +29,13 @@ def new_request_id() -> str:
 # control the cache, which a split front door must pass on to the engine.
 CACHE_STATUS_HEADER = "x-tollgate-cache"
 CACHE_REQUEST_HEADERS = ("cache-control", CACHE_STATUS_HEADER)
+# The W3C traceparent of the front door's span while tracing is on ("" otherwise): `RemoteEngine` sends it as
+# gRPC metadata, so the engine's spans join the front door's trace across the hop.
+TRACE_PARENT: ContextVar[str] = ContextVar("tollgate_trace_parent", default="")
+# Set when an engine took the call (in this process, or across the hop): the front door's own access-log line is
+# then left to the engine's, which knows the usage.
+ENGINE_TOOK_CALL: ContextVar[bool] = ContextVar("tollgate_engine_took_call", default=False)
+
 _CLIENT_ID_MAX = 128
 _BEARER = "bearer "
 
@@ -50,6 +58,22 @@ def api_key(headers: Mapping[str, str]) -> Secret | None:
     auth = headers.get("authorization", "")
     key = auth[len(_BEARER) :] if auth[: len(_BEARER)].lower() == _BEARER else headers.get("x-api-key", "")
     return Secret(key) if key else None
+
+
+@dataclass(slots=True)
+class UpstreamAttempt:
+    """One call to a provider: which backend, when, and the error that ended it (None: it answered)."""
+
+    backend: str
+    model: str
+    started: float = field(default_factory=time.perf_counter)
+    ended: float = 0.0
+    error: BaseException | None = None
+
+    def end(self) -> float:
+        """Mark the attempt over; the seconds it took."""
+        self.ended = time.perf_counter()
+        return self.ended - self.started
 
 
 @dataclass(slots=True)
@@ -76,6 +100,9 @@ class CallContext:
     first_chunk_at: float = 0.0  # perf_counter seconds when the first chunk went out; 0 when none did
     chunks: int = 0  # chunks with choices that went out
     cache_status: str = ""  # "hit", "miss" or "bypass" when the model caches; empty when it does not
+    tried: list[UpstreamAttempt] = field(default_factory=list)  # every upstream attempt, for metrics and traces
+    trace_parent: str = ""  # a W3C traceparent from the front door across the gRPC hop (split mode)
+    auth_check: tuple[float, float] | None = None  # when this call's auth Check call started and ended (perf_counter)
 
 
 class Engine(Protocol):

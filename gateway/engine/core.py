@@ -19,7 +19,7 @@ from gateway.auth.principal import Principal
 from gateway.cache.response_cache import ResponseCache
 from gateway.cache.semantic import vector_of
 from gateway.config import GatewayConfig
-from gateway.engine.contract import CallContext, new_request_id
+from gateway.engine.contract import CallContext, UpstreamAttempt, new_request_id
 from gateway.engine.counting import count_with_first_counter
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
 from gateway.engine.router import Router
@@ -29,6 +29,7 @@ from gateway.providers.registry import build_providers
 from gateway.ratelimit.build import build_limiter
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
+from gateway.telemetry.build import Telemetry, build_telemetry
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -55,6 +56,7 @@ class EngineCore:
         self._providers = providers
         self._auth = auth or NoAuth()
         self._limiter = limiter
+        self.telemetry: Telemetry | None = None
         self._meter = Meter(config, usage, limiter)
         self._router = Router(config, rng)
         self._created = int(time.time())
@@ -68,13 +70,15 @@ class EngineCore:
         Raises `ConfigError` on a bad backend. Call `start` before serving and `close` after.
         """
         reporter = UsageReporter(config.stats) if config.stats is not None else None
-        return cls(
-            config,
-            build_providers(config),
-            auth=build_authenticator(config.auth),
-            usage=reporter,
-            limiter=build_limiter(config),
-        )
+        auth, limiter = build_authenticator(config.auth), build_limiter(config)
+        engine = cls(config, build_providers(config), auth=auth, usage=reporter, limiter=limiter)
+        engine.observe(build_telemetry(config, auth, reporter, limiter))
+        return engine
+
+    def observe(self, telemetry: Telemetry) -> None:
+        """Tell `telemetry` about every finished call (metrics, access log, spans)."""
+        self.telemetry = telemetry
+        self._meter.observer = telemetry
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled)."""
@@ -223,10 +227,12 @@ class EngineCore:
             target = attempt.target
             ctx.attempts += 1
             ctx.backend, ctx.provider_model = target.backend, target.model
-            started = time.perf_counter()
+            tried = UpstreamAttempt(target.backend, target.model)  # telemetry reads ctx.tried after the call
+            ctx.tried.append(tried)
             try:
                 result = await call(self._providers[target.backend], target.model)
             except GatewayError as exc:
+                tried.error = exc
                 if not exc.retryable:
                     raise
                 log.warning(
@@ -236,7 +242,7 @@ class EngineCore:
                 failure = exc
                 continue
             finally:
-                ctx.upstream_seconds += time.perf_counter() - started
+                ctx.upstream_seconds += tried.end()
             ctx.route = f"{attempt.model}>{target.backend}"
             return result
         assert failure is not None  # a plan always has at least one attempt

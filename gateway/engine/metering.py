@@ -49,6 +49,14 @@ class UsageSink(Protocol):
         ...
 
 
+class CallObserver(Protocol):
+    """Told about every finished call, authenticated or not (telemetry: metrics, access log, spans)."""
+
+    def finished(self, call: MeteredCall, failure: BaseException | None, spent: Spent) -> None:
+        """`call` is over; `failure` ended it early (None: completed); it used `spent`. Must not raise."""
+        ...
+
+
 class MeteredCall:
     """A context manager around one engine call that submits its usage record however the call ends."""
 
@@ -71,14 +79,17 @@ class MeteredCall:
     ) -> None:
         meter, lease = self.meter, self.lease
         # Unauthenticated requests are nobody's usage; they are counted by metrics, not billed.
-        if (meter.sink is None and lease is None) or self.ctx.principal is None:
+        billed = (meter.sink is not None or lease is not None) and self.ctx.principal is not None
+        if not billed and meter.observer is None:
             return
         try:
             spent = meter.spent(self)
-            if lease is not None and meter.limiter is not None:
+            if billed and lease is not None and meter.limiter is not None:
                 meter.limiter.settle_soon(lease, spent.input_tokens + spent.output_tokens, spent.cost_usd)
-            if meter.sink is not None:
+            if billed and meter.sink is not None:
                 meter.sink.submit(meter.record(self, exc, spent))
+            if meter.observer is not None:
+                meter.observer.finished(self, exc, spent)
         except Exception:  # metering must never turn an answered request into a failed one
             log.exception("could not record usage", extra={"request_id": self.ctx.request_id})
 
@@ -87,9 +98,16 @@ class Meter:
     """Builds usage records for one configuration, hands them to the sink (none: nothing is recorded), and settles
     the call's limits with its true usage and cost."""
 
-    def __init__(self, config: GatewayConfig, sink: UsageSink | None, limiter: RateLimiter | None = None) -> None:
+    def __init__(
+        self,
+        config: GatewayConfig,
+        sink: UsageSink | None,
+        limiter: RateLimiter | None = None,
+        observer: CallObserver | None = None,
+    ) -> None:
         self.sink = sink
         self.limiter = limiter
+        self.observer = observer
         self._providers: Mapping[str, str] = {b.name: b.provider for b in config.backends}
         self._prices = config.prices
 
@@ -182,17 +200,28 @@ def _duration(seconds: float) -> Duration:
     return duration
 
 
-def _outcome(record: stats_pb2.UsageRecord, ctx: CallContext, failure: BaseException | None) -> None:
+def http_status(ctx: CallContext, failure: BaseException | None) -> int:
+    """The HTTP status a client saw for a call that ended with `failure` (None: completed)."""
     if failure is None:
-        record.outcome, record.http_status = stats_pb2.OUTCOME_COMPLETED, 200
+        return 200
+    if isinstance(failure, asyncio.CancelledError | GeneratorExit):
+        return CLIENT_CLOSED
+    # After the first chunk the client had its 200 already; the error went in-band.
+    if ctx.first_chunk_at:
+        return 200
+    return failure.http_status if isinstance(failure, GatewayError) else 500
+
+
+def _outcome(record: stats_pb2.UsageRecord, ctx: CallContext, failure: BaseException | None) -> None:
+    record.http_status = http_status(ctx, failure)
+    if failure is None:
+        record.outcome = stats_pb2.OUTCOME_COMPLETED
     elif isinstance(failure, asyncio.CancelledError | GeneratorExit):
-        record.outcome, record.http_status = stats_pb2.OUTCOME_CANCELLED, CLIENT_CLOSED
+        record.outcome = stats_pb2.OUTCOME_CANCELLED
         record.grpc_status = grpc.StatusCode.CANCELLED.value[0]
     else:
         error = failure if isinstance(failure, GatewayError) else None
         record.outcome = stats_pb2.OUTCOME_FAILED
-        # After the first chunk the client had its 200 already; the error went in-band.
-        record.http_status = 200 if ctx.first_chunk_at else (error.http_status if error else 500)
         record.grpc_status = (error.grpc_code if error else grpc.StatusCode.INTERNAL).value[0]
         record.error_type = error.code if error else "internal_error"
 

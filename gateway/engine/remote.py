@@ -13,7 +13,14 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import GatewayConfig
-from gateway.engine.contract import CACHE_REQUEST_HEADERS, CACHE_STATUS_HEADER, CallContext, printable
+from gateway.engine.contract import (
+    CACHE_REQUEST_HEADERS,
+    CACHE_STATUS_HEADER,
+    ENGINE_TOOK_CALL,
+    TRACE_PARENT,
+    CallContext,
+    printable,
+)
 from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
 from gateway.errors import GatewayError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -32,6 +39,8 @@ def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> tupl
     """The call context as metadata: request id, key, the client's address and the headers auth is to see."""
     # The engine makes its own request id (see `CallContext`); the caller's own id travels for correlation.
     md = [("x-request-id", ctx.client_request_id)] if ctx.client_request_id else []
+    if parent := TRACE_PARENT.get():
+        md.append(("traceparent", parent))
     if ctx.api_key is not None:
         md.append(("authorization", f"Bearer {ctx.api_key.reveal()}"))
     if ctx.peer:
@@ -65,6 +74,7 @@ def _adopt(ctx: CallContext, metadata: Iterable[tuple[str, str | bytes]] | None)
             ctx.upstream_seconds = float(value) / 1000
         elif key == "x-request-id":
             ctx.request_id = str(value)
+            ENGINE_TOOK_CALL.set(True)  # the engine answered with its id: its access-log line has this call
         elif key == CACHE_STATUS_HEADER:
             ctx.cache_status = str(value)
         elif key.startswith("x-ratelimit-"):

@@ -43,6 +43,7 @@ def call_context(context: grpc.aio.ServicerContext[object, object]) -> CallConte
         api_key=api_key(metadata),
         peer=metadata.get(CLIENT_ADDRESS) or context.peer() or "",
         headers={**metadata, **forwarded} if forwarded else metadata,
+        trace_parent=metadata.get("traceparent", ""),  # the caller's span, never a forwarded client header
     )
 
 

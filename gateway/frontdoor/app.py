@@ -9,11 +9,16 @@ from gateway.engine.contract import CallContext, Engine, new_request_id
 from gateway.errors import NotFoundError
 from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response, json_response
+from gateway.telemetry.frontdoor import instrument_app
+from gateway.telemetry.observer import Telemetry
 
 
-def create_app(engine: Engine, server: ServerConfig) -> web.Application:
-    """The HTTP application: the OpenAI and Anthropic routes, health and readiness, OpenAI-shaped 404s for the rest."""
+def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None = None) -> web.Application:
+    """The HTTP application: the OpenAI and Anthropic routes, health and readiness, `/metrics` when there are
+    metrics, and OpenAI-shaped 404s for the rest."""
     app = web.Application(client_max_size=server.max_body_bytes, handler_args={"max_field_size": 16384})
+    if telemetry is not None:
+        instrument_app(app, telemetry)
 
     def context(request: web.Request) -> CallContext:
         return CallContext(request_id=new_request_id())

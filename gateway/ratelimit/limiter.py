@@ -74,6 +74,11 @@ class RateLimiter:
         # The counters that apply, by caller and model: the same few callers ask again and again.
         self._applicable: dict[tuple[object, ...], tuple[Bucket, ...]] = {}
 
+    @property
+    def backend(self) -> LimiterBackend:
+        """Where the counters live (for metrics: a `FailoverLimiter` reports its state)."""
+        return self._backend
+
     async def close(self) -> None:
         """Let pending settlements finish, then release the backend."""
         if self._settling:

@@ -26,6 +26,9 @@ log = logging.getLogger("tollgate.stats")
 
 Sleep = Callable[[float], Awaitable[None]]
 Clock = Callable[[], float]
+# Told about each Report call once it is answered: the serialized records, when the call started (perf_counter) and
+# its answer or error. Tracing makes the batch's span from it.
+ReportObserver = Callable[[list[bytes], float, "stats_pb2.ReportResponse | grpc.aio.AioRpcError"], None]
 
 _RETRYABLE = frozenset(
     {
@@ -118,12 +121,18 @@ class UsageReporter:
         self._spilling = False
         self._closed = False
         self._next_drop_log = -float("inf")
+        self.on_report: ReportObserver | None = None
 
     @property
     def counters(self) -> ReporterCounters:
         """A snapshot of the counters."""
         inflight = len(self._inflight.payloads) if self._inflight is not None else 0
         return replace(self._counts, pending=len(self._queue) + inflight)
+
+    @property
+    def spool_bytes(self) -> int:
+        """Bytes of usage records waiting in this process's spool."""
+        return self._spool.bytes_used
 
     async def start(self) -> None:
         """Open the spool and the channel, and start the background task."""
@@ -344,7 +353,10 @@ class UsageReporter:
         """Send one batch until it is stored or rejected, backing off while the server is unavailable."""
         attempt = 0
         while True:
+            started = time.perf_counter()
             result = await self._report(batch.request, self._config.timeout)
+            if self.on_report is not None:
+                self.on_report(batch.payloads, started, result)
             if not isinstance(result, grpc.aio.AioRpcError):
                 self._delivered(batch, result)
                 return
