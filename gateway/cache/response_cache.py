@@ -86,6 +86,11 @@ class ResponseCache:
         semantic = SemanticCache.from_config(config, embed) if embed is not None else None
         return cls(config, TieredStore(MemoryStore(settings.l1_max_bytes), l2), semantic)
 
+    @property
+    def enabled(self) -> bool:
+        """Whether any model caches."""
+        return bool(self._models)
+
     def snapshot(self) -> dict[str, int | bool]:
         """Every counter and the L2 state, for metrics."""
         tiers = self.store.counters

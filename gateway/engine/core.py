@@ -72,7 +72,7 @@ class EngineCore:
         reporter = UsageReporter(config.stats) if config.stats is not None else None
         auth, limiter = build_authenticator(config.auth), build_limiter(config)
         engine = cls(config, build_providers(config), auth=auth, usage=reporter, limiter=limiter)
-        engine.observe(build_telemetry(config, auth, reporter, limiter))
+        engine.observe(build_telemetry(config, auth, reporter, limiter, engine.cache))
         return engine
 
     def observe(self, telemetry: Telemetry) -> None:

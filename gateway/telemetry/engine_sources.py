@@ -1,8 +1,10 @@
-"""The scrape-time metrics of the engine's own parts: auth decisions and cache, the usage reporter, the limiter."""
+"""The scrape-time metrics of the engine's own parts: auth decisions and cache, the usage reporter, the limiter, the
+response cache."""
 
 from __future__ import annotations
 
 from gateway.auth.authenticator import Authenticator, NoAuth
+from gateway.cache.response_cache import ResponseCache
 from gateway.ratelimit.failover import FailoverLimiter
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
@@ -112,3 +114,82 @@ def watch_limiter(sources: ScrapeSources, limiter: RateLimiter | None) -> None:
             lambda: [((), float(failover.fallback_acquires))],
         )
     )
+
+
+def watch_cache(sources: ScrapeSources, cache: ResponseCache) -> None:
+    """The response cache: answers by result and tier, stores, collapsed requests, L1 size, the Redis tier's state."""
+    if not cache.enabled:
+        return
+
+    def lookups() -> Readings:
+        c = cache.counters
+        return [(("hit",), float(c.hits)), (("miss",), float(c.misses)), (("bypass",), float(c.bypasses))]
+
+    def tier_hits() -> Readings:
+        tiers = cache.store.counters
+        return [(("l1",), float(tiers.l1_hits)), (("l2",), float(tiers.l2_hits))]
+
+    def semantic() -> Readings:
+        s = cache.semantic.counters if cache.semantic is not None else None
+        if s is None:
+            return []
+        return [(("lookup",), float(s.lookups)), (("hit",), float(s.hits)), (("error",), float(s.errors))]
+
+    watched = [
+        ScrapeMetric(
+            "tollgate_cache_requests",
+            "Cacheable requests by result: hit, miss, bypass.",
+            "counter",
+            lookups,
+            ("result",),
+        ),
+        ScrapeMetric(
+            "tollgate_cache_tier_hits", "Cache hits by the tier that held the answer.", "counter", tier_hits, ("tier",)
+        ),
+        ScrapeMetric(
+            "tollgate_cache_stores",
+            "Answers stored in the cache.",
+            "counter",
+            lambda: [((), float(cache.counters.stores))],
+        ),
+        ScrapeMetric(
+            "tollgate_cache_coalesced",
+            "Requests that waited for an identical one instead of calling a provider.",
+            "counter",
+            lambda: [((), float(cache.flights.waits))],
+        ),
+        ScrapeMetric(
+            "tollgate_cache_l1_bytes",
+            "Bytes held by the in-process cache tier.",
+            "gauge",
+            lambda: [((), float(cache.store.l1.bytes))],
+        ),
+        ScrapeMetric(
+            "tollgate_cache_l1_evictions",
+            "Entries the in-process tier evicted for room.",
+            "counter",
+            lambda: [((), float(cache.store.l1.evictions))],
+        ),
+        ScrapeMetric(
+            "tollgate_cache_redis_errors",
+            "Calls to the Redis cache tier that failed.",
+            "counter",
+            lambda: [((), float(cache.store.counters.l2_errors))],
+        ),
+        ScrapeMetric(
+            "tollgate_cache_redis_down",
+            "1 while the Redis cache tier counts as down (L1 only).",
+            "gauge",
+            lambda: [((), 1.0 if cache.store.counters.l2_down else 0.0)],
+            mode="livemax",
+        ),
+        ScrapeMetric(
+            "tollgate_cache_semantic",
+            "Semantic cache lookups, hits and failed embeddings or Redis calls.",
+            "counter",
+            semantic,
+            ("event",),
+        ),
+    ]
+    for metric in watched:
+        sources.watch(metric)

@@ -82,5 +82,5 @@ class Telemetry:
             "ttft_ms": round((ctx.first_chunk_at - ctx.started) * 1000, 3) if ctx.first_chunk_at else None,
             "upstream_ms": round(ctx.upstream_seconds * 1000, 3),
             "attempts": ctx.attempts,
-            "cache": False,  # no response cache yet
+            "cache": ctx.cache_status or None,  # hit, miss or bypass; None when the model does not cache
         }

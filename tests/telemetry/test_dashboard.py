@@ -12,17 +12,19 @@ from gateway.config import parse_config
 from gateway.engine.core import EngineCore
 
 DASHBOARD = Path(__file__).parents[2] / "dashboards" / "grafana" / "tollgate.json"
-# Every section that brings scrape-time metrics: auth, stats, and a Redis limiter (nothing is connected to).
+# Every section that brings scrape-time metrics: auth, stats, a Redis limiter (nothing is connected to), a cache.
 CONFIG = """
 auth: {server: "127.0.0.1:1"}
 stats: {server: "127.0.0.1:1", spool_dir: "/nonexistent"}
 redis: redis://127.0.0.1:1/0
 limits: {backend: redis}
+cache: {redis: true}
 backends: [{name: demo, provider: mock}]
-models: [{name: demo, targets: [{backend: demo}]}]
+models:
+  - {name: demo, targets: [{backend: demo}], cache: {ttl: 1m, semantic: {embedding_model: demo}}}
 """
 _SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
-_SELECTOR = re.compile(r"\b((?:gen_ai|tollgate)_[a-z_]+)(\{[^}]*\})?")
+_SELECTOR = re.compile(r"\b((?:gen_ai|tollgate)_[a-z0-9_]+)(\{[^}]*\})?")
 _MATCHER = re.compile(r"([a-z_]+)\s*(?:=~|!~|!=|=)")
 
 
