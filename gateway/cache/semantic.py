@@ -59,10 +59,16 @@ def conversation_text(params: pb.ChatCompletionParams) -> str:
 
 
 def partition_of(scope: str, model: ModelConfig, params: pb.ChatCompletionParams) -> str:
-    """Everything but the conversation that decides the answer: requests may only match within one partition."""
+    """Everything but the conversation's text that decides the answer: requests may only match within one
+    partition."""
     rest = pb.ChatCompletionParams()
     rest.CopyFrom(params)
-    rest.ClearField("messages")
+    # Only the text is embedded: the rest of each message (images, audio, files, tool calls, names) must match.
+    for message in rest.messages:
+        message.ClearField("content")
+        for piece in message.content_parts:
+            if piece.WhichOneof("part") == "text":
+                piece.text = ""
     rest.ClearField("user")
     rest.ClearField("metadata")
     rest.ClearField("store")
