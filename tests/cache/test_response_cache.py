@@ -3,8 +3,17 @@ stage (an auth server's odd decisions, damaged stored values)."""
 
 from __future__ import annotations
 
+from collections.abc import AsyncGenerator
+
+import pytest
+import redis
+
 from gateway.auth.principal import ANONYMOUS, Principal
+from gateway.cache.keys import cache_key
+from gateway.cache.memory import MemoryStore
+from gateway.cache.redis_store import RedisStore
 from gateway.cache.response_cache import ResponseCache
+from gateway.cache.tiered import TieredStore
 from gateway.config import AuthConfig, GatewayConfig, ModelCacheConfig, ModelConfig, TargetConfig
 from gateway.engine.contract import CallContext
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -45,3 +54,40 @@ async def test_anonymous_callers_share_the_global_scope_under_auth_none() -> Non
     cache = ResponseCache.from_config(GatewayConfig(models=(MODEL,)))
     assert await ask(cache, ANONYMOUS, "first") == ("first", "miss")
     assert await ask(cache, ANONYMOUS, "second") == ("first", "hit")
+
+
+def _chunk(text: str, *, finish: bool = False) -> pb.StreamChatCompletionResponse:
+    made = pb.StreamChatCompletionResponse(id="chatcmpl-1", model="gpt-4o-mini")
+    choice = made.choices.add(index=0)
+    choice.delta.content = text
+    if finish:
+        choice.finish_reason = pb.FINISH_REASON_STOP
+    return made
+
+
+async def _stream_rest() -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+    yield _chunk("", finish=True)
+
+
+# Damaged values as Redis may hold them (another version's format, a stray write): one kind byte and framed messages
+# that parse but hold no answer at all.
+@pytest.mark.parametrize("stored", [b"c\x00\x00\x00\x00", b"s\x00\x00\x00\x00", b"c"])
+async def test_a_stored_value_without_an_answer_is_a_miss(redis_url: str, redis_namespace: str, stored: bytes) -> None:
+    config = GatewayConfig(models=(MODEL,))
+    l2 = RedisStore(redis_url, prefix=redis_namespace, timeout=1.0, compress_over=1 << 20)
+    cache = ResponseCache(config, TieredStore(MemoryStore(1 << 20), l2))
+    client = redis.Redis.from_url(redis_url)
+    client.set(f"{redis_namespace}:{cache_key('global', MODEL, PARAMS)}", b"\x00" + stored, ex=60)
+    try:
+        ctx = CallContext(request_id="req", principal=ANONYMOUS)
+
+        async def upstream() -> tuple[pb.StreamChatCompletionResponse, AsyncGenerator[pb.StreamChatCompletionResponse]]:
+            return _chunk("fresh"), _stream_rest()
+
+        first, rest = await cache.open_stream(PARAMS, ctx, upstream)
+        assert ctx.cache_status == "miss" and cache.counters.corrupt == 1
+        assert first.choices[0].delta.content == "fresh" and [c async for c in rest]
+        assert await ask(cache, ANONYMOUS, "unused") == ("fresh", "hit")  # the good answer replaced the damaged one
+    finally:
+        await cache.close()
+        client.close()
