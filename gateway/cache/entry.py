@@ -42,12 +42,17 @@ class CachedAnswer:
         try:
             kind, parts = data[:1], list(_unframe(memoryview(data)[1:]))
             if kind == _COMPLETION and len(parts) == 1:
-                return cls(completion=pb.CreateChatCompletionResponse.FromString(parts[0]))
-            if kind == _CHUNKS and parts:
-                return cls(chunks=tuple(pb.StreamChatCompletionResponse.FromString(p) for p in parts))
+                answer = cls(completion=pb.CreateChatCompletionResponse.FromString(parts[0]))
+            elif kind == _CHUNKS and parts:
+                answer = cls(chunks=tuple(pb.StreamChatCompletionResponse.FromString(p) for p in parts))
+            else:
+                raise CorruptEntry("unknown kind or empty entry")
         except (struct.error, DecodeError) as exc:
             raise CorruptEntry(str(exc)) from exc
-        raise CorruptEntry("unknown kind or empty entry")
+        # Only answers with choices are stored: one without would be replayed as an empty or failed answer.
+        if not (answer.completion.choices if answer.completion is not None else any(c.choices for c in answer.chunks)):
+            raise CorruptEntry("an entry without choices")
+        return answer
 
     async def as_completion(self) -> pb.CreateChatCompletionResponse:
         """The completion a non-streaming client gets: as stored, or the stored stream folded."""

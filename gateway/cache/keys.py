@@ -18,23 +18,23 @@ _SCOPES = ("key", "user", "team")
 
 
 def scope_of(principal: Principal | None, wanted: str) -> str:
-    """The partition an answer may be shared within, e.g. `team:ml`.
+    """The partition an answer may be shared within, e.g. `team:ml`; empty when the caller has no id at all.
 
     `wanted` is the model's configured scope; empty means the narrowest the auth decision allows. A wanted scope the
     caller has no value for (scope team, a key without a team) narrows to the next one that has a value, never
-    widens: otherwise every team-less key would share one `team:` partition.
+    widens: otherwise every team-less key would share one `team:` partition. A caller with no key id, user or team
+    is anonymous under `auth: none` (then the cache shares globally), and otherwise cannot be kept apart (not cached).
     """
-    if principal is None:
-        return "global"
-    values = {"key": principal.key_id, "user": principal.user, "team": principal.team}
     if wanted == "global":
         return "global"
+    if principal is None:
+        return ""
+    values = {"key": principal.key_id, "user": principal.user, "team": principal.team}
     order = reversed(_SCOPES[: _SCOPES.index(wanted) + 1]) if wanted in values else _SCOPES
     for name in order:
         if values[name]:
             return f"{name}:{values[name]}"
-    # Anonymous (`auth: none`): there is nobody to keep apart.
-    return "global"
+    return ""
 
 
 def model_fingerprint(model: ModelConfig) -> bytes:

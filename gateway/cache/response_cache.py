@@ -65,6 +65,8 @@ class ResponseCache:
     def __init__(self, config: GatewayConfig, store: TieredStore, semantic: SemanticCache | None = None) -> None:
         self._models = {m.name: m for m in config.models if m.cache is not None}
         self._max_entry = config.cache.max_entry_bytes
+        # Under `auth: none` nobody is kept apart; with auth, a caller the decision names no id for shares nothing.
+        self._anonymous_scope = "global" if config.auth is None else ""
         self.store = store
         self.semantic = semantic
         self.flights = Flights()
@@ -163,12 +165,12 @@ class ResponseCache:
         if model is None:
             return None
         control = read_control(ctx.headers)
-        if control.no_store or not (control.force or deterministic(params)):
+        scope = scope_of(ctx.principal, model.cache.scope if model.cache else "") or self._anonymous_scope
+        if not scope or control.no_store or not (control.force or deterministic(params)):
             self.counters.bypasses += 1
             ctx.cache_status = BYPASS
             return None
         ctx.cache_status = MISS
-        scope = scope_of(ctx.principal, model.cache.scope if model.cache else "")
         return _Plan(model, params, scope, cache_key(scope, model, params), lookup=not control.no_cache)
 
     async def _find(self, plan: _Plan, ctx: CallContext) -> CachedAnswer | Flight | None:

@@ -59,10 +59,16 @@ def conversation_text(params: pb.ChatCompletionParams) -> str:
 
 
 def partition_of(scope: str, model: ModelConfig, params: pb.ChatCompletionParams) -> str:
-    """Everything but the conversation that decides the answer: requests may only match within one partition."""
+    """Everything but the conversation's text that decides the answer: requests may only match within one
+    partition."""
     rest = pb.ChatCompletionParams()
     rest.CopyFrom(params)
-    rest.ClearField("messages")
+    # Only the text is embedded: the rest of each message (images, audio, files, tool calls, names) must match.
+    for message in rest.messages:
+        message.ClearField("content")
+        for piece in message.content_parts:
+            if piece.WhichOneof("part") == "text":
+                piece.text = ""
     rest.ClearField("user")
     rest.ClearField("metadata")
     rest.ClearField("store")
@@ -212,6 +218,12 @@ class SemanticCache:
         rows = cast(list[tuple[bytes, dict[bytes, bytes]]], replies)  # redis-py's reply without decode_responses
         for entry_id, fields in rows:
             self._synced_to[model] = entry_id.decode()
-            vector = np.frombuffer(fields[b"v"], dtype="<f4")
-            if index.add(fields[b"p"].decode(), vector, fields[b"k"].decode()):
+            try:
+                vector = np.frombuffer(fields[b"v"], dtype="<f4")
+                partition, key = fields[b"p"].decode(), fields[b"k"].decode()
+            except (KeyError, ValueError) as exc:  # another version's row, or damage: skipped, never a failed request
+                self.counters.errors += 1
+                log.warning("semantic cache: skipped an unreadable shared vector %s: %r", entry_id, exc)
+                continue
+            if index.add(partition, vector, key):
                 self.counters.synced += 1

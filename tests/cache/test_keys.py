@@ -101,8 +101,8 @@ ALICE = Principal(key_id="k1", user="alice", team="ml")
         (ALICE, "global", "global"),
         (Principal(key_id="k2", user="bob"), "team", "user:bob"),  # no team: narrower, never wider
         (Principal(key_id="k3"), "team", "key:k3"),
-        (Principal(key_id=""), "", "global"),  # anonymous (`auth: none`): nobody to keep apart
-        (None, "team", "global"),
+        (Principal(key_id=""), "", ""),  # no id: the cache decides (global under `auth: none`, else not cached)
+        (None, "team", ""),
     ],
 )
 def test_scope(principal: Principal | None, wanted: str, scope: str) -> None:

@@ -65,3 +65,30 @@ def test_the_whole_conversation_is_embedded_and_everything_else_partitions() -> 
     other_user = params("Hi")
     other_user.user = "someone"
     assert partition_of("team:ml", MODEL, other_user) == base
+
+
+def _with_image(url: str) -> pb.ChatCompletionParams:
+    made = pb.ChatCompletionParams(model="m", temperature=0)
+    message = made.messages.add(role=pb.ROLE_USER)
+    message.content_parts.add(text="What is in this picture?")
+    message.content_parts.add().image_url.url = url
+    return made
+
+
+def test_what_is_not_text_partitions() -> None:
+    # Only text is embedded: the same question about two different images must never match.
+    cat, dog = _with_image("https://example.com/cat.png"), _with_image("https://example.com/dog.png")
+    assert conversation_text(cat) == conversation_text(dog)
+    assert partition_of("team:ml", MODEL, cat) != partition_of("team:ml", MODEL, dog)
+    # Nor the same words after tool calls with other arguments.
+    calls = []
+    for city in ("Paris", "Oslo"):
+        made = params("Thanks.")
+        call = made.messages.add(role=pb.ROLE_ASSISTANT).tool_calls.add(id="call_1", type="function")
+        call.function.name, call.function.arguments = "weather", f'{{"city": "{city}"}}'
+        calls.append(partition_of("team:ml", MODEL, made))
+    assert calls[0] != calls[1]
+    # The text itself still only moves the embedding, not the partition.
+    other_text = _with_image("https://example.com/cat.png")
+    other_text.messages[0].content_parts[0].text = "Describe this image."
+    assert partition_of("team:ml", MODEL, other_text) == partition_of("team:ml", MODEL, cat)
