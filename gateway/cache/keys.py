@@ -1,6 +1,7 @@
 """What a cached answer is filed under: who may share it (the scope) and a hash of everything that changes it.
 
-The key covers the model as configured (its name and targets), and every request field that can change the answer:
+The key covers the model as configured (its name, targets and fallbacks, and how each backend they name is set up:
+provider, URL, options, request shaping), and every request field that can change the answer:
 messages, tools, tool_choice, sampling parameters, response_format, n, stop, seed, logprobs, the passthrough JSON.
 It leaves out what cannot: the caller's `user` tag, `metadata`, `store` and the stream options (the stream flag is not
 in the params at all). The params are serialized deterministically after clearing those fields, and hashed.
@@ -11,7 +12,7 @@ from __future__ import annotations
 import hashlib
 
 from gateway.auth.principal import Principal
-from gateway.config import ModelConfig
+from gateway.config import GatewayConfig, ModelConfig
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 _SCOPES = ("key", "user", "team")
@@ -37,10 +38,24 @@ def scope_of(principal: Principal | None, wanted: str) -> str:
     return ""
 
 
-def model_fingerprint(model: ModelConfig) -> bytes:
-    """The configured model: renaming a target's model or moving it to another backend starts a fresh cache."""
-    targets = ";".join(f"{t.backend}/{t.model}" for t in model.targets)
-    return f"{model.name}|{targets}|{','.join(model.fallback)}".encode()
+def model_fingerprint(model: ModelConfig, config: GatewayConfig | None = None) -> bytes:
+    """The configured model: renaming a target's model or moving it to another backend starts a fresh cache; and,
+    given the whole configuration, so does changing a fallback's targets or a backend's provider, URL, options or
+    request shaping (each may change the answers)."""
+
+    def targets(m: ModelConfig) -> str:
+        return ";".join(f"{t.backend}/{t.model}" for t in m.targets)
+
+    parts = [f"{model.name}|{targets(model)}|{','.join(model.fallback)}"]
+    if config is not None:
+        models = {m.name: m for m in config.models}
+        chain = [model, *(models[name] for name in model.fallback if name in models)]
+        parts += [targets(m) for m in chain[1:]]
+        backends = {b.name: b for b in config.backends}
+        for name in sorted({t.backend for m in chain for t in m.targets} & backends.keys()):
+            b = backends[name]
+            parts.append(repr((b.name, b.provider, b.base_url, sorted(b.options.items()), b.shaping)))
+    return "\n".join(parts).encode()
 
 
 def canonical_params(params: pb.ChatCompletionParams) -> bytes:
@@ -56,10 +71,11 @@ def canonical_params(params: pb.ChatCompletionParams) -> bytes:
     return copy.SerializeToString(deterministic=True)
 
 
-def cache_key(scope: str, model: ModelConfig, params: pb.ChatCompletionParams) -> str:
-    """The exact-match key: a hash of the scope, the configured model and the canonical request."""
+def cache_key(scope: str, fingerprint: bytes, params: pb.ChatCompletionParams) -> str:
+    """The exact-match key: a hash of the scope, the configured model (its `model_fingerprint`) and the canonical
+    request."""
     digest = hashlib.blake2b(digest_size=20)
-    for part in (scope.encode(), model_fingerprint(model), canonical_params(params)):
+    for part in (scope.encode(), fingerprint, canonical_params(params)):
         digest.update(len(part).to_bytes(8, "little"))  # length-prefixed: no two splits hash alike
         digest.update(part)
     return digest.hexdigest()

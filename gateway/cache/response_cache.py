@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from gateway.cache.control import deterministic, read_control
 from gateway.cache.entry import CachedAnswer, CorruptEntry, encode_chunks
 from gateway.cache.flight import Flight, Flights
-from gateway.cache.keys import cache_key, scope_of
+from gateway.cache.keys import cache_key, model_fingerprint, scope_of
 from gateway.cache.memory import MemoryStore
 from gateway.cache.recorder import RecordingStream
 from gateway.cache.redis_store import RedisStore
@@ -48,6 +48,7 @@ class CacheCounters:
 @dataclass(slots=True)
 class _Plan:
     model: ModelConfig
+    fingerprint: bytes
     params: pb.ChatCompletionParams
     scope: str
     key: str
@@ -64,6 +65,7 @@ class ResponseCache:
 
     def __init__(self, config: GatewayConfig, store: TieredStore, semantic: SemanticCache | None = None) -> None:
         self._models = {m.name: m for m in config.models if m.cache is not None}
+        self._fingerprints = {name: model_fingerprint(m, config) for name, m in self._models.items()}
         self._max_entry = config.cache.max_entry_bytes
         # Under `auth: none` nobody is kept apart; with auth, a caller the decision names no id for shares nothing.
         self._anonymous_scope = "global" if config.auth is None else ""
@@ -171,7 +173,9 @@ class ResponseCache:
             ctx.cache_status = BYPASS
             return None
         ctx.cache_status = MISS
-        return _Plan(model, params, scope, cache_key(scope, model, params), lookup=not control.no_cache)
+        fingerprint = self._fingerprints[model.name]
+        key = cache_key(scope, fingerprint, params)
+        return _Plan(model, fingerprint, params, scope, key, lookup=not control.no_cache)
 
     async def _find(self, plan: _Plan, ctx: CallContext) -> CachedAnswer | Flight | None:
         """A stored answer (a hit); else the claim to fetch it (a miss); None for a refresh, which claims nothing."""
@@ -207,7 +211,7 @@ class ResponseCache:
         semantic = self.semantic
         if semantic is None or not semantic.covers(plan.model.name):
             return None
-        plan.probe = await semantic.probe(plan.model, plan.scope, plan.params)
+        plan.probe = await semantic.probe(plan.model, plan.fingerprint, plan.scope, plan.params)
         if plan.probe is None:
             return None
         similar = await semantic.nearest(plan.probe)

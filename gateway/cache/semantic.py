@@ -26,7 +26,6 @@ import numpy as np
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from gateway.cache.keys import model_fingerprint
 from gateway.cache.vectors import VectorIndex
 from gateway.config import GatewayConfig, ModelCacheConfig, ModelConfig
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -58,7 +57,7 @@ def conversation_text(params: pb.ChatCompletionParams) -> str:
     return "\n".join(lines)
 
 
-def partition_of(scope: str, model: ModelConfig, params: pb.ChatCompletionParams) -> str:
+def partition_of(scope: str, fingerprint: bytes, params: pb.ChatCompletionParams) -> str:
     """Everything but the conversation's text that decides the answer: requests may only match within one
     partition."""
     rest = pb.ChatCompletionParams()
@@ -74,7 +73,7 @@ def partition_of(scope: str, model: ModelConfig, params: pb.ChatCompletionParams
     rest.ClearField("store")
     rest.ClearField("stream_options")
     digest = hashlib.blake2b(digest_size=16)
-    for part in (scope.encode(), model_fingerprint(model), rest.SerializeToString(deterministic=True)):
+    for part in (scope.encode(), fingerprint, rest.SerializeToString(deterministic=True)):
         digest.update(len(part).to_bytes(8, "little"))
         digest.update(part)
     return digest.hexdigest()
@@ -148,7 +147,9 @@ class SemanticCache:
         """Whether `model` has a semantic cache."""
         return model in self._settings
 
-    async def probe(self, model: ModelConfig, scope: str, params: pb.ChatCompletionParams) -> Probe | None:
+    async def probe(
+        self, model: ModelConfig, fingerprint: bytes, scope: str, params: pb.ChatCompletionParams
+    ) -> Probe | None:
         """The request's embedding and partition; None when the embedding failed (a miss)."""
         settings = self._settings[model.name]
         try:
@@ -157,7 +158,7 @@ class SemanticCache:
             self.counters.errors += 1
             log.warning("semantic cache: embedding failed, treated as a miss: %r", exc)
             return None
-        return Probe(model.name, partition_of(scope, model, params), vector)
+        return Probe(model.name, partition_of(scope, fingerprint, params), vector)
 
     async def nearest(self, probe: Probe) -> str | None:
         """The exact key of the most similar earlier request at or above the threshold, if any."""

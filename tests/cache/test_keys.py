@@ -5,11 +5,11 @@ from __future__ import annotations
 import pytest
 
 from gateway.auth.principal import Principal
-from gateway.cache.keys import cache_key, scope_of
-from gateway.config import ModelConfig, TargetConfig
+from gateway.cache.keys import cache_key, model_fingerprint, scope_of
+from gateway.config import ModelConfig, TargetConfig, parse_config
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
-MODEL = ModelConfig("gpt-4o-mini", (TargetConfig("primary", "gpt-4o-mini"),))
+MODEL = model_fingerprint(ModelConfig("gpt-4o-mini", (TargetConfig("primary", "gpt-4o-mini"),)))
 
 
 def params(**fields: object) -> pb.ChatCompletionParams:
@@ -83,9 +83,39 @@ def test_map_order_does_not_change_the_key() -> None:
 
 
 def test_the_configured_model_and_the_scope_are_in_the_key() -> None:
-    moved = ModelConfig("gpt-4o-mini", (TargetConfig("other", "gpt-4o-mini"),))
+    moved = model_fingerprint(ModelConfig("gpt-4o-mini", (TargetConfig("other", "gpt-4o-mini"),)))
     assert cache_key("global", moved, params()) != BASE
     assert cache_key("team:ml", MODEL, params()) != BASE
+
+
+BACKENDS = """
+backends:
+  - {name: primary, provider: openai, base_url: "http://127.0.0.1:1/v1"%s}
+  - {name: spare, provider: openai, base_url: "http://127.0.0.1:2/v1"}
+models:
+  - {name: gpt-4o-mini, targets: [{backend: primary}], fallback: [spare-model]}
+  - {name: spare-model, targets: [{backend: spare%s}]}
+"""
+
+
+def fingerprint(backend: str = "", fallback_target: str = "") -> bytes:
+    config = parse_config(BACKENDS % (backend, fallback_target), {})
+    return model_fingerprint(config.models[0], config)
+
+
+@pytest.mark.parametrize(
+    ("backend", "fallback_target"),
+    [
+        (", defaults: {temperature: 0.5}", ""),  # request shaping changes what the provider is asked
+        (', base_url: "http://127.0.0.1:3/v1"', ""),  # another server
+        (', provider: vllm, base_url: "http://127.0.0.1:1/v1"', ""),
+        ("", ", model: other"),  # the fallback model's target
+    ],
+)
+def test_how_the_backends_are_set_up_is_in_the_key(backend: str, fallback_target: str) -> None:
+    base = cache_key("global", fingerprint(), params())
+    assert cache_key("global", fingerprint(), params()) == base  # the same configuration, the same key
+    assert cache_key("global", fingerprint(backend, fallback_target), params()) != base
 
 
 ALICE = Principal(key_id="k1", user="alice", team="ml")

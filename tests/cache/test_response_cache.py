@@ -9,7 +9,7 @@ import pytest
 import redis
 
 from gateway.auth.principal import ANONYMOUS, Principal
-from gateway.cache.keys import cache_key
+from gateway.cache.keys import cache_key, model_fingerprint
 from gateway.cache.memory import MemoryStore
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.response_cache import ResponseCache
@@ -77,7 +77,9 @@ async def test_a_stored_value_without_an_answer_is_a_miss(redis_url: str, redis_
     l2 = RedisStore(redis_url, prefix=redis_namespace, timeout=1.0, compress_over=1 << 20)
     cache = ResponseCache(config, TieredStore(MemoryStore(1 << 20), l2))
     client = redis.Redis.from_url(redis_url)
-    client.set(f"{redis_namespace}:{cache_key('global', MODEL, PARAMS)}", b"\x00" + stored, ex=60)
+    client.set(
+        f"{redis_namespace}:{cache_key('global', model_fingerprint(MODEL, config), PARAMS)}", b"\x00" + stored, ex=60
+    )
     try:
         ctx = CallContext(request_id="req", principal=ANONYMOUS)
 

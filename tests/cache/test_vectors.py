@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from gateway.cache.keys import model_fingerprint
 from gateway.cache.semantic import conversation_text, partition_of
 from gateway.cache.vectors import VectorIndex
 from gateway.config import ModelConfig, TargetConfig
@@ -46,7 +47,7 @@ def test_bad_vectors_are_refused() -> None:
     assert index.nearest("p", [1.0, 2.0, 3.0], 0.0) is None
 
 
-MODEL = ModelConfig("m", (TargetConfig("b", "m"),))
+MODEL = model_fingerprint(ModelConfig("m", (TargetConfig("b", "m"),)))
 
 
 def params(text: str, **fields: float) -> pb.ChatCompletionParams:
