@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.config.routing import ExperimentConfig, RoutingConfig
+
 
 class Secret:
     """A credential that never prints: `repr` and `str` show only that it is set."""
@@ -81,6 +83,7 @@ class TargetConfig:
     backend: str
     model: str
     weight: float = 1.0
+    priority: int = 0  # a lower tier is used only while every target of the tiers below it is unhealthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -91,6 +94,10 @@ class ModelConfig:
     targets: tuple[TargetConfig, ...]
     fallback: tuple[str, ...] = ()
     owned_by: str = "tollgate"
+    aliases: tuple[str, ...] = ()  # other names clients may use for this model
+    balancing: str = "weighted"  # "weighted", "least_outstanding" or "latency" (peak-EWMA, power of two choices)
+    context_fallback: tuple[str, ...] = ()  # models with a larger context window, for context-length errors
+    experiment: ExperimentConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -176,6 +183,7 @@ class GatewayConfig:
     models: tuple[ModelConfig, ...] = ()
     # Backends switched off with `enabled: false`, and the models dropped with them, for the startup log.
     disabled: tuple[str, ...] = ()
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name` (validated to exist at load)."""

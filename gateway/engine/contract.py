@@ -66,6 +66,9 @@ class CallContext:
     backend: str = ""  # the backend that answered, or the last one tried
     provider_model: str = ""
     route: str = ""  # the model and backend that answered, e.g. "gpt-4o-mini>openai"
+    route_rule: str = ""  # the route rule that chose the model, if one did
+    experiment: str = ""  # the experiment the model runs, if any…
+    arm: str = ""  # …and this request's arm in it: "control" or "treatment"
     attempts: int = 0
     usage: pb.Usage | None = None
     limit_headers: Mapping[str, str] = field(default_factory=dict)  # `x-ratelimit-*`, for every answer

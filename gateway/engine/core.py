@@ -18,8 +18,10 @@ from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticato
 from gateway.auth.principal import Principal
 from gateway.config import GatewayConfig
 from gateway.engine.contract import CallContext
+from gateway.engine.health import HealthBoard
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
-from gateway.engine.router import Router
+from gateway.engine.retry import Failover, Outcome, unanswered
+from gateway.engine.router import Attempt, Router
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
@@ -53,7 +55,9 @@ class EngineCore:
         self._auth = auth or NoAuth()
         self._limiter = limiter
         self._meter = Meter(config, usage, limiter)
-        self._router = Router(config, rng)
+        health = HealthBoard(config.routing.health, time.monotonic)
+        self._router = Router(config, rng, health)
+        self._failover = Failover(config.routing.retry, health, clock=time.monotonic, rng=rng)
         self._created = int(time.time())
 
     @classmethod
@@ -182,10 +186,12 @@ class EngineCore:
         return estimate_prompt_tokens(params) + answer * max(1, params.n)
 
     async def _first_success(self, model: str, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
-        """Try each planned attempt until one succeeds; retryable failures move on, others are raised at once."""
-        plan = self._router.plan(model)
-        failure: GatewayError | None = None
-        for attempt in plan:
+        """Try the planned attempts (gateway.engine.retry) until one succeeds; a failure no other attempt could fix
+        is raised at once."""
+        plan = self._router.route(model, ctx)
+        ctx.route_rule, ctx.experiment, ctx.arm = plan.rule, plan.experiment, plan.arm
+
+        async def attempt(attempt: Attempt) -> T:
             target = attempt.target
             ctx.attempts += 1
             ctx.backend, ctx.provider_model = target.backend, target.model
@@ -193,20 +199,25 @@ class EngineCore:
             try:
                 result = await call(self._providers[target.backend], target.model)
             except GatewayError as exc:
-                if not exc.retryable:
-                    raise
-                log.warning(
-                    "attempt failed",
-                    extra={"request_id": ctx.request_id, "backend": target.backend, "error": repr(exc)},
-                )
-                failure = exc
-                continue
+                if exc.retryable:
+                    log.warning(
+                        "attempt failed",
+                        extra={"request_id": ctx.request_id, "backend": target.backend, "error": repr(exc)},
+                    )
+                raise
             finally:
                 ctx.upstream_seconds += time.perf_counter() - started
             ctx.route = f"{attempt.model}>{target.backend}"
             return result
-        assert failure is not None  # a plan always has at least one attempt
-        raise _exhausted(model, len(plan), failure)
+
+        outcome = Outcome()
+        result = await self._failover.run(plan.attempts, attempt, self._context_plan, outcome)
+        if result is None:
+            raise unanswered(model, outcome, self._router.soonest(plan))
+        return result
+
+    def _context_plan(self, failed: Attempt) -> list[Attempt]:
+        return self._router.context_plan(failed.model)
 
 
 async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse, Chunks]:
@@ -245,11 +256,3 @@ def _check_chat(params: pb.ChatCompletionParams) -> None:
         raise InvalidRequestError("model: required; name the model to use", param="model", code="missing_model")
     if not params.messages:
         raise InvalidRequestError("messages: must not be empty", param="messages")
-
-
-def _exhausted(model: str, attempts: int, last: GatewayError) -> GatewayError:
-    """The error for a model none of whose attempts succeeded: the last failure, of the same kind, with context."""
-    if attempts == 1:
-        return last
-    message = f"All {attempts} attempts for model '{model}' failed; the last: {last.message}"
-    return type(last)(message, code=last.code, param=last.param, retry_after=last.retry_after, status=last.http_status)
