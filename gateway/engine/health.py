@@ -120,6 +120,12 @@ class HealthBoard:
             wait = max(wait, self._config.ejection_base)  # a probe is under way; its outcome decides
         return wait
 
+    def ejected(self, target: TargetConfig) -> bool:
+        """Whether `target`'s circuit is not closed, or its backend is down (as opposed to merely resting)."""
+        state = self._targets.get((target.backend, target.model))
+        in_circuit = state is not None and state.state != CircuitState.CLOSED
+        return in_circuit or target.backend in self._backends_down
+
     def available(self, target: TargetConfig) -> bool:
         """Whether a request may be sent to `target` now."""
         return self.retry_in(target) == 0.0

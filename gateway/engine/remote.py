@@ -14,6 +14,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.config import GatewayConfig
 from gateway.engine.contract import CallContext, printable
+from gateway.engine.routes import routing_headers
 from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
 from gateway.errors import GatewayError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -93,8 +94,9 @@ class RemoteEngine:
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
-        """The engine at `target`, sent the HTTP headers the configuration's auth forwards."""
-        return cls(target, config.auth.headers if config.auth else ())
+        """The engine at `target`, sent the HTTP headers the configuration's auth and routing read."""
+        auth_headers = config.auth.headers if config.auth else ()
+        return cls(target, (*auth_headers, *(h for h in routing_headers(config) if h not in auth_headers)))
 
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)

@@ -144,8 +144,10 @@ class Failover:
         failures = outcome.failures.get(attempt, 0)
         if not failures:
             return 0.0
+        if self._health.ejected(attempt.target):
+            return None  # its circuit decides when it is tried again, and other requests will probe it
         cap = min(self._config.backoff_max, self._config.backoff_base * 2 ** (failures - 1))
-        rest = self._health.retry_in(attempt.target)  # a Retry-After, or an ejection
+        rest = self._health.retry_in(attempt.target)  # a Retry-After
         if rest > self._config.retry_after_max:
             return None
         return max(rest, self._rng.uniform(0, cap))

@@ -12,7 +12,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 
-from gateway.config import ModelConfig
+from gateway.config import GatewayConfig, ModelConfig
 from gateway.config.routing import RouteMatch, RouteRule
 from gateway.engine.contract import CallContext
 from gateway.globs import compile_globs
@@ -68,6 +68,16 @@ def _header_matches(headers: Mapping[str, str], name: str, pattern: re.Pattern[s
     return value is not None and _matches(pattern, value)
 
 
+def routing_headers(config: GatewayConfig) -> tuple[str, ...]:
+    """The request headers routing reads (route rules, experiments keyed on a header), lower case: a split front
+    door forwards these to the engine."""
+    names = {name for rule in config.routing.routes for name in rule.match.headers}
+    for model in config.models:
+        if model.experiment is not None and model.experiment.key.startswith("header:"):
+            names.add(model.experiment.key.removeprefix("header:"))
+    return tuple(sorted(names))
+
+
 class RouteTable:
     """Resolves the name a client asked for to the configured model that serves it."""
 
@@ -77,8 +87,6 @@ class RouteTable:
         for model in models:
             self._aliases.update(dict.fromkeys(model.aliases, model.name))
         self._rules = tuple(_CompiledRule.build(r) for r in rules)
-        # Header names the rules read, which a split front door must forward to the engine.
-        self.header_names = tuple(sorted({name for r in rules for name in r.match.headers}))
 
     def knows(self, name: str) -> bool:
         """Whether a request for `name` can be served (by a model, an alias or a rule that matches the name alone)."""

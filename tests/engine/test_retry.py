@@ -210,3 +210,14 @@ def test_unanswered_after_several_attempts_names_them_and_keeps_the_kind() -> No
 def test_unanswered_says_when_the_budget_stopped_it() -> None:
     error = unanswered("m", Outcome(tried=1, last=UpstreamError("x"), budget_exhausted=True), None)
     assert "retry budget is spent" in error.message
+
+
+async def test_a_second_round_skips_a_target_ejected_meanwhile() -> None:
+    clock, log = Clock(), []
+    config = RetryConfig(attempts_per_target=3)
+    health = HealthBoard(HealthConfig(consecutive_failures=1, ejection_base=1.0), clock)
+    run = Failover(config, health, clock=clock, sleep=clock.sleep, rng=random.Random(3))
+    outcome = Outcome()
+    assert await run.run([A], scripted({A: [UpstreamError("down")] * 3}, log), no_context, outcome) is None
+    assert log == [A] and clock.sleeps == [], "its circuit, not this request, decides when it is probed"
+    assert health.ejected(A.target)

@@ -5,10 +5,10 @@ from __future__ import annotations
 from types import MappingProxyType
 
 from gateway.auth.principal import Principal
-from gateway.config import ModelConfig, TargetConfig
-from gateway.config.routing import RouteMatch, RouteRule
+from gateway.config import GatewayConfig, ModelConfig, TargetConfig
+from gateway.config.routing import ExperimentConfig, RouteMatch, RouteRule, RoutingConfig
 from gateway.engine.contract import CallContext
-from gateway.engine.routes import RouteTable
+from gateway.engine.routes import RouteTable, routing_headers
 
 T = (TargetConfig(backend="b", model="x"),)
 MODELS = (
@@ -66,7 +66,10 @@ def test_a_rule_without_match_is_the_default_route() -> None:
 
 
 def test_header_names_are_what_a_split_front_door_forwards() -> None:
-    assert RouteTable(RULES, MODELS).header_names == ("x-canary",)
+    experiment = ExperimentConfig(name="e", share=0.5, targets=T, key="header:x-session")
+    models = (*MODELS, ModelConfig(name="tried", targets=T, experiment=experiment))
+    config = GatewayConfig(models=models, routing=RoutingConfig(routes=RULES))
+    assert routing_headers(config) == ("x-canary", "x-session")
 
 
 def test_an_anonymous_caller_matches_no_identity_rule() -> None:
