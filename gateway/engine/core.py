@@ -99,9 +99,10 @@ class EngineCore:
         principal = await self._authenticate(ctx, "", auth_pb2.OPERATION_MODELS)
         return pb.ListModelsResponse(
             models=[
-                pb.Model(id=m.name, created=self._created, owned_by=m.owned_by)
+                pb.Model(id=name, created=self._created, owned_by=m.owned_by)
                 for m in self._router.models
-                if principal.access.permits(m.name)
+                for name in (m.name, *m.aliases)
+                if principal.access.permits(name)
             ]
         )
 
