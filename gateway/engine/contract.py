@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import Secret
+from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 if TYPE_CHECKING:
@@ -103,4 +104,8 @@ class Engine(Protocol):
 
     async def ready(self) -> bool:
         """Whether the engine can take traffic now."""
+        ...
+
+    async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
+        """The health of every target (admin only: the call must carry the admin token)."""
         ...

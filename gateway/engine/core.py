@@ -17,6 +17,7 @@ from typing import TypeVar
 from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticator
 from gateway.auth.principal import Principal
 from gateway.config import GatewayConfig
+from gateway.engine.admin import backends_report, check_admin
 from gateway.engine.contract import CallContext
 from gateway.engine.health import HealthBoard
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
@@ -29,6 +30,7 @@ from gateway.ratelimit.build import build_limiter
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
 from tollgate.auth.v1 import auth_pb2
+from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
@@ -105,6 +107,11 @@ class EngineCore:
                 if principal.access.permits(name)
             ]
         )
+
+    async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
+        """The health of every target; only for callers with the admin token (gateway.engine.admin)."""
+        check_admin(ctx, self.config.routing.admin)
+        return backends_report(self._router)
 
     async def create_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext

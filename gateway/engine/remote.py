@@ -17,6 +17,7 @@ from gateway.engine.contract import CallContext, printable
 from gateway.engine.routes import routing_headers
 from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
 from gateway.errors import GatewayError
+from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -90,6 +91,7 @@ class RemoteEngine:
         self._forward_headers = tuple(forward_headers)
         self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     @classmethod
@@ -144,6 +146,11 @@ class RemoteEngine:
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
         return await _unary(self._stub.CreateEmbeddings(request, metadata=self._metadata(ctx)), ctx)
+
+    async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
+        """The engine's health report (the engine checks the admin token)."""
+        request = admin_pb2.ListBackendsRequest()
+        return await _unary(self._admin.ListBackends(request, metadata=self._metadata(ctx)), ctx)
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""
