@@ -21,6 +21,7 @@ from gateway.engine.admin import backends_report, check_admin
 from gateway.engine.contract import CallContext
 from gateway.engine.health import HealthBoard
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
+from gateway.engine.probes import ActiveChecker
 from gateway.engine.retry import Failover, Outcome, unanswered
 from gateway.engine.router import Attempt, Router
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
@@ -60,6 +61,8 @@ class EngineCore:
         health = HealthBoard(config.routing.health, time.monotonic)
         self._router = Router(config, rng, health)
         self._failover = Failover(config.routing.retry, health, clock=time.monotonic, rng=rng)
+        active = config.routing.health.active
+        self._checker = ActiveChecker(active, providers, health) if active is not None else None
         self._created = int(time.time())
 
     @classmethod
@@ -78,12 +81,16 @@ class EngineCore:
         )
 
     async def start(self) -> None:
-        """Start the usage reporter (which replays what an earlier run spooled)."""
+        """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
         if self._meter.sink is not None:
             await self._meter.sink.start()
+        if self._checker is not None:
+            self._checker.start()
 
     async def close(self) -> None:
         """Deliver or spool pending usage, then release every connection."""
+        if self._checker is not None:
+            await self._checker.close()
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()

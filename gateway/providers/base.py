@@ -7,7 +7,7 @@ An adapter owns all of its provider's JSON and nothing else: it never touches au
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, AsyncIterator
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from gateway.config import BackendConfig
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -37,6 +37,15 @@ class Provider(Protocol):
 
     async def close(self) -> None:
         """Release pooled connections."""
+        ...
+
+
+@runtime_checkable
+class Probeable(Protocol):
+    """A provider with a cheap health probe, for active health checks (a provider without one is never probed)."""
+
+    async def probe(self) -> None:
+        """Ask the backend something cheap; raise a `GatewayError` when it does not answer well."""
         ...
 
 

@@ -51,6 +51,7 @@ class OpenAICompatibleProvider:
         base_url = backend.base_url or OPENAI_BASE_URL
         self._chat_url = f"{base_url}/chat/completions"
         self._embeddings_url = f"{base_url}/embeddings"
+        self._models_url = f"{base_url}/models"
         headers = {"Content-Type": "application/json", "Accept": "application/json"}
         if backend.api_key is not None:
             headers["Authorization"] = f"Bearer {backend.api_key.reveal()}"
@@ -83,6 +84,14 @@ class OpenAICompatibleProvider:
         if self._session is not None:
             await self._session.close()
             self._session = None
+
+    async def probe(self) -> None:
+        """`GET {base_url}/models`: the cheapest documented call, and one that needs a valid key."""
+        with self._translate_errors():
+            async with self._client().get(self._models_url) as resp:
+                if resp.status >= 400:
+                    raise await self._error(resp)
+                await resp.read()
 
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
         """A non-streaming chat completion."""
