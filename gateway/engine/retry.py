@@ -95,13 +95,14 @@ class Failover:
             wait = self._wait(attempt, outcome)
             if wait is None or self._clock() + wait >= deadline:
                 continue
-            if outcome.tried and not self.budget.try_retry():
-                outcome.budget_exhausted = True
-                return None
             if wait:
                 await self._sleep(wait)
             if not self._health.acquire(attempt.target):
                 continue  # ejected meanwhile, or another request is probing it
+            if outcome.tried and not self.budget.try_retry():
+                self._health.abandoned(attempt.target)
+                outcome.budget_exhausted = True
+                return None
             outcome.tried += 1
             try:
                 return await self._one(attempt, call, deadline)
