@@ -165,12 +165,10 @@ class Spent:
 
 
 def _routing_labels(record: stats_pb2.UsageRecord, ctx: CallContext) -> None:
-    """How routing chose: the route rule, and the experiment and arm (docs/routing.md names these labels)."""
+    """How routing chose: the route rule (a label), and the experiment and arm."""
     if ctx.route_rule:
         record.labels["tollgate.route_rule"] = ctx.route_rule
-    if ctx.experiment:
-        record.labels["tollgate.experiment"] = ctx.experiment
-        record.labels["tollgate.arm"] = ctx.arm
+    record.experiment, record.experiment_arm = ctx.experiment, ctx.arm
 
 
 def _timing(record: stats_pb2.UsageRecord, ctx: CallContext, now: float) -> None:

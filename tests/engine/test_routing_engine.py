@@ -67,9 +67,9 @@ async def test_the_record_names_the_rule_the_experiment_and_the_arm(engine: tupl
     assert arms == {"control": "a", "treatment": "b"}, "both arms seen over 20 sessions, each on its own targets"
     for record in sink.records:
         assert record.labels["tollgate.route_rule"] == "vip"
-        assert record.labels["tollgate.experiment"] == "try-b"
-        assert record.labels["tollgate.arm"] in ("control", "treatment")
-        assert record.backend == ("b" if record.labels["tollgate.arm"] == "treatment" else "a")
+        assert record.experiment == "try-b"
+        assert record.experiment_arm in ("control", "treatment")
+        assert record.backend == ("b" if record.experiment_arm == "treatment" else "a")
 
 
 async def test_a_failing_treatment_falls_back_to_the_control_targets(
