@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections import Counter
 from collections.abc import AsyncIterator
 
 import openai
@@ -234,3 +235,38 @@ async def test_a_stall_after_the_first_byte_is_an_in_band_error(
     assert "did not answer in time" in info.value.message
     assert len(got) >= 2, "the chunks before the stall reached the client"
     assert second.requests == [], "after the first byte there is no failing over"
+
+
+async def test_a_429_rests_the_target_for_its_retry_after_while_others_serve(
+    resilient: RunningGateway, upstream: FakeOpenAI, second: FakeOpenAI
+) -> None:
+    upstream.add_fault(Fault(status=429, retry_after="1"))
+    rested = time.monotonic()
+    assert [await ask(resilient, "balanced") for _ in range(4)] == ["qwen"] * 4
+    assert len(upstream.requests) == 1, "resting: not asked again before its Retry-After"
+    await asyncio.sleep(max(0.0, 1.3 - (time.monotonic() - rested)))  # the rest began a moment after `rested`
+    assert await ask(resilient, "balanced") == "gpt-4o-mini"
+    assert len(upstream.requests) == 2
+
+
+DECAYING = RESILIENT.replace("ejection_max: 4s}}", "ejection_max: 4s, latency_decay: 200ms}}")
+
+
+async def test_a_backend_that_recovers_from_a_brown_out_gets_traffic_back(
+    start_gateway: StartGateway, upstream: FakeOpenAI, second: FakeOpenAI
+) -> None:
+    assert DECAYING != RESILIENT
+    gateway = await start_gateway(DECAYING.format(first=upstream.base_url, second=second.base_url, key=UPSTREAM_KEY))
+    upstream.latency = 0.2
+    served = [await ask(gateway, "fastest") for _ in range(10)]
+    # `a` is retried now and then as its estimate decays, but the brown-out keeps it a small share.
+    assert served.count("gpt-4o-mini") <= 3, served
+    upstream.latency = 0.0  # the brown-out ends
+    ended = time.monotonic()
+    while (await ask(gateway, "fastest")) != "gpt-4o-mini":
+        assert time.monotonic() - ended < 3.0, "the slow estimate decays (200 ms time constant) and `a` is retried"
+    recovered = time.monotonic() - ended
+    # 200 ms decays to below the fast backend's few ms in about 0.2 s * ln(200 / 2) ≈ 0.9 s.
+    assert recovered < 2.0
+    shares = Counter([await ask(gateway, "fastest") for _ in range(40)])
+    assert shares["gpt-4o-mini"] >= 8, shares
