@@ -25,7 +25,9 @@ class RetryConfig:
 
     attempts_per_target: int = 1  # 1: each planned target once; 2: a target that failed retryably gets one more go
     attempt_timeout: float | None = None  # the longest one attempt may wait for its first byte; None: no bound
-    deadline: float = 300.0  # the longest all attempts of one request may take, until the first byte
+    # The longest all attempts of one request may take, until the first byte; None: only the backends' own
+    # timeouts bound each attempt. Either bound costs about 9 µs of CPU per attempt (an asyncio timer).
+    deadline: float | None = None
     backoff_base: float = 0.05  # before a target's second attempt; doubles each time, with full jitter
     backoff_max: float = 2.0
     retry_after_max: float = 10.0  # a Retry-After longer than this is not waited for on the same target

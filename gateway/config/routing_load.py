@@ -67,7 +67,7 @@ def _retry(node: _Node) -> RetryConfig:
     retry = RetryConfig(
         attempts_per_target=node.get("attempts_per_target", _positive_int, _RETRY.attempts_per_target),
         attempt_timeout=node.get("attempt_timeout", parse_duration, None),
-        deadline=node.get("deadline", parse_duration, _RETRY.deadline),
+        deadline=node.get("deadline", parse_duration, None),
         backoff_base=node.get("backoff_base", parse_duration, _RETRY.backoff_base),
         backoff_max=node.get("backoff_max", parse_duration, _RETRY.backoff_max),
         retry_after_max=node.get("retry_after_max", parse_duration, _RETRY.retry_after_max),

@@ -56,8 +56,10 @@ POLICIES: dict[str, Policy] = {"weighted": weighted, "least_outstanding": least_
 def order(targets: Sequence[TargetConfig], policy: str, health: HealthBoard, rng: random.Random) -> list[TargetConfig]:
     """The healthy ones of `targets`, tier by tier, each tier in the policy's order."""
     healthy = [t for t in targets if health.available(t)]
-    tiers = sorted({t.priority for t in healthy})
     choose = POLICIES[policy]
+    if len(healthy) < 2 or all(t.priority == healthy[0].priority for t in healthy):
+        return choose(healthy, health, rng) if healthy else healthy  # one tier: the common case
+    tiers = sorted({t.priority for t in healthy})
     ordered: list[TargetConfig] = []
     for tier in tiers:
         ordered.extend(choose([t for t in healthy if t.priority == tier], health, rng))

@@ -107,12 +107,14 @@ class HealthBoard:
 
     def retry_in(self, target: TargetConfig) -> float:
         """Seconds until `target` may be tried; 0 when it may be now (inf while its backend is down)."""
-        if target.backend in self._backends_down:
+        if self._backends_down and target.backend in self._backends_down:
             return math.inf
         state = self._targets.get((target.backend, target.model))
-        if state is None:
-            return 0.0
+        if state is None or (state.state is CircuitState.CLOSED and not state.cooling_until):
+            return 0.0  # the common case, without reading the clock
         now = self._clock()
+        if state.cooling_until <= now:
+            state.cooling_until = 0.0  # the rest is over: back to the fast path
         wait = max(0.0, state.cooling_until - now)
         if state.state == CircuitState.OPEN:
             wait = max(wait, state.ejected_until - now)
@@ -150,9 +152,12 @@ class HealthBoard:
 
         Every True must be followed by exactly one of `succeeded`, `failed` or `abandoned`.
         """
+        state = self._get(target)
+        if state.state is CircuitState.CLOSED and not state.cooling_until and not self._backends_down:
+            state.outstanding += 1  # the common case
+            return True
         if not self.available(target) and not self._half_open_due(target):
             return False
-        state = self._get(target)
         if state.state == CircuitState.OPEN:
             state.state = CircuitState.HALF_OPEN
         if state.state == CircuitState.HALF_OPEN:

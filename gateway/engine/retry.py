@@ -86,7 +86,7 @@ class Failover:
     ) -> T | None:
         """The first success among `attempts`, else None with `outcome` saying why; a failure that no other attempt
         could fix is raised at once. `context_plan(attempt)` lists what to try after a context-length error."""
-        deadline = self._clock() + self._config.deadline
+        deadline = self._clock() + (self._config.deadline or math.inf)
         self.budget.request()
         queue = deque(attempts)
         retries: deque[Attempt] = deque()
@@ -125,8 +125,11 @@ class Failover:
         started = self._clock()
         limit = min(deadline - started, self._config.attempt_timeout or math.inf)
         try:
-            async with asyncio.timeout(limit):
+            if limit == math.inf:  # unbounded but for the backend's own timeouts: no timer to pay for
                 result = await call(attempt)
+            else:
+                async with asyncio.timeout(limit):
+                    result = await call(attempt)
         except TimeoutError:
             error = UpstreamTimeoutError(f"backend '{target.backend}' did not start answering within {limit:.3g}s")
             self._health.failed(target, error, self._clock() - started)

@@ -11,7 +11,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from gateway.config import GatewayConfig, ModelConfig, TargetConfig
 from gateway.config.routing import HealthConfig
@@ -30,7 +30,7 @@ class Attempt:
     target: TargetConfig
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # made once per request: not frozen, whose __init__ costs several times more
 class Plan:
     """The attempts for one request, and how they were chosen."""
 
@@ -39,8 +39,6 @@ class Plan:
     rule: str = ""  # the route rule that chose the model, if any
     experiment: str = ""
     arm: str = ""  # experiments.CONTROL or TREATMENT when the model runs an experiment
-    # Every target of the plan's models, healthy or not, for the "every target is down" answer.
-    considered: list[TargetConfig] = field(default_factory=list)
 
 
 class Router:
@@ -57,6 +55,11 @@ class Router:
         self._rng = rng or random.Random()
         self.health = health or HealthBoard(HealthConfig(), clock)
         self.routes = RouteTable(config.routing.routes, config.models)
+        # By model name, then by the id of a target of its config (which lives as long as the router).
+        self._attempts: dict[str, dict[int, Attempt]] = {}
+        for m in config.models:
+            arms = m.experiment.targets if m.experiment is not None else ()
+            self._attempts[m.name] = {id(t): Attempt(m.name, t) for t in (*m.targets, *arms)}
 
     @property
     def models(self) -> list[ModelConfig]:
@@ -78,19 +81,17 @@ class Router:
         model = self._models.get(resolved)
         if model is None:
             raise NotFoundError(f"The model '{name}' does not exist", param="model")
-        experiment, arm, considered = "", "", list(model.targets)
+        experiment, arm = "", ""
         attempts: list[Attempt] = []
         if model.experiment is not None:
             experiment, arm = model.experiment.name, experiments.assign(model.experiment, ctx, self._rng)
             if arm == experiments.TREATMENT:
                 # The treatment first; should it fail, the control targets keep the request answered.
                 attempts = self._ordered(model, model.experiment.targets)
-                considered.extend(model.experiment.targets)
         attempts.extend(self._ordered(model, model.targets))
         for fallback in model.fallback:
             attempts.extend(self._ordered(self._models[fallback], self._models[fallback].targets))
-            considered.extend(self._models[fallback].targets)
-        return Plan(resolved, attempts, rule, experiment, arm, considered)
+        return Plan(resolved, attempts, rule, experiment, arm)
 
     def context_plan(self, model_name: str) -> list[Attempt]:
         """The attempts for a request whose prompt was too long for `model_name`: its larger-window models."""
@@ -101,12 +102,23 @@ class Router:
 
     def soonest(self, plan: Plan) -> float | None:
         """Seconds until some target of `plan` may be tried again, when that is known and in the future."""
-        waits = [w for w in (self.health.retry_in(t) for t in plan.considered) if 0 < w < math.inf]
+        waits = [w for w in (self.health.retry_in(t) for t in self._considered(plan)) if 0 < w < math.inf]
         return min(waits) if waits else None
+
+    def _considered(self, plan: Plan) -> list[TargetConfig]:
+        """Every target the plan drew from, healthy or not (worked out only when a request went unanswered)."""
+        model = self._models[plan.model]
+        targets = list(model.targets)
+        if model.experiment is not None and plan.arm == experiments.TREATMENT:
+            targets.extend(model.experiment.targets)
+        for fallback in model.fallback:
+            targets.extend(self._models[fallback].targets)
+        return targets
 
     def _ordered(self, model: ModelConfig, targets: tuple[TargetConfig, ...] | None = None) -> list[Attempt]:
         chosen = balancing.order(targets or model.targets, model.balancing, self.health, self._rng)
-        return [Attempt(model.name, t) for t in chosen]
+        attempts = self._attempts[model.name]  # made once: an Attempt per request would cost more than the order
+        return [attempts[id(t)] for t in chosen]
 
     def order(self, targets: tuple[TargetConfig, ...]) -> list[TargetConfig]:
         """A weighted shuffle of `targets` (kept for callers that order targets themselves)."""

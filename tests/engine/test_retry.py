@@ -221,3 +221,18 @@ async def test_a_second_round_skips_a_target_ejected_meanwhile() -> None:
     assert await run.run([A], scripted({A: [UpstreamError("down")] * 3}, log), no_context, outcome) is None
     assert log == [A] and clock.sleeps == [], "its circuit, not this request, decides when it is probed"
     assert health.ejected(A.target)
+
+
+async def test_the_deadline_alone_also_bounds_an_attempt() -> None:
+    health = HealthBoard(HealthConfig(), time.monotonic)
+    run = Failover(RetryConfig(deadline=0.1), health, clock=time.monotonic, rng=random.Random(4))
+
+    async def slow(attempt: Attempt) -> str:
+        await asyncio.sleep(10)
+        return "never"
+
+    outcome = Outcome()
+    started = time.monotonic()
+    assert await run.run([A, B], slow, no_context, outcome) is None
+    assert time.monotonic() - started < 1.0
+    assert outcome.tried == 1 and isinstance(outcome.last, UpstreamTimeoutError), "no time was left for b"
