@@ -22,7 +22,7 @@ from gateway.config.routing import RetryConfig
 from gateway.engine.health import HealthBoard
 from gateway.engine.router import Attempt
 from gateway.engine.window import WindowCounts
-from gateway.errors import GatewayError, ServiceUnavailableError, UpstreamTimeoutError
+from gateway.errors import GatewayError, RateLimitError, ServiceUnavailableError, UpstreamTimeoutError
 
 T = TypeVar("T")
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's documented error code, which vLLM also uses
@@ -174,4 +174,7 @@ def unanswered(model: str, outcome: Outcome, soonest: float | None) -> GatewayEr
         return last
     budget = "; the retry budget is spent" if outcome.budget_exhausted else ""
     message = f"All {outcome.tried} attempts for model '{model}' failed{budget}; the last: {last.message}"
-    return type(last)(message, code=last.code, param=last.param, retry_after=retry_after, status=last.http_status)
+    if isinstance(last, RateLimitError):  # every target is rate-limited: the client should slow down, so a 429
+        return RateLimitError(message, code=last.code, retry_after=retry_after)
+    # Several targets failed: nothing can answer right now, whatever the last one's failure was.
+    return ServiceUnavailableError(message, code=last.code, retry_after=retry_after)

@@ -199,12 +199,23 @@ def test_unanswered_when_nothing_could_be_tried_is_a_503_naming_the_model() -> N
     assert error.code == "no_healthy_target"
 
 
-def test_unanswered_after_several_attempts_names_them_and_keeps_the_kind() -> None:
+def test_unanswered_after_several_attempts_is_a_503_naming_them() -> None:
     outcome = Outcome(tried=3, last=UpstreamTimeoutError("slow"))
     error = unanswered("m", outcome, 7.0)
-    assert isinstance(error, UpstreamTimeoutError)
+    assert isinstance(error, ServiceUnavailableError) and error.http_status == 503
     assert error.message.startswith("All 3 attempts for model 'm' failed; the last: slow")
-    assert error.retry_after == 7.0
+    assert error.retry_after == 7.0 and error.code == "upstream_timeout"
+
+
+def test_unanswered_when_every_target_rate_limited_is_a_429() -> None:
+    error = unanswered("m", Outcome(tried=2, last=RateLimitError("slow down", retry_after=3.0)), None)
+    assert isinstance(error, RateLimitError) and error.retry_after == 3.0
+
+
+def test_a_single_attempt_keeps_its_own_error() -> None:
+    last = UpstreamTimeoutError("slow")
+    assert unanswered("m", Outcome(tried=1, last=last), 2.0) is last
+    assert last.retry_after == 2.0
 
 
 def test_unanswered_says_when_the_budget_stopped_it() -> None:
