@@ -16,7 +16,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
-from enum import StrEnum
+from enum import Enum, StrEnum
 
 from gateway.config import TargetConfig
 from gateway.config.routing import HealthConfig
@@ -24,6 +24,14 @@ from gateway.engine.window import WindowCounts
 from gateway.errors import GatewayError, RateLimitError
 
 TargetKey = tuple[str, str]  # (backend, provider model)
+
+
+class Slot(Enum):
+    """What `acquire` gave an attempt: an ordinary slot, or one of a half-open circuit's probes (whose outcome alone
+    closes or reopens the circuit)."""
+
+    NORMAL = 1
+    PROBE = 2
 
 
 class CircuitState(StrEnum):
@@ -147,25 +155,27 @@ class HealthBoard:
 
     # ---------------------------------------------------------------------------------------------- one attempt
 
-    def acquire(self, target: TargetConfig) -> bool:
-        """Take a slot on `target` for one attempt; False when its circuit or a rest forbids it now.
+    def acquire(self, target: TargetConfig) -> Slot | None:
+        """Take a slot on `target` for one attempt; None when its circuit or a rest forbids it now.
 
-        Every True must be followed by exactly one of `succeeded`, `failed` or `abandoned`.
+        Every slot must be given back with exactly one of `succeeded`, `failed` or `abandoned`.
         """
         state = self._get(target)
         if state.state is CircuitState.CLOSED and not state.cooling_until and not self._backends_down:
             state.outstanding += 1  # the common case
-            return True
+            return Slot.NORMAL
         if not self.available(target) and not self._half_open_due(target):
-            return False
+            return None
         if state.state == CircuitState.OPEN:
             state.state = CircuitState.HALF_OPEN
+        slot = Slot.NORMAL
         if state.state == CircuitState.HALF_OPEN:
             if state.probes >= self._config.half_open_probes:
-                return False
+                return None
             state.probes += 1
+            slot = Slot.PROBE
         state.outstanding += 1
-        return True
+        return slot
 
     def _half_open_due(self, target: TargetConfig) -> bool:
         state = self._targets.get((target.backend, target.model))
@@ -174,22 +184,22 @@ class HealthBoard:
         now = self._clock()
         return state.state == CircuitState.OPEN and state.ejected_until <= now and state.cooling_until <= now
 
-    def succeeded(self, target: TargetConfig, seconds: float) -> None:
+    def succeeded(self, target: TargetConfig, seconds: float, slot: Slot = Slot.NORMAL) -> None:
         """An attempt answered after `seconds` (to its first byte)."""
-        state = self._release(target)
+        state = self._release(target, slot)
         self._observe(state, seconds)
         state.consecutive = 0
         state.window.add(first=1)
-        if state.state == CircuitState.HALF_OPEN:
+        if slot is Slot.PROBE and state.state == CircuitState.HALF_OPEN:
             state.state = CircuitState.CLOSED
             state.closed_since = self._clock()
 
-    def failed(self, target: TargetConfig, error: GatewayError, seconds: float) -> None:
+    def failed(self, target: TargetConfig, error: GatewayError, seconds: float, slot: Slot = Slot.NORMAL) -> None:
         """An attempt failed with `error` after `seconds`."""
         if not error.retryable:  # the request's own fault: the backend is fine
-            self.succeeded(target, seconds)
+            self.succeeded(target, seconds, slot)
             return
-        state = self._release(target)
+        state = self._release(target, slot)
         state.last_error = f"{error.code}: {error.message}"[:200]
         if isinstance(error, RateLimitError):
             rest = error.retry_after if error.retry_after is not None else self._config.rate_limit_cooldown
@@ -200,17 +210,20 @@ class HealthBoard:
             state.cooling_until = max(state.cooling_until, self._clock() + error.retry_after)
         state.consecutive += 1
         state.window.add(second=1)
-        if state.state == CircuitState.HALF_OPEN or self._is_outlier(state):
+        # Only a closed circuit's failures, or a probe's, decide: attempts sent before an ejection and failing after
+        # it must not eject the target again (a busy target would see its ejection doubled at once).
+        probe_failed = slot is Slot.PROBE and state.state == CircuitState.HALF_OPEN
+        if probe_failed or (state.state == CircuitState.CLOSED and self._is_outlier(state)):
             self._eject(state)
 
-    def abandoned(self, target: TargetConfig) -> None:
+    def abandoned(self, target: TargetConfig, slot: Slot = Slot.NORMAL) -> None:
         """An attempt ended with no verdict (the caller went away)."""
-        self._release(target)
+        self._release(target, slot)
 
-    def _release(self, target: TargetConfig) -> _Target:
+    def _release(self, target: TargetConfig, slot: Slot) -> _Target:
         state = self._get(target)
         state.outstanding = max(0, state.outstanding - 1)
-        if state.state == CircuitState.HALF_OPEN:
+        if slot is Slot.PROBE:
             state.probes = max(0, state.probes - 1)
         return state
 

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from typing import TypeVar
 
 from gateway.config.routing import RetryConfig
-from gateway.engine.health import HealthBoard
+from gateway.engine.health import HealthBoard, Slot
 from gateway.engine.router import Attempt
 from gateway.engine.window import WindowCounts
 from gateway.errors import GatewayError, RateLimitError, ServiceUnavailableError, UpstreamTimeoutError
@@ -97,15 +97,16 @@ class Failover:
                 continue
             if wait:
                 await self._sleep(wait)
-            if not self._health.acquire(attempt.target):
+            slot = self._health.acquire(attempt.target)
+            if slot is None:
                 continue  # ejected meanwhile, or another request is probing it
             if outcome.tried and not self.budget.try_retry():
-                self._health.abandoned(attempt.target)
+                self._health.abandoned(attempt.target, slot)
                 outcome.budget_exhausted = True
                 return None
             outcome.tried += 1
             try:
-                return await self._one(attempt, call, deadline)
+                return await self._one(attempt, slot, call, deadline)
             except GatewayError as exc:
                 if exc.code == CONTEXT_LENGTH_EXCEEDED and (bigger := context_plan(attempt)):
                     queue, retries = deque(bigger), deque()
@@ -119,7 +120,7 @@ class Failover:
                     retries.append(attempt)
         return None
 
-    async def _one(self, attempt: Attempt, call: Callable[[Attempt], Awaitable[T]], deadline: float) -> T:
+    async def _one(self, attempt: Attempt, slot: Slot, call: Callable[[Attempt], Awaitable[T]], deadline: float) -> T:
         """One attempt, bounded by the attempt timeout and the deadline, reported to the health board."""
         target = attempt.target
         started = self._clock()
@@ -132,15 +133,15 @@ class Failover:
                     result = await call(attempt)
         except TimeoutError:
             error = UpstreamTimeoutError(f"backend '{target.backend}' did not start answering within {limit:.3g}s")
-            self._health.failed(target, error, self._clock() - started)
+            self._health.failed(target, error, self._clock() - started, slot)
             raise error from None
         except GatewayError as exc:
-            self._health.failed(target, exc, self._clock() - started)
+            self._health.failed(target, exc, self._clock() - started, slot)
             raise
         except BaseException:
-            self._health.abandoned(target)
+            self._health.abandoned(target, slot)
             raise
-        self._health.succeeded(target, self._clock() - started)
+        self._health.succeeded(target, self._clock() - started, slot)
         return result
 
     def _wait(self, attempt: Attempt, outcome: Outcome) -> float | None:

@@ -9,7 +9,7 @@ import pytest
 
 from gateway.config import TargetConfig
 from gateway.config.routing import HealthConfig
-from gateway.engine.health import CircuitState, HealthBoard
+from gateway.engine.health import CircuitState, HealthBoard, Slot
 from gateway.errors import RateLimitError, ServiceUnavailableError, UpstreamError, UpstreamRequestError
 
 A = TargetConfig(backend="a", model="m")
@@ -37,13 +37,15 @@ def board(clock: Clock, **changes: object) -> HealthBoard:
 
 def fail(health: HealthBoard, target: TargetConfig, times: int = 1, error: Exception = BOOM) -> None:
     for _ in range(times):
-        assert health.acquire(target)
-        health.failed(target, error, 0.01)  # type: ignore[arg-type]
+        slot = health.acquire(target)
+        assert slot is not None
+        health.failed(target, error, 0.01, slot)  # type: ignore[arg-type]
 
 
 def succeed(health: HealthBoard, target: TargetConfig, seconds: float = 0.01) -> None:
-    assert health.acquire(target)
-    health.succeeded(target, seconds)
+    slot = health.acquire(target)
+    assert slot is not None
+    health.succeeded(target, seconds, slot)
 
 
 def state(health: HealthBoard, target: TargetConfig) -> str:
@@ -97,11 +99,12 @@ def test_half_open_lets_only_the_configured_probes_through(clock: Clock) -> None
     health = board(clock, half_open_probes=1)
     fail(health, A, 3)
     clock.now += 5
-    assert health.acquire(A)
+    probe = health.acquire(A)
+    assert probe is Slot.PROBE
     assert state(health, A) == CircuitState.HALF_OPEN
-    assert not health.acquire(A), "one probe at a time"
+    assert health.acquire(A) is None, "one probe at a time"
     assert not health.available(A)
-    health.succeeded(A, 0.01)
+    health.succeeded(A, 0.01, probe)
     assert state(health, A) == CircuitState.CLOSED
     assert health.acquire(A) and health.acquire(A), "closed: no limit"
 
@@ -200,3 +203,30 @@ def test_snapshot_is_plain_data(clock: Clock) -> None:
     assert first["latency_ms"] == 250.0
     assert first["last_error"] == "upstream_error: boom"
     assert snap[1].state == "closed" and snap[1].available
+
+
+def test_attempts_sent_before_an_ejection_do_not_eject_again_when_they_fail(clock: Clock) -> None:
+    health = board(clock)
+    in_flight = [health.acquire(A) for _ in range(10)]
+    for slot in in_flight[:3]:
+        health.failed(A, BOOM, 0.01, slot)  # type: ignore[arg-type]
+    assert health.retry_in(A) == pytest.approx(5.0)
+    for slot in in_flight[3:]:  # the rest fail after the ejection
+        health.failed(A, BOOM, 0.01, slot)  # type: ignore[arg-type]
+    snap = health.snapshot([A])[0]
+    assert (snap.ejections, snap.outstanding) == (1, 0)
+    assert health.retry_in(A) == pytest.approx(5.0), "still the first ejection's length"
+
+
+def test_only_the_probe_decides_a_half_open_circuit(clock: Clock) -> None:
+    health = board(clock)
+    old = health.acquire(A)  # sent while closed
+    fail(health, A, 3)
+    clock.now += 5
+    probe = health.acquire(A)
+    assert probe is Slot.PROBE
+    health.succeeded(A, 0.01, old)  # type: ignore[arg-type]
+    assert state(health, A) == CircuitState.HALF_OPEN, "an old answer says little about now"
+    assert health.acquire(A) is None, "and it does not free the probe's place"
+    health.failed(A, BOOM, 0.01, probe)
+    assert state(health, A) == CircuitState.OPEN and health.retry_in(A) == pytest.approx(10.0)
