@@ -225,7 +225,7 @@ class EngineCore:
             ctx.route = f"{attempt.model}>{target.backend}"
             return result
 
-        outcome = Outcome()
+        outcome = Outcome(model=plan.model)
         result = await self._failover.run(plan.attempts, attempt, self._context_plan, outcome)
         if result is None:
             raise unanswered(model, outcome, self._router.soonest(plan))

@@ -5,7 +5,8 @@ once, in order, moving on at a retryable failure (connection error, timeout, 429
 `attempts_per_target` above 1, a second round then tries again the targets that failed retryably, each after a
 jittered exponential backoff, or after its Retry-After when it sent one that fits `retry_after_max` and the
 deadline. A context-length error switches to the model's `context_fallback` models. Every attempt after a request's
-first is a retry and must fit the process-wide retry budget, so a failing provider cannot multiply its own load.
+first is a retry and must fit the model's retry budget (one per model and process), so a failing provider cannot
+multiply its own load, and one model's outage cannot spend the retries another model needs.
 """
 
 from __future__ import annotations
@@ -52,6 +53,7 @@ class RetryBudget:
 class Outcome:
     """What the attempts of one request came to, for the caller's error and records."""
 
+    model: str = ""  # whose retry budget the request spends
     tried: int = 0
     last: GatewayError | None = None
     budget_exhausted: bool = False
@@ -75,7 +77,14 @@ class Failover:
         self._clock = clock
         self._sleep = sleep
         self._rng = rng or random.Random()
-        self.budget = RetryBudget(config, clock)
+        self._budgets: dict[str, RetryBudget] = {}
+
+    def budget(self, model: str) -> RetryBudget:
+        """The retry budget of `model` (made on first use)."""
+        budget = self._budgets.get(model)
+        if budget is None:
+            budget = self._budgets[model] = RetryBudget(self._config, self._clock)
+        return budget
 
     async def run(
         self,
@@ -87,7 +96,8 @@ class Failover:
         """The first success among `attempts`, else None with `outcome` saying why; a failure that no other attempt
         could fix is raised at once. `context_plan(attempt)` lists what to try after a context-length error."""
         deadline = self._clock() + (self._config.deadline or math.inf)
-        self.budget.request()
+        budget = self.budget(outcome.model)
+        budget.request()
         queue = deque(attempts)
         retries: deque[Attempt] = deque()
         while queue or retries:
@@ -100,7 +110,7 @@ class Failover:
             slot = self._health.acquire(attempt.target)
             if slot is None:
                 continue  # ejected meanwhile, or another request is probing it
-            if outcome.tried and not self.budget.try_retry():
+            if outcome.tried and not budget.try_retry():
                 self._health.abandoned(attempt.target, slot)
                 outcome.budget_exhausted = True
                 return None

@@ -158,6 +158,11 @@ async def test_the_retry_budget_stops_retries_when_spent() -> None:
         assert result == "b" or outcome.budget_exhausted
     # After n requests, retries ≤ 3 + 0.5 n: 8 of 10 can be retried.
     assert answered == 8
+    other = Outcome(model="another")
+    log = []
+    assert await run.run([A, B], scripted({A: [UpstreamError("a")], B: ["b"]}, log), no_context, other) == "b", (
+        "each model has its own budget"
+    )
     clock.now += 11  # a new window
     log = []
     assert await run.run([A, B], scripted({A: [UpstreamError("a")], B: ["b"]}, log), no_context, Outcome()) == "b"
