@@ -11,6 +11,7 @@ import pytest
 
 from gateway.testing.fake_openai import FakeOpenAI
 from tests.conftest import UPSTREAM_KEY, RunningGateway, StartGateway
+from tests.e2e.test_auth_stats import Stack, eventually, stack  # noqa: F401 - `stack` is a fixture used by name
 
 MESSAGES = [{"role": "user", "content": "hello"}]
 
@@ -70,3 +71,30 @@ async def test_experiment_arms_are_sticky_per_session_and_near_the_share(routed:
     shares = Counter(next(iter(served)) for served in arms.values())
     # 40 sessions at a 50% share: the binomial's 99.9% interval is about 10..30.
     assert 10 <= shares["qwen"] <= 30, shares
+
+
+async def test_the_arm_reaches_the_stats_server_and_groups_usage(
+    start_gateway: StartGateway,
+    upstream: FakeOpenAI,
+    stack: Stack,  # noqa: F811 - the fixture imported above, by name
+) -> None:
+    # The real auth server says who alice is; the experiment sticks to her user; the real stats server stores it.
+    plain = "{name: gpt-4o-mini, targets: [{backend: primary, model: gpt-4o-mini}]}"
+    tried = (
+        "{name: gpt-4o-mini, targets: [{backend: primary, model: gpt-4o-mini}],"
+        " experiment: {name: demo-trial, share: 0.5, key: user, targets: [{backend: demo, model: tollgate-demo}]}}"
+    )
+    text = stack.config(upstream)
+    assert plain in text
+    gateway = await start_gateway(text.replace(plain, tried))
+    api = openai.AsyncOpenAI(base_url=gateway.base_url, api_key=stack.keys["alice"], max_retries=0)
+    served = {(await api.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)).model for _ in range(3)}
+    assert len(served) == 1, "alice stays in one arm"
+    await eventually(lambda: len(stack.rows()) == 3)
+    rows = stack.rows()
+    arms = {(row["experiment"], row["experiment_arm"], row["backend"]) for row in rows}
+    assert len(arms) == 1
+    ((experiment, arm, backend),) = arms
+    assert experiment == "demo-trial"
+    assert (arm, backend) in (("control", "primary"), ("treatment", "demo"))
+    assert served == ({"tollgate-demo"} if arm == "treatment" else {"gpt-4o-mini"})
