@@ -338,8 +338,9 @@ class _Builder:
 
         section = node.get("routing", _Node, None) or _Node({}, "routing")
         routing = routing_load.routing_config(section, node.get("routes", _list, []), node.get("admin", _Node, None))
-        routing_load.check_routes(models, routing.routes)
-        return routing
+        raw_models = [m for m in node.value.get("models") or [] if isinstance(m, dict)]
+        declared = [name for m in raw_models for name in (m.get("name"), *(m.get("aliases") or ()))]
+        return dataclasses.replace(routing, routes=routing_load.served_routes(models, routing.routes, declared))
 
     def listen(self, node: _Node) -> ListenConfig:
         http = node.get("http", _address, _LISTEN.http)

@@ -202,9 +202,13 @@ def check_model_names(read: list[tuple[str, ModelConfig]]) -> None:
                 raise ConfigError(f"{path}.context_fallback[{i}]: unknown model {bigger!r}")
 
 
-def check_routes(models: tuple[ModelConfig, ...], routes: tuple[RouteRule, ...]) -> None:
-    """Every route leads to a model (or an alias) that is served."""
-    names = {m.name for m in models} | {a for m in models for a in m.aliases}
+def served_routes(
+    models: tuple[ModelConfig, ...], routes: tuple[RouteRule, ...], declared: list[Any]
+) -> tuple[RouteRule, ...]:
+    """The routes to a served model (or alias). A route to a model left out with its disabled backends is left out
+    too, like a fallback to it; a route to a model the file never declares is an error."""
+    served = {m.name for m in models} | {a for m in models for a in m.aliases}
     for i, rule in enumerate(routes):
-        if rule.to not in names:
+        if rule.to not in served and rule.to not in declared:
             raise ConfigError(f"routes[{i}].to: unknown model {rule.to!r}")
+    return tuple(rule for rule in routes if rule.to in served)

@@ -117,3 +117,15 @@ def test_bad_routing_config_names_the_field(text: str, prefix: str) -> None:
     with pytest.raises(ConfigError) as caught:
         parse_config(text, {})
     assert str(caught.value).startswith(prefix), str(caught.value)
+
+
+def test_a_route_to_a_model_on_disabled_backends_is_left_out_with_it() -> None:
+    text = (
+        "routes: [{name: to-gone, to: gone}, {name: to-old, to: old-name}, {name: to-big, to: big}]\n"
+        + BACKENDS
+        + MODELS
+        + "  - {name: gone, aliases: [old-name], targets: [{backend: unused}]}\n"
+    )
+    config = parse_config(text, {})
+    assert [r.name for r in config.routing.routes] == ["to-big"]
+    assert "gone" not in {m.name for m in config.models}
