@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -437,6 +437,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             seconds = _BROWNOUT_SECONDS / (_QUICK_DIVISOR if args.quick else 1)
             if "brownout" in plan.scenarios:
                 figures = runner.run(_until_signalled(brownout.run_brownout(seconds, 10, log_dir, services)))
+                meta["brownout"] = {"seconds": seconds, "concurrency": 10, "figures": [asdict(f) for f in figures]}
         status = _report(meta, targets, runs, usage, args.json)
         if "brownout" in plan.scenarios:
             print(f"\n{brownout.text_report(figures, seconds, 10)}")
