@@ -24,6 +24,9 @@ def weighted(targets: Sequence[TargetConfig], health: HealthBoard, rng: random.R
     """A weighted shuffle: each target comes first with probability weight / total, and so on down the list."""
     if len(targets) == 1:
         return list(targets)
+    if len(targets) == 2:  # the common case, in one draw: the first with probability weight / total
+        a, b = targets
+        return [a, b] if rng.random() * (a.weight + b.weight) < a.weight else [b, a]
     # Efraimidis-Spirakis: sort by u^(1/w), which samples without replacement in proportion to the weights.
     keyed = [(rng.random() ** (1.0 / t.weight), i) for i, t in enumerate(targets)]
     return [targets[i] for _, i in sorted(keyed, reverse=True)]

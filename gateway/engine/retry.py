@@ -95,7 +95,7 @@ class Failover:
     ) -> T | None:
         """The first success among `attempts`, else None with `outcome` saying why; a failure that no other attempt
         could fix is raised at once. `context_plan(attempt)` lists what to try after a context-length error."""
-        deadline = self._clock() + (self._config.deadline or math.inf)
+        deadline = self._clock() + self._config.deadline if self._config.deadline else math.inf
         budget = self.budget(outcome.model)
         budget.request()
         queue = deque(attempts)
@@ -103,7 +103,7 @@ class Failover:
         while queue or retries:
             attempt = queue.popleft() if queue else retries.popleft()
             wait = self._wait(attempt, outcome)
-            if wait is None or self._clock() + wait >= deadline:
+            if wait is None or (deadline < math.inf and self._clock() + wait >= deadline):
                 continue
             if wait:
                 await self._sleep(wait)
@@ -156,7 +156,7 @@ class Failover:
 
     def _wait(self, attempt: Attempt, outcome: Outcome) -> float | None:
         """How long to wait before this attempt; None to skip it (it would wait too long)."""
-        failures = outcome.failures.get(attempt, 0)
+        failures = outcome.failures.get(attempt, 0) if outcome.failures else 0
         if not failures:
             return 0.0
         if self._health.ejected(attempt.target):

@@ -22,12 +22,13 @@ class WindowCounts:
     def add(self, first: int = 0, second: int = 0) -> None:
         """Count `first` and `second` events now."""
         now = math.floor(self._clock())
-        self._expire(now)
-        if self._buckets and self._buckets[-1][0] == now:
-            bucket = self._buckets[-1]
+        buckets = self._buckets
+        if buckets and buckets[-1][0] == now:
+            bucket = buckets[-1]  # the common case: old buckets were expired when this one was made
         else:
+            self._expire(now)
             bucket = [now, 0, 0]
-            self._buckets.append(bucket)
+            buckets.append(bucket)
         bucket[1] += first
         bucket[2] += second
         self.first += first

@@ -103,3 +103,13 @@ def test_priority_tiers_are_tried_in_order_and_skip_unhealthy_targets() -> None:
         assert health.acquire(target)
         health.failed(target, UpstreamError("down"), 0.1)
     assert balancing.order([LAST, SPARE, FAST, SLOW], "weighted", health, rng) == [SPARE, LAST]
+
+
+def test_weighted_with_three_targets_follows_the_weights_and_keeps_every_target() -> None:
+    rng, health = random.Random(10), board()
+    targets = [FAST, SLOW, HEAVY]  # weights 1, 1, 3
+    orders = [balancing.order(targets, "weighted", health, rng) for _ in range(20_000)]
+    firsts = Counter(order[0].backend for order in orders)
+    assert abs(firsts["heavy"] / 20_000 - 0.6) <= 0.02
+    assert abs(firsts["fast"] / 20_000 - 0.2) <= 0.02
+    assert all(sorted(t.backend for t in order) == ["fast", "heavy", "slow"] for order in orders)
