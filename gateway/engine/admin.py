@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import hmac
 
+from gateway.config import TargetConfig
 from gateway.config.routing import AdminConfig
 from gateway.engine.contract import CallContext
+from gateway.engine.health import TargetKey, TargetSnapshot
 from gateway.engine.router import Router
 from gateway.errors import AuthenticationError, PermissionDeniedError
 from tollgate.gateway.v1 import admin_pb2
@@ -27,21 +29,28 @@ def check_admin(ctx: CallContext, admin: AdminConfig) -> None:
         raise AuthenticationError("Invalid admin token", code="invalid_admin_token")
 
 
-def backends_report(router: Router) -> admin_pb2.ListBackendsResponse:
+def served_targets(router: Router) -> dict[TargetKey, tuple[TargetConfig, list[str]]]:
     """Every target of every model (experiment arms included), once each, with the models it serves."""
-    served: dict[tuple[str, str], list[str]] = {}
-    targets = []
+    served: dict[TargetKey, tuple[TargetConfig, list[str]]] = {}
     for model in router.models:
         arms = model.experiment.targets if model.experiment is not None else ()
         for target in (*model.targets, *arms):
-            key = (target.backend, target.model)
-            if key not in served:
-                served[key] = []
-                targets.append(target)
-            if model.name not in served[key]:
-                served[key].append(model.name)
+            _, models = served.setdefault((target.backend, target.model), (target, []))
+            if model.name not in models:
+                models.append(model.name)
+    return served
+
+
+def health_snapshot(router: Router) -> list[TargetSnapshot]:
+    """The health of every target, as plain data (for metrics: no admin check, nothing leaves the process)."""
+    return router.health.snapshot([target for target, _ in served_targets(router).values()])
+
+
+def backends_report(router: Router) -> admin_pb2.ListBackendsResponse:
+    """`health_snapshot` as the admin API's message, with the models each target serves."""
+    served = served_targets(router)
     report = admin_pb2.ListBackendsResponse()
-    for snap in router.health.snapshot(targets):
+    for snap in router.health.snapshot([target for target, _ in served.values()]):
         report.targets.append(
             admin_pb2.TargetHealth(
                 backend=snap.backend,
@@ -58,7 +67,7 @@ def backends_report(router: Router) -> admin_pb2.ListBackendsResponse:
                 retry_in_seconds=snap.retry_in,
                 backend_up=snap.backend_up,
                 last_error=snap.last_error,
-                served_models=served[(snap.backend, snap.model)],
+                served_models=served[(snap.backend, snap.model)][1],
             )
         )
     return report

@@ -17,9 +17,9 @@ from typing import TypeVar
 from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticator
 from gateway.auth.principal import Principal
 from gateway.config import GatewayConfig
-from gateway.engine.admin import backends_report, check_admin
+from gateway.engine.admin import backends_report, check_admin, health_snapshot
 from gateway.engine.contract import CallContext
-from gateway.engine.health import HealthBoard
+from gateway.engine.health import HealthBoard, TargetSnapshot
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
 from gateway.engine.probes import ActiveChecker
 from gateway.engine.retry import Failover, Outcome, unanswered
@@ -114,6 +114,10 @@ class EngineCore:
                 if principal.access.permits(name)
             ]
         )
+
+    def health_snapshot(self) -> list[TargetSnapshot]:
+        """Every target's health as plain data, for metrics (in process: no admin token needed)."""
+        return health_snapshot(self._router)
 
     async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
         """The health of every target; only for callers with the admin token (gateway.engine.admin)."""

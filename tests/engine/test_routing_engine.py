@@ -117,3 +117,16 @@ async def test_a_context_length_error_moves_to_the_larger_model(
     answer = await core.create_chat_completion(chat(), ctx)
     assert answer.model == "gpt-4o-mini-128k"
     assert ctx.route == "long>b" and ctx.attempts == 2
+
+
+async def test_the_health_snapshot_lists_every_target_once(
+    engine: tuple[EngineCore, Collected], fakes: tuple[FakeOpenAI, FakeOpenAI]
+) -> None:
+    core, _ = engine
+    control = next(s for s in (f"s{i}" for i in range(50)) if _arm(core, s) == "control")
+    await core.create_chat_completion(chat(), session_ctx(control))
+    snapshot = {(s.backend, s.model): s for s in core.health_snapshot()}
+    # small's own target, its experiment arm, and long's target.
+    assert set(snapshot) == {("a", "gpt-4o-mini"), ("b", "gpt-4o-mini"), ("b", "gpt-4o-mini-128k")}
+    assert snapshot[("a", "gpt-4o-mini")].window_requests == 1
+    assert snapshot[("a", "gpt-4o-mini")].latency_ms > 0
