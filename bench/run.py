@@ -20,7 +20,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Coroutine, Sequence
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
 from typing import Any, TypeVar
@@ -29,7 +29,7 @@ import orjson
 import uvloop
 from aiohttp import ClientSession
 
-from bench import limits, report
+from bench import brownout, limits, report
 from bench.load import LoadResult, Scenario, make_session, percentile, run_load
 from bench.procs import CLOCK_TICKS, Service, cpu_seconds, peak_rss_kib, stop_all, system_busy_seconds
 from bench.targets import ALL_TARGETS, MODEL, Target, start_targets
@@ -43,6 +43,7 @@ _REDIS_TARGETS = (_LIMITS_REDIS, "cache-redis")  # the targets that need the Red
 _DEFAULT_REQUESTS = 2000
 _QUICK_DIVISOR = 5
 _SETTLE_TIMEOUT = 10.0  # seconds to wait for the stats server to have stored every record sent so far
+_BROWNOUT_SECONDS = 10.0  # measured seconds per balancing policy in the brown-out scenario
 
 
 @dataclass(frozen=True)
@@ -85,7 +86,12 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--targets", type=_csv(str), default=ALL_TARGETS, help=f"comma-separated subset of {','.join(ALL_TARGETS)}"
     )
-    parser.add_argument("--scenarios", type=_csv(str), default=("plain", "stream"), help="plain,stream (default both)")
+    parser.add_argument(
+        "--scenarios",
+        type=_csv(str),
+        default=("plain", "stream", "brownout"),
+        help="plain,stream,brownout (default all; brownout: see bench.brownout)",
+    )
     parser.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (default 20)")
     parser.add_argument(
         "--include-usage", action="store_true", help="clients ask for stream_options.include_usage on streams"
@@ -96,8 +102,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.targets) - set(ALL_TARGETS)
     if unknown or not args.targets:
         parser.error(f"--targets: unknown {sorted(unknown)}; choose from {','.join(ALL_TARGETS)}")
-    if set(args.scenarios) - {"plain", "stream"} or not args.scenarios:
-        parser.error("--scenarios: choose from plain,stream")
+    if set(args.scenarios) - {"plain", "stream", "brownout"} or not args.scenarios:
+        parser.error("--scenarios: choose from plain,stream,brownout")
     if not args.concurrency or min(args.concurrency) < 1:
         parser.error("--concurrency: positive integers")
     return args
@@ -429,7 +435,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream, targets = start_targets(plan.targets, plan.chunks, log_dir, services, store)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runs, usage = runner.run(_until_signalled(_measure_and_check(plan, upstream, targets)))
+            seconds = _BROWNOUT_SECONDS / (_QUICK_DIVISOR if args.quick else 1)
+            if "brownout" in plan.scenarios:
+                figures = runner.run(_until_signalled(brownout.run_brownout(seconds, 10, log_dir, services)))
+                meta["brownout"] = {"seconds": seconds, "concurrency": 10, "figures": [asdict(f) for f in figures]}
         status = _report(meta, targets, runs, usage, args.json)
+        if "brownout" in plan.scenarios:
+            print(f"\n{brownout.text_report(figures, seconds, 10)}")
+            status = status or int(any(f.errors for f in figures))
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted", file=sys.stderr)
         status = 130

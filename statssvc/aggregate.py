@@ -20,6 +20,8 @@ GROUP_COLUMNS: dict[pb.GroupBy.ValueType, str] = {
     pb.GROUP_BY_TEAM: "team",
     pb.GROUP_BY_MODEL: "requested_model",
     pb.GROUP_BY_BACKEND: "backend",
+    pb.GROUP_BY_EXPERIMENT: "experiment",
+    pb.GROUP_BY_EXPERIMENT_ARM: "experiment_arm",
 }
 # QueryUsageRequest filter field → column.
 FILTER_COLUMNS: dict[str, str] = {"key_id": "key_id", "user": "user", "team": "team", "model": "requested_model"}

@@ -15,6 +15,8 @@ DIMENSIONS: dict[str, pb.GroupBy.ValueType] = {
     "team": pb.GROUP_BY_TEAM,
     "model": pb.GROUP_BY_MODEL,
     "backend": pb.GROUP_BY_BACKEND,
+    "experiment": pb.GROUP_BY_EXPERIMENT,
+    "arm": pb.GROUP_BY_EXPERIMENT_ARM,
 }
 _NUMBERS = ("REQUESTS", "ERRORS", "INPUT", "OUTPUT", "CACHED", "REASONING", "COST_USD")
 _EMPTY = "(none)"  # a record without this dimension, e.g. no key with `auth: none`

@@ -43,9 +43,22 @@ COLUMNS = (
     "outcome",
     "labels",
     "received_at",
+    "experiment",
+    "experiment_arm",
 )
 
-_TEXT_COLUMNS = ("key_id", "user", "team", "operation", "requested_model", "backend", "provider", "provider_model")
+_TEXT_COLUMNS = (
+    "key_id",
+    "user",
+    "team",
+    "operation",
+    "requested_model",
+    "backend",
+    "provider",
+    "provider_model",
+    "experiment",
+    "experiment_arm",
+)
 _TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 FAILED = pb.Outcome.Name(pb.OUTCOME_FAILED)
 
@@ -87,6 +100,10 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX usage_user ON usage ("user");
     CREATE INDEX usage_team ON usage (team);
     CREATE INDEX usage_requested_model ON usage (requested_model);
+    """,
+    """
+    ALTER TABLE usage ADD COLUMN experiment TEXT NOT NULL DEFAULT '';
+    ALTER TABLE usage ADD COLUMN experiment_arm TEXT NOT NULL DEFAULT '';
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -162,6 +179,8 @@ def row_from_record(r: pb.UsageRecord, received_at_us: int) -> tuple[object, ...
         _outcome(r.outcome),
         orjson.dumps(dict(sorted(r.labels.items()))).decode(),
         received_at_us,
+        r.experiment,
+        r.experiment_arm,
     )
 
 

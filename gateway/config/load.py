@@ -8,6 +8,7 @@ document's structure. Every problem is reported with the path of the bad field, 
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -36,6 +37,7 @@ from gateway.config.model import (
     StatsConfig,
     TargetConfig,
 )
+from gateway.config.routing import RoutingConfig
 from gateway.config.shaping import RequestShaping, ShapingError, parse_shaping
 from gateway.config.telemetry import (
     LOG_FORMATS,
@@ -382,6 +384,7 @@ class _Builder:
                 raise ConfigError(f"{node.at('backends')}[{i}].name: duplicate backend {backend.name!r}")
             (backends.append(backend) if enabled else disabled.append(backend.name))
         models = self.models(node, {b.name for b in backends}, set(disabled))
+        routing = self.routing(node, models)
         node.done()
         if not models:
             raise ConfigError("models: at least one model with an enabled backend is required")
@@ -399,7 +402,19 @@ class _Builder:
             models=models,
             disabled=dropped,
             telemetry=telemetry,
+            routing=routing,
         )
+
+    @staticmethod
+    def routing(node: _Node, models: tuple[ModelConfig, ...]) -> RoutingConfig:
+        # It reads with this module's helpers, so importing it at the top would be circular.
+        from gateway.config import routing_load  # noqa: PLC0415
+
+        section = node.get("routing", _Node, None) or _Node({}, "routing")
+        routing = routing_load.routing_config(section, node.get("routes", _list, []), node.get("admin", _Node, None))
+        raw_models = [m for m in node.value.get("models") or [] if isinstance(m, dict)]
+        declared = [name for m in raw_models for name in (m.get("name"), *(m.get("aliases") or ()))]
+        return dataclasses.replace(routing, routes=routing_load.served_routes(models, routing.routes, declared))
 
     def listen(self, node: _Node) -> ListenConfig:
         http = node.get("http", _address, _LISTEN.http)
@@ -514,33 +529,64 @@ class _Builder:
                     raise ConfigError(f"{path}.fallback[{j}]: unknown model {name!r}")
                 if name == model.name:
                     raise ConfigError(f"{path}.fallback[{j}]: a model cannot fall back to itself")
+        from gateway.config import routing_load  # noqa: PLC0415 - see `routing`
+
         for path, model in read:
             _check_semantic(model, names, f"{path}.cache.semantic.embedding_model")
+        routing_load.check_model_names(read)
         # A model whose backends are all disabled is left out, and so is any fallback to it.
         kept = {m.name for _, m in read if m.targets}
-        return tuple(replace(m, fallback=tuple(f for f in m.fallback if f in kept)) for _, m in read if m.targets)
+        return tuple(
+            replace(
+                m,
+                fallback=tuple(f for f in m.fallback if f in kept),
+                context_fallback=tuple(f for f in m.context_fallback if f in kept),
+            )
+            for _, m in read
+            if m.targets
+        )
 
     def model(self, node: _Node, backends: set[str], disabled: set[str]) -> ModelConfig:
+        from gateway.config import routing_load  # noqa: PLC0415 - see `routing`
+
         name = node.require("name", _name)
-        targets: list[TargetConfig] = []
-        for j, raw in enumerate(node.require("targets", _list)):
-            target = _Node(raw, f"{node.at('targets')}[{j}]")
-            backend = target.require("backend", _name)
-            if backend not in backends and backend not in disabled:
-                raise ConfigError(f"{target.at('backend')}: unknown backend {backend!r}")
-            weight = target.get("weight", _positive_number, 1.0)
-            model = target.get("model", _str, name)
-            target.done()
-            if backend in backends:
-                targets.append(TargetConfig(backend=backend, model=model, weight=weight))
-        if not node.value.get("targets"):
+
+        def read_target(target: _Node) -> TargetConfig | None:
+            return _target(target, name, backends, disabled)
+
+        raw_targets = node.require("targets", _list)
+        targets = [read_target(_Node(raw, f"{node.at('targets')}[{j}]")) for j, raw in enumerate(raw_targets)]
+        if not raw_targets:
             raise ConfigError(f"{node.at('targets')}: at least one target is required")
         raw_fallback: list[Any] = node.get("fallback", _list, [])
         fallback = tuple(_name(f, f"{node.at('fallback')}[{k}]") for k, f in enumerate(raw_fallback))
         owned_by = node.get("owned_by", _str, "tollgate")
         cache = node.get("cache", lambda v, p: _model_cache(_Node(v, p)), None)
+        routing = routing_load.model_routing(node, read_target)
         node.done()
-        return ModelConfig(name=name, targets=tuple(targets), fallback=fallback, owned_by=owned_by, cache=cache)
+        kept = tuple(t for t in targets if t is not None)
+        return ModelConfig(name=name, targets=kept, fallback=fallback, owned_by=owned_by, cache=cache, **routing)
+
+
+def _target(node: _Node, model: str, backends: set[str], disabled: set[str]) -> TargetConfig | None:
+    """One target of a model; None when its backend is disabled."""
+    backend = node.require("backend", _name)
+    if backend not in backends and backend not in disabled:
+        raise ConfigError(f"{node.at('backend')}: unknown backend {backend!r}")
+    target = TargetConfig(
+        backend=backend,
+        model=node.get("model", _str, model),
+        weight=node.get("weight", _positive_number, 1.0),
+        priority=node.get("priority", _priority, 0),
+    )
+    node.done()
+    return target if backend in backends else None
+
+
+def _priority(value: Any, path: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ConfigError(f"{path}: expected a tier number ≥ 0 (0 is tried first), got {value!r}")
+    return value
 
 
 def _telemetry(node: _Node) -> TelemetryConfig:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
+from gateway.config.routing import ExperimentConfig, RoutingConfig
 from gateway.config.shaping import RequestShaping
 from gateway.config.telemetry import TelemetryConfig
 
@@ -86,6 +87,7 @@ class TargetConfig:
     backend: str
     model: str
     weight: float = 1.0
+    priority: int = 0  # a lower tier is used only while every target of the tiers below it is unhealthy
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,6 +117,10 @@ class ModelConfig:
     fallback: tuple[str, ...] = ()
     owned_by: str = "tollgate"
     cache: ModelCacheConfig | None = None  # None: answers of this model are never cached
+    aliases: tuple[str, ...] = ()  # other names clients may use for this model
+    balancing: str = "weighted"  # "weighted", "least_outstanding" or "latency" (peak-EWMA, power of two choices)
+    context_fallback: tuple[str, ...] = ()  # models with a larger context window, for context-length errors
+    experiment: ExperimentConfig | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -214,6 +220,7 @@ class GatewayConfig:
     # Backends switched off with `enabled: false`, and the models dropped with them, for the startup log.
     disabled: tuple[str, ...] = ()
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
+    routing: RoutingConfig = field(default_factory=RoutingConfig)
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name` (validated to exist at load)."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import Secret
+from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 if TYPE_CHECKING:
@@ -94,6 +95,9 @@ class CallContext:
     backend: str = ""  # the backend that answered, or the last one tried
     provider_model: str = ""
     route: str = ""  # the model and backend that answered, e.g. "gpt-4o-mini>openai"
+    route_rule: str = ""  # the route rule that chose the model, if one did
+    experiment: str = ""  # the experiment the model runs, if any…
+    arm: str = ""  # …and this request's arm in it: "control" or "treatment"
     attempts: int = 0
     usage: pb.Usage | None = None
     limit_headers: Mapping[str, str] = field(default_factory=dict)  # `x-ratelimit-*`, for every answer
@@ -136,4 +140,8 @@ class Engine(Protocol):
 
     async def ready(self) -> bool:
         """Whether the engine can take traffic now."""
+        ...
+
+    async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
+        """The health of every target (admin only: the call must carry the admin token)."""
         ...

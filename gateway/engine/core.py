@@ -19,10 +19,14 @@ from gateway.auth.principal import Principal
 from gateway.cache.response_cache import ResponseCache
 from gateway.cache.semantic import vector_of
 from gateway.config import GatewayConfig
+from gateway.engine.admin import backends_report, check_admin, health_snapshot
 from gateway.engine.contract import CallContext, UpstreamAttempt, new_request_id
 from gateway.engine.counting import count_with_first_counter
+from gateway.engine.health import HealthBoard, TargetSnapshot
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
-from gateway.engine.router import Router
+from gateway.engine.probes import ActiveChecker
+from gateway.engine.retry import Failover, Outcome, unanswered
+from gateway.engine.router import Attempt, Router
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
@@ -31,6 +35,7 @@ from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.build import Telemetry, build_telemetry
 from tollgate.auth.v1 import auth_pb2
+from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
@@ -58,7 +63,11 @@ class EngineCore:
         self._limiter = limiter
         self.telemetry: Telemetry | None = None
         self._meter = Meter(config, usage, limiter)
-        self._router = Router(config, rng)
+        health = HealthBoard(config.routing.health, time.monotonic)
+        self._router = Router(config, rng, health)
+        self._failover = Failover(config.routing.retry, health, clock=time.monotonic, rng=rng)
+        active = config.routing.health.active
+        self._checker = ActiveChecker(active, providers, health) if active is not None else None
         self._created = int(time.time())
         # A test may swap in its own (an injected clock).
         self.cache = ResponseCache.from_config(config, self._embed_for_cache)
@@ -81,12 +90,16 @@ class EngineCore:
         self._meter.observer = telemetry
 
     async def start(self) -> None:
-        """Start the usage reporter (which replays what an earlier run spooled)."""
+        """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
         if self._meter.sink is not None:
             await self._meter.sink.start()
+        if self._checker is not None:
+            self._checker.start()
 
     async def close(self) -> None:
         """Deliver or spool pending usage, then release every connection."""
+        if self._checker is not None:
+            await self._checker.close()
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()
@@ -105,11 +118,21 @@ class EngineCore:
         principal = await self._authenticate(ctx, "", auth_pb2.OPERATION_MODELS)
         return pb.ListModelsResponse(
             models=[
-                pb.Model(id=m.name, created=self._created, owned_by=m.owned_by)
+                pb.Model(id=name, created=self._created, owned_by=m.owned_by)
                 for m in self._router.models
-                if principal.access.permits(m.name)
+                for name in (m.name, *m.aliases)
+                if principal.access.permits(name)
             ]
         )
+
+    def health_snapshot(self) -> list[TargetSnapshot]:
+        """Every target's health as plain data, for metrics (in process: no admin token needed)."""
+        return health_snapshot(self._router)
+
+    async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
+        """The health of every target; only for callers with the admin token (gateway.engine.admin)."""
+        check_admin(ctx, self.config.routing.admin)
+        return backends_report(self._router)
 
     async def create_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
@@ -220,10 +243,12 @@ class EngineCore:
         return estimate_prompt_tokens(params) + answer * max(1, params.n)
 
     async def _first_success(self, model: str, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
-        """Try each planned attempt until one succeeds; retryable failures move on, others are raised at once."""
-        plan = self._router.plan(model)
-        failure: GatewayError | None = None
-        for attempt in plan:
+        """Try the planned attempts (gateway.engine.retry) until one succeeds; a failure no other attempt could fix
+        is raised at once."""
+        plan = self._router.route(model, ctx)
+        ctx.route_rule, ctx.experiment, ctx.arm = plan.rule, plan.experiment, plan.arm
+
+        async def attempt(attempt: Attempt) -> T:
             target = attempt.target
             ctx.attempts += 1
             ctx.backend, ctx.provider_model = target.backend, target.model
@@ -233,20 +258,25 @@ class EngineCore:
                 result = await call(self._providers[target.backend], target.model)
             except GatewayError as exc:
                 tried.error = exc
-                if not exc.retryable:
-                    raise
-                log.warning(
-                    "attempt failed",
-                    extra={"request_id": ctx.request_id, "backend": target.backend, "error": repr(exc)},
-                )
-                failure = exc
-                continue
+                if exc.retryable:
+                    log.warning(
+                        "attempt failed",
+                        extra={"request_id": ctx.request_id, "backend": target.backend, "error": repr(exc)},
+                    )
+                raise
             finally:
                 ctx.upstream_seconds += tried.end()
             ctx.route = f"{attempt.model}>{target.backend}"
             return result
-        assert failure is not None  # a plan always has at least one attempt
-        raise _exhausted(model, len(plan), failure)
+
+        outcome = Outcome(model=plan.model)
+        result = await self._failover.run(plan.attempts, attempt, self._context_plan, outcome)
+        if result is None:
+            raise unanswered(model, outcome, self._router.soonest(plan))
+        return result
+
+    def _context_plan(self, failed: Attempt) -> list[Attempt]:
+        return self._router.context_plan(failed.model)
 
 
 async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse, Chunks]:
@@ -285,11 +315,3 @@ def _check_chat(params: pb.ChatCompletionParams) -> None:
         raise InvalidRequestError("model: required; name the model to use", param="model", code="missing_model")
     if not params.messages:
         raise InvalidRequestError("messages: must not be empty", param="messages")
-
-
-def _exhausted(model: str, attempts: int, last: GatewayError) -> GatewayError:
-    """The error for a model none of whose attempts succeeded: the last failure, of the same kind, with context."""
-    if attempts == 1:
-        return last
-    message = f"All {attempts} attempts for model '{model}' failed; the last: {last.message}"
-    return type(last)(message, code=last.code, param=last.param, retry_after=last.retry_after, status=last.http_status)

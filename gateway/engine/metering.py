@@ -163,6 +163,7 @@ class Meter:
             record.labels.update(principal.labels)
         if ctx.client_request_id:
             record.labels["client_request_id"] = ctx.client_request_id
+        _routing_labels(record, ctx)
         _timing(record, ctx, now)
         _outcome(record, ctx, failure)
         spent = spent or self.spent(call)
@@ -182,6 +183,13 @@ class Spent:
     reasoning_tokens: int = 0
     estimated: bool = False
     cost_usd: float = 0.0
+
+
+def _routing_labels(record: stats_pb2.UsageRecord, ctx: CallContext) -> None:
+    """How routing chose: the route rule (a label), and the experiment and arm."""
+    if ctx.route_rule:
+        record.labels["tollgate.route_rule"] = ctx.route_rule
+    record.experiment, record.experiment_arm = ctx.experiment, ctx.arm
 
 
 def _timing(record: stats_pb2.UsageRecord, ctx: CallContext, now: float) -> None:

@@ -21,8 +21,10 @@ from gateway.engine.contract import (
     CallContext,
     printable,
 )
+from gateway.engine.routes import routing_headers
 from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
 from gateway.errors import GatewayError
+from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -101,12 +103,14 @@ class RemoteEngine:
         self._forward_headers = (*forward_headers, *CACHE_REQUEST_HEADERS)
         self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
+        self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
-        """The engine at `target`, sent the HTTP headers the configuration's auth forwards."""
-        return cls(target, config.auth.headers if config.auth else ())
+        """The engine at `target`, sent the HTTP headers the configuration's auth and routing read."""
+        auth_headers = config.auth.headers if config.auth else ()
+        return cls(target, (*auth_headers, *(h for h in routing_headers(config) if h not in auth_headers)))
 
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)
@@ -154,6 +158,11 @@ class RemoteEngine:
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
         return await _unary(self._stub.CreateEmbeddings(request, metadata=self._metadata(ctx)), ctx)
+
+    async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
+        """The engine's health report (the engine checks the admin token)."""
+        request = admin_pb2.ListBackendsRequest()
+        return await _unary(self._admin.ListBackends(request, metadata=self._metadata(ctx)), ctx)
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""

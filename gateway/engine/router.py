@@ -1,11 +1,24 @@
-"""Which targets to try for a model, in which order: weighted, then the model's fallbacks."""
+"""Which targets to try for a request, in which order.
+
+The route table (gateway.engine.routes) resolves the requested name to a model; an experiment on that model may put
+the request in its treatment arm (gateway.engine.experiments), whose targets then come first; the model's healthy
+targets follow in its balancing policy's order (gateway.engine.balancing), then each fallback model's.
+"""
 
 from __future__ import annotations
 
+import math
 import random
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from gateway.config import GatewayConfig, ModelConfig, TargetConfig
+from gateway.config.routing import HealthConfig
+from gateway.engine import balancing, experiments
+from gateway.engine.contract import CallContext
+from gateway.engine.health import HealthBoard
+from gateway.engine.routes import RouteTable
 from gateway.errors import NotFoundError
 
 
@@ -17,12 +30,36 @@ class Attempt:
     target: TargetConfig
 
 
-class Router:
-    """Plans attempts for a model name. The random source is injected so tests are exact."""
+@dataclass(slots=True)  # made once per request: not frozen, whose __init__ costs several times more
+class Plan:
+    """The attempts for one request, and how they were chosen."""
 
-    def __init__(self, config: GatewayConfig, rng: random.Random | None = None) -> None:
+    model: str  # the configured model that serves the request
+    attempts: list[Attempt]
+    rule: str = ""  # the route rule that chose the model, if any
+    experiment: str = ""
+    arm: str = ""  # experiments.CONTROL or TREATMENT when the model runs an experiment
+
+
+class Router:
+    """Plans attempts. The random source and the health board (with its clock) are injected so tests are exact."""
+
+    def __init__(
+        self,
+        config: GatewayConfig,
+        rng: random.Random | None = None,
+        health: HealthBoard | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self._models: dict[str, ModelConfig] = {m.name: m for m in config.models}
         self._rng = rng or random.Random()
+        self.health = health or HealthBoard(HealthConfig(), clock)
+        self.routes = RouteTable(config.routing.routes, config.models)
+        # By model name, then by the id of a target of its config (which lives as long as the router).
+        self._attempts: dict[str, dict[int, Attempt]] = {}
+        for m in config.models:
+            arms = m.experiment.targets if m.experiment is not None else ()
+            self._attempts[m.name] = {id(t): Attempt(m.name, t) for t in (*m.targets, *arms)}
 
     @property
     def models(self) -> list[ModelConfig]:
@@ -31,22 +68,58 @@ class Router:
 
     def knows(self, name: str) -> bool:
         """Whether clients may ask for `name`."""
-        return name in self._models
+        return self.routes.knows(name)
 
-    def plan(self, name: str) -> list[Attempt]:
-        """The targets of `name` in weighted-random order, then each fallback model's, in the configured order."""
-        model = self._models.get(name)
+    def plan(self, name: str, ctx: CallContext | None = None) -> list[Attempt]:
+        """The attempts for a request for `name` (see `route`)."""
+        return self.route(name, ctx).attempts
+
+    def route(self, name: str, ctx: CallContext | None = None) -> Plan:
+        """Resolve `name`, pick the experiment arm, and list the healthy targets to try in order."""
+        ctx = ctx or CallContext(request_id="")
+        resolved, rule = self.routes.resolve(name, ctx)
+        model = self._models.get(resolved)
         if model is None:
             raise NotFoundError(f"The model '{name}' does not exist", param="model")
-        plan = [Attempt(name, t) for t in self.order(model.targets)]
+        experiment, arm = "", ""
+        attempts: list[Attempt] = []
+        if model.experiment is not None:
+            experiment, arm = model.experiment.name, experiments.assign(model.experiment, ctx, self._rng)
+            if arm == experiments.TREATMENT:
+                # The treatment first; should it fail, the control targets keep the request answered.
+                attempts = self._ordered(model, model.experiment.targets)
+        attempts.extend(self._ordered(model, model.targets))
         for fallback in model.fallback:
-            plan.extend(Attempt(fallback, t) for t in self.order(self._models[fallback].targets))
-        return plan
+            attempts.extend(self._ordered(self._models[fallback], self._models[fallback].targets))
+        return Plan(resolved, attempts, rule, experiment, arm)
+
+    def context_plan(self, model_name: str) -> list[Attempt]:
+        """The attempts for a request whose prompt was too long for `model_name`: its larger-window models."""
+        model = self._models.get(model_name)
+        if model is None:
+            return []
+        return [a for bigger in model.context_fallback for a in self._ordered(self._models[bigger])]
+
+    def soonest(self, plan: Plan) -> float | None:
+        """Seconds until some target of `plan` may be tried again, when that is known and in the future."""
+        waits = [w for w in (self.health.retry_in(t) for t in self._considered(plan)) if 0 < w < math.inf]
+        return min(waits) if waits else None
+
+    def _considered(self, plan: Plan) -> list[TargetConfig]:
+        """Every target the plan drew from, healthy or not (worked out only when a request went unanswered)."""
+        model = self._models[plan.model]
+        targets = list(model.targets)
+        if model.experiment is not None and plan.arm == experiments.TREATMENT:
+            targets.extend(model.experiment.targets)
+        for fallback in model.fallback:
+            targets.extend(self._models[fallback].targets)
+        return targets
+
+    def _ordered(self, model: ModelConfig, targets: tuple[TargetConfig, ...] | None = None) -> list[Attempt]:
+        chosen = balancing.order(targets or model.targets, model.balancing, self.health, self._rng)
+        attempts = self._attempts[model.name]  # made once: an Attempt per request would cost more than the order
+        return [attempts[id(t)] for t in chosen]
 
     def order(self, targets: tuple[TargetConfig, ...]) -> list[TargetConfig]:
-        """A weighted shuffle: each target comes first with probability weight / total, and so on down the list."""
-        if len(targets) == 1:
-            return list(targets)
-        # Efraimidis-Spirakis: sort by u^(1/w), which samples without replacement in proportion to the weights.
-        keyed = [(self._rng.random() ** (1.0 / t.weight), i) for i, t in enumerate(targets)]
-        return [targets[i] for _, i in sorted(keyed, reverse=True)]
+        """A weighted shuffle of `targets` (kept for callers that order targets themselves)."""
+        return balancing.weighted(targets, self.health, self._rng)

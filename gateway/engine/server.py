@@ -1,10 +1,12 @@
-"""The engine's gRPC server: `GatewayService`, `grpc.health.v1` and server reflection on one port."""
+"""The engine's gRPC server: `GatewayService`, `AdminService`, `grpc.health.v1` and server reflection on one port."""
 
 from __future__ import annotations
 
+from gateway.engine.admin_servicer import ADMIN_SERVICE_NAME, AdminServicer
 from gateway.engine.core import EngineCore
 from gateway.engine.servicer import GatewayServicer
 from gateway.grpc_server import GrpcServer, start_grpc_server
+from tollgate.gateway.v1 import admin_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -13,9 +15,12 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 async def start_engine_server(engine: EngineCore, address: str, *, reuse_port: bool = False) -> GrpcServer:
     """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers."""
-    servicer = GatewayServicer(engine)
+    servicer, admin = GatewayServicer(engine), AdminServicer(engine)
     return await start_grpc_server(
         address,
-        [(SERVICE_NAME, lambda server: pb_grpc.add_GatewayServiceServicer_to_server(servicer, server))],
+        [
+            (SERVICE_NAME, lambda server: pb_grpc.add_GatewayServiceServicer_to_server(servicer, server)),
+            (ADMIN_SERVICE_NAME, lambda server: admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)),
+        ],
         reuse_port=reuse_port,
     )

@@ -7,6 +7,7 @@ from aiohttp import web
 from gateway.config import ServerConfig
 from gateway.engine.contract import CallContext, Engine, new_request_id
 from gateway.errors import NotFoundError
+from gateway.frontdoor.admin_http import admin_routes
 from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response, json_response
 from gateway.telemetry.frontdoor import instrument_app
@@ -36,6 +37,7 @@ def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None
 
     app.add_routes(OpenAIFrontDoor(engine).routes())
     app.add_routes(AnthropicFrontDoor(engine).routes())
+    app.add_routes(admin_routes(engine))
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", not_found)])
     return app
 

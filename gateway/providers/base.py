@@ -40,6 +40,15 @@ class Provider(Protocol):
         ...
 
 
+@runtime_checkable
+class Probeable(Protocol):
+    """A provider with a cheap health probe, for active health checks (a provider without one is never probed)."""
+
+    async def probe(self) -> None:
+        """Ask the backend something cheap; raise a `GatewayError` when it does not answer well."""
+        ...
+
+
 class _ChoiceFold:
     __slots__ = ("calls", "choice", "content", "reasoning", "refusal", "thinking_from")
 

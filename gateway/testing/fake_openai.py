@@ -71,6 +71,7 @@ class Fault:
     stall_after_chunks: int = -1  # >=0 (streams only): send that many chunks, then sleep forever (idle stall)
     path: str = "/v1/chat/completions"  # which endpoint the fault applies to
     code: str | None = None  # the error body's `code`, for status faults
+    times: int = 1  # how many requests it applies to before it is used up (a brown-out or an outage spans many)
 
 
 @dataclass(frozen=True, slots=True)
@@ -198,7 +199,8 @@ class FakeOpenAI:
     def _pop_fault(self, path: str) -> Fault | None:
         for index, fault in enumerate(self.faults):
             if fault.path == path:
-                return self.faults.pop(index)
+                fault.times -= 1
+                return self.faults.pop(index) if fault.times <= 0 else fault
         return None
 
     def _fallback(self, request: web.Request) -> web.Response:

@@ -179,8 +179,8 @@ BAD = [
         id="unknown-backend-field",
     ),
     pytest.param(
-        _replace("model: Qwen/Qwen3-8B", "model: Qwen/Qwen3-8B, priority: 1"),
-        "models[0].targets[0].priority: unknown field",
+        _replace("model: Qwen/Qwen3-8B", "model: Qwen/Qwen3-8B, weigth: 1"),
+        "models[0].targets[0].weigth: unknown field",
         id="unknown-target-field",
     ),
     pytest.param(

@@ -114,7 +114,10 @@ async def test_an_unreachable_server_is_one_line(capsys: pytest.CaptureFixture[s
 @pytest.mark.parametrize(
     ("flags", "message"),
     [
-        (["--by", "model,colour"], "--by: unknown dimension 'colour' (choose from key, user, team, model, backend)"),
+        (
+            ["--by", "model,colour"],
+            "--by: unknown dimension 'colour' (choose from key, user, team, model, backend, experiment, arm)",
+        ),
         (["--by", "user,user"], "--by: a dimension is named twice"),
         (["--since", "yesterday"], "--since: expected a duration before now (30m, 24h, 7d) or a time"),
         (["--until", "2026-13-01"], "--until: expected a duration"),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from statssvc.schema import SCHEMA_VERSION, SchemaError
+from statssvc.schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION, SchemaError, row_from_record
 from statssvc.store import UsageStore
 from tests.statssvc.usage_helpers import HOUR, T0, FakeClock, record, seconds, window
 from tollgate.stats.v1 import stats_pb2 as pb
@@ -73,6 +73,8 @@ async def test_every_field_round_trips(store: UsageStore) -> None:
         route="gpt-4o-mini>openai",
         outcome=pb.OUTCOME_CANCELLED,
         labels={"cost_centre": "cc-42", "arm": "b", "ünïcode": "✓"},
+        experiment="qwen-trial",
+        experiment_arm="treatment",
     )
     sent.time_to_first_token.FromMilliseconds(35)
     await store.insert([sent])
@@ -275,3 +277,43 @@ async def test_odd_bucket_widths_align_to_the_epoch(store: UsageStore) -> None:
     request.bucket.FromMilliseconds(7500)  # 7.5s: T0 is a multiple of it
     (group,) = (await store.query(request)).groups
     assert [seconds(b.start_time) for b in group.buckets] == [T0 + 7.5, T0 + 97.5]
+
+
+async def test_usage_groups_by_experiment_and_arm(store: UsageStore) -> None:
+    await store.insert(
+        [
+            record("a", experiment="qwen-trial", experiment_arm="control", cost_usd=1.0),
+            record("b", experiment="qwen-trial", experiment_arm="treatment", cost_usd=0.25),
+            record("c", experiment="qwen-trial", experiment_arm="treatment", cost_usd=0.25),
+            record("d"),
+        ]
+    )
+    by = [pb.GROUP_BY_EXPERIMENT, pb.GROUP_BY_EXPERIMENT_ARM]
+    groups = {
+        tuple(g.keys): (g.totals.requests, g.totals.cost_usd) for g in (await store.query(window(group_by=by))).groups
+    }
+    assert groups == {
+        ("qwen-trial", "control"): (1, 1.0),
+        ("qwen-trial", "treatment"): (2, 0.5),
+        ("", ""): (1, 0.0),
+    }
+
+
+async def test_a_database_from_before_experiments_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with sqlite3.connect(path) as conn:  # schema version 1, as the first release wrote it
+        conn.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
+        columns = ", ".join(f'"{c}"' for c in COLUMNS[:-2])
+        old = row_from_record(record("old"), 0)[:-2]
+        conn.execute(f"INSERT INTO usage ({columns}) VALUES ({', '.join('?' * len(old))})", old)
+    store = await UsageStore.open(path)
+    try:
+        got = await store.get("old")
+        assert got is not None and (got.experiment, got.experiment_arm) == ("", "")
+        await store.insert([record("new", experiment="e", experiment_arm="treatment")])
+        got = await store.get("new")
+        assert got is not None and got.experiment_arm == "treatment"
+    finally:
+        await store.close()
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2

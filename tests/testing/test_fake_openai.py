@@ -457,6 +457,17 @@ async def test_faults_only_hit_their_path_in_order(fake: FakeOpenAI, session: ai
 
 
 @pytest.mark.asyncio
+async def test_a_fault_can_span_several_requests(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
+    fake.add_fault(Fault(status=500, times=3))
+    fake.add_fault(Fault(status=503))
+
+    statuses = [(await post(session, fake, "/chat/completions", CHAT))[0] for _ in range(5)]
+
+    assert statuses == [500, 500, 500, 503, 200]
+    assert fake.faults == []
+
+
+@pytest.mark.asyncio
 async def test_hang_fault_trips_client_timeout(fake: FakeOpenAI, session: aiohttp.ClientSession) -> None:
     fake.add_fault(Fault(hang=30))
 

@@ -64,6 +64,8 @@ class _GroupByEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_GroupBy.Value
     GROUP_BY_TEAM: _GroupBy.ValueType  # 3
     GROUP_BY_MODEL: _GroupBy.ValueType  # 4
     GROUP_BY_BACKEND: _GroupBy.ValueType  # 5
+    GROUP_BY_EXPERIMENT: _GroupBy.ValueType  # 6
+    GROUP_BY_EXPERIMENT_ARM: _GroupBy.ValueType  # 7
 
 class GroupBy(_GroupBy, metaclass=_GroupByEnumTypeWrapper):
     """GroupBy is a dimension to sum usage over."""
@@ -74,6 +76,8 @@ GROUP_BY_USER: GroupBy.ValueType  # 2
 GROUP_BY_TEAM: GroupBy.ValueType  # 3
 GROUP_BY_MODEL: GroupBy.ValueType  # 4
 GROUP_BY_BACKEND: GroupBy.ValueType  # 5
+GROUP_BY_EXPERIMENT: GroupBy.ValueType  # 6
+GROUP_BY_EXPERIMENT_ARM: GroupBy.ValueType  # 7
 Global___GroupBy: _TypeAlias = GroupBy  # noqa: Y015
 
 @_typing.final
@@ -129,6 +133,8 @@ class UsageRecord(_message.Message):
     ROUTE_FIELD_NUMBER: _builtins.int
     OUTCOME_FIELD_NUMBER: _builtins.int
     LABELS_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_FIELD_NUMBER: _builtins.int
+    EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     key_id: _builtins.str
     """The key's non-secret id, user and team, as the auth server named them; empty with `auth: none`."""
@@ -164,6 +170,9 @@ class UsageRecord(_message.Message):
     route: _builtins.str
     """The path through the routing table: the model and target that answered, e.g. "gpt-4o-mini>openai"."""
     outcome: Global___Outcome.ValueType
+    experiment: _builtins.str
+    """The A/B experiment the requested model runs, if any, and this request's arm in it ("control" or "treatment")."""
+    experiment_arm: _builtins.str
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
     @_builtins.property
@@ -176,7 +185,9 @@ class UsageRecord(_message.Message):
 
     @_builtins.property
     def labels(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
-        """The key's labels from the auth server (cost centre, experiment arm...)."""
+        """The key's labels from the auth server (cost centre...), the caller's x-request-id, and the route rule that
+        chose the model (`tollgate.route_rule`).
+        """
 
     def __init__(
         self,
@@ -208,10 +219,12 @@ class UsageRecord(_message.Message):
         route: _builtins.str = ...,
         outcome: Global___Outcome.ValueType = ...,
         labels: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        experiment: _builtins.str = ...,
+        experiment_arm: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "start_time", b"start_time", "time_to_first_token", b"time_to_first_token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "cache_hit", b"cache_hit", "cached_tokens", b"cached_tokens", "cost_usd", b"cost_usd", "error_type", b"error_type", "grpc_status", b"grpc_status", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "labels", b"labels", "latency", b"latency", "operation", b"operation", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "provider_model", b"provider_model", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "requested_model", b"requested_model", "route", b"route", "start_time", b"start_time", "stream", b"stream", "team", b"team", "time_to_first_token", b"time_to_first_token", "usage_estimated", b"usage_estimated", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "cache_hit", b"cache_hit", "cached_tokens", b"cached_tokens", "cost_usd", b"cost_usd", "error_type", b"error_type", "experiment", b"experiment", "experiment_arm", b"experiment_arm", "grpc_status", b"grpc_status", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "labels", b"labels", "latency", b"latency", "operation", b"operation", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "provider_model", b"provider_model", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "requested_model", b"requested_model", "route", b"route", "start_time", b"start_time", "stream", b"stream", "team", b"team", "time_to_first_token", b"time_to_first_token", "usage_estimated", b"usage_estimated", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
