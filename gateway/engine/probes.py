@@ -1,5 +1,6 @@
-"""Active health checks: a cheap probe of every backend whose provider has one (for OpenAI-compatible backends
-`GET {base_url}/models`), every `interval`. `unhealthy_after` failed probes in a row take the backend out of every
+"""Active health checks: a cheap probe of every backend whose provider has one (a `GET` of the provider's model list:
+`{base_url}/models` for OpenAI-compatible backends, Azure's `/openai/models`, Gemini's `models`, Anthropic's
+`/v1/models`), every `interval`. `unhealthy_after` failed probes in a row take the backend out of every
 plan; `healthy_after` good ones bring it back. Passive outlier detection still works per target meanwhile."""
 
 from __future__ import annotations

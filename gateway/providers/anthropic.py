@@ -78,6 +78,7 @@ class AnthropicProvider(HttpProvider):
         self._clock = clock  # Anthropic's answers carry no creation time; the chunks' `created` is when they came
         self._chat_url = f"{backend.base_url or ANTHROPIC_BASE_URL}/v1/messages"
         self._count_url = f"{self._chat_url}/count_tokens"
+        self._probe_url = f"{backend.base_url or ANTHROPIC_BASE_URL}/v1/models?limit=1"
 
     def _request(self, model: str, params: pb.ChatCompletionParams, *, stream: bool) -> tuple[bytes, dict[str, str]]:
         body = encode_messages_request(params, model, stream=stream, default_max_tokens=self.options.default_max_tokens)

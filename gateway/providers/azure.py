@@ -42,6 +42,7 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
         super().__init__(backend, {"api-key": secret} if auth == "api-key" else {"Authorization": f"Bearer {secret}"})
         self._deployments = f"{backend.base_url}/openai/deployments"
         self._query = f"?api-version={quote(version, safe='')}"
+        self._probe_url = f"{backend.base_url}/openai/models{self._query}"
 
     def _url(self, operation: str, model: str) -> str:
         endpoint = "chat/completions" if operation == "chat" else "embeddings"

@@ -42,6 +42,7 @@ class GeminiProvider(HttpProvider):
             raise ConfigError(f"{path}.api_key: required for provider 'gemini'")
         super().__init__(backend, {"x-goog-api-key": backend.api_key.reveal()})
         self._base_url = backend.base_url or GEMINI_BASE_URL
+        self._probe_url = f"{self._base_url}/models?pageSize=1"
         self._clock = clock
 
     def _url(self, model: str, method: str) -> str:

@@ -37,6 +37,8 @@ class HttpProvider:
         merged.update(backend.headers)  # the operator's extra headers win
         self._headers = merged
         self._session: aiohttp.ClientSession | None = None
+        # The cheapest documented call that needs a valid key (listing models), for active health checks.
+        self._probe_url = ""
 
     def _client(self) -> aiohttp.ClientSession:
         # Created on first use, inside the running event loop, then reused for every request.
@@ -70,6 +72,14 @@ class HttpProvider:
                 if resp.status >= 400:
                     raise await self._error(resp)
                 return await resp.read()
+
+    async def probe(self) -> None:
+        """`GET` the provider's model list: raises a `GatewayError` when the backend does not answer it well."""
+        with self._translate_errors():
+            async with self._client().get(self._probe_url) as resp:
+                if resp.status >= 400:
+                    raise await self._error(resp)
+                await resp.read()
 
     async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
         """The client-facing error for an upstream error answer (each provider reads its own error body)."""

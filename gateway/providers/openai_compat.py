@@ -46,19 +46,11 @@ class OpenAICompatibleProvider(HttpProvider):
         base_url = backend.base_url or OPENAI_BASE_URL
         self._chat_url = f"{base_url}/chat/completions"
         self._embeddings_url = f"{base_url}/embeddings"
-        self._models_url = f"{base_url}/models"
+        self._probe_url = f"{base_url}/models"
 
     def _url(self, operation: str, model: str) -> str:
         """Where `operation` ("chat" or "embeddings") for `model` is sent; Azure puts the model in the path."""
         return self._chat_url if operation == "chat" else self._embeddings_url
-
-    async def probe(self) -> None:
-        """`GET {base_url}/models`: the cheapest documented call, and one that needs a valid key."""
-        with self._translate_errors():
-            async with self._client().get(self._models_url) as resp:
-                if resp.status >= 400:
-                    raise await self._error(resp)
-                await resp.read()
 
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
         """A non-streaming chat completion."""

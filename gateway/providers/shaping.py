@@ -103,6 +103,10 @@ class ShapedProvider:
         """Close the inner provider."""
         await self.inner.close()
 
+    def __getattr__(self, name: str) -> Any:
+        # What shaping does not touch (an active health probe) is the inner provider's own, or missing like it.
+        return getattr(self.inner, name)
+
 
 class ShapedCounter(ShapedProvider):
     """A shaped provider that can also count tokens: it counts the request as it would be sent."""
