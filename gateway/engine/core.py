@@ -34,6 +34,7 @@ from gateway.ratelimit.build import build_limiter
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.build import Telemetry, build_telemetry
+from gateway.telemetry.engine_sources import watch_cache, watch_health
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -81,13 +82,16 @@ class EngineCore:
         reporter = UsageReporter(config.stats) if config.stats is not None else None
         auth, limiter = build_authenticator(config.auth), build_limiter(config)
         engine = cls(config, build_providers(config), auth=auth, usage=reporter, limiter=limiter)
-        engine.observe(build_telemetry(config, auth, reporter, limiter, engine.cache))
+        engine.observe(build_telemetry(config, auth, reporter, limiter))
         return engine
 
     def observe(self, telemetry: Telemetry) -> None:
         """Tell `telemetry` about every finished call (metrics, access log, spans)."""
         self.telemetry = telemetry
         self._meter.observer = telemetry
+        if telemetry.metrics is not None:  # the engine's own parts, read when Prometheus scrapes
+            watch_cache(telemetry.metrics.sources, self.cache)
+            watch_health(telemetry.metrics.sources, self.health_snapshot)
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""

@@ -5,11 +5,10 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from gateway.auth.authenticator import Authenticator, NoAuth
-from gateway.cache.response_cache import ResponseCache
 from gateway.config import GatewayConfig
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
-from gateway.telemetry.engine_sources import watch_auth, watch_cache, watch_limiter, watch_reporter
+from gateway.telemetry.engine_sources import watch_auth, watch_limiter, watch_reporter
 from gateway.telemetry.observer import Telemetry
 
 if TYPE_CHECKING:
@@ -23,7 +22,6 @@ def build_telemetry(
     auth: Authenticator | NoAuth,
     reporter: UsageReporter | None,
     limiter: RateLimiter | None,
-    cache: ResponseCache | None = None,
     tracing: Tracing | None = None,
 ) -> Telemetry:
     """Metrics (with the engine parts' scrape-time readings) and tracing, as configured (or `tracing`: tests)."""
@@ -36,8 +34,6 @@ def build_telemetry(
         if reporter is not None:
             watch_reporter(sources, reporter)
         watch_limiter(sources, limiter)
-        if cache is not None:
-            watch_cache(sources, cache)
     return telemetry
 
 

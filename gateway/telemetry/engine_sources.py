@@ -1,10 +1,13 @@
 """The scrape-time metrics of the engine's own parts: auth decisions and cache, the usage reporter, the limiter, the
-response cache."""
+response cache, the health of every routing target."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
+
 from gateway.auth.authenticator import Authenticator, NoAuth
 from gateway.cache.response_cache import ResponseCache
+from gateway.engine.health import CircuitState, TargetSnapshot
 from gateway.ratelimit.failover import FailoverLimiter
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
@@ -189,6 +192,73 @@ def watch_cache(sources: ScrapeSources, cache: ResponseCache) -> None:
             "counter",
             semantic,
             ("event",),
+        ),
+    ]
+    for metric in watched:
+        sources.watch(metric)
+
+
+def watch_health(sources: ScrapeSources, snapshot: Callable[[], Sequence[TargetSnapshot]]) -> None:
+    """Every routing target's health (gateway.engine.health). Health is per process, so under workers the gauges
+    show the worst worker (an open circuit anywhere) and the sum of requests in flight."""
+
+    def readings(value: Callable[[TargetSnapshot], float]) -> Callable[[], Readings]:
+        return lambda: [((s.backend, s.model), value(s)) for s in snapshot()]
+
+    def states() -> Readings:
+        return [
+            ((s.backend, s.model, state.value), 1.0 if s.state == state else 0.0)
+            for s in snapshot()
+            for state in CircuitState
+        ]
+
+    target = ("backend", "model")
+    watched = [
+        ScrapeMetric(
+            "tollgate_target_available",
+            "1 while a request could be sent to the target (not ejected, its backend up).",
+            "gauge",
+            readings(lambda s: 1.0 if s.available else 0.0),
+            target,
+            mode="livemin",
+        ),
+        ScrapeMetric(
+            "tollgate_target_circuit_state",
+            "1 for the circuit state the target is in: closed, open or half_open.",
+            "gauge",
+            states,
+            (*target, "state"),
+            mode="livemax",
+        ),
+        ScrapeMetric(
+            "tollgate_target_outstanding",
+            "Requests in flight to the target.",
+            "gauge",
+            readings(lambda s: float(s.outstanding)),
+            target,
+        ),
+        ScrapeMetric(
+            "tollgate_target_latency_seconds",
+            "The peak-EWMA of the target's time to first byte.",
+            "gauge",
+            readings(lambda s: s.latency_ms / 1000),
+            target,
+            mode="livemax",
+        ),
+        ScrapeMetric(
+            "tollgate_target_ejections",
+            "Times outlier detection ejected the target.",
+            "counter",
+            readings(lambda s: float(s.ejections_total)),
+            target,
+        ),
+        ScrapeMetric(
+            "tollgate_backend_up",
+            "The active health check's verdict on the target's backend (1: up, and always 1 without checks).",
+            "gauge",
+            readings(lambda s: 1.0 if s.backend_up else 0.0),
+            target,
+            mode="livemin",
         ),
     ]
     for metric in watched:

@@ -131,6 +131,12 @@ class Metrics:
             buckets=OVERHEAD_BUCKETS,
             registry=own,
         )
+        self.experiments = Counter(
+            "tollgate_experiment_requests",
+            "Requests of a model running an experiment, by arm (control or treatment) and HTTP status.",
+            ["model", "experiment", "arm", "status"],
+            registry=own,
+        )
         self.http_responses = Counter(
             "tollgate_http_responses",
             "HTTP answers of the front door by route and status, the ones it gave without the engine included.",
@@ -163,6 +169,8 @@ class Metrics:
         self._child(self.overhead, call.operation, "true" if call.stream else "false").observe(
             max(0.0, elapsed - ctx.upstream_seconds)
         )
+        if ctx.experiment:
+            self._child(self.experiments, call.model, ctx.experiment, ctx.arm, str(http_status(ctx, failure))).inc()
         if isinstance(failure, RateLimitError) and not ctx.tried:
             self._child(self.rate_limited, call.model).inc()
         if spent.input_tokens or spent.output_tokens:

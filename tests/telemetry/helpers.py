@@ -50,7 +50,7 @@ async def instrumented(
     auth, limiter = build_authenticator(config.auth), build_limiter(config)
     reporter = UsageReporter(config.stats) if config.stats is not None else None
     engine = EngineCore(config, build_providers(config), auth=auth, usage=reporter, limiter=limiter)
-    engine.observe(build_telemetry(config, auth, reporter, limiter, engine.cache, tracing=engine_tracing))
+    engine.observe(build_telemetry(config, auth, reporter, limiter, engine_tracing))
     assert engine.telemetry is not None
     await engine.start()
     grpc_server = await start_engine_server(engine, "127.0.0.1:0")
