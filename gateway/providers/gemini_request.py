@@ -41,6 +41,9 @@ _GENERATION_NAMES = {
 def encode_generate_request(params: pb.ChatCompletionParams) -> dict[str, Any]:
     """The GenerateContentRequest body for `params` (the model is in the URL)."""
     system, contents = _contents(params.messages)
+    if not contents:
+        # Gemini requires `contents`; the system instruction alone is no conversation.
+        raise bad("messages", "a Gemini backend needs a user, assistant or tool message, not only system messages")
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}

@@ -31,3 +31,12 @@ def test_a_generation_config_that_is_not_an_object_is_refused(key: str, value: o
 def test_a_generation_config_object_still_merges() -> None:
     body = _encode(temperature=0.5, generationConfig={"topK": 3, "temperature": 0.1})
     assert body["generationConfig"] == {"temperature": 0.1, "topK": 3}
+
+
+@pytest.mark.parametrize("role", ["system", "developer"])
+def test_only_system_messages_are_refused(role: str) -> None:
+    params, _ = decode_chat_params({"model": "flash", "messages": [{"role": role, "content": "rules"}]})
+    with pytest.raises(InvalidRequestError) as caught:
+        encode_generate_request(params)
+    assert caught.value.param == "messages"
+    assert "only system messages" in caught.value.message
