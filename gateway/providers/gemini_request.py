@@ -69,6 +69,9 @@ def _merge_extra(body: dict[str, Any], generation: dict[str, Any], extra: dict[s
         generation.update(config or {})
     if "top_k" in extra:
         generation["topK"] = extra.pop("top_k")
+    if clash := sorted(set(extra) & set(body)):
+        # Replacing what was translated from the request (contents, systemInstruction...) would send another one.
+        raise bad(clash[0], "set from the request's messages and tools for a Gemini backend; send those instead")
     body.update(extra)
 
 

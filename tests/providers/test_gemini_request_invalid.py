@@ -40,3 +40,21 @@ def test_only_system_messages_are_refused(role: str) -> None:
         encode_generate_request(params)
     assert caught.value.param == "messages"
     assert "only system messages" in caught.value.message
+
+
+def test_an_extra_field_may_not_replace_the_translated_contents() -> None:
+    with pytest.raises(InvalidRequestError) as caught:
+        _encode(contents="overwrite")
+    assert caught.value.param == "contents"
+
+
+def test_a_native_system_instruction_is_taken_when_the_request_has_none() -> None:
+    body = _encode(systemInstruction={"parts": [{"text": "rules"}]}, safetySettings=[])
+    assert body["systemInstruction"] == {"parts": [{"text": "rules"}]}
+    assert body["safetySettings"] == []
+    with pytest.raises(InvalidRequestError) as caught:
+        params, _ = decode_chat_params(
+            {"model": "f", "messages": [{"role": "system", "content": "mine"}, *HI], "systemInstruction": {}}
+        )
+        encode_generate_request(params)
+    assert caught.value.param == "systemInstruction"
