@@ -8,12 +8,16 @@ from gateway.config import ServerConfig
 from gateway.engine.contract import CallContext, Engine, new_request_id
 from gateway.errors import NotFoundError
 from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
+from gateway.frontdoor.body import MAX_BODY
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response, json_response
 
 
 def create_app(engine: Engine, server: ServerConfig) -> web.Application:
     """The HTTP application: the OpenAI and Anthropic routes, health and readiness, OpenAI-shaped 404s for the rest."""
-    app = web.Application(client_max_size=server.max_body_bytes, handler_args={"max_field_size": 16384})
+    # Bodies are decompressed by read_json (gateway.frontdoor.body), where a bad one gets an API-shaped error.
+    handler_args = {"max_field_size": 16384, "auto_decompress": False}
+    app = web.Application(client_max_size=server.max_body_bytes, handler_args=handler_args)
+    app[MAX_BODY] = server.max_body_bytes
 
     def context(request: web.Request) -> CallContext:
         return CallContext(request_id=new_request_id())
