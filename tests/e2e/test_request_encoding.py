@@ -62,4 +62,5 @@ async def test_a_body_that_is_not_what_its_content_encoding_says_is_a_4xx(
         got, payload = await _post(gateway, path, body, sent_as)
         assert (got, _shape_problem(path, got, payload)) == (status, None), payload
         assert words in payload["error"]["message"]
-    assert not [r for r in caplog.records if r.exc_info]
+    # The server's loggers only: a client an earlier test left to the garbage collector may log on its own.
+    assert not [r for r in caplog.records if r.exc_info and r.name.startswith(("tollgate", "aiohttp"))]
