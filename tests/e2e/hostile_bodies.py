@@ -74,7 +74,28 @@ def openai_base(model: str) -> dict[str, Any]:
         "response_format": {"type": "json_schema", "json_schema": {"name": "s", "schema": {"type": "object"}}},
         "user": "u",
         "seed": 7,
+        "top_p": 0.9,
+        "n": 1,
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.1,
+        "logit_bias": {"50256": -100},
+        "logprobs": False,
+        "parallel_tool_calls": True,
+        "reasoning_effort": "low",
+        "store": False,
+        "modalities": ["text"],
+        "stream": False,
     }
+
+
+def openai_stream_base(model: str) -> dict[str, Any]:
+    """The same body, streamed with usage: its fields mutated reach the streaming paths."""
+    return {**openai_base(model), "stream": True, "stream_options": {"include_usage": True}}
+
+
+def anthropic_stream_base(model: str) -> dict[str, Any]:
+    """The Messages API body, streamed."""
+    return {**anthropic_base(model), "stream": True}
 
 
 def anthropic_base(model: str) -> dict[str, Any]:

@@ -3,7 +3,7 @@ door's own error shape, never a traceback in the log.
 
 The bodies come from tests/e2e/hostile_bodies.py. Each is sent once, to one backend type (rotating), except the
 valid-but-odd requests, which go to every backend so each provider's translation meets them. One process only, to
-keep it near 6 s: the split mode carries the same errors through gRPC metadata (tests/e2e/test_http_errors.py runs
+keep it near 10 s: the split mode carries the same errors through gRPC metadata (tests/e2e/test_http_errors.py runs
 both modes; this suite, switched to split, passes too, in about 17 s).
 """
 
@@ -128,17 +128,26 @@ async def _send_all(url: str, bodies: Iterable[hb.Body]) -> tuple[Counter[str], 
 def all_bodies() -> Iterator[hb.Body]:
     """Field mutations and raw bytes (each to one backend type, rotating), odd requests to every backend type."""
     models = itertools.cycle(MODELS)
-    for endpoint, base in ((CHAT, hb.openai_base), (MESSAGES, hb.anthropic_base), (COUNT, hb.anthropic_base)):
+    bases = (
+        (CHAT, hb.openai_base),
+        (CHAT, hb.openai_stream_base),
+        (MESSAGES, hb.anthropic_base),
+        (MESSAGES, hb.anthropic_stream_base),
+        (COUNT, hb.anthropic_base),
+    )
+    for endpoint, base in bases:
+        streamed = "stream" in base.__name__
         for body in hb.field_mutations(base("gpt"), endpoint):
             # The model field itself is mutated too; elsewhere the rotating model picks the backend.
             model = next(models)
-            yield hb.Body(
-                f"{body.label} → {model}", body.path, body.raw.replace(b'"model":"gpt"', f'"model":"{model}"'.encode())
-            )
+            raw = body.raw.replace(b'"model":"gpt"', f'"model":"{model}"'.encode())
+            yield hb.Body(f"{base.__name__}: {body.label} → {model}", body.path, raw)
         for model in MODELS:
-            yield from hb.raw_bodies(base(model), endpoint)
-            yield from hb.header_bodies(base(model), endpoint)
-            yield from hb.random_garbage(base(model), endpoint, 150, seed=len(endpoint) + len(model))
+            if not streamed:  # the body is parsed before anything looks at `stream`
+                yield from hb.raw_bodies(base(model), endpoint)
+                yield from hb.header_bodies(base(model), endpoint)
+            for body in hb.random_garbage(base(model), endpoint, 150, seed=len(endpoint) + len(model) + streamed):
+                yield hb.Body(f"{base.__name__}: {body.label} → {model}", body.path, body.raw)
     for model in MODELS:
         for label, body in hb.openai_odd(model):
             yield hb.Body(f"{CHAT} odd {label} → {model}", CHAT, hb.dumps(body))
@@ -162,7 +171,7 @@ async def test_hostile_bodies_get_a_clear_4xx(gateway: RunningGateway, caplog: p
     report = "\n".join(f"{label}: {problem}" for label, problem in sorted(problems.items()))
     assert not problems, f"{len(problems)} of {sent} bodies answered wrongly:\n{report}"
     # Not vacuous: thousands sent, and every backend both answered (the odd bodies got through) and refused.
-    assert sent > 6000
+    assert sent > 9000
     for model in MODELS:
         assert statuses[f"{model} 200"] > 50 and statuses[f"{model} 400"] > 500, statuses
     assert not tracebacks, "\n".join(tracebacks)
