@@ -9,6 +9,7 @@ from gateway.engine.contract import CallContext, Engine, new_request_id
 from gateway.errors import NotFoundError
 from gateway.frontdoor.admin_http import admin_routes
 from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
+from gateway.frontdoor.body import MAX_BODY
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response, json_response
 from gateway.telemetry.frontdoor import instrument_app
 from gateway.telemetry.observer import Telemetry
@@ -17,7 +18,10 @@ from gateway.telemetry.observer import Telemetry
 def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None = None) -> web.Application:
     """The HTTP application: the OpenAI and Anthropic routes, health and readiness, `/metrics` when there are
     metrics, and OpenAI-shaped 404s for the rest."""
-    app = web.Application(client_max_size=server.max_body_bytes, handler_args={"max_field_size": 16384})
+    # Bodies are decompressed by read_json (gateway.frontdoor.body), where a bad one gets an API-shaped error.
+    handler_args = {"max_field_size": 16384, "auto_decompress": False}
+    app = web.Application(client_max_size=server.max_body_bytes, handler_args=handler_args)
+    app[MAX_BODY] = server.max_body_bytes
     if telemetry is not None:
         instrument_app(app, telemetry)
 

@@ -35,6 +35,7 @@ from gateway.errors import (
     InvalidRequestError,
     RequestTooLargeError,
 )
+from gateway.frontdoor.body import MAX_BODY, decode_body
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.frontdoor")
@@ -111,6 +112,7 @@ async def read_json(request: web.Request) -> Any:
         raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLargeError(f"Request body is too large: {exc.text}") from None
+    raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.config_dict.get(MAX_BODY, len(raw)))
     if not raw:
         raise InvalidRequestError("Request body is empty; send a JSON object", code="invalid_json")
     try:

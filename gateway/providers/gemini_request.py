@@ -41,6 +41,9 @@ _GENERATION_NAMES = {
 def encode_generate_request(params: pb.ChatCompletionParams) -> dict[str, Any]:
     """The GenerateContentRequest body for `params` (the model is in the URL)."""
     system, contents = _contents(params.messages)
+    if not contents:
+        # Gemini requires `contents`; the system instruction alone is no conversation.
+        raise bad("messages", "a Gemini backend needs a user, assistant or tool message, not only system messages")
     body: dict[str, Any] = {"contents": contents}
     if system:
         body["systemInstruction"] = {"parts": system}
@@ -50,17 +53,26 @@ def encode_generate_request(params: pb.ChatCompletionParams) -> dict[str, Any]:
         body["toolConfig"] = tool_config
     generation = _generation_config(params)
     if params.extra_json:
-        extra = orjson.loads(params.extra_json)
-        # Gemini's own fields pass through: `generationConfig` merges (the client's wins), the rest go top level
-        # (safetySettings, cachedContent, labels…); what Gemini does not know, it refuses with a 400.
-        for key in ("generationConfig", "generation_config"):
-            generation.update(extra.pop(key, None) or {})
-        if "top_k" in extra:
-            generation["topK"] = extra.pop("top_k")
-        body.update(extra)
+        _merge_extra(body, generation, orjson.loads(params.extra_json))
     if generation:
         body["generationConfig"] = generation
     return body
+
+
+def _merge_extra(body: dict[str, Any], generation: dict[str, Any], extra: dict[str, Any]) -> None:
+    """Gemini's own fields pass through: `generationConfig` merges (the client's wins), the rest go top level
+    (safetySettings, cachedContent, labels…); what Gemini does not know, it refuses with a 400."""
+    for key in ("generationConfig", "generation_config"):
+        config = extra.pop(key, None)
+        if config is not None and not isinstance(config, dict):
+            raise bad(key, "expected an object (Gemini's GenerationConfig)")
+        generation.update(config or {})
+    if "top_k" in extra:
+        generation["topK"] = extra.pop("top_k")
+    if clash := sorted(set(extra) & set(body)):
+        # Replacing what was translated from the request (contents, systemInstruction...) would send another one.
+        raise bad(clash[0], "set from the request's messages and tools for a Gemini backend; send those instead")
+    body.update(extra)
 
 
 def _contents(messages: Iterable[pb.ChatMessage]) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:

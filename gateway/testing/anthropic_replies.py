@@ -47,7 +47,21 @@ def validate(body: Any) -> None:
     _require(isinstance(messages, list) and len(messages) > 0, "messages: at least one message is required")
     for i, message in enumerate(messages):
         _validate_message(message, f"messages.{i}")
-    first_ok = messages[0]["role"] == "user" or isinstance(body.get("system"), str | list)
+    system = body.get("system")
+    _require(system is None or isinstance(system, str | list), "system: expected a string or a list of text blocks")
+    for i, block in enumerate(system if isinstance(system, list) else ()):
+        is_text = isinstance(block, dict) and block.get("type") == "text" and isinstance(block.get("text"), str)
+        _require(is_text, f"system.{i}: expected a text block")
+    thinking = body.get("thinking")
+    _require(thinking is None or isinstance(thinking, dict), "thinking: expected an object")
+    if isinstance(thinking, dict):
+        _require(
+            thinking.get("type") in ("enabled", "disabled"), "thinking.type: Input should be 'enabled' or 'disabled'"
+        )
+        budget = thinking.get("budget_tokens")
+        valid_budget = isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1
+        _require(thinking["type"] == "disabled" or valid_budget, "thinking.budget_tokens: Field required")
+    first_ok = messages[0]["role"] == "user" or isinstance(system, str | list)
     _require(first_ok, "messages: the first message must use the user role")
     for i, tool in enumerate(body.get("tools") or ()):
         is_custom = isinstance(tool, dict) and tool.get("type", "custom") == "custom"

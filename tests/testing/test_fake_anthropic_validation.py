@@ -1,0 +1,37 @@
+"""The fake Anthropic refuses a malformed system or thinking with the API's 400, as the real one does, instead of
+failing with a 500 that tests would read as an upstream outage (found by tests/e2e/test_hostile_bodies.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import pytest
+
+from gateway.testing.fake_anthropic import FakeAnthropic
+
+HI = [{"role": "user", "content": "hi"}]
+
+
+@pytest.mark.parametrize(
+    ("extra", "field"),
+    [
+        ({"system": 5}, "system"),
+        ({"system": [{"type": "image"}]}, "system.0"),
+        ({"thinking": "yes"}, "thinking"),
+        ({"thinking": {"type": "sometimes"}}, "thinking.type"),
+        ({"thinking": {"type": "enabled"}}, "thinking.budget_tokens"),
+    ],
+)
+async def test_malformed_system_or_thinking_is_a_400(extra: dict[str, Any], field: str) -> None:
+    body = {"model": "claude-sonnet-4-5", "max_tokens": 20, "messages": HI, **extra}
+    async with (
+        FakeAnthropic() as fake,
+        aiohttp.ClientSession() as session,
+        session.post(f"{fake.base_url}/v1/messages", json=body, headers={"anthropic-version": "2023-06-01"}) as resp,
+    ):
+        assert resp.status == 400
+        payload = await resp.json()
+    assert payload["type"] == "error"
+    assert payload["error"]["type"] == "invalid_request_error"
+    assert payload["error"]["message"].startswith(field)
