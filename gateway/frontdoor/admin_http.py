@@ -11,7 +11,8 @@ from typing import Any
 from aiohttp import web
 
 from gateway.engine.contract import CallContext, Engine
-from gateway.frontdoor.openai_http import _guarded, json_response
+from gateway.frontdoor.handling import guarded, json_response
+from gateway.frontdoor.openai_http import error_response
 from tollgate.gateway.v1 import admin_pb2
 
 _FIELDS = (
@@ -46,4 +47,4 @@ def admin_routes(engine: Engine) -> list[web.RouteDef]:
         report = await engine.list_backends(ctx)
         return json_response({"object": "list", "data": [encode_target(t) for t in report.targets]}, ctx)
 
-    return [web.get("/admin/backends", _guarded(backends))]
+    return [web.get("/admin/backends", guarded(backends, error_response))]

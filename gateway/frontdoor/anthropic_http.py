@@ -8,21 +8,14 @@ status; an error after the first streamed byte is the API's in-band `event: erro
 
 from __future__ import annotations
 
-import logging
-from contextlib import aclosing
-
 from aiohttp import web
 
 from gateway.codec.anthropic_request import decode_messages_request
 from gateway.codec.anthropic_response import MessageStreamEncoder, encode_message, error_body, error_event
 from gateway.engine.contract import CallContext, Engine
-from gateway.errors import GatewayError, InternalError
-from gateway.frontdoor.openai_http import OVERHEAD_HEADER, _guarded, _overhead_ms, json_response, read_json
+from gateway.errors import GatewayError
+from gateway.frontdoor.handling import guarded, json_response, read_json, stream_events
 from tollgate.gateway.v1 import gateway_pb2 as pb
-
-log = logging.getLogger("tollgate.frontdoor")
-
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 
 
 def anthropic_error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
@@ -43,8 +36,8 @@ class AnthropicFrontDoor:
     def routes(self) -> list[web.RouteDef]:
         """The Messages API paths (the SDK puts `/v1` in them)."""
         return [
-            web.post("/v1/messages", _guarded(self.messages, anthropic_error_response)),
-            web.post("/v1/messages/count_tokens", _guarded(self.count_tokens, anthropic_error_response)),
+            web.post("/v1/messages", guarded(self.messages, anthropic_error_response)),
+            web.post("/v1/messages/count_tokens", guarded(self.count_tokens, anthropic_error_response)),
         ]
 
     async def messages(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
@@ -69,36 +62,14 @@ class AnthropicFrontDoor:
     async def _stream(
         self, request: web.Request, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> web.StreamResponse:
-        encoder = MessageStreamEncoder()
-        async with aclosing(self._engine.stream_chat_completion(params, ctx)) as chunks:
-            # An error before the first chunk is raised here and answered with its own status.
-            first = await anext(chunks)
-            headers = {
-                **_SSE_HEADERS,
-                **ctx.limit_headers,
-                "x-request-id": ctx.request_id,
-                "request-id": ctx.request_id,
-                OVERHEAD_HEADER: _overhead_ms(ctx),
-            }
-            response = web.StreamResponse(headers=headers)
-            await response.prepare(request)
-            # From here on the status is sent: every failure must travel in-band.
-            failure: GatewayError | None = None
-            try:
-                await response.write(encoder.start(first))
-                async for chunk in chunks:
-                    if events := encoder.feed(chunk):
-                        await response.write(events)
-            except GatewayError as exc:
-                failure = exc
-            except ConnectionResetError:
-                return response  # the client left; closing the chunks cancels the upstream call
-            except Exception:
-                log.exception("unhandled error mid-stream", extra={"request_id": ctx.request_id})
-                failure = InternalError(f"Internal error (request {ctx.request_id})")
-            try:
-                await response.write(error_event(failure, ctx.request_id) if failure else encoder.finish())
-                await response.write_eof()
-            except ConnectionResetError:
-                pass  # the client left as the stream ended
-            return response
+        chunks = self._engine.stream_chat_completion(params, ctx)
+        return await stream_events(request, chunks, ctx, _EventEncoder(), {"request-id": ctx.request_id})
+
+
+class _EventEncoder(MessageStreamEncoder):
+    """The Messages API's stream framing, with its in-band `error` event after the first byte."""
+
+    __slots__ = ()
+
+    def fail(self, error: GatewayError, ctx: CallContext) -> bytes:
+        return error_event(error, ctx.request_id)

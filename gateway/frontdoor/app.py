@@ -10,7 +10,8 @@ from gateway.errors import NotFoundError
 from gateway.frontdoor.admin_http import admin_routes
 from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
 from gateway.frontdoor.body import MAX_BODY
-from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response, json_response
+from gateway.frontdoor.handling import json_response
+from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response
 from gateway.telemetry.frontdoor import instrument_app
 from gateway.telemetry.observer import Telemetry
 

@@ -8,68 +8,17 @@ body with the right status; an error after the first streamed byte is an in-band
 
 from __future__ import annotations
 
-import logging
-import time
-from collections.abc import Awaitable, Callable
-from contextlib import aclosing
-from typing import Any
-
 import orjson
 from aiohttp import web
 
 from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
-from gateway.engine.contract import (
-    CACHE_STATUS_HEADER,
-    CallContext,
-    Engine,
-    api_key,
-    client_request_id,
-    new_request_id,
-    printable,
-)
-from gateway.errors import (
-    AuthenticationError,
-    GatewayError,
-    InternalError,
-    InvalidRequestError,
-    RequestTooLargeError,
-)
-from gateway.frontdoor.body import MAX_BODY, decode_body
+from gateway.engine.contract import CallContext, Engine
+from gateway.errors import GatewayError
+from gateway.frontdoor.handling import guarded, json_response, read_json, stream_events
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
-log = logging.getLogger("tollgate.frontdoor")
-
-OVERHEAD_HEADER = "x-tollgate-overhead-ms"
-_JSON = "application/json"
-_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
 _DONE = b"data: [DONE]\n\n"
-Handler = Callable[[web.Request, CallContext], Awaitable[web.StreamResponse]]
-
-
-def _context(request: web.Request) -> CallContext:
-    headers = request.headers
-    return CallContext(
-        request_id=new_request_id(),
-        client_request_id=client_request_id(headers.get("x-request-id")),
-        api_key=api_key(headers),
-        peer=request.remote or "",
-        headers=headers,
-    )
-
-
-def _overhead_ms(ctx: CallContext) -> str:
-    return f"{max(0.0, time.perf_counter() - ctx.started - ctx.upstream_seconds) * 1000:.3f}"
-
-
-def json_response(body: Any, ctx: CallContext, status: int = 200) -> web.Response:
-    """A JSON answer with the request id and the gateway's overhead."""
-    headers = {"Content-Type": _JSON, "x-request-id": ctx.request_id, OVERHEAD_HEADER: _overhead_ms(ctx)}
-    if ctx.limit_headers:
-        headers.update(ctx.limit_headers)
-    if ctx.cache_status:
-        headers[CACHE_STATUS_HEADER] = ctx.cache_status
-    return web.Response(body=orjson.dumps(body), status=status, headers=headers)
 
 
 def error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
@@ -80,45 +29,22 @@ def error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
     return response
 
 
-ErrorRenderer = Callable[[GatewayError, CallContext], web.Response]
+class _ChunkEncoder:
+    """OpenAI's stream framing: one `data:` event per chunk, then `data: [DONE]` (after an error event too)."""
 
+    __slots__ = ()
 
-def _guarded(
-    handler: Handler, render: ErrorRenderer = error_response
-) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
-    """Every request gets a context, and every failure an answer in the API's error shape (`render`, OpenAI's by
-    default); a bug never shows a traceback."""
+    def start(self, chunk: pb.StreamChatCompletionResponse) -> bytes:
+        return self.feed(chunk)
 
-    async def handle(request: web.Request) -> web.StreamResponse:
-        ctx = _context(request)
-        if ctx.api_key is not None and not printable(ctx.api_key.reveal()):
-            # No key has bytes like these (aiohttp passes invalid UTF-8 through as surrogates): refuse it here,
-            # before it reaches gRPC metadata or the auth server, which would fail on it.
-            return render(AuthenticationError("Invalid API key"), ctx)
-        try:
-            return await handler(request, ctx)
-        except GatewayError as exc:
-            return render(exc, ctx)
-        except Exception:
-            log.exception("unhandled error", extra={"request_id": ctx.request_id})
-            return render(InternalError(f"Internal error (request {ctx.request_id})"), ctx)
+    def feed(self, chunk: pb.StreamChatCompletionResponse) -> bytes:
+        return b"data: " + orjson.dumps(encode_chunk(chunk)) + b"\n\n"
 
-    return handle
+    def finish(self) -> bytes:
+        return _DONE
 
-
-async def read_json(request: web.Request) -> Any:
-    """The parsed JSON body, or the 400/413 that says what is wrong with it."""
-    try:
-        raw = await request.read()
-    except web.HTTPRequestEntityTooLarge as exc:
-        raise RequestTooLargeError(f"Request body is too large: {exc.text}") from None
-    raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.config_dict.get(MAX_BODY, len(raw)))
-    if not raw:
-        raise InvalidRequestError("Request body is empty; send a JSON object", code="invalid_json")
-    try:
-        return orjson.loads(raw)
-    except orjson.JSONDecodeError as exc:
-        raise InvalidRequestError(f"Request body is not valid JSON: {exc.msg}", code="invalid_json") from None
+    def fail(self, error: GatewayError, ctx: CallContext) -> bytes:
+        return b"data: " + orjson.dumps(error.to_openai()) + b"\n\n" + _DONE
 
 
 class OpenAIFrontDoor:
@@ -135,7 +61,7 @@ class OpenAIFrontDoor:
             ("GET", "/models", self.models),
         ]
         return [
-            web.route(method, prefix + path, _guarded(handler))
+            web.route(method, prefix + path, guarded(handler, error_response))
             for method, path, handler in table
             for prefix in ("/v1", "")
         ]
@@ -151,40 +77,7 @@ class OpenAIFrontDoor:
     async def _stream(
         self, request: web.Request, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> web.StreamResponse:
-        async with aclosing(self._engine.stream_chat_completion(params, ctx)) as chunks:
-            # An error before the first chunk is raised here and answered with its own status.
-            first = await anext(chunks)
-            headers = {
-                **_SSE_HEADERS,
-                **ctx.limit_headers,
-                "x-request-id": ctx.request_id,
-                OVERHEAD_HEADER: _overhead_ms(ctx),
-            }
-            if ctx.cache_status:
-                headers[CACHE_STATUS_HEADER] = ctx.cache_status
-            response = web.StreamResponse(headers=headers)
-            await response.prepare(request)
-            # From here on the status is sent: every failure must travel in-band, then [DONE].
-            failure: GatewayError | None = None
-            try:
-                await response.write(b"data: " + orjson.dumps(encode_chunk(first)) + b"\n\n")
-                async for chunk in chunks:
-                    await response.write(b"data: " + orjson.dumps(encode_chunk(chunk)) + b"\n\n")
-            except GatewayError as exc:
-                failure = exc
-            except ConnectionResetError:
-                return response  # the client left; closing the chunks cancels the upstream call
-            except Exception:
-                log.exception("unhandled error mid-stream", extra={"request_id": ctx.request_id})
-                failure = InternalError(f"Internal error (request {ctx.request_id})")
-            try:
-                if failure is not None:
-                    await response.write(b"data: " + orjson.dumps(failure.to_openai()) + b"\n\n")
-                await response.write(_DONE)
-                await response.write_eof()
-            except ConnectionResetError:
-                pass  # the client left as the stream ended
-            return response
+        return await stream_events(request, self._engine.stream_chat_completion(params, ctx), ctx, _ChunkEncoder())
 
     async def embeddings(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
         """`POST /v1/embeddings`."""

@@ -1,0 +1,167 @@
+"""What every HTTP front door shares: the call context of a request, JSON answers with the request id and the
+gateway's overhead, turning every failure into an answer in the API's own error shape, reading a JSON body, and
+writing a stream as server-sent events whose failures after the first byte travel in-band.
+
+The API-specific parts (paths, codecs, error bodies, event framing) stay in each front door's module.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from contextlib import aclosing
+from types import MappingProxyType
+from typing import Any, Protocol
+
+import orjson
+from aiohttp import web
+
+from gateway.engine.contract import (
+    CACHE_STATUS_HEADER,
+    CallContext,
+    api_key,
+    client_request_id,
+    new_request_id,
+    printable,
+)
+from gateway.errors import (
+    AuthenticationError,
+    GatewayError,
+    InternalError,
+    InvalidRequestError,
+    RequestTooLargeError,
+)
+from gateway.frontdoor.body import MAX_BODY, decode_body
+from tollgate.gateway.v1 import gateway_pb2 as pb
+
+log = logging.getLogger("tollgate.frontdoor")
+
+OVERHEAD_HEADER = "x-tollgate-overhead-ms"
+_JSON = "application/json"
+_SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+Handler = Callable[[web.Request, CallContext], Awaitable[web.StreamResponse]]
+
+
+def _context(request: web.Request) -> CallContext:
+    headers = request.headers
+    return CallContext(
+        request_id=new_request_id(),
+        client_request_id=client_request_id(headers.get("x-request-id")),
+        api_key=api_key(headers),
+        peer=request.remote or "",
+        headers=headers,
+    )
+
+
+def overhead_ms(ctx: CallContext) -> str:
+    return f"{max(0.0, time.perf_counter() - ctx.started - ctx.upstream_seconds) * 1000:.3f}"
+
+
+def json_response(body: Any, ctx: CallContext, status: int = 200) -> web.Response:
+    """A JSON answer with the request id and the gateway's overhead."""
+    headers = {"Content-Type": _JSON, "x-request-id": ctx.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
+    if ctx.limit_headers:
+        headers.update(ctx.limit_headers)
+    if ctx.cache_status:
+        headers[CACHE_STATUS_HEADER] = ctx.cache_status
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers)
+
+
+ErrorRenderer = Callable[[GatewayError, CallContext], web.Response]
+
+
+def guarded(handler: Handler, render: ErrorRenderer) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """Every request gets a context, and every failure an answer in the API's error shape (`render`); a bug never
+    shows a traceback."""
+
+    async def handle(request: web.Request) -> web.StreamResponse:
+        ctx = _context(request)
+        if ctx.api_key is not None and not printable(ctx.api_key.reveal()):
+            # No key has bytes like these (aiohttp passes invalid UTF-8 through as surrogates): refuse it here,
+            # before it reaches gRPC metadata or the auth server, which would fail on it.
+            return render(AuthenticationError("Invalid API key"), ctx)
+        try:
+            return await handler(request, ctx)
+        except GatewayError as exc:
+            return render(exc, ctx)
+        except Exception:
+            log.exception("unhandled error", extra={"request_id": ctx.request_id})
+            return render(InternalError(f"Internal error (request {ctx.request_id})"), ctx)
+
+    return handle
+
+
+async def read_json(request: web.Request) -> Any:
+    """The parsed JSON body, or the 400/413 that says what is wrong with it."""
+    try:
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge as exc:
+        raise RequestTooLargeError(f"Request body is too large: {exc.text}") from None
+    raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.config_dict.get(MAX_BODY, len(raw)))
+    if not raw:
+        raise InvalidRequestError("Request body is empty; send a JSON object", code="invalid_json")
+    try:
+        return orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
+        raise InvalidRequestError(f"Request body is not valid JSON: {exc.msg}", code="invalid_json") from None
+
+
+class StreamEncoder(Protocol):
+    """How one API frames a stream: its first events, each chunk's, the end, and an error after the first byte."""
+
+    def start(self, chunk: pb.StreamChatCompletionResponse) -> bytes:
+        """The events of the first chunk (and whatever the API sends before them)."""
+        ...
+
+    def feed(self, chunk: pb.StreamChatCompletionResponse) -> bytes:
+        """The events of a later chunk; empty when it makes none."""
+        ...
+
+    def finish(self) -> bytes:
+        """The events that end a stream that went well."""
+        ...
+
+    def fail(self, error: GatewayError, ctx: CallContext) -> bytes:
+        """The in-band error, and whatever ends the stream after it."""
+        ...
+
+
+async def stream_events(
+    request: web.Request,
+    chunks: AsyncGenerator[pb.StreamChatCompletionResponse, None],
+    ctx: CallContext,
+    encoder: StreamEncoder,
+    headers: Mapping[str, str] = MappingProxyType({}),
+) -> web.StreamResponse:
+    """Answer with the engine's stream as server-sent events, each written as it comes.
+
+    An error before the first chunk is raised (and answered with its own status); after it the status is sent, so
+    every failure travels in-band. A client that leaves closes `chunks`, which cancels the upstream call.
+    """
+    async with aclosing(chunks):
+        first = await anext(chunks)
+        sent = {**_SSE_HEADERS, **ctx.limit_headers, "x-request-id": ctx.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
+        if ctx.cache_status:
+            sent[CACHE_STATUS_HEADER] = ctx.cache_status
+        response = web.StreamResponse(headers={**sent, **headers})
+        await response.prepare(request)
+        failure: GatewayError | None = None
+        try:
+            await response.write(encoder.start(first))
+            async for chunk in chunks:
+                if events := encoder.feed(chunk):
+                    await response.write(events)
+        except GatewayError as exc:
+            failure = exc
+        except ConnectionResetError:
+            return response  # the client left; closing the chunks cancels the upstream call
+        except Exception:
+            log.exception("unhandled error mid-stream", extra={"request_id": ctx.request_id})
+            failure = InternalError(f"Internal error (request {ctx.request_id})")
+        try:
+            await response.write(encoder.fail(failure, ctx) if failure is not None else encoder.finish())
+            await response.write_eof()
+        except ConnectionResetError:
+            pass  # the client left as the stream ended
+        return response
