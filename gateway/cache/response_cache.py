@@ -122,10 +122,16 @@ class ResponseCache:
             await self.semantic.close()
 
     async def complete(
-        self, params: pb.ChatCompletionParams, ctx: CallContext, upstream: Callable[[], Awaitable[Completion]]
+        self,
+        params: pb.ChatCompletionParams,
+        ctx: CallContext,
+        upstream: Callable[[], Awaitable[Completion]],
+        *,
+        served_by: str = "",
+        arm: str = "",
     ) -> Completion:
         """A stored answer, or `upstream`'s (stored when it may be)."""
-        plan = self._plan(params, ctx)
+        plan = self._plan(params, ctx, served_by or params.model, arm)
         if plan is None:
             return await upstream()
         found = await self._find(plan, ctx)
@@ -141,11 +147,17 @@ class ResponseCache:
                 found.land()
 
     async def open_stream(
-        self, params: pb.ChatCompletionParams, ctx: CallContext, upstream: Callable[[], Awaitable[OpenedStream]]
+        self,
+        params: pb.ChatCompletionParams,
+        ctx: CallContext,
+        upstream: Callable[[], Awaitable[OpenedStream]],
+        *,
+        served_by: str = "",
+        arm: str = "",
     ) -> OpenedStream:
         """The first chunk and the rest: replayed from the cache, or `upstream`'s, recorded to be stored once the
         stream completes."""
-        plan = self._plan(params, ctx)
+        plan = self._plan(params, ctx, served_by or params.model, arm)
         if plan is None:
             return await upstream()
         found = await self._find(plan, ctx)
@@ -161,9 +173,13 @@ class ResponseCache:
         end = found.land if found is not None else _nothing
         return first, RecordingStream(first, rest, lambda raw: self._put(plan, encode_chunks(raw)), end)
 
-    def _plan(self, params: pb.ChatCompletionParams, ctx: CallContext) -> _Plan | None:
-        """None when the cache stays out of this call; else its key, and whether to look it up."""
-        model = self._models.get(params.model)
+    def _plan(self, params: pb.ChatCompletionParams, ctx: CallContext, served_by: str, arm: str) -> _Plan | None:
+        """None when the cache stays out of this call; else its key, and whether to look it up.
+
+        `served_by` is the configured model the request was routed to (an alias or a route rule may name another)
+        and `arm` its experiment arm: answers are filed under what serves them, never under the name asked for.
+        """
+        model = self._models.get(served_by)
         if model is None:
             return None
         control = read_control(ctx.headers)
@@ -173,7 +189,7 @@ class ResponseCache:
             ctx.cache_status = BYPASS
             return None
         ctx.cache_status = MISS
-        fingerprint = self._fingerprints[model.name]
+        fingerprint = self._fingerprints[model.name] + (b"\narm=" + arm.encode() if arm else b"")
         key = cache_key(scope, fingerprint, params)
         return _Plan(model, fingerprint, params, scope, key, lookup=not control.no_cache)
 

@@ -26,7 +26,7 @@ from gateway.engine.health import HealthBoard, TargetSnapshot
 from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
 from gateway.engine.probes import ActiveChecker
 from gateway.engine.retry import Failover, Outcome, unanswered
-from gateway.engine.router import Attempt, Router
+from gateway.engine.router import Attempt, Plan, Router
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
@@ -146,8 +146,14 @@ class EngineCore:
             call.params = params
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
+            # Routed first: the cache files answers under the model and experiment arm that serve the request.
+            plan = self._router.route(params.model, ctx)
             result = await self.cache.complete(
-                params, ctx, lambda: self._first_success(params.model, ctx, lambda p, model: p.complete(model, params))
+                params,
+                ctx,
+                lambda: self._first_success(plan, ctx, lambda provider, model: provider.complete(model, params)),
+                served_by=plan.model,
+                arm=plan.arm,
             )
             ctx.usage = result.usage
             return result
@@ -160,9 +166,8 @@ class EngineCore:
             if not request.input and not request.input_tokens:
                 raise InvalidRequestError("input: must not be empty", param="input")
             await self._admit(call, auth_pb2.OPERATION_EMBEDDINGS, lambda: _embeddings_estimate(request))
-            result = await self._first_success(
-                request.model, ctx, lambda provider, model: provider.embed(model, request)
-            )
+            plan = self._router.route(request.model, ctx)
+            result = await self._first_success(plan, ctx, lambda provider, model: provider.embed(model, request))
             ctx.usage = result.usage
             return result
 
@@ -172,12 +177,15 @@ class EngineCore:
             call.params, call.stream = params, True
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
+            plan = self._router.route(params.model, ctx)
             first, chunks = await self.cache.open_stream(
                 params,
                 ctx,
                 lambda: self._first_success(
-                    params.model, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
+                    plan, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
                 ),
+                served_by=plan.model,
+                arm=plan.arm,
             )
             include_usage = params.stream_options.include_usage
             async with aclosing(chunks):
@@ -193,7 +201,8 @@ class EngineCore:
         """An embedding for the semantic cache, through this gateway's providers: the gateway's cost, not a caller's."""
         request = pb.CreateEmbeddingsRequest(model=model, input=[text])
         own = CallContext(request_id=new_request_id())
-        return vector_of(await self._first_success(model, own, lambda provider, name: provider.embed(name, request)))
+        plan = self._router.route(model, own)
+        return vector_of(await self._first_success(plan, own, lambda provider, name: provider.embed(name, request)))
 
     async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
         """The input tokens of `params`, from the first of its model's targets whose backend can count them."""
@@ -246,10 +255,10 @@ class EngineCore:
             answer = self.config.limits.output_tokens_estimate
         return estimate_prompt_tokens(params) + answer * max(1, params.n)
 
-    async def _first_success(self, model: str, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
+    async def _first_success(self, plan: Plan, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
         """Try the planned attempts (gateway.engine.retry) until one succeeds; a failure no other attempt could fix
         is raised at once."""
-        plan = self._router.route(model, ctx)
+        model = plan.requested
         ctx.route_rule, ctx.experiment, ctx.arm = plan.rule, plan.experiment, plan.arm
 
         async def attempt(attempt: Attempt) -> T:

@@ -39,6 +39,7 @@ class Plan:
     rule: str = ""  # the route rule that chose the model, if any
     experiment: str = ""
     arm: str = ""  # experiments.CONTROL or TREATMENT when the model runs an experiment
+    requested: str = ""  # the name the client asked for (an alias, or a name a route rule resolved)
 
 
 class Router:
@@ -91,7 +92,7 @@ class Router:
         attempts.extend(self._ordered(model, model.targets))
         for fallback in model.fallback:
             attempts.extend(self._ordered(self._models[fallback], self._models[fallback].targets))
-        return Plan(resolved, attempts, rule, experiment, arm)
+        return Plan(resolved, attempts, rule, experiment, arm, name)
 
     def context_plan(self, model_name: str) -> list[Attempt]:
         """The attempts for a request whose prompt was too long for `model_name`: its larger-window models."""

@@ -7,6 +7,7 @@ request on the `tollgate.access` logger, written at the end of the call from wha
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import logging
 import sys
@@ -90,6 +91,95 @@ class RedactingFormatter(logging.Formatter):
         return self.redactor(self.inner.format(record))
 
 
+class AccessLineHandler(logging.Handler):
+    """The access log as JSON lines, made straight from its fields (`write`) without a `LogRecord`, a generic
+    formatter or masking the whole line: every request writes one, so its cost is the logging's budget.
+
+    Only the fields a client controls can carry a secret or PII (its own request id, the model name it sent; the key
+    id comes from the auth server): those are masked like every other line, the few distinct model names and key
+    ids once each. The rest are the gateway's own words. Inside an event loop, lines are written together at most
+    `FLUSH_SECONDS` after the first of them (one write instead of one per request); `flush` (at exit too) writes
+    what is pending.
+    """
+
+    CLIENT_FIELDS = ("model", "key_id")  # few distinct values: their masked form is remembered
+    FLUSH_SECONDS = 0.05
+    _MASKED_MAX = 4096
+
+    def __init__(self, stream: IO[str], redactor: Redactor, formatter: JsonFormatter) -> None:
+        super().__init__()
+        self.stream = stream
+        self._redactor = redactor
+        self._formatter = formatter
+        self._masked: dict[str, str] = {}
+        self._pending: list[str] = []
+        self.setFormatter(RedactingFormatter(formatter, redactor))
+
+    def write(self, msg: str, fields: dict[str, Any]) -> None:
+        """One access line from its fields."""
+        line: dict[str, Any] = {
+            "ts": self._formatter._timestamp(time.time()),  # the same clock format as every line
+            "level": "INFO",
+            "logger": ACCESS_LOGGER,
+            "msg": msg,
+        }
+        line.update(fields)
+        for name in self.CLIENT_FIELDS:
+            value = line.get(name)
+            if value:
+                line[name] = self._mask(value)
+        if own_id := line.get("client_request_id"):
+            line["client_request_id"] = self._redactor(own_id)
+        try:
+            text = orjson.dumps(line, default=str).decode()
+        except (TypeError, ValueError):  # a value even str() cannot help: still one line, masked whole
+            text = self._redactor(orjson.dumps({k: repr(v) for k, v in line.items()}).decode())
+        self._add(text + "\n")
+
+    def _mask(self, value: str) -> str:
+        masked = self._masked.get(value)
+        if masked is None:
+            if len(self._masked) >= self._MASKED_MAX:
+                self._masked.clear()
+            masked = self._masked[value] = self._redactor(value)
+        return masked
+
+    def _add(self, text: str) -> None:
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # no event loop: nothing would flush later, so write now
+            loop = None
+        with self.lock:  # type: ignore[union-attr]  # created by Handler.__init__
+            self._pending.append(text)
+            if len(self._pending) > 1:
+                return  # a flush is already due
+        if loop is None:
+            self.flush()
+        else:
+            loop.call_later(self.FLUSH_SECONDS, self.flush)
+
+    def flush(self) -> None:
+        """Write the pending lines."""
+        with self.lock:  # type: ignore[union-attr]
+            pending, self._pending = self._pending, []
+            if pending:
+                self.stream.write("".join(pending))
+                self.stream.flush()
+
+    def emit(self, record: logging.LogRecord) -> None:
+        """A record made the usual way (the front door's own lines): the whole line masked."""
+        try:
+            self._add(self.format(record) + "\n")
+        except Exception:  # logging's contract: a failed line never fails the caller
+            self.handleError(record)
+
+
+def access_line_handler(logger: logging.Logger) -> AccessLineHandler | None:
+    """The access logger's fast handler, when logging was configured with one (JSON output)."""
+    handlers = logger.handlers
+    return handlers[0] if handlers and isinstance(handlers[0], AccessLineHandler) else None
+
+
 def formatter_for(config: LogsConfig, stream: IO[str]) -> logging.Formatter:
     """JSON or text by configuration; `auto` is text on a terminal and JSON otherwise."""
     text = config.format == "text" or (config.format == "auto" and stream.isatty())
@@ -112,5 +202,13 @@ def configure_logging(
     root.addHandler(handler)
     root.setLevel(level.upper())
     # Set either way: a reconfiguration with the access log back on must not inherit the last one's WARNING.
-    logging.getLogger(ACCESS_LOGGER).setLevel(logging.NOTSET if config.access_log else logging.WARNING)
+    access = logging.getLogger(ACCESS_LOGGER)
+    access.setLevel(logging.NOTSET if config.access_log else logging.WARNING)
+    for old in list(access.handlers):
+        access.removeHandler(old)
+    inner = formatter.inner
+    # JSON lines: the access log gets its own cheap handler on the same stream; text goes through the root's.
+    access.propagate = not isinstance(inner, JsonFormatter)
+    if isinstance(inner, JsonFormatter):
+        access.addHandler(AccessLineHandler(out, redactor, inner))
     return formatter

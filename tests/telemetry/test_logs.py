@@ -3,6 +3,7 @@ requests that carry keys and PII, in one process and split."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import logging
 from collections.abc import Iterator
@@ -18,7 +19,7 @@ from gateway.config.telemetry import LogsConfig
 from gateway.engine.remote import RemoteEngine
 from gateway.frontdoor.app import create_app, start_http_server
 from gateway.telemetry.build import config_secrets
-from gateway.telemetry.logs import configure_logging
+from gateway.telemetry.logs import AccessLineHandler, configure_logging
 from gateway.telemetry.observer import Telemetry
 from gateway.testing.fake_openai import FakeOpenAI
 from tests.conftest import MODES, UPSTREAM_KEY, config_for
@@ -45,6 +46,8 @@ def restore_logging() -> Iterator[None]:
 
 
 def _lines(out: io.StringIO) -> list[dict[str, Any]]:
+    for handler in logging.getLogger("tollgate.access").handlers:
+        handler.flush()  # access lines are written together, a few milliseconds after the first
     return [orjson.loads(line) for line in out.getvalue().splitlines()]
 
 
@@ -74,10 +77,10 @@ async def test_no_secret_reaches_the_log(mode: str, upstream: FakeOpenAI, restor
             raise RuntimeError(f"failed with Authorization: Bearer {CLIENT_KEY} for {EMAIL}")
         except RuntimeError:
             logging.getLogger("tollgate.test").exception("boom")
+    lines = _lines(out)  # flushes the pending access lines first
     output = out.getvalue()
     for secret in SECRETS:
         assert secret not in output, secret
-    lines = _lines(out)
     access = [line for line in lines if line["logger"] == "tollgate.access"]
     assert len(access) == 3
     first = access[0]
@@ -209,3 +212,28 @@ async def test_an_engine_that_is_down_gets_a_line(restore_logging: None) -> None
         await remote.close()
     (line,) = [line for line in _lines(out) if line["logger"] == "tollgate.access"]
     assert (line["msg"], line["status"], line["route"]) == ("http", 503, "/v1/chat/completions")
+
+
+async def test_access_lines_are_masked_and_written_together_soon_after(restore_logging: None) -> None:
+    out = io.StringIO()
+    configure_logging(LogsConfig(format="json"), "INFO", ["sk-configured-secret-value"], out)
+    (handler,) = logging.getLogger("tollgate.access").handlers
+    assert isinstance(handler, AccessLineHandler)
+    for own_id in ("sk-configured-secret-value", EMAIL):
+        handler.write("request", {"model": f"ask {EMAIL}", "client_request_id": own_id, "status": 200})
+    assert out.getvalue() == ""  # pending: one write for both, a moment later
+    await asyncio.sleep(AccessLineHandler.FLUSH_SECONDS * 4)
+    lines = [orjson.loads(line) for line in out.getvalue().splitlines()]
+    assert [line["status"] for line in lines] == [200, 200]
+    assert all(line["logger"] == "tollgate.access" and line["msg"] == "request" for line in lines)
+    assert EMAIL not in out.getvalue() and "sk-configured-secret-value" not in out.getvalue()
+    assert lines[0]["model"] == lines[1]["model"] == "ask ****"
+
+
+def test_without_an_event_loop_access_lines_are_written_at_once(restore_logging: None) -> None:
+    out = io.StringIO()
+    configure_logging(LogsConfig(format="json"), "INFO", (), out)
+    (handler,) = logging.getLogger("tollgate.access").handlers
+    assert isinstance(handler, AccessLineHandler)
+    handler.write("request", {"model": "demo", "status": 404})
+    assert orjson.loads(out.getvalue())["status"] == 404
