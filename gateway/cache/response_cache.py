@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from gateway.cache.control import deterministic, read_control
 from gateway.cache.entry import CachedAnswer, CorruptEntry, encode_chunks
@@ -19,11 +20,13 @@ from gateway.cache.keys import cache_key, model_fingerprint, scope_of
 from gateway.cache.memory import MemoryStore
 from gateway.cache.recorder import RecordingStream
 from gateway.cache.redis_store import RedisStore
-from gateway.cache.semantic import Embed, Probe, SemanticCache
 from gateway.cache.tiered import TieredStore
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.engine.contract import CallContext
 from tollgate.gateway.v1 import gateway_pb2 as pb
+
+if TYPE_CHECKING:  # numpy comes with the semantic cache: imported only when a model has one
+    from gateway.cache.semantic import Embed, Probe, SemanticCache
 
 log = logging.getLogger("tollgate.cache")
 
@@ -87,7 +90,11 @@ class ResponseCache:
                 timeout=settings.redis_timeout,
                 compress_over=settings.compress_over,
             )
-        semantic = SemanticCache.from_config(config, embed) if embed is not None else None
+        semantic = None
+        if embed is not None and any(m.cache is not None and m.cache.semantic is not None for m in config.models):
+            from gateway.cache.semantic import SemanticCache  # noqa: PLC0415  # numpy: only for a semantic cache
+
+            semantic = SemanticCache.from_config(config, embed)
         return cls(config, TieredStore(MemoryStore(settings.l1_max_bytes), l2), semantic)
 
     @property

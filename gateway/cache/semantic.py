@@ -14,7 +14,6 @@ failures make a miss, never a failed request.
 from __future__ import annotations
 
 import asyncio
-import base64
 import hashlib
 import logging
 import time
@@ -36,16 +35,6 @@ log = logging.getLogger("tollgate.cache")
 Embed = Callable[[str, str], Awaitable[list[float]]]
 _SYNC_BATCH = 1000
 _Field = bytes | bytearray | memoryview | str | int | float  # what redis-py takes in a stream entry
-
-
-def vector_of(reply: pb.CreateEmbeddingsResponse) -> list[float]:
-    """The first embedding of a reply, as floats (decoded when the provider sent base64)."""
-    if not reply.data:
-        raise ValueError("the embedding reply has no data")
-    first = reply.data[0]
-    if first.values:
-        return list(first.values)
-    return [float(x) for x in np.frombuffer(base64.b64decode(first.base64), dtype="<f4")]
 
 
 def conversation_text(params: pb.ChatCompletionParams) -> str:

@@ -16,8 +16,8 @@ from typing import TypeVar
 
 from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticator
 from gateway.auth.principal import Principal
+from gateway.cache.embedding import vector_of
 from gateway.cache.response_cache import ResponseCache
-from gateway.cache.semantic import vector_of
 from gateway.config import GatewayConfig
 from gateway.engine.admin import backends_report, check_admin, health_snapshot
 from gateway.engine.contract import CallContext, UpstreamAttempt, new_request_id
