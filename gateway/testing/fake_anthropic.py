@@ -18,11 +18,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import signal
-import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import orjson
 from aiohttp import web
@@ -38,6 +36,7 @@ from gateway.testing.anthropic_replies import (
     validate,
 )
 from gateway.testing.fake_openai import RecordedRequest
+from gateway.testing.loopback import LoopbackServer, serve_until_stopped
 
 __all__ = ["AnthropicFault", "FakeAnthropic", "main"]
 
@@ -58,43 +57,18 @@ class AnthropicFault:
     cut_after_events: int = -1  # >=0 (streams only): send that many events, then close without message_stop
 
 
-class FakeAnthropic:
+class FakeAnthropic(LoopbackServer):
     """An in-process HTTP server that answers like Anthropic's API; see the module docstring."""
 
     def __init__(self, *, chunks: int = 8, api_key: str | None = None, record_requests: bool = True) -> None:
+        super().__init__()  # base_url: http://127.0.0.1:PORT, without /v1 (Anthropic's SDK adds it)
         self.chunks = chunks
         self.api_key = api_key
         self.record_requests = record_requests
-        self.base_url = ""  # http://127.0.0.1:PORT, without /v1 (Anthropic's SDK adds it)
         self.requests: list[RecordedRequest] = []
         self.faults: list[AnthropicFault] = []
         self._ids = itertools.count(1)
         self._cache_seen: set[str] = set()
-        self._runner: web.AppRunner | None = None
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen (port 0 picks a free one) and return the base URL."""
-        app = web.Application(client_max_size=64 * 1024 * 1024)
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=0.25)
-        await runner.setup()
-        await web.TCPSite(runner, host, port, backlog=4096).start()
-        self._runner = runner
-        self.base_url = f"http://{host}:{runner.addresses[0][1]}"
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Stop listening."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        await self.stop()
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         raw = await request.read()
@@ -155,17 +129,7 @@ def _error(status: int, error_type: str, message: str, headers: dict[str, str] |
 
 async def _serve(args: argparse.Namespace) -> None:
     server = FakeAnthropic(chunks=args.chunks, api_key=args.api_key, record_requests=False)
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    base_url = await server.start(args.host, args.port)
-    sys.stdout.write(f"listening {base_url}\n")
-    sys.stdout.flush()
-    try:
-        await stopping.wait()
-    finally:
-        await server.stop()
+    await serve_until_stopped(server, args.host, args.port)
 
 
 def main(argv: Sequence[str] | None = None) -> None:

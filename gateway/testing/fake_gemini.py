@@ -24,6 +24,8 @@ from typing import Any
 
 from aiohttp import web
 
+from gateway.testing.loopback import LoopbackServer
+
 _STATUS = {400: "INVALID_ARGUMENT", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED",
            500: "INTERNAL", 503: "UNAVAILABLE", 504: "DEADLINE_EXCEEDED"}  # fmt: skip
 MODEL_VERSION = "gemini-fake-001"
@@ -39,31 +41,26 @@ class GeminiRequest:
     body: Any
 
 
-class FakeGemini:
+class FakeGemini(LoopbackServer):
     """An in-process Gemini API; `base_url` (…/v1beta) is set while it runs."""
 
+    URL_PATH = "/v1beta"
+
     def __init__(self, api_key: str | None = None) -> None:
+        super().__init__()
         self.api_key = api_key
-        self.base_url = ""
         self.requests: list[GeminiRequest] = []
         self.fail_next: list[int] = []  # HTTP statuses to answer the next requests with, in order
         self.signatures: set[str] = set()  # every thought signature handed out
-        self._runner: web.AppRunner | None = None
 
     @asynccontextmanager
     async def running(self) -> AsyncIterator[FakeGemini]:
         """Serve on a loopback port for the duration of the block."""
-        app = web.Application()
-        app.router.add_post("/v1beta/models/{call}", self._dispatch)
-        self._runner = web.AppRunner(app)
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, "127.0.0.1", 0)
-        await site.start()
-        self.base_url = f"http://127.0.0.1:{self._runner.addresses[0][1]}/v1beta"
-        try:
+        async with self:
             yield self
-        finally:
-            await self._runner.cleanup()
+
+    def _add_routes(self, router: web.UrlDispatcher) -> None:
+        router.add_post("/v1beta/models/{call}", self._dispatch)
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()

@@ -19,15 +19,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
-import signal
-import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Self
+from typing import Any
 
 import orjson
 from aiohttp import web
 
+from gateway.testing.loopback import LoopbackServer, serve_until_stopped
 from gateway.testing.openai_replies import (
     DEFAULT_DIMENSIONS,
     MAX_DIMENSIONS,
@@ -49,13 +48,6 @@ _SSE_DONE = b"data: [DONE]\n\n"
 _NULL = b"null"
 _EMPTY_DELTA = b"{}"
 _MODEL_CREATED = 1700000000
-# Large embedding batches must fit; aiohttp's 1 MiB default would turn them into 413s the real API never sends.
-_CLIENT_MAX_SIZE = 64 * 1024 * 1024
-# Benchmarks open many connections at once; the default backlog of 128 would drop some of them.
-_BACKLOG = 4096
-# How long stop() lets in-flight requests finish before cancelling them (aiohttp waits up to twice this); a
-# stalled stream never would finish on its own.
-_SHUTDOWN_GRACE = 0.25
 
 
 @dataclass
@@ -87,12 +79,14 @@ class RecordedRequest:
 _Endpoint = Callable[[web.Request, Any, int], Awaitable[web.StreamResponse]]
 
 
-class FakeOpenAI:
-    """An in-process HTTP server that answers like OpenAI's API; see the module docstring.
+class FakeOpenAI(LoopbackServer):
+    """An in-process HTTP server that answers like OpenAI's API (`base_url` ends in `/v1`); see the module docstring.
 
     The knobs (`chunks`, `chunk_delay`, `latency`, `model_ids`, `api_key`) are plain attributes read on every
     request, so a test may change them while the server runs.
     """
+
+    URL_PATH = "/v1"
 
     def __init__(
         self,
@@ -106,6 +100,7 @@ class FakeOpenAI:
     ) -> None:
         if chunks < 0 or chunk_delay < 0 or latency < 0:
             raise ValueError("chunks, chunk_delay and latency must not be negative")
+        super().__init__()
         self.chunks = chunks
         self.chunk_delay = chunk_delay
         self.latency = latency
@@ -116,57 +111,16 @@ class FakeOpenAI:
         # False: embeddings are hashes of the whole text (unrelated for any two texts); True: of its words, so that
         # texts worded alike are close (for testing similarity search).
         self.word_embeddings = False
-        self.base_url = ""
         self.requests: list[RecordedRequest] = []
         self.faults: list[Fault] = []
         self.disconnects = 0
         self.completed_streams = 0
         self._ids = itertools.count(1)
-        self._runner: web.AppRunner | None = None
         self._routes: dict[tuple[str, str], _Endpoint] = {
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._models,
         }
-
-    # ------------------------------------------------------------------------------------------------ lifecycle
-
-    async def start(self, host: str = "127.0.0.1", port: int = 0) -> str:
-        """Listen on `host`:`port` (0 picks a free port) and return the base URL, e.g. ``http://127.0.0.1:PORT/v1``."""
-        if self._runner is not None:
-            raise RuntimeError("FakeOpenAI is already running")
-        app = web.Application(client_max_size=_CLIENT_MAX_SIZE)
-        # One catch-all route: dispatch is a dict lookup, and unknown paths still get an OpenAI-shaped 404.
-        app.router.add_route("*", "/{tail:.*}", self._dispatch)
-        # handler_cancellation: a client that goes away cancels its handler, which is how a stalled stream
-        # (which never writes again) notices the disconnect.
-        runner = web.AppRunner(app, access_log=None, handler_cancellation=True, shutdown_timeout=_SHUTDOWN_GRACE)
-        await runner.setup()
-        try:
-            await web.TCPSite(runner, host, port, backlog=_BACKLOG).start()
-        except BaseException:
-            await runner.cleanup()
-            raise
-        self._runner = runner
-        bound_port = runner.addresses[0][1]
-        url_host = f"[{host}]" if ":" in host else host
-        self.base_url = f"http://{url_host}:{bound_port}/v1"
-        return self.base_url
-
-    async def stop(self) -> None:
-        """Stop listening and cancel whatever is still in flight after a short grace period."""
-        runner, self._runner = self._runner, None
-        if runner is not None:
-            await runner.cleanup()
-
-    async def __aenter__(self) -> Self:
-        """Start on a free port of 127.0.0.1."""
-        await self.start()
-        return self
-
-    async def __aexit__(self, *exc_info: object) -> None:
-        """Stop the server."""
-        await self.stop()
 
     def add_fault(self, fault: Fault) -> None:
         """Queue `fault` for the next request to `fault.path` (faults are consumed first in, first out)."""
@@ -447,18 +401,7 @@ async def _serve(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         record_requests=args.record,
     )
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signum in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signum, stopping.set)
-    base_url = await server.start(args.host, args.port)
-    # The benchmark waits for exactly this line before it sends traffic.
-    sys.stdout.write(f"listening {base_url}\n")
-    sys.stdout.flush()
-    try:
-        await stopping.wait()
-    finally:
-        await server.stop()
+    await serve_until_stopped(server, args.host, args.port)
 
 
 def _loop_factory() -> Callable[[], asyncio.AbstractEventLoop] | None:
