@@ -1,6 +1,7 @@
 """Configuration: typed, immutable, validated with the path of each bad field."""
 
-from gateway.config.load import ConfigError, default_config_text, load_config, parse_config, parse_duration
+from gateway.config.fields import ConfigError, parse_duration
+from gateway.config.load import default_config_text, load_config, parse_config
 from gateway.config.model import (
     AuthConfig,
     BackendConfig,

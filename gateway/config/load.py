@@ -3,23 +3,43 @@
 Every string value may use `${VAR}`, `${VAR:-default}` (default when unset or empty) and `${VAR:+word}` (word when
 set and non-empty, else empty). Expansion happens after YAML parsing, so a variable's value can never change the
 document's structure. Every problem is reported with the path of the bad field, as in
-`models[2].targets[0].backend: unknown backend 'foo'`.
+`models[2].targets[0].backend: unknown backend 'foo'`. The converters live in `fields`; the routing, cache and
+telemetry sections are read in their own modules (`routing_load`, `cache_load`, `telemetry_load`).
 """
 
 from __future__ import annotations
 
-import dataclasses
 import math
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import replace
 from importlib import resources
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, TypeVar
+from typing import Any
 
 import yaml
 
+from gateway.config import routing_load
+from gateway.config.cache_load import _cache, _check_semantic, _model_cache
+from gateway.config.fields import (
+    ConfigError,
+    _address,
+    _bool,
+    _globs,
+    _kind,
+    _list,
+    _name,
+    _Node,
+    _positive_int,
+    _positive_number,
+    _size,
+    _str,
+    _str_list,
+    _str_map,
+    _url,
+    parse_duration,
+)
 from gateway.config.model import (
     AuthConfig,
     BackendConfig,
@@ -28,46 +48,24 @@ from gateway.config.model import (
     LimitRule,
     LimitsConfig,
     ListenConfig,
-    ModelCacheConfig,
     ModelConfig,
     Price,
     Secret,
-    SemanticCacheConfig,
     ServerConfig,
     StatsConfig,
     TargetConfig,
 )
 from gateway.config.routing import RoutingConfig
 from gateway.config.shaping import RequestShaping, ShapingError, parse_shaping
-from gateway.config.telemetry import (
-    LOG_FORMATS,
-    PII_KINDS,
-    AuditConfig,
-    LogsConfig,
-    MetricsConfig,
-    TelemetryConfig,
-    TracingConfig,
-)
-
-T = TypeVar("T")
+from gateway.config.telemetry import TelemetryConfig
+from gateway.config.telemetry_load import _telemetry
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}")
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h)?\s*$")
-_SIZE = re.compile(r"^\s*(\d+)\s*(B|KB|KiB|MB|MiB|GB|GiB)?\s*$")
-_SIZE_UNITS = {None: 1, "B": 1, "KB": 1000, "KiB": 1024, "MB": 10**6, "MiB": 2**20, "GB": 10**9, "GiB": 2**30}
-_DURATION_UNITS = {None: 1.0, "ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
 # Defaults, read off instances: slotted dataclasses keep no class-level default values.
 _LISTEN, _SERVER, _BACKEND = ListenConfig(), ServerConfig(), BackendConfig(name="", provider="")
 _AUTH, _STATS, _LIMITS, _RULE = AuthConfig(server=""), StatsConfig(server=""), LimitsConfig(), LimitRule(per="")
 _LIMIT_SCOPES = ("key", "user", "team", "model", "global")
 _BUDGET_PERIODS = ("day", "week", "month", "total")
-_CACHE, _MODEL_CACHE = CacheConfig(), ModelCacheConfig()
-_CACHE_SCOPES = ("key", "user", "team", "global")
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:/@-]*$")
-
-
-class ConfigError(ValueError):
-    """A configuration that cannot be used; the message names the bad field."""
 
 
 def default_config_text() -> str:
@@ -122,128 +120,6 @@ def _expand_str(value: str, env: Mapping[str, str], path: str) -> str:
     return _VAR.sub(sub, value) if "${" in value else value
 
 
-class _Node:
-    """A mapping being read, which remembers its path and refuses fields nobody read."""
-
-    def __init__(self, value: Any, path: str) -> None:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{path or 'config'}: expected a mapping, got {_kind(value)}")
-        self.value: dict[str, Any] = value
-        self.path = path
-        self._read: set[str] = set()
-
-    def at(self, key: str) -> str:
-        return f"{self.path}.{key}" if self.path else key
-
-    def get(self, key: str, convert: Callable[[Any, str], T], default: T) -> T:
-        self._read.add(key)
-        if key not in self.value or self.value[key] is None:
-            return default
-        return convert(self.value[key], self.at(key))
-
-    def require(self, key: str, convert: Callable[[Any, str], T]) -> T:
-        self._read.add(key)
-        if key not in self.value or self.value[key] is None:
-            raise ConfigError(f"{self.at(key)}: required")
-        return convert(self.value[key], self.at(key))
-
-    def raw(self, key: str) -> Any:
-        self._read.add(key)
-        return self.value.get(key)
-
-    def done(self) -> None:
-        unknown = sorted(str(k) for k in self.value if k not in self._read)
-        if unknown:
-            raise ConfigError(f"{self.at(unknown[0])}: unknown field")
-
-
-def _kind(value: Any) -> str:
-    return "nothing" if value is None else type(value).__name__
-
-
-def _str(value: Any, path: str) -> str:
-    if not isinstance(value, str | int | float) or isinstance(value, bool):
-        raise ConfigError(f"{path}: expected a string, got {_kind(value)}")
-    return str(value)
-
-
-def _name(value: Any, path: str) -> str:
-    text = _str(value, path)
-    if not _NAME.match(text):
-        raise ConfigError(f"{path}: {text!r} is not a valid name (letters, digits and . _ : / @ -)")
-    return text
-
-
-def _bool(value: Any, path: str) -> bool:
-    if isinstance(value, bool):
-        return value
-    # An expanded `${VAR:+true}` is "" when VAR is unset: that reads as off.
-    if isinstance(value, str) and value.strip().lower() in ("", "true", "false", "yes", "no", "on", "off"):
-        return value.strip().lower() in ("true", "yes", "on")
-    raise ConfigError(f"{path}: expected true or false, got {value!r}")
-
-
-def _positive_number(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < math.inf:
-        raise ConfigError(f"{path}: expected a positive number, got {value!r}")
-    return float(value)
-
-
-def _positive_int(value: Any, path: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{path}: expected a positive whole number, got {value!r}")
-    return value
-
-
-def parse_duration(value: Any, path: str) -> float:
-    """`250ms`, `30s`, `5m`, `1h`, or a number of seconds."""
-    if isinstance(value, int | float) and not isinstance(value, bool):
-        seconds = float(value)
-    else:
-        m = _DURATION.match(str(value))
-        if not m:
-            raise ConfigError(f"{path}: expected a duration such as 250ms, 30s or 5m, got {value!r}")
-        seconds = float(m.group(1)) * _DURATION_UNITS[m.group(2)]
-    if not 0 < seconds < math.inf:
-        raise ConfigError(f"{path}: must be more than zero and finite")
-    return seconds
-
-
-def _size(value: Any, path: str) -> int:
-    """`8MiB`, `512KB`, or a number of bytes."""
-    if isinstance(value, int) and not isinstance(value, bool):
-        size = value
-    else:
-        m = _SIZE.match(str(value))
-        if not m:
-            raise ConfigError(f"{path}: expected a size such as 8MiB or 512KB, got {value!r}")
-        size = int(m.group(1)) * _SIZE_UNITS[m.group(2)]
-    if size <= 0:
-        raise ConfigError(f"{path}: must be more than zero")
-    return size
-
-
-def _address(value: Any, path: str) -> str:
-    text = _str(value, path)
-    host, sep, port = text.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
-        raise ConfigError(f"{path}: expected host:port, got {text!r}")
-    return text
-
-
-def _url(value: Any, path: str) -> str:
-    text = _str(value, path)
-    if not text.startswith(("http://", "https://")):
-        raise ConfigError(f"{path}: expected an http:// or https:// URL, got {text!r}")
-    return text.rstrip("/")
-
-
-def _str_map(value: Any, path: str) -> Mapping[str, str]:
-    if not isinstance(value, dict):
-        raise ConfigError(f"{path}: expected a mapping, got {_kind(value)}")
-    return MappingProxyType({str(k): _str(v, f"{path}.{k}") for k, v in value.items()})
-
-
 def _shaping(node: _Node) -> RequestShaping:
     try:
         return parse_shaping(node.raw("defaults"), node.raw("overrides"), node.raw("remove"), node.path)
@@ -287,71 +163,10 @@ def _limit_rule(node: _Node) -> LimitRule:
     return rule
 
 
-def _cache(node: _Node) -> CacheConfig:
-    cache = CacheConfig(
-        l1_max_bytes=node.get("l1_max_bytes", _size, _CACHE.l1_max_bytes),
-        max_entry_bytes=node.get("max_entry_bytes", _size, _CACHE.max_entry_bytes),
-        redis=node.get("redis", _bool, _CACHE.redis),
-        redis_timeout=node.get("redis_timeout", parse_duration, _CACHE.redis_timeout),
-        compress_over=node.get("compress_over", _size, _CACHE.compress_over),
-        key_prefix=node.get("key_prefix", _str, _CACHE.key_prefix),
-    )
-    node.done()
-    return cache
-
-
-def _model_cache(node: _Node) -> ModelCacheConfig:
-    scope = node.get("scope", _str, _MODEL_CACHE.scope)
-    if scope and scope not in _CACHE_SCOPES:
-        raise ConfigError(f"{node.at('scope')}: expected one of {', '.join(_CACHE_SCOPES)}, got {scope!r}")
-    cache = ModelCacheConfig(
-        ttl=node.get("ttl", parse_duration, _MODEL_CACHE.ttl),
-        scope=scope,
-        semantic=node.get("semantic", lambda v, p: _semantic(_Node(v, p)), None),
-    )
-    node.done()
-    return cache
-
-
-def _semantic(node: _Node) -> SemanticCacheConfig:
-    threshold = node.get("threshold", _positive_number, 0.95)
-    if threshold > 1:
-        raise ConfigError(f"{node.at('threshold')}: a cosine similarity is at most 1, got {threshold!r}")
-    semantic = SemanticCacheConfig(
-        embedding_model=node.require("embedding_model", _name),
-        threshold=threshold,
-        max_entries=node.get("max_entries", _positive_int, 10_000),
-    )
-    node.done()
-    return semantic
-
-
-def _check_semantic(model: ModelConfig, names: set[str], path: str) -> None:
-    semantic = model.cache.semantic if model.cache is not None else None
-    if semantic is not None and semantic.embedding_model not in names:
-        raise ConfigError(f"{path}: unknown model {semantic.embedding_model!r}")
-
-
-def _globs(value: Any, path: str) -> tuple[str, ...]:
-    """One glob or a list of them."""
-    items = value if isinstance(value, list) else [value]
-    return tuple(_str(v, f"{path}[{i}]" if isinstance(value, list) else path) for i, v in enumerate(items))
-
-
 def _price(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ConfigError(f"{path}: expected US dollars per million tokens (a number ≥ 0), got {value!r}")
     return float(value)
-
-
-def _str_list(value: Any, path: str) -> list[str]:
-    return [_str(v, f"{path}[{i}]") for i, v in enumerate(_list(value, path))]
-
-
-def _list(value: Any, path: str) -> list[Any]:
-    if not isinstance(value, list):
-        raise ConfigError(f"{path}: expected a list, got {_kind(value)}")
-    return value
 
 
 class _Builder:
@@ -407,14 +222,11 @@ class _Builder:
 
     @staticmethod
     def routing(node: _Node, models: tuple[ModelConfig, ...]) -> RoutingConfig:
-        # It reads with this module's helpers, so importing it at the top would be circular.
-        from gateway.config import routing_load  # noqa: PLC0415
-
         section = node.get("routing", _Node, None) or _Node({}, "routing")
         routing = routing_load.routing_config(section, node.get("routes", _list, []), node.get("admin", _Node, None))
         raw_models = [m for m in node.value.get("models") or [] if isinstance(m, dict)]
         declared = [name for m in raw_models for name in (m.get("name"), *(m.get("aliases") or ()))]
-        return dataclasses.replace(routing, routes=routing_load.served_routes(models, routing.routes, declared))
+        return replace(routing, routes=routing_load.served_routes(models, routing.routes, declared))
 
     def listen(self, node: _Node) -> ListenConfig:
         http = node.get("http", _address, _LISTEN.http)
@@ -529,8 +341,6 @@ class _Builder:
                     raise ConfigError(f"{path}.fallback[{j}]: unknown model {name!r}")
                 if name == model.name:
                     raise ConfigError(f"{path}.fallback[{j}]: a model cannot fall back to itself")
-        from gateway.config import routing_load  # noqa: PLC0415 - see `routing`
-
         for path, model in read:
             _check_semantic(model, names, f"{path}.cache.semantic.embedding_model")
         routing_load.check_model_names(read)
@@ -547,8 +357,6 @@ class _Builder:
         )
 
     def model(self, node: _Node, backends: set[str], disabled: set[str]) -> ModelConfig:
-        from gateway.config import routing_load  # noqa: PLC0415 - see `routing`
-
         name = node.require("name", _name)
 
         def read_target(target: _Node) -> TargetConfig | None:
@@ -587,72 +395,3 @@ def _priority(value: Any, path: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise ConfigError(f"{path}: expected a tier number ≥ 0 (0 is tried first), got {value!r}")
     return value
-
-
-def _telemetry(node: _Node) -> TelemetryConfig:
-    metrics = node.get("metrics", _Node, None)
-    logs = node.get("logs", _Node, None)
-    audit = node.get("audit", _Node, None)
-    tracing = node.get("tracing", _Node, None)
-    node.done()
-    return TelemetryConfig(
-        metrics=_metrics(metrics) if metrics else MetricsConfig(),
-        logs=_logs(logs) if logs else LogsConfig(),
-        audit=_audit(audit) if audit else AuditConfig(),
-        tracing=_tracing(tracing) if tracing else TracingConfig(),
-    )
-
-
-def _metrics(node: _Node) -> MetricsConfig:
-    config = MetricsConfig(enabled=node.get("enabled", _bool, True), listen=node.get("listen", _address, ""))
-    node.done()
-    return config
-
-
-def _logs(node: _Node) -> LogsConfig:
-    fmt = node.get("format", _str, "auto")
-    if fmt not in LOG_FORMATS:
-        raise ConfigError(f"{node.at('format')}: expected one of {', '.join(LOG_FORMATS)}, got {fmt!r}")
-    pii = tuple(node.get("pii", _str_list, list(PII_KINDS)))
-    for i, kind in enumerate(pii):
-        if kind not in PII_KINDS:
-            raise ConfigError(f"{node.at('pii')}[{i}]: expected one of {', '.join(PII_KINDS)}, got {kind!r}")
-    patterns = tuple(node.get("patterns", _str_list, list[str]()))
-    for i, pattern in enumerate(patterns):
-        try:
-            re.compile(pattern)
-        except re.error as exc:
-            raise ConfigError(f"{node.at('patterns')}[{i}]: not a valid regular expression: {exc}") from None
-    config = LogsConfig(
-        format=fmt,
-        access_log=node.get("access_log", _bool, True),
-        pii=pii,
-        patterns=patterns,
-        secrets=tuple(s for s in node.get("secrets", _str_list, list[str]()) if s),
-    )
-    node.done()
-    return config
-
-
-def _audit(node: _Node) -> AuditConfig:
-    config = AuditConfig(enabled=node.get("enabled", _bool, False), max_bytes=node.get("max_bytes", _size, 4096))
-    node.done()
-    return config
-
-
-def _tracing(node: _Node) -> TracingConfig:
-    endpoint = node.get("otlp_endpoint", _str, "")
-    if endpoint:
-        endpoint = _url(endpoint, node.at("otlp_endpoint"))
-    ratio = node.get("sample_ratio", _ratio, 1.0)
-    config = TracingConfig(
-        otlp_endpoint=endpoint, sample_ratio=ratio, service_name=node.get("service_name", _name, "tollgate")
-    )
-    node.done()
-    return config
-
-
-def _ratio(value: Any, path: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= 1:
-        raise ConfigError(f"{path}: expected a number from 0 to 1, got {value!r}")
-    return float(value)

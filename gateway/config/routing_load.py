@@ -7,7 +7,7 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-from gateway.config.load import (
+from gateway.config.fields import (
     ConfigError,
     _globs,
     _list,

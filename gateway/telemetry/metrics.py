@@ -165,12 +165,13 @@ class Metrics:
         error = error_type(failure)
         elapsed = now - ctx.started
         self._child(self.duration, *labels, error).observe(elapsed)
-        self._child(self.requests, call.operation, call.model, backend, str(http_status(ctx, failure)), error).inc()
+        status = str(http_status(ctx, failure))
+        self._child(self.requests, call.operation, call.model, backend, status, error).inc()
         self._child(self.overhead, call.operation, "true" if call.stream else "false").observe(
             max(0.0, elapsed - ctx.upstream_seconds)
         )
         if ctx.experiment:
-            self._child(self.experiments, call.model, ctx.experiment, ctx.arm, str(http_status(ctx, failure))).inc()
+            self._child(self.experiments, call.model, ctx.experiment, ctx.arm, status).inc()
         if isinstance(failure, RateLimitError) and not ctx.tried:
             self._child(self.rate_limited, call.model).inc()
         if spent.input_tokens or spent.output_tokens:
