@@ -29,7 +29,7 @@ import orjson
 import uvloop
 from aiohttp import ClientSession
 
-from bench import brownout, limits, report
+from bench import brownout, figures, limits, report
 from bench.load import LoadResult, Scenario, make_session, percentile, run_load
 from bench.procs import CLOCK_TICKS, Service, cpu_seconds, peak_rss_kib, stop_all, system_busy_seconds
 from bench.targets import ALL_TARGETS, MODEL, Target, start_targets
@@ -191,14 +191,14 @@ def _check_alive(services: Sequence[Service]) -> None:
 
 def _figures(
     target: Target, scenario: Scenario, concurrency: int, result: LoadResult, warmup: LoadResult, used: _Used
-) -> report.RunFigures:
+) -> figures.RunFigures:
     latencies = sorted(result.latencies)
     ttfts = sorted(result.ttfts)
     n = result.requests
     gateway_cpu = used.gateway if target.services else None
     per_request = None if gateway_cpu is None else gateway_cpu * 1000 / n
     per_chunk = per_request * 1000 / scenario.chunks if per_request is not None and scenario.stream else None
-    return report.RunFigures(
+    return figures.RunFigures(
         target=target.name,
         scenario=scenario.name,
         concurrency=concurrency,
@@ -234,7 +234,7 @@ def _statuses(*results: LoadResult) -> dict[str, int]:
     return counts
 
 
-def _progress(run: report.RunFigures) -> None:
+def _progress(run: figures.RunFigures) -> None:
     cpu = "" if run.cpu_per_request_ms is None else f"  CPU/req {run.cpu_per_request_ms:.3f} ms"
     cpu += "".join(f"  {name} {ms:.3f} ms" for name, ms in run.services_cpu_per_request_ms.items())
     ttft = "" if run.ttft_p50_ms is None else f"  TTFT {run.ttft_p50_ms:.2f} ms"
@@ -267,7 +267,7 @@ async def _settle(target: Target, sent: int) -> None:
 
 async def _measure_one(
     session: ClientSession, plan: Plan, upstream: Service, target: Target, scenario: Scenario, concurrency: int
-) -> report.RunFigures:
+) -> figures.RunFigures:
     """A warm-up, then one measured run bracketed by CPU readings (with a stats server: until its records are in)."""
     endpoint = target.endpoint
     warm_n = max(plan.warmup, 2 * concurrency) if plan.warmup else 0
@@ -285,13 +285,13 @@ async def _measure_one(
     return _figures(target, scenario, concurrency, result, warm, _used(marks[0], after, settled, result.wall))
 
 
-async def _measure(plan: Plan, upstream: Service, targets: list[Target]) -> list[report.RunFigures]:
+async def _measure(plan: Plan, upstream: Service, targets: list[Target]) -> list[figures.RunFigures]:
     """Every target back to back for each (scenario, concurrency), so compared figures share machine conditions."""
     scenarios = [
         Scenario("plain", stream=False, chunks=plan.chunks, model=MODEL),
         Scenario("stream", stream=True, chunks=plan.chunks, model=MODEL, include_usage=plan.include_usage),
     ]
-    runs: list[report.RunFigures] = []
+    runs: list[figures.RunFigures] = []
     session = make_session(max(plan.concurrencies) + 10)
     try:
         for scenario in scenarios:
@@ -350,7 +350,7 @@ async def _until_signalled(work: Coroutine[Any, Any, T]) -> T:
         signal.signal(signal.SIGTERM, _terminate)
 
 
-def _peak_rss(targets: Sequence[Target], runs: Sequence[report.RunFigures]) -> dict[str, int]:
+def _peak_rss(targets: Sequence[Target], runs: Sequence[figures.RunFigures]) -> dict[str, int]:
     peaks: dict[str, int] = {}
     for run in runs:
         for name, kib in run.peak_rss_kib.items():
@@ -364,7 +364,7 @@ def _peak_rss(targets: Sequence[Target], runs: Sequence[report.RunFigures]) -> d
 
 async def _measure_and_check(
     plan: Plan, upstream: Service, targets: list[Target]
-) -> tuple[list[report.RunFigures], report.UsageCheck | None]:
+) -> tuple[list[figures.RunFigures], figures.UsageCheck | None]:
     """Every run, then (with the secured target) whether its stats server stored one record per request sent."""
     runs = await _measure(plan, upstream, targets)
     for target in targets:
@@ -376,11 +376,11 @@ async def _measure_and_check(
 def _report(
     meta: dict[str, Any],
     targets: Sequence[Target],
-    runs: list[report.RunFigures],
-    usage: report.UsageCheck | None,
+    runs: list[figures.RunFigures],
+    usage: figures.UsageCheck | None,
     json_path: Path | None,
 ) -> int:
-    comparisons = report.compare(runs)
+    comparisons = figures.compare(runs)
     peaks = _peak_rss(targets, runs)
     print()
     print(report.text_report(runs, comparisons, peaks, meta, usage))

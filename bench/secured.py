@@ -21,8 +21,8 @@ from typing import Any
 
 import orjson
 
+from bench.figures import UsageCheck
 from bench.procs import Service, start_service
-from bench.report import UsageCheck
 
 __all__ = ["Accounting", "SideServers", "secured_config", "start_side_servers"]
 

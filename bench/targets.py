@@ -26,9 +26,9 @@ from typing import Any
 import orjson
 
 from bench import cache, limits, secured, telemetry
+from bench.figures import LIMIT_HEADER
 from bench.load import Endpoint, request_headers
 from bench.procs import Service, start_service
-from bench.report import LIMIT_HEADER
 
 __all__ = ["ALL_TARGETS", "MODEL", "Target", "start_targets", "tollgate_config"]
 
