@@ -6,7 +6,7 @@ BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install generate check-generated lint test run bench clean
+.PHONY: install generate check-generated lint test run bench fleet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -48,6 +48,10 @@ run: install
 
 bench: install
 	$(BIN)/python -m bench
+
+# Three replicas behind HAProxy on a Redis Cluster, with incidents; prints the table (see docs/operations.md).
+fleet: install
+	$(BIN)/python -m bench.fleet
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache
