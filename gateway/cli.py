@@ -17,9 +17,9 @@ import sys
 from collections.abc import Sequence
 
 from authsvc.cli import add_commands as add_auth_commands
+from gateway.assemble import Assembly, assemble
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.config.telemetry import LogsConfig
-from gateway.engine.core import EngineCore
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
@@ -79,10 +79,11 @@ def _announce(config: GatewayConfig) -> None:
     log.info("models: %s", ", ".join(m.name for m in config.models))
 
 
-async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_address: str, shared: bool) -> None:
-    await engine.start()
+async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_address: str, shared: bool) -> None:
+    engine = assembly.engine
+    await assembly.start()
     grpc_server = await start_engine_server(engine, grpc_address, reuse_port=shared) if grpc_address else None
-    app = create_app(engine, config.server, engine.telemetry)
+    app = create_app(engine, config.server, assembly.telemetry)
     http_server = await start_http_server(app, http, config.server.shutdown_grace, reuse_port=shared)
     _announce(config)
     log.info("http listening on %s:%d", http.rpartition(":")[0], http_server.port)
@@ -94,17 +95,15 @@ async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_addr
         if grpc_server:
             await grpc_server.stop(config.server.shutdown_grace)
         await http_server.stop()
-        await engine.close()
-        if engine.telemetry is not None:
-            engine.telemetry.close()
+        await assembly.close()
 
 
-async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) -> None:
-    await engine.start()
-    server = await start_engine_server(engine, grpc_address)
+async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) -> None:
+    await assembly.start()
+    server = await start_engine_server(assembly.engine, grpc_address)
     _announce(config)
     log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
-    metrics = engine.telemetry.metrics if engine.telemetry is not None else None
+    metrics = assembly.telemetry.metrics
     listen = config.telemetry.metrics.listen
     # The engine has no front door: its /metrics gets a listener of its own when one is configured.
     metrics_server = await start_http_server(metrics_app(metrics), listen) if metrics and listen else None
@@ -116,9 +115,7 @@ async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) 
         await server.stop(config.server.shutdown_grace)
         if metrics_server is not None:
             await metrics_server.stop()
-        await engine.close()
-        if engine.telemetry is not None:
-            engine.telemetry.close()
+        await assembly.close()
 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
@@ -168,7 +165,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, os.environ)
         configure_logging(config.telemetry.logs, level, config_secrets(config))
         # Building the engine builds every provider: an unknown type or a bad option fails here, before listening.
-        engine = EngineCore.from_config(config) if args.command != "frontdoor" else None
+        assembly = assemble(config) if args.command != "frontdoor" else None
     except ConfigError as exc:
         print(f"tollgate: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -181,10 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve" and workers > 1:
         return _supervise(args, config, http, grpc_address)
     try:
-        if engine is not None and args.command == "serve":
-            run(lambda: _serve(config, engine, http, grpc_address, shared=args.worker))
-        elif engine is not None:
-            run(lambda: _engine(config, engine, grpc_address))
+        if assembly is not None and args.command == "serve":
+            run(lambda: _serve(config, assembly, http, grpc_address, shared=args.worker))
+        elif assembly is not None:
+            run(lambda: _engine(config, assembly, grpc_address))
         else:
             run(lambda: _frontdoor(config, http, args.engine))
     except OSError as exc:

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.assemble import assemble
 from gateway.config import GatewayConfig, parse_config
 from gateway.engine.core import EngineCore
 from gateway.engine.remote import RemoteEngine
@@ -73,9 +74,10 @@ async def start_gateway(request: pytest.FixtureRequest) -> AsyncIterator[StartGa
 
     async def start(text: str) -> RunningGateway:
         config = parse_config(text, os.environ)
-        engine = EngineCore.from_config(config)
-        await engine.start()
-        cleanups.append(engine.close)
+        assembly = assemble(config)
+        engine = assembly.engine
+        await assembly.start()
+        cleanups.append(assembly.close)
         grpc_server = await start_engine_server(engine, config.listen.grpc)
         cleanups.append(lambda: grpc_server.stop(0))
         grpc_address = f"127.0.0.1:{grpc_server.port}"

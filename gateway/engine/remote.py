@@ -6,23 +6,17 @@ Metadata carries the call context; an aborted call's status and trailing metadat
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.cache.control import CACHE_REQUEST_HEADERS
+from gateway.call import CallContext
 from gateway.config import GatewayConfig
-from gateway.engine.contract import (
-    CACHE_REQUEST_HEADERS,
-    CACHE_STATUS_HEADER,
-    ENGINE_TOOK_CALL,
-    TRACE_PARENT,
-    CallContext,
-    printable,
-)
 from gateway.engine.routes import routing_headers
-from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
+from gateway.engine.wire import adopt, call_metadata
 from gateway.errors import GatewayError
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -37,27 +31,10 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
-    """The call context as metadata: request id, key, the client's address and the headers auth is to see."""
-    # The engine makes its own request id (see `CallContext`); the caller's own id travels for correlation.
-    md = [("x-request-id", ctx.client_request_id)] if ctx.client_request_id else []
-    if parent := TRACE_PARENT.get():
-        md.append(("traceparent", parent))
-    if ctx.api_key is not None:
-        md.append(("authorization", f"Bearer {ctx.api_key.reveal()}"))
-    if ctx.peer:
-        md.append((CLIENT_ADDRESS, ctx.peer))
-    for name in forward_headers:
-        value = ctx.headers.get(name)
-        if value is not None and printable(value):  # gRPC refuses anything else in a text metadata value
-            md.append((HEADER_PREFIX + name, value))
-    return tuple(md)
-
-
 def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
     # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
     metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
-    _adopt(ctx, metadata)
+    adopt(ctx.reply, metadata)
     details = exc.details() or ""
     if not any(k == "tollgate-error-class" for k, _ in metadata):
         # Not an error the engine chose to send: its text may be grpc's description of a crash; never pass it on.
@@ -68,28 +45,11 @@ def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
     return GatewayError.from_metadata(exc.code(), details, metadata)
 
 
-def _adopt(ctx: CallContext, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
-    """Take the engine's request id (the client sees that one), its time upstream and the rate-limit values."""
-    limits: dict[str, str] = {}
-    for key, value in metadata or ():
-        if key == UPSTREAM_MS:
-            ctx.upstream_seconds = float(value) / 1000
-        elif key == "x-request-id":
-            ctx.request_id = str(value)
-            ENGINE_TOOK_CALL.set(True)  # the engine answered with its id: its access-log line has this call
-        elif key == CACHE_STATUS_HEADER:
-            ctx.cache_status = str(value)
-        elif key.startswith("x-ratelimit-"):
-            limits[key] = str(value)
-    if limits:
-        ctx.limit_headers = limits
-
-
 async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
     """Await a unary call: its result, the upstream time it reports, or the engine's error rebuilt."""
     try:
         result = await call
-        _adopt(ctx, await call.trailing_metadata())
+        adopt(ctx.reply, await call.trailing_metadata())
     except grpc.aio.AioRpcError as exc:
         raise _rebuild(exc, ctx) from None
     return result
@@ -145,7 +105,7 @@ class RemoteEngine:
             first = True
             async for chunk in call:
                 if first:
-                    _adopt(ctx, await call.initial_metadata())
+                    adopt(ctx.reply, await call.initial_metadata())
                     first = False
                 yield chunk
         except grpc.aio.AioRpcError as exc:

@@ -10,12 +10,26 @@ from __future__ import annotations
 
 import re
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.config.routing import RouteMatch, RouteRule
-from gateway.engine.contract import CallContext
 from gateway.globs import compile_globs
+
+if TYPE_CHECKING:
+    from gateway.auth.principal import Principal
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """What routing may read of a request: its headers, and who sent it (None: not authenticated)."""
+
+    headers: Mapping[str, str] = field(default_factory=dict)
+    principal: Principal | None = None
+
+
+NOBODY = Caller()
 
 
 def _compiled(globs: Iterable[str]) -> re.Pattern[str] | None:
@@ -49,10 +63,10 @@ class _CompiledRule:
             labels=tuple((k, _compiled(v)) for k, v in m.labels.items()),
         )
 
-    def applies(self, model: str, ctx: CallContext) -> bool:
+    def applies(self, model: str, caller: Caller) -> bool:
         if not _matches(self.model, model):
             return False
-        principal = ctx.principal
+        principal = caller.principal
         for attr, pattern in self.identity:
             if principal is None or not _matches(pattern, getattr(principal, attr)):
                 return False
@@ -60,7 +74,7 @@ class _CompiledRule:
         for name, pattern in self.labels:
             if name not in labels or not _matches(pattern, labels[name]):
                 return False
-        return all(_header_matches(ctx.headers, name, pattern) for name, pattern in self.headers)
+        return all(_header_matches(caller.headers, name, pattern) for name, pattern in self.headers)
 
 
 def _header_matches(headers: Mapping[str, str], name: str, pattern: re.Pattern[str] | None) -> bool:
@@ -95,13 +109,13 @@ class RouteTable:
         # A rule that names no model may take any name (it may still not match this request: then a 404).
         return any(r.model is None or r.model.fullmatch(name) for r in self._rules)
 
-    def resolve(self, name: str, ctx: CallContext) -> tuple[str, str]:
+    def resolve(self, name: str, caller: Caller) -> tuple[str, str]:
         """(the model that serves this request, the name of the rule that chose it or "").
 
         The model may be unknown (no rule matched and it is no model): the caller answers 404.
         """
         for rule in self._rules:
-            if rule.applies(name, ctx):
+            if rule.applies(name, caller):
                 return self._aliases.get(rule.to, rule.to), rule.name
         return self._aliases.get(name, name), ""
 

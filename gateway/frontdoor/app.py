@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.call import CallContext, Engine, new_request_id
 from gateway.config import ServerConfig
-from gateway.engine.contract import CallContext, Engine, new_request_id
 from gateway.errors import NotFoundError
 from gateway.frontdoor.admin_http import admin_routes
 from gateway.frontdoor.anthropic_http import AnthropicFrontDoor

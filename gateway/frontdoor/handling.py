@@ -17,14 +17,7 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from gateway.engine.contract import (
-    CACHE_STATUS_HEADER,
-    CallContext,
-    api_key,
-    client_request_id,
-    new_request_id,
-    printable,
-)
+from gateway.call import CallContext, new_request_id
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -33,6 +26,8 @@ from gateway.errors import (
     RequestTooLargeError,
 )
 from gateway.frontdoor.body import MAX_BODY, decode_body
+from gateway.headers import api_key, client_request_id, printable
+from gateway.telemetry.context import ENGINE_TOOK_CALL, TRACE_PARENT
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.frontdoor")
@@ -51,20 +46,20 @@ def _context(request: web.Request) -> CallContext:
         api_key=api_key(headers),
         peer=request.remote or "",
         headers=headers,
+        trace_parent=TRACE_PARENT.get(),
     )
 
 
 def overhead_ms(ctx: CallContext) -> str:
-    return f"{max(0.0, time.perf_counter() - ctx.started - ctx.upstream_seconds) * 1000:.3f}"
+    return f"{max(0.0, time.perf_counter() - ctx.started - ctx.reply.upstream_seconds) * 1000:.3f}"
 
 
 def json_response(body: Any, ctx: CallContext, status: int = 200) -> web.Response:
-    """A JSON answer with the request id and the gateway's overhead."""
-    headers = {"Content-Type": _JSON, "x-request-id": ctx.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
-    if ctx.limit_headers:
-        headers.update(ctx.limit_headers)
-    if ctx.cache_status:
-        headers[CACHE_STATUS_HEADER] = ctx.cache_status
+    """A JSON answer with the request id, the gateway's overhead and the engine's answer headers."""
+    reply = ctx.reply
+    headers = {"Content-Type": _JSON, "x-request-id": reply.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
+    if reply.headers:
+        headers.update(reply.headers)
     return web.Response(body=orjson.dumps(body), status=status, headers=headers)
 
 
@@ -86,8 +81,11 @@ def guarded(handler: Handler, render: ErrorRenderer) -> Callable[[web.Request], 
         except GatewayError as exc:
             return render(exc, ctx)
         except Exception:
-            log.exception("unhandled error", extra={"request_id": ctx.request_id})
-            return render(InternalError(f"Internal error (request {ctx.request_id})"), ctx)
+            log.exception("unhandled error", extra={"request_id": ctx.reply.request_id})
+            return render(InternalError(f"Internal error (request {ctx.reply.request_id})"), ctx)
+        finally:
+            if ctx.reply.request_id != ctx.request_id:  # a remote engine named the call: its access log has it
+                ENGINE_TOOK_CALL.set(True)
 
     return handle
 
@@ -141,9 +139,8 @@ async def stream_events(
     """
     async with aclosing(chunks):
         first = await anext(chunks)
-        sent = {**_SSE_HEADERS, **ctx.limit_headers, "x-request-id": ctx.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
-        if ctx.cache_status:
-            sent[CACHE_STATUS_HEADER] = ctx.cache_status
+        reply = ctx.reply
+        sent = {**_SSE_HEADERS, **reply.headers, "x-request-id": reply.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
         response = web.StreamResponse(headers={**sent, **headers})
         await response.prepare(request)
         failure: GatewayError | None = None
@@ -157,8 +154,8 @@ async def stream_events(
         except ConnectionResetError:
             return response  # the client left; closing the chunks cancels the upstream call
         except Exception:
-            log.exception("unhandled error mid-stream", extra={"request_id": ctx.request_id})
-            failure = InternalError(f"Internal error (request {ctx.request_id})")
+            log.exception("unhandled error mid-stream", extra={"request_id": ctx.reply.request_id})
+            failure = InternalError(f"Internal error (request {ctx.reply.request_id})")
         try:
             await response.write(encoder.fail(failure, ctx) if failure is not None else encoder.finish())
             await response.write_eof()

@@ -11,9 +11,9 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
+from gateway.call import CallContext, Engine
 from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
-from gateway.engine.contract import CallContext, Engine
 from gateway.errors import GatewayError
 from gateway.frontdoor.handling import guarded, json_response, read_json, stream_events
 from tollgate.gateway.v1 import gateway_pb2 as pb

@@ -12,8 +12,8 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config.telemetry import AuditConfig
-from gateway.engine.contract import TRACE_PARENT
 from gateway.telemetry.answers import answers_middleware
+from gateway.telemetry.context import TRACE_PARENT
 from gateway.telemetry.http import add_metrics_route
 from gateway.telemetry.logs import AUDIT_LOGGER
 from gateway.telemetry.observer import Telemetry

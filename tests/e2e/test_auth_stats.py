@@ -22,9 +22,9 @@ import pytest
 from authsvc.keyfile import KeyFile, KeyRecord, save_key_file
 from authsvc.keys import generate_key
 from authsvc.server import AuthServer, start_auth_server
+from gateway.assemble import assemble
+from gateway.call import CallContext
 from gateway.config import Secret, parse_config
-from gateway.engine.contract import CallContext
-from gateway.engine.core import EngineCore
 from gateway.grpc_server import start_grpc_server
 from gateway.testing.fake_openai import FakeOpenAI, Fault
 from statssvc.server import StatsServer, start_stats_server
@@ -275,7 +275,7 @@ async def test_a_restart_with_a_spooled_backlog_loses_nothing(upstream: FakeOpen
     port, db = stack.stats.port, stack.db
     await stack.stats.stop(0)
     config = parse_config(stack.config(upstream), {})
-    first = EngineCore.from_config(config)
+    first = assemble(config).engine
     await first.start()
     params = pb.ChatCompletionParams(model="demo", messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
     for i in range(300):
@@ -285,7 +285,7 @@ async def test_a_restart_with_a_spooled_backlog_loses_nothing(upstream: FakeOpen
     assert any(stack.spool.iterdir())
 
     stack.stats = await start_stats_server(db, f"127.0.0.1:{port}")
-    second = EngineCore.from_config(config)
+    second = assemble(config).engine
     await second.start()
     try:
         await eventually(lambda: len(stack.rows()) >= 300, within=30)
