@@ -19,7 +19,7 @@ from gateway.providers.registry import build_providers
 from gateway.ratelimit.build import build_limiter
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.build import build_telemetry
-from gateway.telemetry.engine_sources import watch_cache, watch_health
+from gateway.telemetry.engine_sources import watch_auth, watch_cache, watch_health, watch_limiter, watch_reporter
 from gateway.telemetry.observer import Telemetry
 
 if TYPE_CHECKING:
@@ -52,10 +52,16 @@ def assemble(config: GatewayConfig, tracing: Tracing | None = None) -> Assembly:
     reporter = UsageReporter(config.stats) if config.stats is not None else None
     auth, limiter = build_authenticator(config.auth), build_limiter(config)
     cache = ResponseCache.from_config(config)
-    telemetry = build_telemetry(config, auth, reporter, limiter, tracing)
-    parts = EngineParts(build_providers(config), auth, reporter, limiter, cache, telemetry)
-    engine = EngineCore(config, parts)
+    telemetry = build_telemetry(config, tracing)
+    engine = EngineCore(config, EngineParts(build_providers(config), auth, reporter, limiter, cache, telemetry))
+    if telemetry.tracing is not None and reporter is not None:
+        reporter.on_report = telemetry.tracing.reporter_observer()  # stats batches link to their calls' spans
     if telemetry.metrics is not None:  # the engine's own parts, read when Prometheus scrapes
-        watch_cache(telemetry.metrics.sources, cache)
-        watch_health(telemetry.metrics.sources, engine.health_snapshot)
+        sources = telemetry.metrics.sources
+        watch_auth(sources, auth)
+        if reporter is not None:
+            watch_reporter(sources, reporter)
+        watch_limiter(sources, limiter)
+        watch_cache(sources, cache)
+        watch_health(sources, engine.health_snapshot)
     return Assembly(config, engine, telemetry)

@@ -15,9 +15,9 @@ import logging
 import os
 import sys
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from authsvc.cli import add_commands as add_auth_commands
-from gateway.assemble import Assembly, assemble
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.config.telemetry import LogsConfig
 from gateway.engine.remote import RemoteEngine
@@ -30,6 +30,9 @@ from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.multiproc import shared_metrics_dir
 from gateway.workers import Supervisor, refusal, reserve, worker_argv
 from statssvc.cli import add_commands as add_stats_commands
+
+if TYPE_CHECKING:
+    from gateway.assemble import Assembly
 
 log = logging.getLogger("tollgate")
 
@@ -152,6 +155,13 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_
         return Supervisor(argv, args.workers, metrics_dir=metrics_dir).run()
 
 
+def _assemble(config: GatewayConfig) -> Assembly:
+    # Imported here: `tollgate frontdoor` (split mode) must not load the engine and every part it is built from.
+    from gateway.assemble import assemble  # noqa: PLC0415
+
+    return assemble(config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point."""
     args = _parser().parse_args(argv)
@@ -165,7 +175,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, os.environ)
         configure_logging(config.telemetry.logs, level, config_secrets(config))
         # Building the engine builds every provider: an unknown type or a bad option fails here, before listening.
-        assembly = assemble(config) if args.command != "frontdoor" else None
+        assembly = _assemble(config) if args.command != "frontdoor" else None
     except ConfigError as exc:
         print(f"tollgate: bad configuration: {exc}", file=sys.stderr)
         return 2
