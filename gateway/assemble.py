@@ -49,11 +49,12 @@ def assemble(config: GatewayConfig, tracing: Tracing | None = None) -> Assembly:
 
     Raises `ConfigError` on a bad backend. Call `start` before serving and `close` after.
     """
+    providers = build_providers(config)  # first: a bad backend option fails before anything else is made
     reporter = UsageReporter(config.stats) if config.stats is not None else None
     auth, limiter = build_authenticator(config.auth), build_limiter(config)
     cache = ResponseCache.from_config(config)
     telemetry = build_telemetry(config, tracing)
-    engine = EngineCore(config, EngineParts(build_providers(config), auth, reporter, limiter, cache, telemetry))
+    engine = EngineCore(config, EngineParts(providers, auth, reporter, limiter, cache, telemetry))
     if telemetry.tracing is not None and reporter is not None:
         reporter.on_report = telemetry.tracing.reporter_observer()  # stats batches link to their calls' spans
     if telemetry.metrics is not None:  # the engine's own parts, read when Prometheus scrapes
