@@ -24,7 +24,7 @@ from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
 from gateway.process import run, until_stopped
-from gateway.telemetry.build import build_frontdoor_telemetry, config_secrets
+from gateway.telemetry.build import build_telemetry, config_secrets
 from gateway.telemetry.http import metrics_app
 from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.multiproc import shared_metrics_dir
@@ -123,7 +123,7 @@ async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
     engine = RemoteEngine.for_config(engine_address, config)
-    telemetry = build_frontdoor_telemetry(config)
+    telemetry = build_telemetry(config)  # no engine parts to read
     app = create_app(engine, config.server, telemetry)
     server = await start_http_server(app, http, config.server.shutdown_grace)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)

@@ -55,10 +55,6 @@ class NoAuth:
         """The anonymous principal, always."""
         return Checked(ANONYMOUS)
 
-    async def authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
-        """The anonymous principal, always."""
-        return ANONYMOUS
-
     async def close(self) -> None:
         """Nothing to release."""
 
@@ -97,7 +93,7 @@ class Authenticator:
         return auth_pb2_grpc.AuthServiceStub(self._channel)
 
     async def authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
-        """The caller's principal; raises the 401, 403, 429 or 503 that the decision (or its absence) means."""
+        """The caller's principal (`check` without the timing); raises as `check` does."""
         return (await self.check(ctx, model, operation)).principal
 
     async def check(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Checked:

@@ -30,7 +30,7 @@ if TYPE_CHECKING:  # numpy comes with the semantic cache: imported only when a m
     from gateway.auth.principal import Principal
     from gateway.cache.semantic import Probe, SemanticCache
 
-__all__ = ["BYPASS", "CACHE_STATUS_HEADER", "HIT", "MISS", "CacheLookup", "ResponseCache"]
+__all__ = ["BYPASS", "CACHE_STATUS_HEADER", "HIT", "MISS", "NO_CACHE", "CacheLookup", "ResponseCache"]
 
 log = logging.getLogger("tollgate.cache")
 
@@ -235,7 +235,9 @@ class CacheLookup:
 
     __slots__ = ("_cache", "_flight", "_plan", "answer", "status", "wants")
 
-    def __init__(self, cache: ResponseCache, plan: _Plan | None, status: str, flight: Flight | None = None) -> None:
+    def __init__(
+        self, cache: ResponseCache | None, plan: _Plan | None, status: str, flight: Flight | None = None
+    ) -> None:
         self._cache = cache
         self._plan = plan
         self._flight = flight
@@ -247,34 +249,38 @@ class CacheLookup:
     async def similar(self, vector: list[float] | None) -> None:
         """The semantic step, with the embedding the engine made of `wants` (None: it failed, which is a miss)."""
         self.wants = None
-        assert self._plan is not None
+        cache = self._cache
+        assert cache is not None and self._plan is not None  # only a claim of a caching model wants an embedding
         try:
-            answer = await self._cache._similar(self._plan, vector)
+            answer = await cache._similar(self._plan, vector)
         except BaseException:
             self.release()
             raise
         if answer is not None:
-            self._cache._hit(self, answer)
+            cache._hit(self, answer)
         else:
-            self._cache.counters.misses += 1
+            cache.counters.misses += 1
 
     def store(self, completion: Completion) -> None:
         """Keep a whole answer (one with choices) for the next identical request."""
-        if self._plan is not None and completion.choices:
+        if self._cache is not None and self._plan is not None and completion.choices:
             self._cache._put(self._plan, CachedAnswer(completion=completion).encode())
 
     def record(self, first: Chunk, rest: Chunks) -> Chunks:
         """The stream, recorded: stored once it completes, and the claim released however it ends."""
-        plan = self._plan
-        if plan is None:
+        cache, plan = self._cache, self._plan
+        if cache is None or plan is None:
             return rest
-        return RecordingStream(first, rest, lambda raw: self._cache._put(plan, encode_chunks(raw)), self.release)
+        return RecordingStream(first, rest, lambda raw: cache._put(plan, encode_chunks(raw)), self.release)
 
     def release(self) -> None:
         """Let the requests waiting on this one look again; a second call does nothing."""
         flight, self._flight = self._flight, None
         if flight is not None:
             flight.land()
+
+
+NO_CACHE = CacheLookup(None, None, "")  # what an engine without a cache looks up: nothing, and nothing to store
 
 
 async def replay(chunks: Sequence[Chunk]) -> Chunks:

@@ -20,7 +20,7 @@ from gateway.auth.authenticator import Authenticator, NoAuth
 from gateway.auth.principal import Principal
 from gateway.cache.control import CACHE_STATUS_HEADER
 from gateway.cache.embedding import vector_of
-from gateway.cache.response_cache import HIT, CacheLookup, ResponseCache, replay
+from gateway.cache.response_cache import HIT, NO_CACHE, CacheLookup, ResponseCache, replay
 from gateway.call import CallContext, new_request_id
 from gateway.config import GatewayConfig
 from gateway.engine.admin import backends_report, check_admin, health_snapshot
@@ -54,7 +54,7 @@ class EngineParts:
     auth: Authenticator | NoAuth = field(default_factory=NoAuth)
     usage: UsageSink | None = None
     limiter: RateLimiter | None = None
-    cache: ResponseCache | None = None  # None: a cache with the config's settings and no Redis
+    cache: ResponseCache | None = None  # None: nothing is cached
     observer: CallObserver | None = None  # told about every finished call (telemetry)
 
 
@@ -74,7 +74,7 @@ class EngineCore:
         active = config.routing.health.active
         self._checker = ActiveChecker(active, parts.providers, health) if active is not None else None
         self._created = int(time.time())
-        self.cache = parts.cache if parts.cache is not None else ResponseCache.from_config(config)
+        self._cache = parts.cache
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
@@ -90,7 +90,8 @@ class EngineCore:
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()
-        await self.cache.close()
+        if self._cache is not None:
+            await self._cache.close()
         if self._limiter is not None:
             await self._limiter.close()
         for provider in self._providers.values():
@@ -207,7 +208,9 @@ class EngineCore:
         """The cache's hit or claim for this call; the semantic step gets its embedding from the engine's own
         providers here (the gateway's cost, not a caller's)."""
         assert call.params is not None
-        found = await self.cache.lookup(
+        if self._cache is None:
+            return NO_CACHE
+        found = await self._cache.lookup(
             call.params, call.ctx.headers, call.principal, served_by=plan.model, arm=plan.arm
         )
         if found.wants is not None:

@@ -14,7 +14,7 @@ from gateway.telemetry.observer import Telemetry
 if TYPE_CHECKING:
     from gateway.telemetry.tracing import Tracing
 
-__all__ = ["Telemetry", "build_frontdoor_telemetry", "build_telemetry", "config_secrets"]
+__all__ = ["Telemetry", "build_telemetry", "config_secrets"]
 
 
 def build_telemetry(config: GatewayConfig, tracing: Tracing | None = None) -> Telemetry:
@@ -24,11 +24,6 @@ def build_telemetry(config: GatewayConfig, tracing: Tracing | None = None) -> Te
 
         tracing = Tracing.from_config(config.telemetry.tracing)
     return Telemetry.from_config(config, tracing)
-
-
-def build_frontdoor_telemetry(config: GatewayConfig) -> Telemetry:
-    """Metrics and tracing as configured, with no engine parts to read (`tollgate frontdoor`)."""
-    return build_telemetry(config)
 
 
 def config_secrets(config: GatewayConfig) -> list[str]:
