@@ -57,13 +57,13 @@ class RetryBudget:
 class Verdict:
     """The health report of an attempt whose answer is still going (a stream): given once, when it ends."""
 
-    __slots__ = ("_health", "_latency", "_slot", "_started", "_target", "clock")
+    __slots__ = ("_clock", "_health", "_latency", "_slot", "_started", "_target")
 
     def __init__(
         self, health: HealthBoard, target: TargetConfig, slot: Slot, started: float, clock: Callable[[], float]
     ) -> None:
         self._health, self._target, self._slot = health, target, slot
-        self._started, self.clock = started, clock
+        self._started, self._clock = started, clock
         self._latency: float | None = clock() - started  # to the first byte: what balancing compares
 
     def settle(self, failure: BaseException | None) -> None:
@@ -75,7 +75,7 @@ class Verdict:
         if failure is None:
             self._health.succeeded(self._target, latency, self._slot)
         elif isinstance(failure, GatewayError):
-            self._health.failed(self._target, failure, self.clock() - self._started, self._slot)
+            self._health.failed(self._target, failure, self._clock() - self._started, self._slot)
         else:
             self._health.abandoned(self._target, self._slot)
 
