@@ -100,7 +100,7 @@ class Meter:
         self._prices = config.prices
 
     def call(self, ctx: CallContext, operation: str, model: str) -> MeteredCall:
-        """Meter one call of `operation` on `model`."""
+        """Meter one call of `operation` on `model`: `with meter.call(...) as record:` gives its `CallRecord`."""
         return MeteredCall(self, CallRecord(ctx, operation, model))
 
     def spent(self, call: CallRecord) -> Spent:

@@ -1,7 +1,7 @@
 """`Telemetry`: what every finished engine call is told to — metrics, the access log line and (when on) spans.
 
-It is the engine's `CallObserver`: metering calls it once at the end of each call with the context the engine
-filled in, so nothing on the request's path itself records anything.
+It is the engine's `CallObserver` (`gateway.engine.record`): metering calls it once at the end of each call with the
+`CallRecord` the engine filled in, so nothing on the request's path itself records anything.
 """
 
 from __future__ import annotations
