@@ -96,7 +96,7 @@ class BenchRedis:
         """Delete every key under this run's prefix (the counters the gateway left); how many there were."""
         deleted = 0
         batch: list[bytes] = []
-        for key in self._client.scan_iter(match=f"{self.prefix}*", count=_SCAN_COUNT):
+        for key in self._client.scan_iter(match=f"*{self.prefix}*", count=_SCAN_COUNT):
             batch.append(key)
             if len(batch) >= _SCAN_COUNT:
                 deleted += int(self._client.delete(*batch))

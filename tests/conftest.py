@@ -17,7 +17,7 @@ from gateway.frontdoor.app import create_app, start_http_server
 from gateway.testing.fake_openai import FakeOpenAI
 
 # `redis_url` (and a per-test namespace) for every test that needs a real Redis.
-pytest_plugins = ["tests.redis_support"]
+pytest_plugins = ["tests.redis_support", "tests.redis_cluster_support"]
 
 UPSTREAM_KEY = "sk-upstream-secret"
 MODES = ["one-process", "split"]

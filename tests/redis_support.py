@@ -124,7 +124,8 @@ def redis_namespace(redis_url: str) -> Iterator[str]:
     yield namespace
     client = redis.Redis.from_url(redis_url, socket_timeout=2)
     try:
-        keys = list(client.scan_iter(match=f"{namespace}*", count=1000))
+        # `*` first: the limiter wraps its namespace in braces (a Redis Cluster hash tag).
+        keys = list(client.scan_iter(match=f"*{namespace}*", count=1000))
         if keys:
             client.delete(*keys)
     finally:

@@ -1,7 +1,8 @@
 """`RedisStore`: the shared tier (L2), every replica's answers in one Redis, values zlib-compressed when large.
 
 Each call gives up after `timeout`; a Redis that is down or slow raises `CacheUnavailable`, and what to do then
-(answer from L1 alone) is `TieredStore`'s business. Values carry a one-byte header: raw or zlib.
+(answer from L1 alone) is `TieredStore`'s business. Values carry a one-byte header: raw or zlib. On a Redis Cluster
+every key is its own slot (each call touches one key), so the answers spread over the primaries.
 """
 
 from __future__ import annotations
@@ -11,15 +12,13 @@ import zlib
 from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
+from gateway.redis_client import REDIS_ERRORS, RedisClient, connect
 
 T = TypeVar("T")
 _RAW, _ZLIB = b"\x00", b"\x01"
 # A burst queues here in order (FIFO) rather than failing on an exhausted pool, as the limiter's Redis backend does.
 _MAX_CONNECTIONS = 16
+_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, zlib.error)  # a damaged value is as good as none
 
 
 class CacheUnavailable(Exception):
@@ -27,14 +26,14 @@ class CacheUnavailable(Exception):
 
 
 class RedisStore:
-    """Values under `prefix:` in the Redis at `url`."""
+    """Values under `prefix:` in the Redis (or Redis Cluster) at `url`."""
 
     def __init__(self, url: str, *, prefix: str, timeout: float, compress_over: int) -> None:
         self._url = url
         self._prefix = prefix + ":"
         self._timeout = timeout
         self._compress_over = compress_over
-        self._client: aioredis.Redis | None = None
+        self._client: RedisClient | None = None
         self._slots = asyncio.Semaphore(_MAX_CONNECTIONS)
 
     async def get(self, key: str) -> tuple[bytes, float] | None:
@@ -67,20 +66,13 @@ class RedisStore:
         try:
             async with asyncio.timeout(self._timeout), self._slots:
                 return await step()
-        except (RedisError, OSError, TimeoutError, zlib.error) as exc:
+        except _ERRORS as exc:
             raise CacheUnavailable(f"redis cache: {type(exc).__name__}: {exc}") from exc
 
-    def _connect(self) -> aioredis.Redis:
+    def _connect(self) -> RedisClient:
         # Made on first use, inside the running loop the pool's connections will belong to.
         if self._client is None:
-            pool = aioredis.ConnectionPool.from_url(
-                self._url,
-                max_connections=_MAX_CONNECTIONS,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 0),  # a slow answer is an answer of "unavailable"
-            )
-            self._client = aioredis.Redis.from_pool(pool)
+            self._client = connect(self._url, timeout=self._timeout, max_connections=_MAX_CONNECTIONS)
         return self._client
 
 

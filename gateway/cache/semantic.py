@@ -22,16 +22,16 @@ from dataclasses import dataclass
 from typing import cast
 
 import numpy as np
-import redis.asyncio as aioredis
-from redis.exceptions import RedisError
 
 from gateway.cache.vectors import VectorIndex
 from gateway.config import GatewayConfig, ModelCacheConfig, ModelConfig
+from gateway.redis_client import REDIS_ERRORS, RedisClient, connect
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.cache")
 
 _SYNC_BATCH = 1000
+_MAX_CONNECTIONS = 16  # per Redis node; a call past it fails (a miss), it never waits
 _Field = bytes | bytearray | memoryview | str | int | float  # what redis-py takes in a stream entry
 
 
@@ -92,7 +92,7 @@ class SemanticCache:
         self,
         models: Mapping[str, ModelCacheConfig],
         *,
-        redis: aioredis.Redis | None = None,
+        redis: RedisClient | None = None,
         prefix: str = "tollgate:cache",
         sync_interval: float = 0.5,
         clock: Callable[[], float] = time.monotonic,
@@ -117,8 +117,7 @@ class SemanticCache:
             return None
         settings, client = config.cache, None
         if settings.redis and config.redis_url is not None:
-            timeout = settings.redis_timeout
-            client = aioredis.Redis.from_url(config.redis_url, socket_timeout=timeout, socket_connect_timeout=timeout)
+            client = connect(config.redis_url, timeout=settings.redis_timeout, max_connections=_MAX_CONNECTIONS)
         return cls(models, redis=client, prefix=settings.key_prefix)
 
     async def close(self) -> None:
@@ -174,9 +173,10 @@ class SemanticCache:
             await asyncio.gather(*self._writes, return_exceptions=True)
 
     def _stream(self, model: str) -> str:
+        # One key a model: on a Redis Cluster each model's stream is one slot, and the models spread over the slots.
         return f"{self._prefix}:semantic:{hashlib.blake2b(model.encode(), digest_size=8).hexdigest()}"
 
-    async def _publish(self, client: aioredis.Redis, probe: Probe, key: str) -> None:
+    async def _publish(self, client: RedisClient, probe: Probe, key: str) -> None:
         stream = self._stream(probe.model)
         fields: dict[
             bytes | bytearray | memoryview | str | int | float, bytes | bytearray | memoryview | str | int | float
@@ -190,7 +190,7 @@ class SemanticCache:
                 pipe.xadd(stream, fields, maxlen=self._settings[probe.model].max_entries, approximate=True)
                 pipe.expire(stream, max(1, int(self._ttl[probe.model])))
                 await pipe.execute()
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.counters.errors += 1
             log.warning("semantic cache: could not share a vector through Redis: %r", exc)
 
@@ -202,7 +202,7 @@ class SemanticCache:
         self._sync_at[model] = now + self._sync_interval
         try:
             replies = await self._redis.xrange(self._stream(model), min=f"({self._synced_to[model]}", count=_SYNC_BATCH)
-        except (RedisError, OSError) as exc:
+        except REDIS_ERRORS as exc:
             self.counters.errors += 1
             log.warning("semantic cache: could not read shared vectors from Redis: %r", exc)
             return

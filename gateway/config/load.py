@@ -20,7 +20,7 @@ from typing import Any
 
 import yaml
 
-from gateway.config import routing_load
+from gateway.config import redis_load, routing_load
 from gateway.config.cache_load import _cache, _check_semantic, _model_cache
 from gateway.config.fields import (
     ConfigError,
@@ -181,14 +181,12 @@ class _Builder:
         no_prices: Mapping[str, Price] = MappingProxyType({})
         prices = node.get("prices", self.prices, no_prices)
         limits = node.get("limits", lambda v, p: self.limits(_Node(v, p)), LimitsConfig())
-        redis_url = node.get("redis", _str, None)
+        redis = node.get("redis", redis_load.redis_url, None)
         telemetry = node.get("telemetry", lambda v, p: _telemetry(_Node(v, p)), TelemetryConfig())
-        if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
-            raise ConfigError(f"{node.at('redis')}: expected a redis:// URL, got {redis_url!r}")
-        if limits.backend == "redis" and redis_url is None:
+        if limits.backend == "redis" and redis is None:
             raise ConfigError("limits.backend: redis needs the top-level `redis:` URL")
         cache = node.get("cache", lambda v, p: _cache(_Node(v, p)), CacheConfig())
-        if cache.redis and redis_url is None:
+        if cache.redis and redis is None:
             raise ConfigError("cache.redis: true needs the top-level `redis:` URL")
         raw_backends: list[Any] = node.get("backends", _list, [])
         backends: list[BackendConfig] = []
@@ -211,7 +209,7 @@ class _Builder:
             stats=stats,
             prices=prices,
             limits=limits,
-            redis_url=redis_url,
+            redis_url=redis,
             cache=cache,
             backends=tuple(backends),
             models=models,

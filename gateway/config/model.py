@@ -213,6 +213,7 @@ class GatewayConfig:
     prices: Mapping[str, Price] = field(default_factory=_frozen_map)
     # Limits from the config; the auth decision adds each key's own.
     limits: LimitsConfig = field(default_factory=LimitsConfig)
+    # The top-level `redis:` as a URL: redis://, rediss://, unix:// or redis+cluster:// (see gateway.redis_client).
     redis_url: str | None = None
     cache: CacheConfig = field(default_factory=CacheConfig)
     backends: tuple[BackendConfig, ...] = ()

@@ -13,14 +13,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
 
-import redis.asyncio as aioredis
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
-from redis.exceptions import RedisError
 
 from gateway.ratelimit.backend import Admission, BucketState, Charge, LimiterUnavailable
 from gateway.ratelimit.gcra import PERIODS
+from gateway.redis_client import REDIS_ERRORS, RedisClient, connect
 
 _SCRIPTS = ("acquire.lua", "settle.lua")
 # Scripts run one at a time in Redis, and redis-py's CPU per call (~0.2 ms) is the bottleneck: a few connections keep
@@ -30,11 +27,16 @@ _MAX_CONNECTIONS = 8
 
 
 class RedisBackend:
-    """The limiter's counters in Redis under `namespace`; every call gives up after `timeout` seconds."""
+    """The limiter's counters in Redis under `namespace`; every call gives up after `timeout` seconds.
+
+    Every key is `{namespace}:…`: the braces make `namespace` the Redis Cluster hash tag, so all of a deployment's
+    counters live in one slot and a script that charges a key's, a user's and a global bucket at once touches one
+    slot, atomically, as on a single Redis (the price: one primary holds all the counters; see docs/ratelimits.md).
+    """
 
     def __init__(self, url: str, *, namespace: str = "tollgate:rl", timeout: float = 0.1) -> None:
         self._url = url
-        self._prefix = f"{namespace}:"
+        self._prefix = key_prefix(namespace)
         self._timeout = timeout
         package = resources.files("gateway.ratelimit")
         common = package.joinpath("common.lua").read_text(encoding="utf-8")
@@ -90,30 +92,28 @@ class RedisBackend:
                 async with link.slots:
                     reply: list[bytes] = await link.scripts[which](keys=keys, args=args, client=link.client)
                     return reply
-        except (RedisError, OSError, TimeoutError) as exc:
+        except REDIS_ERRORS as exc:
             raise LimiterUnavailable(f"redis rate limit store: {type(exc).__name__}: {exc}") from exc
 
     def _connect(self) -> _Link:
         # Made on first use, inside the running loop the pool's connections will belong to.
         if self._link is None:
-            pool = aioredis.ConnectionPool.from_url(
-                self._url,
-                max_connections=_MAX_CONNECTIONS,
-                socket_timeout=self._timeout,
-                socket_connect_timeout=self._timeout,
-                retry=Retry(NoBackoff(), 0),  # no silent retries: a slow answer is an answer of "unavailable"
-            )
-            client = aioredis.Redis.from_pool(pool)
+            client = connect(self._url, timeout=self._timeout, max_connections=_MAX_CONNECTIONS)
             acquire, settle = (client.register_script(source) for source in self._sources)
             self._link = _Link(client, (acquire, settle), asyncio.Semaphore(_MAX_CONNECTIONS))
         return self._link
+
+
+def key_prefix(namespace: str) -> str:
+    """What every counter's key starts with: `{namespace}:`, the namespace as the hash tag (kept when it has one)."""
+    return f"{namespace}:" if "{" in namespace else f"{{{namespace}}}:"
 
 
 @dataclass(frozen=True, slots=True)
 class _Link:
     """The connection pool, the scripts registered on it, and the first-come-first-served queue in front of it."""
 
-    client: aioredis.Redis
+    client: RedisClient
     scripts: tuple[AsyncScript, AsyncScript]
     # FIFO, unlike redis-py's BlockingConnectionPool, where newcomers overtake waiters and starve them.
     slots: asyncio.Semaphore

@@ -336,7 +336,9 @@ BAD = [
     pytest.param("prices: {gpt: {input: 1}}\n" + BASE, "prices.gpt.output: required", id="price-missing"),
     pytest.param("prices: {gpt: {input: -1, output: 1}}\n" + BASE, "prices.gpt.input: expected US dollars", id="neg"),
     pytest.param("prices: {gpt: {input: 1, output: 2, cache: 1}}\n" + BASE, "prices.gpt.cache: unknown", id="pfield"),
-    pytest.param("redis: localhost:6379\n" + BASE, "redis: expected a redis:// URL, got 'localhost:6379'", id="redis"),
+    pytest.param(
+        "redis: localhost:6379\n" + BASE, "redis: expected a redis://, rediss://, unix://, redis+cluster://", id="redis"
+    ),
     pytest.param("backends: []\nmodels: []\n", "models: at least one model with an enabled backend", id="no-models"),
     pytest.param("", "models: at least one model with an enabled backend", id="empty-file"),
     pytest.param(

@@ -91,12 +91,12 @@ async def test_keys_carry_the_namespace_and_expire(
     slots = Bucket("key:k1:concurrent", "concurrent", limit=5, window=30.0)
     await backend.acquire("r1", [Charge(rate, 1), Charge(slots, 1)])
 
-    assert inspect.pttl(f"{redis_namespace}:key:k1:requests") == pytest.approx(6000, abs=100)  # TAT - now
-    assert inspect.zrange(f"{redis_namespace}:key:k1:concurrent", 0, -1) == ["r1"]
-    assert inspect.pttl(f"{redis_namespace}:key:k1:concurrent") == pytest.approx(30_000, abs=100)
+    assert inspect.pttl(f"{{{redis_namespace}}}:key:k1:requests") == pytest.approx(6000, abs=100)  # TAT - now
+    assert inspect.zrange(f"{{{redis_namespace}}}:key:k1:concurrent", 0, -1) == ["r1"]
+    assert inspect.pttl(f"{{{redis_namespace}}}:key:k1:concurrent") == pytest.approx(30_000, abs=100)
 
     await backend.settle("r1", [Charge(slots, 1)])
-    assert inspect.exists(f"{redis_namespace}:key:k1:concurrent") == 0  # the last lease gone, the set goes too
+    assert inspect.exists(f"{{{redis_namespace}}}:key:k1:concurrent") == 0  # the last lease gone, the set goes too
 
 
 async def test_a_rate_key_disappears_when_its_tat_has_passed(
@@ -104,9 +104,9 @@ async def test_a_rate_key_disappears_when_its_tat_has_passed(
 ) -> None:
     rate = Bucket("key:k1:requests", "requests", limit=10, window=1.0)
     await backend.acquire("r1", [Charge(rate, 1)])
-    assert 0 < inspect.pttl(f"{redis_namespace}:key:k1:requests") <= 100
+    assert 0 < inspect.pttl(f"{{{redis_namespace}}}:key:k1:requests") <= 100
     await asyncio.sleep(0.15)
-    assert inspect.exists(f"{redis_namespace}:key:k1:requests") == 0
+    assert inspect.exists(f"{{{redis_namespace}}}:key:k1:requests") == 0
 
 
 async def test_spend_keys_carry_the_period_and_expire_a_day_after_it(
@@ -117,15 +117,15 @@ async def test_spend_keys_carry_the_period_and_expire_a_day_after_it(
         await backend.settle("r1", [Charge(bucket, 0.25)])
         label, end = spend_period(period, time.time())
         assert end is not None
-        key = f"{redis_namespace}:key:k1:spend:{period}:{label}"
+        key = f"{{{redis_namespace}}}:key:k1:spend:{period}:{label}"
         assert float(inspect.get(key) or 0) == 0.25
         assert inspect.ttl(key) == pytest.approx(end + SPEND_GRACE - time.time(), abs=2)
 
     total = Bucket("key:k1:spend:total", "spend", limit=5.0, window=0, period="total")
     await backend.settle("r1", [Charge(total, 0.5)])
     await backend.settle("r2", [Charge(total, 0.25)])
-    assert float(inspect.get(f"{redis_namespace}:key:k1:spend:total:total") or 0) == 0.75
-    assert inspect.ttl(f"{redis_namespace}:key:k1:spend:total:total") == -1  # never expires
+    assert float(inspect.get(f"{{{redis_namespace}}}:key:k1:spend:total:total") or 0) == 0.75
+    assert inspect.ttl(f"{{{redis_namespace}}}:key:k1:spend:total:total") == -1  # never expires
 
 
 async def test_a_settle_sent_again_is_applied_once(
@@ -136,7 +136,7 @@ async def test_a_settle_sent_again_is_applied_once(
     for _ in range(3):
         await backend.settle("r1", [Charge(spend, 0.5)])
     await backend.settle("r2", [Charge(spend, 0.5)])  # another request's settle still counts
-    assert float(inspect.get(f"{redis_namespace}:key:k1:spend:total:total") or 0) == 1.0
+    assert float(inspect.get(f"{{{redis_namespace}}}:key:k1:spend:total:total") or 0) == 1.0
 
 
 async def test_each_acquire_and_settle_is_one_round_trip(own_redis: RedisServer) -> None:
