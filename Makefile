@@ -1,12 +1,16 @@
-# tollgate — `make run` serves the embedded default config; `make test` installs and runs the tests.
+# tollgate — `make run` serves the embedded default config (runtime dependencies only); `make test` installs the dev
+# tools too and runs the tests; `make lint` lints the code, the protos, the Dockerfile and the Kubernetes manifests.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto')
+# checkov (the manifests' policy linter) brings ~100 packages of its own: a venv of its own, outside the dev extra.
+CHECKOV := .tools/checkov/bin/checkov
+CHECKOV_VERSION := 3.3.30
 
-.PHONY: install generate check-generated lint test run bench clean
+.PHONY: install install-runtime generate check-generated lint lint-deploy test run bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,9 +18,20 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+# What `make run` needs: tollgate and its runtime dependencies, no dev tools (the dev install includes these).
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+install-runtime: $(VENV)/.runtime
+
+$(CHECKOV):
+	$(PY) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install -q 'checkov==$(CHECKOV_VERSION)'
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
@@ -36,14 +51,20 @@ lint: install $(BUF)
 	$(BUF) lint
 	if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 		$(BUF) breaking --against '.git#ref=HEAD~1'; fi
-	$(BIN)/ruff check gateway authsvc statssvc tests bench
-	$(BIN)/ruff format --check gateway authsvc statssvc tests bench
+	$(BIN)/ruff check gateway authsvc statssvc tests bench deploy
+	$(BIN)/ruff format --check gateway authsvc statssvc tests bench deploy
 	$(BIN)/mypy
+	$(MAKE) lint-deploy
+
+# The Dockerfile (hadolint), then every Kustomize overlay rendered, checked against the Kubernetes schemas and checkov.
+lint-deploy: install $(CHECKOV)
+	$(BIN)/hadolint Dockerfile
+	$(BIN)/python -m deploy.check --checkov $(CHECKOV)
 
 test: install
 	$(BIN)/python -m pytest -q
 
-run: install
+run: install-runtime
 	$(BIN)/tollgate serve
 
 bench: install
