@@ -1,4 +1,5 @@
-# tollgate — `make run` serves the embedded default config; `make test` installs and runs the tests.
+# tollgate — `make run` serves the embedded default config (runtime dependencies only); `make test` installs the dev
+# tools too and runs the tests.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install generate check-generated lint test run bench clean
+.PHONY: install install-runtime generate check-generated lint test run bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,9 +15,16 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+# What `make run` needs: tollgate and its runtime dependencies, no dev tools (the dev install includes these).
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+install-runtime: $(VENV)/.runtime
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
@@ -43,7 +51,7 @@ lint: install $(BUF)
 test: install
 	$(BIN)/python -m pytest -q
 
-run: install
+run: install-runtime
 	$(BIN)/tollgate serve
 
 bench: install

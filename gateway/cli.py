@@ -6,6 +6,8 @@
     tollgate check-config [--config FILE]                 validate a config file and exit
 
 With no --config (and no TOLLGATE_CONFIG), the embedded default runs: a demo backend that needs no API key.
+The listen addresses can be set without a file: `--http` / `--grpc`, or TOLLGATE_HTTP / TOLLGATE_GRPC (a flag wins
+over the variable, the variable over the file). `tollgate --version` prints the installed version.
 """
 
 from __future__ import annotations
@@ -14,11 +16,13 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
 from typing import TYPE_CHECKING
 
 from authsvc.cli import add_commands as add_auth_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.fields import _address as parse_address
 from gateway.config.telemetry import LogsConfig
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
@@ -37,8 +41,28 @@ if TYPE_CHECKING:
 log = logging.getLogger("tollgate")
 
 
+def _version() -> str:
+    try:
+        return metadata.version("tollgate")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _listen_address(env: str) -> Callable[[str], str]:
+    """An argparse type for a listen address: `host:port`, or a usage error naming the flag and its variable."""
+
+    def check(value: str) -> str:
+        try:
+            return parse_address(value, env)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tollgate", description="An LLM gateway.")
+    parser.add_argument("--version", action="version", version=f"tollgate {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("serve", "front door and engine in one process"),
@@ -49,9 +73,21 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--config", default=os.environ.get("TOLLGATE_CONFIG"), help="YAML file (default: embedded)")
         if name in ("serve", "frontdoor"):
-            cmd.add_argument("--http", help="override listen.http (host:port)")
+            http = os.environ.get("TOLLGATE_HTTP")
+            cmd.add_argument(
+                "--http",
+                default=http,
+                type=_listen_address("TOLLGATE_HTTP"),
+                help="override listen.http, host:port (env TOLLGATE_HTTP)",
+            )
         if name in ("serve", "engine"):
-            cmd.add_argument("--grpc", help="override listen.grpc (host:port)")
+            grpc = os.environ.get("TOLLGATE_GRPC")
+            cmd.add_argument(
+                "--grpc",
+                default=grpc,
+                type=_listen_address("TOLLGATE_GRPC"),
+                help="override listen.grpc, host:port (env TOLLGATE_GRPC)",
+            )
         if name == "serve":
             cmd.add_argument("--workers", type=int, default=1, help="processes sharing the ports (default 1)")
             cmd.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N

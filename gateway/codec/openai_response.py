@@ -292,11 +292,11 @@ def encode_embeddings(response: pb.CreateEmbeddingsResponse) -> dict[str, Any]:
     return {"object": "list", "data": data, "model": response.model, "usage": usage}
 
 
+def encode_model(model: pb.Model) -> dict[str, Any]:
+    """One model object."""
+    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
+
+
 def encode_models(response: pb.ListModelsResponse) -> dict[str, Any]:
     """The models list."""
-    return {
-        "object": "list",
-        "data": [
-            {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by} for m in response.models
-        ],
-    }
+    return {"object": "list", "data": [encode_model(m) for m in response.models]}

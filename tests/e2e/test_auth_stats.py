@@ -135,6 +135,19 @@ async def test_models_lists_only_what_the_key_may_use(secured: RunningGateway, s
         await client(secured, "sk-wrong").models.list()
 
 
+async def test_retrieve_a_model_the_key_may_not_use_is_not_found(secured: RunningGateway, stack: Stack) -> None:
+    bob = client(secured, stack.keys["bob"])
+    assert (await bob.models.retrieve("demo")).id == "demo"
+    with pytest.raises(openai.NotFoundError) as caught:  # as unknown as a model that does not exist: nothing leaks
+        await bob.models.retrieve("gpt-4o-mini")
+    assert caught.value.body == {
+        "message": "The model 'gpt-4o-mini' does not exist",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+
+
 async def test_decisions_are_cached(secured: RunningGateway, stack: Stack) -> None:
     alice = client(secured, stack.keys["alice"])
     await asyncio.gather(*(alice.chat.completions.create(model="demo", messages=MESSAGES) for _ in range(20)))
