@@ -32,6 +32,7 @@ from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
 from gateway.ratelimit.build import build_limiter
 from gateway.ratelimit.limiter import RateLimiter
+from gateway.routing.decision import vectors_of
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.build import Telemetry, build_telemetry
 from gateway.telemetry.engine_sources import watch_cache, watch_health
@@ -66,6 +67,7 @@ class EngineCore:
         self._meter = Meter(config, usage, limiter)
         health = HealthBoard(config.routing.health, time.monotonic)
         self._router = Router(config, rng, health)
+        self._router.routes.connect(self._embed_texts)  # semantic route rules embed through our own providers
         self._failover = Failover(config.routing.retry, health, clock=time.monotonic, rng=rng)
         active = config.routing.health.active
         self._checker = ActiveChecker(active, providers, health) if active is not None else None
@@ -99,6 +101,7 @@ class EngineCore:
             await self._meter.sink.start()
         if self._checker is not None:
             self._checker.start()
+        await self._router.routes.prepare()  # embeds semantic rules' examples
 
     async def close(self) -> None:
         """Deliver or spool pending usage, then release every connection."""
@@ -107,6 +110,7 @@ class EngineCore:
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()
+        await self._router.routes.close()
         await self.cache.close()
         if self._limiter is not None:
             await self._limiter.close()
@@ -147,7 +151,10 @@ class EngineCore:
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             # Routed first: the cache files answers under the model and experiment arm that serve the request.
-            plan = self._router.route(params.model, ctx)
+            routes = self._router.routes  # rules that read the prompt may await (semantic, classifier)
+            plan = self._router.route(
+                params.model, ctx, await routes.decide(params, ctx) if routes.reads_prompts else None
+            )
             result = await self.cache.complete(
                 params,
                 ctx,
@@ -177,7 +184,10 @@ class EngineCore:
             call.params, call.stream = params, True
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
-            plan = self._router.route(params.model, ctx)
+            routes = self._router.routes
+            plan = self._router.route(
+                params.model, ctx, await routes.decide(params, ctx) if routes.reads_prompts else None
+            )
             first, chunks = await self.cache.open_stream(
                 params,
                 ctx,
@@ -203,6 +213,13 @@ class EngineCore:
         own = CallContext(request_id=new_request_id())
         plan = self._router.route(model, own)
         return vector_of(await self._first_success(plan, own, lambda provider, name: provider.embed(name, request)))
+
+    async def _embed_texts(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embeddings for semantic route rules, through this gateway's providers like the semantic cache's."""
+        request = pb.CreateEmbeddingsRequest(model=model, input=texts)
+        own = CallContext(request_id=new_request_id())
+        plan = self._router.route(model, own)
+        return vectors_of(await self._first_success(plan, own, lambda provider, name: provider.embed(name, request)))
 
     async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
         """The input tokens of `params`, from the first of its model's targets whose backend can count them."""

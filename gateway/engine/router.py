@@ -75,10 +75,11 @@ class Router:
         """The attempts for a request for `name` (see `route`)."""
         return self.route(name, ctx).attempts
 
-    def route(self, name: str, ctx: CallContext | None = None) -> Plan:
-        """Resolve `name`, pick the experiment arm, and list the healthy targets to try in order."""
+    def route(self, name: str, ctx: CallContext | None = None, decided: tuple[str, str] | None = None) -> Plan:
+        """Resolve `name` (unless the route table `decided` already, from the prompt), pick the experiment arm, and
+        list the healthy targets to try in order."""
         ctx = ctx or CallContext(request_id="")
-        resolved, rule = self.routes.resolve(name, ctx)
+        resolved, rule = decided or self.routes.resolve(name, ctx)
         model = self._models.get(resolved)
         if model is None:
             raise NotFoundError(f"The model '{name}' does not exist", param="model")
