@@ -30,6 +30,7 @@ from gateway.engine.router import Attempt, Plan, Router
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
+from gateway.providers.wake import MORE_ATTEMPTS, observe_wakes
 from gateway.ratelimit.build import build_limiter
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.routing.decision import vectors_of
@@ -72,6 +73,7 @@ class EngineCore:
         active = config.routing.health.active
         self._checker = ActiveChecker(active, providers, health) if active is not None else None
         self._created = int(time.time())
+        self._wakes = any(b.wake is not None for b in config.backends)
         # A test may swap in its own (an injected clock).
         self.cache = ResponseCache.from_config(config, self._embed_for_cache)
 
@@ -94,6 +96,8 @@ class EngineCore:
         if telemetry.metrics is not None:  # the engine's own parts, read when Prometheus scrapes
             watch_cache(telemetry.metrics.sources, self.cache)
             watch_health(telemetry.metrics.sources, self.health_snapshot)
+            self._router.routes.observe(telemetry.metrics.routing)
+            observe_wakes(self._providers, telemetry.metrics.routing)
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
@@ -284,6 +288,8 @@ class EngineCore:
             ctx.backend, ctx.provider_model = target.backend, target.model
             tried = UpstreamAttempt(target.backend, target.model)  # telemetry reads ctx.tried after the call
             ctx.tried.append(tried)
+            if self._wakes:  # a sleeping backend holds the last attempt, and defers others (gateway.providers.wake)
+                MORE_ATTEMPTS.set(attempt is not plan.attempts[-1])
             try:
                 result = await call(self._providers[target.backend], target.model)
             except GatewayError as exc:
