@@ -62,9 +62,7 @@ async def embedder() -> AsyncIterator[FakeOpenAI]:
 
 
 async def served_by(client: openai.AsyncOpenAI, text: str, model: str = "auto", **kwargs: Any) -> str:
-    reply = await client.chat.completions.create(
-        model=model, messages=[{"role": "user", "content": text}], **kwargs
-    )
+    reply = await client.chat.completions.create(model=model, messages=[{"role": "user", "content": text}], **kwargs)
     return reply.model.removesuffix("-upstream")
 
 
