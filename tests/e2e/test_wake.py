@@ -6,6 +6,7 @@ healthy target uses it while the sleeper wakes in the background."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import socket
@@ -54,10 +55,8 @@ def started(tmp_path: Path) -> Iterator[Path]:
     yield pidfile
     if pidfile.exists():
         for line in pidfile.read_text().split():
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(int(line), signal.SIGTERM)
-            except ProcessLookupError:
-                pass
 
 
 def boot_command(port: int, pidfile: Path, wakes: Path, delay: float) -> str:
