@@ -74,7 +74,7 @@ class WakeConfig:
     timeout: float = 120.0  # the longest a request is held (and the wake may take)
     ready_path: str = "/v1/models"  # on the base URL's host; polled until it answers 200
     max_waiting: int = 1000  # more held requests are refused at once (503)
-    poll_interval: float = 0.5
+    poll_interval: float = 0.25  # a probe of a local server costs nothing; it bounds the wait past the boot
     idle: IdleConfig | None = None
 
 
@@ -137,7 +137,7 @@ def wake_config(node: _Node) -> WakeConfig:
         timeout=node.get("timeout", parse_duration, 120.0),
         ready_path=ready_path,
         max_waiting=node.get("max_waiting", _positive_int, 1000),
-        poll_interval=node.get("poll_interval", parse_duration, 0.5),
+        poll_interval=node.get("poll_interval", parse_duration, 0.25),
         idle=node.get("idle", lambda v, p: _idle(_Node(v, p)), None),
     )
     node.done()
