@@ -42,7 +42,7 @@ async def decision_cpu_ms(examples: int, calls: int, rng: np.random.Generator) -
     )
 
     async def embed(model: str, texts: list[str]) -> list[list[float]]:
-        return [vectors[t] if t in vectors else prompt for t in texts]
+        return [vectors.get(t, prompt) for t in texts]
 
     decider = SemanticDecider("bench", SemanticRoute(embedding_model="e", choices=choices, threshold=0.0), embed)
     await decider.prepare()
@@ -112,7 +112,8 @@ async def run(calls: int, held: int, boot: float, poll: float) -> str:
 
 def report(quick: bool = False) -> str:
     """What `make bench` prints at its end."""
-    return asyncio.run(run(calls=200 if quick else 1000, held=40, boot=1.0, poll=WakeConfig(WakeAction()).poll_interval))
+    poll = WakeConfig(WakeAction()).poll_interval
+    return asyncio.run(run(calls=200 if quick else 1000, held=40, boot=1.0, poll=poll))
 
 
 def main(argv: Sequence[str] | None = None) -> None:
