@@ -41,7 +41,8 @@ log = logging.getLogger("tollgate.wake")
 # Set by the engine before each attempt: whether the request's plan has another attempt after this one.
 MORE_ATTEMPTS: ContextVar[bool] = ContextVar("tollgate_more_attempts", default=False)
 
-FAILED_RETRY_AFTER = 10.0  # what a held call that the wake failed is told to wait
+FAILED_RETRY_AFTER = 10.0  # what a held call that the wake failed, or one refused over max_waiting, is told to wait
+DEFER_REST = 1.0  # a deferred attempt's Retry-After: the target rests this long, then is tried (or deferred) again
 _LOCK_PREFIX = "tollgate:wake:"
 
 
@@ -158,7 +159,7 @@ class Waker:
             raise ServiceUnavailableError(
                 f"backend '{self.name}' is starting and {self.held} requests already wait for it",
                 code="backend_waking",
-                retry_after=self.config.timeout,
+                retry_after=min(self.config.timeout, FAILED_RETRY_AFTER),
             )
         flight = self.start()
         self._count_held(1)
@@ -176,8 +177,10 @@ class Waker:
     def defer(self) -> ServiceUnavailableError:
         """Start the wake in the background; the error that sends this attempt on to the plan's next target."""
         self.start()
+        # A short rest: long enough to send the next requests elsewhere, short enough to use the backend soon
+        # after it is up.
         return ServiceUnavailableError(
-            f"backend '{self.name}' is starting", code="backend_waking", retry_after=self.config.timeout
+            f"backend '{self.name}' is starting", code="backend_waking", retry_after=DEFER_REST
         )
 
     def _count_held(self, change: int) -> None:
@@ -321,9 +324,22 @@ class WakingProvider:
         await self.waker.close()
         await self.inner.close()
 
+    async def _probe(self) -> None:
+        """An active health check: a backend that is asleep (refused) is healthy, since a request wakes it; one that
+        answers is probed as usual."""
+        if self.waker.asleep:
+            return
+        try:
+            await self.inner.probe()  # type: ignore[attr-defined]  # only offered when the inner provider has it
+        except UpstreamConnectionError as exc:
+            if not _asleep(exc):
+                raise
+            self.waker.asleep = True
+
     def __getattr__(self, name: str) -> Any:
-        # A health probe, token counting: the inner provider's own (a probe of a sleeping backend fails, rightly).
-        return getattr(self.inner, name)
+        # Token counting and the like: the inner provider's own; a probe only if it has one, wrapped.
+        found = getattr(self.inner, name)
+        return self._probe if name == "probe" else found
 
 
 Chunks = AsyncGenerator[pb.StreamChatCompletionResponse, None]
