@@ -41,8 +41,8 @@ log = logging.getLogger("tollgate.wake")
 # Set by the engine before each attempt: whether the request's plan has another attempt after this one.
 MORE_ATTEMPTS: ContextVar[bool] = ContextVar("tollgate_more_attempts", default=False)
 
-FAILED_RETRY_AFTER = 10.0  # what a held call that the wake failed, or one refused over max_waiting, is told to wait
-DEFER_REST = 1.0  # a deferred attempt's Retry-After: the target rests this long, then is tried (or deferred) again
+FAILED_RETRY_AFTER = 10.0  # what a held call that the wake failed is told to wait (and the target rests)
+DEFER_REST = 1.0  # a deferred or refused attempt's Retry-After: the target rests this long, then is tried again
 _LOCK_PREFIX = "tollgate:wake:"
 
 
@@ -159,7 +159,7 @@ class Waker:
             raise ServiceUnavailableError(
                 f"backend '{self.name}' is starting and {self.held} requests already wait for it",
                 code="backend_waking",
-                retry_after=min(self.config.timeout, FAILED_RETRY_AFTER),
+                retry_after=DEFER_REST,  # the engine rests the target this long: the held ones go on
             )
         flight = self.start()
         self._count_held(1)
