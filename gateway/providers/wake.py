@@ -151,6 +151,7 @@ class Waker:
         if self._flight is None or self._flight.done():
             self.asleep = True
             self._flight = asyncio.create_task(self._wake(), name=f"wake {self.name}")
+            self._flight.add_done_callback(_retrieved)  # a deferred wake may fail with nobody waiting: logged already
         return self._flight
 
     async def hold(self) -> None:
@@ -221,7 +222,7 @@ class Waker:
             started = await run_action(self._http(), self.config.action)
             if isinstance(started, CommandRun):
                 run = started
-                self._commands.append(run)
+                self._commands = [*(r for r in self._commands if r.process.returncode is None), run]
         while not await is_ready(self._http(), self._url):
             if run is not None:
                 run.check()
@@ -262,6 +263,11 @@ class Waker:
             await self._session.close()
         if self.lock is not None:
             await self.lock.close()
+
+
+def _retrieved(task: asyncio.Task[None]) -> None:
+    if not task.cancelled():
+        task.exception()
 
 
 class WakingProvider:

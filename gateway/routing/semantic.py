@@ -15,6 +15,7 @@ from gateway.routing.decision import DecisionFailed, Embed, Pick, Question
 from gateway.routing.nearest import ExampleIndex
 
 log = logging.getLogger("tollgate.routing")
+PREPARE_TIMEOUT = 30.0  # the longest engine start waits for the examples' embeddings; later tries happen per request
 
 
 async def embed_examples(
@@ -65,10 +66,11 @@ class SemanticDecider:
         if self._embed is None:
             return
         try:
-            self._index = await embed_examples(
-                self._embed, self._route.embedding_model, self._groups, self._route.batch
-            )
-        except Exception as exc:
+            async with asyncio.timeout(PREPARE_TIMEOUT):
+                self._index = await embed_examples(
+                    self._embed, self._route.embedding_model, self._groups, self._route.batch
+                )
+        except Exception as exc:  # TimeoutError included
             log.warning("route %r: its examples could not be embedded, it falls back for now: %r", self.rule, exc)
 
     def _prepare_soon(self) -> None:
