@@ -95,7 +95,6 @@ async def test_forty_held_requests_are_served_after_one_wake(
     assert wakes.read_text().splitlines() == ["woke"]
 
 
-@ONE_PROCESS
 async def test_a_wake_that_never_becomes_ready_answers_503(start_gateway: StartGateway) -> None:
     port = free_port()
     wake = "{command: [sh, -c, 'echo starting; echo no GPU left >&2'], timeout: 1s, poll_interval: 100ms}"
