@@ -13,7 +13,6 @@ import logging
 import os
 import sys
 
-from authsvc.cli import _check_address
 from gateway.config import ConfigError
 from gateway.process import run, until_stopped
 from gateway.routing.decision import DecisionFailed
@@ -34,6 +33,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve.add_argument("--listen", default="127.0.0.1:50071", metavar="HOST:PORT", help="gRPC address")
     serve.add_argument("--log-level", default=os.environ.get("TOLLGATE_LOG_LEVEL", "INFO"))
     serve.set_defaults(run=_run_server)
+
+
+def _check_address(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+        raise ConfigError(f"--listen: expected host:port, got {address!r}")
 
 
 def _run_server(args: argparse.Namespace) -> int:
