@@ -15,9 +15,7 @@ import sys
 
 from gateway.config import ConfigError
 from gateway.process import run, until_stopped
-from gateway.routing.decision import DecisionFailed
 from routersvc.examples import load_examples
-from routersvc.server import EmbeddingSource, start_router_server
 
 log = logging.getLogger("tollgate.routersvc")
 _SHUTDOWN_GRACE = 5.0
@@ -48,6 +46,10 @@ def _run_server(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"tollgate routersvc: {exc}", file=sys.stderr)
         return 2
+    # Here, not at the top: every `tollgate` command loads this module, and the server loads numpy.
+    from gateway.routing.decision import DecisionFailed  # noqa: PLC0415
+    from routersvc.server import EmbeddingSource, start_router_server  # noqa: PLC0415
+
     key = os.environ.get(args.api_key_env, "") if args.api_key_env else ""
     source = EmbeddingSource(args.embeddings_url, args.embedding_model, key)
 

@@ -21,7 +21,6 @@ from dataclasses import dataclass
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.config.routing import RouteMatch, RouteRule
 from gateway.engine.contract import CallContext
-from gateway.engine.metering import estimate_prompt_tokens
 from gateway.globs import compile_globs
 from gateway.routing.decision import Decider, DecisionFailed, DecisionObserver, Embed, Question
 from gateway.routing.prompt import prompt_text, uses
@@ -50,6 +49,9 @@ class _Prompt:
     @property
     def tokens(self) -> int:
         if self._tokens < 0:
+            # Here, not at the top: the split front door imports this module (routing_headers), never metering.
+            from gateway.engine.metering import estimate_prompt_tokens  # noqa: PLC0415
+
             self._tokens = estimate_prompt_tokens(self.params)
         return self._tokens
 
