@@ -44,8 +44,8 @@ lint: install $(BUF)
 	$(BUF) lint
 	if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 		$(BUF) breaking --against '.git#ref=HEAD~1'; fi
-	$(BIN)/ruff check gateway authsvc statssvc tests bench
-	$(BIN)/ruff format --check gateway authsvc statssvc tests bench
+	$(BIN)/ruff check gateway authsvc statssvc routersvc tests bench
+	$(BIN)/ruff format --check gateway authsvc statssvc routersvc tests bench
 	$(BIN)/mypy
 
 test: install

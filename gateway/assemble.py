@@ -16,6 +16,7 @@ from gateway.cache.response_cache import ResponseCache
 from gateway.config import GatewayConfig
 from gateway.engine.core import EngineCore, EngineParts
 from gateway.providers.registry import build_providers
+from gateway.providers.wake import observe_wakes
 from gateway.ratelimit.build import build_limiter
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.build import build_telemetry
@@ -54,7 +55,8 @@ def assemble(config: GatewayConfig, tracing: Tracing | None = None) -> Assembly:
     auth, limiter = build_authenticator(config.auth), build_limiter(config)
     cache = ResponseCache.from_config(config)
     telemetry = build_telemetry(config, tracing)
-    engine = EngineCore(config, EngineParts(providers, auth, reporter, limiter, cache, telemetry))
+    routing = telemetry.metrics.routing if telemetry.metrics is not None else None
+    engine = EngineCore(config, EngineParts(providers, auth, reporter, limiter, cache, telemetry, routing))
     if telemetry.tracing is not None and reporter is not None:
         reporter.on_report = telemetry.tracing.reporter_observer()  # stats batches link to their calls' spans
     if telemetry.metrics is not None:  # the engine's own parts, read when Prometheus scrapes
@@ -65,4 +67,5 @@ def assemble(config: GatewayConfig, tracing: Tracing | None = None) -> Assembly:
         watch_limiter(sources, limiter)
         watch_cache(sources, cache)
         watch_health(sources, engine.health_snapshot)
+        observe_wakes(providers, telemetry.metrics.routing)  # wakes and held calls of sleeping backends
     return Assembly(config, engine, telemetry)

@@ -33,6 +33,7 @@ from gateway.telemetry.http import metrics_app
 from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.multiproc import shared_metrics_dir
 from gateway.workers import Supervisor, refusal, reserve, worker_argv
+from routersvc.cli import add_commands as add_router_commands
 from statssvc.cli import add_commands as add_stats_commands
 
 if TYPE_CHECKING:
@@ -96,6 +97,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--log-level", default=os.environ.get("TOLLGATE_LOG_LEVEL", "INFO"))
     add_auth_commands(sub)
     add_stats_commands(sub)
+    add_router_commands(sub)
     return parser
 
 

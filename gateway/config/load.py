@@ -56,6 +56,7 @@ from gateway.config.model import (
     TargetConfig,
 )
 from gateway.config.routing import RoutingConfig
+from gateway.config.routing_wake import wake_config
 from gateway.config.shaping import RequestShaping, ShapingError, parse_shaping
 from gateway.config.telemetry import TelemetryConfig
 from gateway.config.telemetry_load import _telemetry
@@ -319,6 +320,7 @@ class _Builder:
             max_connections=node.get("max_connections", _positive_int, _BACKEND.max_connections),
             options=MappingProxyType(dict(options)),
             shaping=_shaping(node),
+            wake=node.get("wake", lambda v, p: wake_config(_Node(v, p)), None),
         )
         node.done()
         return backend, enabled

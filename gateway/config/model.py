@@ -12,6 +12,7 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.config.routing import ExperimentConfig, RoutingConfig
+from gateway.config.routing_wake import WakeConfig
 from gateway.config.shaping import RequestShaping
 from gateway.config.telemetry import TelemetryConfig
 
@@ -78,6 +79,7 @@ class BackendConfig:
     options: Mapping[str, Any] = field(default_factory=_frozen_map)
     # Request fields set when absent, forced, or dropped before the adapter translates (gateway.providers.shaping).
     shaping: RequestShaping = field(default_factory=RequestShaping)
+    wake: WakeConfig | None = None  # on-demand boot of a backend that sleeps (gateway.providers.wake)
 
 
 @dataclass(frozen=True, slots=True)

@@ -34,7 +34,9 @@ from gateway.engine.router import Attempt, Plan, Router
 from gateway.engine.routes import Caller
 from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
+from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
+from gateway.routing.decision import DecisionObserver, vectors_of
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -56,6 +58,7 @@ class EngineParts:
     limiter: RateLimiter | None = None
     cache: ResponseCache | None = None  # None: nothing is cached
     observer: CallObserver | None = None  # told about every finished call (telemetry)
+    decisions: DecisionObserver | None = None  # told about route rules' decisions from the prompt (metrics)
 
 
 class EngineCore:
@@ -70,10 +73,13 @@ class EngineCore:
         self._meter = Meter(config, parts.usage, parts.limiter, parts.observer)
         health = HealthBoard(config.routing.health, time.monotonic)
         self._router = Router(config, rng, health)
+        # Semantic route rules embed through our own providers.
+        self._router.routes.connect(self._embed_texts, parts.decisions)
         self._failover = Failover(config.routing.retry, health, clock=time.monotonic, rng=rng)
         active = config.routing.health.active
         self._checker = ActiveChecker(active, parts.providers, health) if active is not None else None
         self._created = int(time.time())
+        self._wakes = any(b.wake is not None for b in config.backends)
         self._cache = parts.cache
 
     async def start(self) -> None:
@@ -82,6 +88,7 @@ class EngineCore:
             await self._meter.sink.start()
         if self._checker is not None:
             self._checker.start()
+        await self._router.routes.prepare()  # embeds semantic rules' examples
 
     async def close(self) -> None:
         """Deliver or spool pending usage, then release every connection."""
@@ -90,6 +97,7 @@ class EngineCore:
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()
+        await self._router.routes.close()
         if self._cache is not None:
             await self._cache.close()
         if self._limiter is not None:
@@ -131,7 +139,8 @@ class EngineCore:
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             # Routed first: the cache files answers under the model and experiment arm that serve the request.
-            plan = self._route(call)
+            # Rules that read the prompt may await (semantic, classifier): only then is it read.
+            plan = self._route(call, await self._decide(call, params) if self._router.routes.reads_prompts else None)
             found = await self._look_up(call, plan)
             try:
                 if found.answer is not None:
@@ -164,7 +173,7 @@ class EngineCore:
             call.params, call.stream = params, True
             _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
-            plan = self._route(call)
+            plan = self._route(call, await self._decide(call, params) if self._router.routes.reads_prompts else None)
             first, chunks, verdict = await self._open(plan, call, params)
             include_usage = params.stream_options.include_usage
             failure: BaseException | None = None
@@ -238,6 +247,13 @@ class EngineCore:
             log.warning("semantic cache: embedding failed, treated as a miss: %r", exc)
             return None
 
+    async def _embed_texts(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embeddings for semantic route rules, through this gateway's providers like the semantic cache's."""
+        request = pb.CreateEmbeddingsRequest(model=model, input=texts)
+        own = CallRecord(CallContext(request_id=new_request_id()), "embeddings", model)
+        plan = self._router.route(model)
+        return vectors_of(await self._first_success(plan, own, lambda p, name: p.embed(name, request)))
+
     async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
         """The input tokens of `params`, from the first of its model's targets whose backend can count them."""
         call = CallRecord(ctx, "count_tokens", params.model)
@@ -283,11 +299,17 @@ class EngineCore:
             raise admitted.denial
         call.lease = admitted.lease
 
-    def _route(self, call: CallRecord) -> Plan:
-        """The plan for the call's model, and how it was chosen on the record."""
-        plan = self._router.route(call.model, Caller(call.ctx.headers, call.principal))
+    def _route(self, call: CallRecord, decided: tuple[str, str] | None = None) -> Plan:
+        """The plan for the call's model (as the route table `decided` from the prompt, if it did), and how it was
+        chosen on the record."""
+        plan = self._router.route(call.model, Caller(call.ctx.headers, call.principal), decided)
         call.route_rule, call.experiment, call.arm = plan.rule, plan.experiment, plan.arm
         return plan
+
+    async def _decide(self, call: CallRecord, params: pb.ChatCompletionParams) -> tuple[str, str]:
+        """The route rules that read the prompt (gateway.routing), run only when some rule does."""
+        caller = Caller(call.ctx.headers, call.principal)
+        return await self._router.routes.decide(params, caller, call.ctx.request_id)
 
     def _chat_estimate(self, params: pb.ChatCompletionParams) -> int:
         """What a chat call is charged against token limits before its usage is known: the prompt plus its cap."""
@@ -316,6 +338,8 @@ class EngineCore:
             call.backend, call.provider_model = target.backend, target.model
             tried = UpstreamAttempt(target.backend, target.model)  # telemetry reads the record's tried after the call
             call.tried.append(tried)
+            if self._wakes:  # a sleeping backend holds the last attempt, and defers others (gateway.providers.wake)
+                MORE_ATTEMPTS.set(attempt is not plan.attempts[-1])
             try:
                 result = await run(self._providers[target.backend], target.model)
             except GatewayError as exc:

@@ -74,9 +74,10 @@ class Router:
         """The attempts for a request for `name` (see `route`)."""
         return self.route(name, caller).attempts
 
-    def route(self, name: str, caller: Caller = NOBODY) -> Plan:
-        """Resolve `name`, pick the experiment arm, and list the healthy targets to try in order."""
-        resolved, rule = self.routes.resolve(name, caller)
+    def route(self, name: str, caller: Caller = NOBODY, decided: tuple[str, str] | None = None) -> Plan:
+        """Resolve `name` (unless the route table `decided` already, from the prompt), pick the experiment arm, and
+        list the healthy targets to try in order."""
+        resolved, rule = decided or self.routes.resolve(name, caller)
         model = self._models.get(resolved)
         if model is None:
             raise NotFoundError(f"The model '{name}' does not exist", param="model")

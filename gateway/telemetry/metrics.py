@@ -23,6 +23,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from gateway.config import GatewayConfig
 from gateway.engine.record import CallRecord, Spent, http_status
 from gateway.errors import GatewayError, RateLimitError
+from gateway.telemetry.routing_metrics import RoutingMetrics
 from gateway.telemetry.sources import ScrapeSources
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -142,6 +143,7 @@ class Metrics:
             ["route", "status"],
             registry=own,
         )
+        self.routing = RoutingMetrics(own)  # deciding route rules and backend wakes, recorded as they happen
         self.sources = ScrapeSources(self.registry if not self.multiproc_dir else None)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._children: dict[tuple[Any, ...], Any] = {}

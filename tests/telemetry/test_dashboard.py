@@ -42,7 +42,7 @@ def exported() -> dict[str, set[str]]:
 
 
 def _labels(metrics: Any, name: str) -> set[str]:
-    for attribute in vars(metrics).values():
+    for attribute in [*vars(metrics).values(), *vars(metrics.routing).values()]:
         if getattr(attribute, "_name", None) == name:
             return set(attribute._labelnames)  # the instrument's declared label names
     for source in metrics.sources._metrics:
