@@ -17,7 +17,8 @@ import pytest
 
 from gateway.config import StatsConfig
 from gateway.stats import UsageReporter
-from gateway.stats.reporter import encode_report_request
+from gateway.stats.spool_format import decode
+from gateway.stats.wire import encode_report_request
 from tests.stats.fake_stats import FakeStatsServer, free_port
 from tollgate.stats.v1 import stats_pb2
 
@@ -378,3 +379,34 @@ async def test_batches_stay_under_a_megabyte_however_large_the_records(
     await eventually(lambda: len(server.service.store) == 40, within=10)
     assert max(server.service.batches) <= 3  # 3 records of 300 KB fit under 1 MiB, 4 do not
     assert reporter.counters.dropped == 0
+
+
+async def test_write_ahead_puts_each_record_on_disk_before_submit_returns(
+    server: FakeStatsServer, reporters: list[UsageReporter], tmp_path: Path
+) -> None:
+    server.service.fail = grpc.StatusCode.UNAVAILABLE
+    reporter = await started(reporters, config(server.address, tmp_path, flush_interval=10.0))
+    for i in range(3):
+        reporter.submit(record(i))
+        # What a SIGKILL right now would leave for the next start: every record submitted so far.
+        found = [stats_pb2.UsageRecord.FromString(p).request_id for s in segments(tmp_path) for p in read(s)]
+        assert found == [f"req-{j}" for j in range(i + 1)]
+    assert reporter.counters.journaled == 3
+    server.service.fail = None
+    await reporter.close()  # delivered at close: marked in the journal, which is then deleted
+    assert len(server.service.store) == 3
+    assert segments(tmp_path) == []
+
+
+async def test_without_write_ahead_memory_records_are_not_on_disk(reporters: list[UsageReporter], tmp_path: Path) -> None:
+    reporter = await started(
+        reporters, config(f"127.0.0.1:{free_port()}", tmp_path, write_ahead=False, flush_interval=10.0)
+    )
+    reporter.submit(record(1))
+    assert segments(tmp_path) == []
+    assert reporter.counters.journaled == 0
+
+
+def read(path: str) -> list[bytes]:
+    with open(path, "rb") as file:
+        return decode(file.read()).entries
