@@ -398,7 +398,9 @@ async def test_write_ahead_puts_each_record_on_disk_before_submit_returns(
     assert segments(tmp_path) == []
 
 
-async def test_without_write_ahead_memory_records_are_not_on_disk(reporters: list[UsageReporter], tmp_path: Path) -> None:
+async def test_without_write_ahead_memory_records_are_not_on_disk(
+    reporters: list[UsageReporter], tmp_path: Path
+) -> None:
     reporter = await started(
         reporters, config(f"127.0.0.1:{free_port()}", tmp_path, write_ahead=False, flush_interval=10.0)
     )
