@@ -20,6 +20,7 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.config import GatewayConfig
+from gateway.drain import as_shutdown
 from gateway.engine.contract import CallContext
 from gateway.errors import GatewayError
 from gateway.ratelimit.limiter import Lease, RateLimiter
@@ -77,6 +78,7 @@ class MeteredCall:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        exc = as_shutdown(exc)  # cut when the shutdown grace ran out: a shutdown status, not a client cancel
         meter, lease = self.meter, self.lease
         # Unauthenticated requests are nobody's usage; they are counted by metrics, not billed.
         billed = (meter.sink is not None or lease is not None) and self.ctx.principal is not None

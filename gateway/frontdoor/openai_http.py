@@ -14,7 +14,7 @@ from aiohttp import web
 from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
 from gateway.engine.contract import CallContext, Engine
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, retry_after_header
 from gateway.frontdoor.handling import guarded, json_response, read_json, stream_events
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -22,10 +22,10 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
-    """An OpenAI error body with the error's status, and Retry-After when the error knows one."""
+    """An OpenAI error body with the error's status, and Retry-After on every 503 and whenever the error knows one."""
     response = json_response(exc.to_openai(), ctx, exc.http_status)
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if (retry_after := retry_after_header(exc)) is not None:
+        response.headers["Retry-After"] = retry_after
     return response
 
 

@@ -31,6 +31,7 @@ log = logging.getLogger("tollgate.stats")
 _DROP_LOG_INTERVAL = 10.0
 _MIN_WAIT = 0.001
 _EMPTY_SEGMENTS_PER_SCAN = 100
+_WRITE_AHEAD_CLOSE = 0.5  # the final flush's budget when every record is in the spool already
 _MIN_SCAN_INTERVAL = 0.05  # the spool directory is listed at most this often, however small flush_interval is
 
 
@@ -141,8 +142,8 @@ class UsageReporter:
             self._spill(payload)
 
     async def close(self) -> None:
-        """Deliver what memory holds within `config.timeout`, leave the rest in the spool (fsynced), stop; never
-        raises.
+        """Deliver what memory holds within `config.timeout` (0.5 s at most with `write_ahead`), leave the rest in
+        the spool (fsynced), stop; never raises.
 
         Records submitted after it go straight to the spool, into a segment this process holds until it exits or
         `close` is called again.
@@ -152,7 +153,9 @@ class UsageReporter:
             return
         self._closed = True
         self._queue.room = 0
-        deadline = self._clock() + self._config.timeout
+        # Written ahead, what memory holds is safe in the spool already: a short try, then the next start sends it.
+        budget = min(self._config.timeout, _WRITE_AHEAD_CLOSE) if self._config.write_ahead else self._config.timeout
+        deadline = self._clock() + budget
         try:
             if self._task is not None:
                 self._task.cancel()
