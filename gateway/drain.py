@@ -3,25 +3,44 @@
 On SIGTERM the process begins draining (readiness and gRPC health say NOT_SERVING, HTTP answers carry
 `Connection: close`), keeps its listeners open for `server.drain_delay`, then closes them and waits for the requests
 in flight until `server.shutdown_grace` after the signal. Whatever is still running then is cut: each tracked task
-is cancelled with `SHUTDOWN_CUT` as the cancellation's message, which the front door turns into an in-band error
-event (or a 503) and the engine's metering into a shutdown status, never a client cancel. See docs/operations.md.
+is marked as cut and cancelled, which the front door turns into an in-band error event (or a 503) and the engine's
+metering into a shutdown status, never a client cancel. See docs/operations.md.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 
 from gateway.errors import ShuttingDownError
 
 SHUTDOWN_CUT = "tollgate: shutdown grace is over"
 
 
+class _Cut:
+    """Whether the request of the task that set it was cut by a shutdown (one per tracked request)."""
+
+    __slots__ = ("cut",)
+
+    def __init__(self) -> None:
+        self.cut = False
+
+
+# Set by `Drain.track` in the request's own task, so that the engine's metering in that task can tell a shutdown
+# cut from a client going away, however the cut reached it: the cancellation itself, or a generator closed after.
+_REQUEST_CUT: ContextVar[_Cut | None] = ContextVar("tollgate_request_cut", default=None)
+
+
 def cut_by_shutdown(exc: BaseException | None) -> bool:
-    """Whether `exc` is the cancellation a `Drain` sends when the shutdown grace is over."""
-    return isinstance(exc, asyncio.CancelledError) and bool(exc.args) and exc.args[0] == SHUTDOWN_CUT
+    """Whether `exc` ended a request that a `Drain` cut when the shutdown grace was over."""
+    if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return False
+    cell = _REQUEST_CUT.get()
+    return cell is not None and cell.cut
 
 
 def as_shutdown(exc: BaseException | None) -> BaseException | None:
@@ -44,7 +63,7 @@ class Drain:
 
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
-        self._tasks: set[asyncio.Task[object]] = set()
+        self._tasks: dict[asyncio.Task[object], _Cut] = {}
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
@@ -67,12 +86,15 @@ class Drain:
             yield
             return
         tasks = self._tasks
-        tasks.add(task)
+        cell = tasks[task] = _Cut()
+        token = _REQUEST_CUT.set(cell)
         self._idle.clear()
         try:
             yield
         finally:
-            tasks.discard(task)
+            with contextlib.suppress(ValueError):  # reset in another context (a generator finalized elsewhere)
+                _REQUEST_CUT.reset(token)
+            tasks.pop(task, None)
             if not tasks:
                 self._idle.set()
 
@@ -88,9 +110,12 @@ class Drain:
         return True
 
     def cut(self) -> int:
-        """Cancel every request still in flight with `SHUTDOWN_CUT`; how many there were."""
-        tasks = [task for task in self._tasks if not task.done()]
-        for task in tasks:
-            task.cancel(SHUTDOWN_CUT)
-        self.cut_count += len(tasks)
-        return len(tasks)
+        """Cancel every request still in flight, marked as cut by the shutdown; how many there were."""
+        cut = 0
+        for task, cell in list(self._tasks.items()):
+            if not task.done():
+                cell.cut = True
+                task.cancel(SHUTDOWN_CUT)
+                cut += 1
+        self.cut_count += cut
+        return cut

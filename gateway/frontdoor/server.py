@@ -80,7 +80,10 @@ def _middleware(guard: ConnectionGuard, drain: Drain | None) -> Middleware:
 async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
     drain = request.config_dict.get(DRAIN)
     if drain is not None and drain.draining:
-        response.force_close()  # `Connection: close`: the client's next request goes to another replica
+        # The client's next request goes to another replica. The header is set by hand: aiohttp has already
+        # prepared the headers when this signal runs, and force_close alone only closes the connection after.
+        response.force_close()
+        response.headers["Connection"] = "close"
 
 
 async def start_http_server(
