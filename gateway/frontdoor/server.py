@@ -68,11 +68,15 @@ def _middleware(guard: ConnectionGuard, drain: Drain | None) -> Middleware:
         guard.request_started(transport)
         try:
             if drain is None:
-                return await handler(request)
-            with drain.track():
-                return await handler(request)
+                response = await handler(request)
+            else:
+                with drain.track():
+                    response = await handler(request)
         finally:
             guard.request_finished(transport)
+        if response.status == 408 and not response.prepared:
+            response.force_close()  # the rest of a late body may still come: say the connection ends here
+        return response
 
     return connection_limits
 
