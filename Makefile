@@ -48,6 +48,7 @@ run: install
 
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.spool_cost
 
 # Faults done to real processes (SIGKILL, SIGTERM with streams in flight...), and the matrix of what each cost.
 chaos: install
