@@ -191,7 +191,6 @@ class ShuttingDownError(ServiceUnavailableError):
     default_code = "shutting_down"
 
     def __init__(self, message: str = "The gateway is shutting down; retry the request", **kwargs: Any) -> None:
-        kwargs.setdefault("retry_after", DEFAULT_RETRY_AFTER)
         super().__init__(message, **kwargs)
 
 
