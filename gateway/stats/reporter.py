@@ -289,7 +289,9 @@ class UsageReporter:
 
     def _wait_time(self) -> float:
         now = self._clock()
-        deadline = min(max(self._replay_at, self._next_scan), self._next_sync)
+        deadline = max(self._replay_at, self._next_scan)
+        if self._spool.needs_sync:
+            deadline = min(deadline, self._next_sync)
         if self._queue:
             deadline = min(deadline, self._queue.oldest() + self._config.flush_interval)
         return max(_MIN_WAIT, deadline - now)

@@ -114,6 +114,11 @@ class Spool:
         active = self._active
         return active is not None and active.records > active.held + active.acked
 
+    @property
+    def needs_sync(self) -> bool:
+        """Whether something was written since the last `sync`."""
+        return bool(self._unsynced) or any(s is not None and s.dirty for s in (self._active, *self._held))
+
     def open(self) -> None:
         """Create the directory if needed and take stock of what earlier runs left in it."""
         self._opened = True

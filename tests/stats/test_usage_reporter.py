@@ -412,3 +412,21 @@ async def test_without_write_ahead_memory_records_are_not_on_disk(
 def read(path: str) -> list[bytes]:
     with open(path, "rb") as file:
         return decode(file.read()).entries
+
+
+async def test_fsync_interval_zero_syncs_each_turn_without_spinning(
+    server: FakeStatsServer, reporters: list[UsageReporter], tmp_path: Path
+) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(min(seconds, 0.01))
+
+    reporter = await started(
+        reporters, config(server.address, tmp_path, fsync_interval=0.0, flush_interval=10.0), sleep=sleep
+    )
+    reporter.submit(record(1))
+    await asyncio.sleep(0.2)
+    assert not reporter._spool.needs_sync  # synced on the task's first turn after the write
+    assert len(sleeps) < 30  # idle, it waits for the flush interval, not for the next fsync
