@@ -1,8 +1,9 @@
 """What every tollgate gRPC server does around its servicers, as one server interceptor.
 
-- A request that does not decode as the method's protobuf message is answered `INVALID_ARGUMENT` with a fixed
+- A request that does not decode as its method's protobuf message is answered `INVALID_ARGUMENT` with a fixed
   message, never `UNKNOWN` with the parser's text and a traceback in the log; it is logged at most once a minute
-  per server.
+  per server. (Every tollgate method takes one request message; client-streaming methods, grpc's own reflection,
+  are left alone.)
 - With a `Drain`, every call (health and reflection aside) is tracked as a request in flight, and a call cut when the
   shutdown grace is over ends with `UNAVAILABLE` and the `ShuttingDownError` metadata, which a split front door
   renders as an in-band error event.
@@ -73,7 +74,7 @@ class GuardInterceptor(_Interceptor):
         self._wrapped[method] = (handler, wrapped)
         return wrapped
 
-    def _wrap(self, handler: Any, method: str) -> grpc.RpcMethodHandler[Any, Any]:
+    def _wrap(self, handler: grpc.RpcMethodHandler[Any, Any], method: str) -> grpc.RpcMethodHandler[Any, Any]:
         parse = _guarded_parser(handler.request_deserializer)
         serialize = handler.response_serializer
         drain = None if method.startswith(_UNTRACKED) else self._drain
@@ -87,17 +88,9 @@ class GuardInterceptor(_Interceptor):
             return grpc.unary_stream_rpc_method_handler(
                 streaming, request_deserializer=parse, response_serializer=serialize
             )
-        if handler.stream_unary is not None:
-            return grpc.stream_unary_rpc_method_handler(
-                self._streaming_request(handler.stream_unary, method),
-                request_deserializer=parse,
-                response_serializer=serialize,
-            )
-        return grpc.stream_stream_rpc_method_handler(
-            self._streaming_request(handler.stream_stream, method),
-            request_deserializer=parse,
-            response_serializer=serialize,
-        )
+        # Client-streaming methods (only grpc's own reflection service has one) are left as they are: their
+        # servicers read the request iterator synchronously or asynchronously, and a wrapper would have to guess.
+        return handler
 
     def _unary(self, inner: Any, method: str, drain: Drain | None) -> Callable[[Any, Context], Awaitable[Any]]:
         async def behavior(request: Any, context: Context) -> Any:
@@ -132,18 +125,6 @@ class GuardInterceptor(_Interceptor):
                     await _abort_shutdown(context)
 
         return behavior
-
-    def _streaming_request(self, inner: Any, method: str) -> Callable[[Any, Context], Any]:
-        def behavior(requests: AsyncIterator[Any], context: Context) -> Any:
-            return inner(self._checked(requests, context, method), context)
-
-        return behavior
-
-    async def _checked(self, requests: AsyncIterator[Any], context: Context, method: str) -> AsyncIterator[Any]:
-        async for request in requests:
-            if request is UNDECODABLE:
-                await self._refuse(context, method)
-            yield request
 
     async def _refuse(self, context: Context, method: str) -> NoReturn:
         now = self._clock()
