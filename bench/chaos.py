@@ -65,6 +65,7 @@ class Row:
     expected: int = 0  # usage records that must be stored
     stored: int = 0  # of the expected ones
     duplicated: int = 0  # request ids stored more than once
+    resent: int | None = None  # records the restarted gateway sent that were stored already (the server's count)
     recover_s: float = 0.0
     truncated: int = 0  # streams that ended without an in-band error or their end marker
     exit_s: float | None = None  # for shutdowns: from the signal to the process's exit
@@ -271,12 +272,15 @@ async def sigkill(cluster: Cluster, sizes: Sizes, *, stats_up: bool) -> Row:
     row.requests, row.client_errors = sizes.requests, len(errors)
     if stats is None:
         await cluster.start_stats()
-    await cluster.start_gateway("serve")  # the same spool: it delivers what the killed one left
+    again, _ = await cluster.start_gateway("serve")  # the same spool: it delivers what the killed one left
     expected = set(done)
     if not await cluster.until_stored(expected):
         row.notes.append(f"not all stored after {_DELIVERY_TIMEOUT:g}s")
     row.recover_s = time.monotonic() - killed_at
     _fill(row, cluster, expected)
+    await asyncio.to_thread(stop_all, [again])
+    closed = re.search(r"usage reporter closed: \d+ submitted, \d+ delivered, (\d+) duplicates", again.log_tail())
+    row.resent = int(closed.group(1)) if closed else None
     return row
 
 
@@ -393,14 +397,13 @@ async def run_scenarios(names: Sequence[str], sizes: Sizes) -> list[Row]:
 
 def render(rows: Sequence[Row]) -> str:
     """The matrix, one line per fault, with the targets each row misses."""
-    head = (
-        f"{'fault':<40} {'requests':>8} {'client errors':>13} {'expected':>8} {'stored':>6} {'dup':>4} {'recover':>8}"
-    )
+    head = f"{'fault':<40} {'requests':>8} {'client errors':>13} {'expected':>8} {'stored':>6} {'dup':>4} "
+    head += f"{'resent':>6} {'recover':>8}"
     lines = [head, "-" * len(head)]
     for row in rows:
         lines.append(
             f"{row.fault:<40} {row.requests:>8} {row.client_errors:>13} {row.expected:>8} {row.stored:>6} "
-            f"{row.duplicated:>4} {row.recover_s:>7.2f}s"
+            f"{row.duplicated:>4} {'-' if row.resent is None else row.resent:>6} {row.recover_s:>7.2f}s"
         )
         lines.extend(f"    ! {note}" for note in [*row.check(), *row.notes])
     return "\n".join(lines)
