@@ -31,7 +31,7 @@ log = logging.getLogger("tollgate.stats")
 _DROP_LOG_INTERVAL = 10.0
 _MIN_WAIT = 0.001
 _EMPTY_SEGMENTS_PER_SCAN = 100
-_WRITE_AHEAD_CLOSE = 0.5  # the final flush's budget when every record is in the spool already
+_WRITE_AHEAD_CLOSE = 0.3  # the final flush's budget when every record is in the spool already
 _MIN_SCAN_INTERVAL = 0.05  # the spool directory is listed at most this often, however small flush_interval is
 
 
@@ -142,7 +142,7 @@ class UsageReporter:
             self._spill(payload)
 
     async def close(self) -> None:
-        """Deliver what memory holds within `config.timeout` (0.5 s at most with `write_ahead`), leave the rest in
+        """Deliver what memory holds within `config.timeout` (0.3 s at most with `write_ahead`), leave the rest in
         the spool (fsynced), stop; never raises.
 
         Records submitted after it go straight to the spool, into a segment this process holds until it exits or
