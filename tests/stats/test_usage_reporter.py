@@ -7,6 +7,8 @@ import glob
 import logging
 import os
 import random
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -430,3 +432,38 @@ async def test_fsync_interval_zero_syncs_each_turn_without_spinning(
     await asyncio.sleep(0.2)
     assert not reporter._spool.needs_sync  # synced on the task's first turn after the write
     assert len(sleeps) < 30  # idle, it waits for the flush interval, not for the next fsync
+
+
+CRASHING_CHILD = """
+import asyncio, os, signal, sys
+from gateway.config import StatsConfig
+from gateway.stats import UsageReporter
+from tollgate.stats.v1 import stats_pb2
+
+async def main():
+    config = StatsConfig(server=sys.argv[1], spool_dir=sys.argv[2], max_batch=100, flush_interval=10.0)
+    reporter = UsageReporter(config)
+    await reporter.start()
+    # One segment: the first 100 are a full batch, sent at once, stored and acknowledged in the segment; the other
+    # 50 wait for the flush interval when the process is killed.
+    for i in range(150):
+        reporter.submit(stats_pb2.UsageRecord(request_id=f"req-{i}"))
+    while reporter.counters.delivered < 100:
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_sigkill_loses_nothing_and_the_next_start_resends_nothing_stored(
+    server: FakeStatsServer, reporters: list[UsageReporter], tmp_path: Path
+) -> None:
+    spool = str(tmp_path / "spool")
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", CRASHING_CHILD, server.address, spool)
+    assert await asyncio.wait_for(child.wait(), 20) == -signal.SIGKILL
+    assert len(server.service.store) == 100
+    await started(reporters, config(server.address, tmp_path))  # the same spool
+    await eventually(lambda: len(server.service.store) == 150)
+    assert server.service.duplicates == 0  # the first 100 were acknowledged in the segment: not sent again
+    await eventually(lambda: segments(tmp_path) == [])
