@@ -328,7 +328,6 @@ async def _topology(cluster: Cluster, topology: str) -> tuple[Service, str]:
     if topology == "serve":
         return await cluster.start_gateway("serve")
     if topology == "workers":
-        cluster.config(drain_delay=f"{DRAIN_DELAY}s")
         return await cluster.start_gateway("serve", "--workers", "2")
     engine, grpc_url = await cluster.start_gateway("engine", name="engine")
     front, base = await cluster.start_gateway("frontdoor", "--engine", grpc_url.removeprefix("grpc://"), name="front")
