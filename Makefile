@@ -7,7 +7,7 @@ BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install install-runtime generate check-generated lint test run bench clean
+.PHONY: install install-runtime generate check-generated lint test run bench chaos clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -56,6 +56,11 @@ run: install-runtime
 
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.spool_cost
+
+# Faults done to real processes (SIGKILL, SIGTERM with streams in flight...), and the matrix of what each cost.
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 clean:
 	rm -rf $(VENV) .tools .pytest_cache .mypy_cache

@@ -24,10 +24,12 @@ from authsvc.cli import add_commands as add_auth_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
 from gateway.config.fields import _address as parse_address
 from gateway.config.telemetry import LogsConfig
+from gateway.drain import Drain
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
-from gateway.process import run, until_stopped
+from gateway.lifecycle import serve_until_stopped
+from gateway.process import run
 from gateway.telemetry.build import build_telemetry, config_secrets
 from gateway.telemetry.http import metrics_app
 from gateway.telemetry.logs import configure_logging
@@ -123,25 +125,31 @@ def _announce(config: GatewayConfig) -> None:
 async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_address: str, shared: bool) -> None:
     engine = assembly.engine
     await assembly.start()
-    grpc_server = await start_engine_server(engine, grpc_address, reuse_port=shared) if grpc_address else None
+    drain = Drain()
+    grpc_server = (
+        await start_engine_server(engine, grpc_address, reuse_port=shared, drain=drain) if grpc_address else None
+    )
     app = create_app(engine, config.server, assembly.telemetry)
-    http_server = await start_http_server(app, http, config.server.shutdown_grace, reuse_port=shared)
+    http_server = await start_http_server(app, http, config.server, reuse_port=shared, drain=drain)
     _announce(config)
     log.info("http listening on %s:%d", http.rpartition(":")[0], http_server.port)
     if grpc_server:
         log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], grpc_server.port)
+    watchdog_off = _nothing
     try:
-        await until_stopped()
+        watchdog_off = await serve_until_stopped(config.server, drain, http_server, grpc_server)
     finally:
+        await http_server.close()
         if grpc_server:
-            await grpc_server.stop(config.server.shutdown_grace)
-        await http_server.stop()
+            await grpc_server.stop(0)
         await assembly.close()
+        watchdog_off()
 
 
 async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) -> None:
     await assembly.start()
-    server = await start_engine_server(assembly.engine, grpc_address)
+    drain = Drain()
+    server = await start_engine_server(assembly.engine, grpc_address, drain=drain)
     _announce(config)
     log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
     metrics = assembly.telemetry.metrics
@@ -150,27 +158,36 @@ async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) 
     metrics_server = await start_http_server(metrics_app(metrics), listen) if metrics and listen else None
     if metrics_server is not None:
         log.info("metrics on http://%s:%d/metrics", listen.rpartition(":")[0], metrics_server.port)
+    watchdog_off = _nothing
     try:
-        await until_stopped()
+        watchdog_off = await serve_until_stopped(config.server, drain, None, server)
     finally:
-        await server.stop(config.server.shutdown_grace)
+        await server.stop(0)
         if metrics_server is not None:
-            await metrics_server.stop()
+            await metrics_server.close()
         await assembly.close()
+        watchdog_off()
 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
     engine = RemoteEngine.for_config(engine_address, config)
     telemetry = build_telemetry(config)  # no engine parts to read
     app = create_app(engine, config.server, telemetry)
-    server = await start_http_server(app, http, config.server.shutdown_grace)
+    drain = Drain()
+    server = await start_http_server(app, http, config.server, drain=drain)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
+    watchdog_off = _nothing
     try:
-        await until_stopped()
+        watchdog_off = await serve_until_stopped(config.server, drain, server)
     finally:
-        await server.stop()
+        await server.close()
         await engine.close()
         telemetry.close()
+        watchdog_off()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_address: str) -> int:

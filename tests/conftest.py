@@ -46,7 +46,7 @@ def config_for(upstream_url: str, *, read_timeout: str = "5s", extra: str = "") 
     return f"""
 listen: {{http: "127.0.0.1:0", grpc: "127.0.0.1:0"}}
 auth: none
-server: {{max_body: 64KiB, shutdown_grace: 1s}}
+server: {{max_body: 64KiB, shutdown_grace: 1s, drain_delay: 0s}}
 backends:
   - {{name: primary, provider: openai, base_url: "{upstream_url}", api_key: {UPSTREAM_KEY},
       read_timeout: {read_timeout}, connect_timeout: 1s}}
@@ -86,7 +86,7 @@ async def start_gateway(request: pytest.FixtureRequest) -> AsyncIterator[StartGa
             remote = RemoteEngine.for_config(grpc_address, config)
             cleanups.append(remote.close)
             front_engine = remote
-        http = await start_http_server(create_app(front_engine, config.server), config.listen.http, 1.0)
+        http = await start_http_server(create_app(front_engine, config.server), config.listen.http, config.server)
         cleanups.append(http.stop)
         return RunningGateway(mode, f"http://127.0.0.1:{http.port}", grpc_address, config)
 

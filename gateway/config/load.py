@@ -38,6 +38,7 @@ from gateway.config.fields import (
     _str_list,
     _str_map,
     _url,
+    duration_or_zero,
     parse_duration,
 )
 from gateway.config.model import (
@@ -234,10 +235,17 @@ class _Builder:
         return ListenConfig(http=http, grpc=grpc)
 
     def server(self, node: _Node) -> ServerConfig:
-        max_body = node.get("max_body", _size, _SERVER.max_body_bytes)
-        grace = node.get("shutdown_grace", parse_duration, _SERVER.shutdown_grace)
+        server = ServerConfig(
+            max_body_bytes=node.get("max_body", _size, _SERVER.max_body_bytes),
+            shutdown_grace=node.get("shutdown_grace", parse_duration, _SERVER.shutdown_grace),
+            drain_delay=node.get("drain_delay", duration_or_zero, _SERVER.drain_delay),
+            header_timeout=node.get("header_timeout", parse_duration, _SERVER.header_timeout),
+            body_timeout=node.get("body_timeout", parse_duration, _SERVER.body_timeout),
+            keepalive_timeout=node.get("keepalive_timeout", parse_duration, _SERVER.keepalive_timeout),
+            max_connections=node.get("max_connections", _positive_int, _SERVER.max_connections),
+        )
         node.done()
-        return ServerConfig(max_body_bytes=max_body, shutdown_grace=grace)
+        return server
 
     @staticmethod
     def auth(value: Any, path: str) -> AuthConfig | None:
@@ -266,6 +274,8 @@ class _Builder:
             retry_max=node.get("retry_max", parse_duration, _STATS.retry_max),
             spool_dir=node.get("spool_dir", _str, _STATS.spool_dir),
             spool_max_bytes=node.get("spool_max", _size, _STATS.spool_max_bytes),
+            write_ahead=node.get("write_ahead", _bool, _STATS.write_ahead),
+            fsync_interval=node.get("fsync_interval", duration_or_zero, _STATS.fsync_interval),
         )
         node.done()
         return stats

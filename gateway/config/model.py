@@ -58,7 +58,12 @@ class ServerConfig:
     """Front-door limits and lifecycle."""
 
     max_body_bytes: int = 8 * 1024 * 1024
-    shutdown_grace: float = 10.0
+    shutdown_grace: float = 10.0  # in-flight requests get this long in total after SIGTERM; streams are then cut
+    drain_delay: float = 2.0  # after SIGTERM, keep accepting (while readiness says no) so load balancers notice
+    header_timeout: float = 10.0  # the longest a client may take to send a request's line and headers
+    body_timeout: float = 60.0  # the longest a client may take to send a request's body
+    keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 10_000  # open connections per process; past it new ones are closed at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,6 +154,8 @@ class StatsConfig:
     retry_max: float = 30.0  # the longest wait between retries while the server is down
     spool_dir: str = ".tollgate/spool"  # append-only files for what memory cannot hold, and for restarts
     spool_max_bytes: int = 1 << 30  # past it records are dropped (counted and logged)
+    write_ahead: bool = True  # every record is appended to the spool as it is submitted: a crash loses none
+    fsync_interval: float = 1.0  # the spool is fsynced this often: what a power loss can take
 
 
 @dataclass(frozen=True, slots=True)

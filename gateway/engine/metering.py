@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.call import CallContext
 from gateway.config import GatewayConfig
+from gateway.drain import as_shutdown
 from gateway.engine.record import CallObserver, CallRecord, Spent, http_status
 from gateway.errors import GatewayError
 from gateway.ratelimit.limiter import RateLimiter
@@ -64,6 +65,7 @@ class MeteredCall:
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
+        exc = as_shutdown(exc)  # cut when the shutdown grace ran out: a shutdown status, not a client cancel
         meter, call = self.meter, self.record
         lease = call.lease
         # Unauthenticated requests are nobody's usage; they are counted by metrics, not billed.

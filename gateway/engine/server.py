@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.call import Engine
+from gateway.drain import Drain
 from gateway.engine.admin_servicer import ADMIN_SERVICE_NAME, AdminServicer
 from gateway.engine.servicer import GatewayServicer
 from gateway.grpc_server import GrpcServer, start_grpc_server
@@ -13,8 +14,11 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
-async def start_engine_server(engine: Engine, address: str, *, reuse_port: bool = False) -> GrpcServer:
-    """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers."""
+async def start_engine_server(
+    engine: Engine, address: str, *, reuse_port: bool = False, drain: Drain | None = None
+) -> GrpcServer:
+    """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
+    `drain` to track calls for a bounded shutdown."""
     servicer, admin = GatewayServicer(engine), AdminServicer(engine)
     return await start_grpc_server(
         address,
@@ -23,4 +27,5 @@ async def start_engine_server(engine: Engine, address: str, *, reuse_port: bool 
             (ADMIN_SERVICE_NAME, lambda server: admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)),
         ],
         reuse_port=reuse_port,
+        drain=drain,
     )

@@ -13,17 +13,17 @@ from aiohttp import web
 from gateway.call import CallContext, Engine
 from gateway.codec.anthropic_request import decode_messages_request
 from gateway.codec.anthropic_response import MessageStreamEncoder, encode_message, error_body, error_event
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, retry_after_header
 from gateway.frontdoor.handling import guarded, json_response, read_json, stream_events
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 
 def anthropic_error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
-    """An Anthropic error body with the error's status, and Retry-After when the error knows one."""
+    """An Anthropic error body with the error's status; Retry-After on every 503 and whenever the error knows one."""
     response = json_response(error_body(exc, ctx.reply.request_id), ctx, exc.http_status)
     response.headers["request-id"] = ctx.reply.request_id
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if (retry_after := retry_after_header(exc)) is not None:
+        response.headers["Retry-After"] = retry_after
     return response
 
 

@@ -7,6 +7,8 @@ The API-specific parts (paths, codecs, error bodies, event framing) stay in each
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -18,14 +20,17 @@ import orjson
 from aiohttp import web
 
 from gateway.call import CallContext, new_request_id
+from gateway.drain import absorb_cut
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
     InternalError,
     InvalidRequestError,
+    RequestTimeoutError,
     RequestTooLargeError,
+    ShuttingDownError,
 )
-from gateway.frontdoor.body import MAX_BODY, decode_body
+from gateway.frontdoor.body import BODY_TIMEOUT, MAX_BODY, decode_body
 from gateway.headers import api_key, client_request_id, printable
 from gateway.telemetry.context import ENGINE_TOOK_CALL, TRACE_PARENT
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -80,6 +85,10 @@ def guarded(handler: Handler, render: ErrorRenderer) -> Callable[[web.Request], 
             return await handler(request, ctx)
         except GatewayError as exc:
             return render(exc, ctx)
+        except asyncio.CancelledError as exc:
+            if not absorb_cut(exc):
+                raise
+            return render(ShuttingDownError(), ctx)  # cut before its answer began: a 503 the client may retry
         except Exception:
             log.exception("unhandled error", extra={"request_id": ctx.reply.request_id})
             return render(InternalError(f"Internal error (request {ctx.reply.request_id})"), ctx)
@@ -93,9 +102,13 @@ def guarded(handler: Handler, render: ErrorRenderer) -> Callable[[web.Request], 
 async def read_json(request: web.Request) -> Any:
     """The parsed JSON body, or the 400/413 that says what is wrong with it."""
     try:
-        raw = await request.read()
+        async with asyncio.timeout(request.config_dict.get(BODY_TIMEOUT)):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLargeError(f"Request body is too large: {exc.text}") from None
+    except TimeoutError:
+        request.protocol.close()  # the rest of the body may never come: close the connection after the answer
+        raise RequestTimeoutError("The request body took too long to arrive") from None
     raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.config_dict.get(MAX_BODY, len(raw)))
     if not raw:
         raise InvalidRequestError("Request body is empty; send a JSON object", code="invalid_json")
@@ -153,6 +166,10 @@ async def stream_events(
             failure = exc
         except ConnectionResetError:
             return response  # the client left; closing the chunks cancels the upstream call
+        except asyncio.CancelledError as exc:
+            if not absorb_cut(exc):
+                raise
+            failure = await _cut(chunks)
         except Exception:
             log.exception("unhandled error mid-stream", extra={"request_id": ctx.reply.request_id})
             failure = InternalError(f"Internal error (request {ctx.reply.request_id})")
@@ -162,3 +179,12 @@ async def stream_events(
         except ConnectionResetError:
             pass  # the client left as the stream ended
         return response
+
+
+async def _cut(chunks: AsyncGenerator[pb.StreamChatCompletionResponse, None]) -> GatewayError:
+    """The shutdown grace ran out mid-stream: tell the stream (so its usage is recorded as cut by a shutdown, when it
+    was waiting on us rather than upstream) and return the error the client gets in-band."""
+    error = ShuttingDownError()
+    with contextlib.suppress(GatewayError, StopAsyncIteration):
+        await chunks.athrow(error)
+    return error

@@ -20,7 +20,7 @@ from gateway.codec.openai_response import (
     encode_model,
     encode_models,
 )
-from gateway.errors import GatewayError, NotFoundError
+from gateway.errors import GatewayError, NotFoundError, retry_after_header
 from gateway.frontdoor.handling import guarded, json_response, read_json, stream_events
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -28,10 +28,10 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
-    """An OpenAI error body with the error's status, and Retry-After when the error knows one."""
+    """An OpenAI error body with the error's status, and Retry-After on every 503 and whenever the error knows one."""
     response = json_response(exc.to_openai(), ctx, exc.http_status)
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if (retry_after := retry_after_header(exc)) is not None:
+        response.headers["Retry-After"] = retry_after
     return response
 
 

@@ -165,6 +165,7 @@ async def test_auth_server_down_fails_closed_but_cached_keys_keep_working(
         await client(secured, stack.keys["bob"]).chat.completions.create(model="demo", messages=MESSAGES)
     assert caught.value.status_code == 503
     assert caught.value.body["code"] == "auth_unavailable"  # type: ignore[index]
+    assert caught.value.response.headers["Retry-After"] == "1"  # every 503 says when to come back
     # A decision already cached is still good until its TTL runs out.
     await client(secured, stack.keys["alice"]).chat.completions.create(model="demo", messages=MESSAGES)
 

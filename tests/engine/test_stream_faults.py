@@ -66,7 +66,7 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[object]:
         engine = EngineCore(config, EngineParts({"scripted": provider}))
         grpc_server = await start_engine_server(engine, "127.0.0.1:0")
         front = RemoteEngine(f"127.0.0.1:{grpc_server.port}") if request.param == "split" else engine
-        http = await start_http_server(create_app(front, config.server), "127.0.0.1:0", 0.5)
+        http = await start_http_server(create_app(front, config.server), "127.0.0.1:0", config.server)
         servers.extend([grpc_server, http, front])
         return f"http://127.0.0.1:{http.port}/v1/chat/completions"
 

@@ -53,13 +53,15 @@ async def instrumented(
     try:
         if mode == "split":
             assert telemetry.metrics is not None
-            metrics_server = await start_http_server(metrics_app(telemetry.metrics), "127.0.0.1:0", 1.0)
+            metrics_server = await start_http_server(metrics_app(telemetry.metrics), "127.0.0.1:0")
             remote = RemoteEngine.for_config(grpc_address, config)
             front_telemetry = Telemetry.from_config(config, front_tracing)
-            http = await start_http_server(create_app(remote, config.server, front_telemetry), "127.0.0.1:0", 1.0)
+            http = await start_http_server(
+                create_app(remote, config.server, front_telemetry), "127.0.0.1:0", config.server
+            )
             metrics_url = f"http://127.0.0.1:{metrics_server.port}/metrics"
         else:
-            http = await start_http_server(create_app(engine, config.server, telemetry), "127.0.0.1:0", 1.0)
+            http = await start_http_server(create_app(engine, config.server, telemetry), "127.0.0.1:0", config.server)
             metrics_url = f"http://127.0.0.1:{http.port}/metrics"
         try:
             yield Instrumented(f"http://127.0.0.1:{http.port}", metrics_url, grpc_address, engine, config)
