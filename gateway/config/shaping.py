@@ -13,8 +13,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
 
-from gateway.codec.openai_request import decode_chat_params
+from gateway.codec.openai_decode import decode_chat_params
 from gateway.errors import InvalidRequestError
+from gateway.validation import validate_chat
 
 # What a client or the gateway itself decides, never a backend's configuration.
 RESERVED = frozenset(("model", "messages", "stream", "stream_options"))
@@ -54,7 +55,7 @@ def _params(value: Any, path: str) -> Mapping[str, Any]:
         if key in RESERVED:
             raise ShapingError(f"{path}.{key}: set by the client or the gateway, not by a backend")
         try:
-            decode_chat_params(probe_body(str(key), item))
+            validate_chat(decode_chat_params(probe_body(str(key), item))[0])
         except InvalidRequestError as exc:
             # The codec's message starts with the field's own path within the request.
             raise ShapingError(f"{path}.{exc.message}") from None

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import Secret
+from gateway.credentials import mask_credentials
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -48,10 +49,11 @@ def printable(value: str) -> bool:
 
 
 def client_request_id(value: str | None) -> str:
-    """A caller's own `x-request-id`, kept for correlation: at most 128 printable ASCII characters, else nothing."""
+    """A caller's own `x-request-id`, kept for correlation: at most 128 printable ASCII characters, else nothing;
+    a credential in it (a key pasted into the wrong header) is masked before it reaches a usage record or a log."""
     if not value or len(value) > _CLIENT_ID_MAX or not printable(value):
         return ""
-    return value
+    return mask_credentials(value)
 
 
 def api_key(headers: Mapping[str, str]) -> Secret | None:

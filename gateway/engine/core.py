@@ -27,7 +27,7 @@ from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prom
 from gateway.engine.probes import ActiveChecker
 from gateway.engine.retry import Failover, Outcome, unanswered
 from gateway.engine.router import Attempt, Plan, Router
-from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
+from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
 from gateway.ratelimit.build import build_limiter
@@ -35,6 +35,7 @@ from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.build import Telemetry, build_telemetry
 from gateway.telemetry.engine_sources import watch_cache, watch_health
+from gateway.validation import validate_chat, validate_embeddings
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -142,9 +143,9 @@ class EngineCore:
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion, from the first target that answers."""
+        validate_chat(params)
         with self._meter.call(ctx, "chat", params.model) as call:
             call.params = params
-            _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             # Routed first: the cache files answers under the model and experiment arm that serve the request.
             plan = self._router.route(params.model, ctx)
@@ -162,9 +163,8 @@ class EngineCore:
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings, from the first target that answers."""
+        validate_embeddings(request)
         with self._meter.call(ctx, "embeddings", request.model) as call:
-            if not request.input and not request.input_tokens:
-                raise InvalidRequestError("input: must not be empty", param="input")
             await self._admit(call, auth_pb2.OPERATION_EMBEDDINGS, lambda: _embeddings_estimate(request))
             plan = self._router.route(request.model, ctx)
             result = await self._first_success(plan, ctx, lambda provider, model: provider.embed(model, request))
@@ -173,9 +173,9 @@ class EngineCore:
 
     async def stream_chat_completion(self, params: pb.ChatCompletionParams, ctx: CallContext) -> Chunks:
         """The chunks of the first target that starts answering; later failures reach the caller as errors."""
+        validate_chat(params)
         with self._meter.call(ctx, "chat", params.model) as call:
             call.params, call.stream = params, True
-            _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             plan = self._router.route(params.model, ctx)
             first, chunks = await self.cache.open_stream(
@@ -206,12 +206,12 @@ class EngineCore:
 
     async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
         """The input tokens of `params`, from the first of its model's targets whose backend can count them."""
+        validate_chat(params)
         await self._admit_counting(params, ctx)
         return await count_with_first_counter(self._router.plan(params.model), self._providers, params, ctx)
 
     async def _admit_counting(self, params: pb.ChatCompletionParams, ctx: CallContext) -> None:
         # Counting is free upstream and spends nothing here: auth and model access, no limits.
-        _check_chat(params)
         principal = await self._authenticate(ctx, params.model, auth_pb2.OPERATION_CHAT)
         if not principal.access.permits(params.model):
             raise PermissionDeniedError(
@@ -320,11 +320,3 @@ def _account(chunk: pb.StreamChatCompletionResponse, ctx: CallContext, include_u
 
 def _embeddings_estimate(request: pb.CreateEmbeddingsRequest) -> int:
     return sum(len(text) for text in request.input) // 4 + sum(len(ids.ids) for ids in request.input_tokens) + 1
-
-
-def _check_chat(params: pb.ChatCompletionParams) -> None:
-    # The front door validates fully; these are the invariants a direct gRPC caller could still break.
-    if not params.model:
-        raise InvalidRequestError("model: required; name the model to use", param="model", code="missing_model")
-    if not params.messages:
-        raise InvalidRequestError("messages: must not be empty", param="messages")

@@ -11,7 +11,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
+from gateway.codec.openai_decode import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
 from gateway.engine.contract import CallContext, Engine
 from gateway.errors import GatewayError

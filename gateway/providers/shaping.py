@@ -15,7 +15,7 @@ from typing import Any
 import orjson
 from google.protobuf.message import Message
 
-from gateway.codec.openai_request import decode_chat_params
+from gateway.codec.openai_decode import decode_chat_params
 from gateway.config import BackendConfig
 from gateway.config.shaping import RequestShaping, probe_body
 from gateway.providers.base import Provider, TokenCounter
