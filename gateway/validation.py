@@ -14,6 +14,9 @@ from __future__ import annotations
 import math
 from collections.abc import Iterable
 
+import orjson
+from google.protobuf.message import Message
+
 from gateway.credentials import looks_like_credential
 from gateway.errors import InvalidRequestError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -70,6 +73,7 @@ def validate_chat(params: pb.ChatCompletionParams) -> None:
     kind = params.response_format.type
     if kind and kind not in _RESPONSE_FORMATS:
         raise bad("response_format.type", f"expected text, json_object or json_schema, got {kind!r}")
+    check_json_fields(params, "")
 
 
 def validate_embeddings(request: pb.CreateEmbeddingsRequest) -> None:
@@ -91,6 +95,28 @@ def validate_embeddings(request: pb.CreateEmbeddingsRequest) -> None:
         _check_range(request.dimensions, "dimensions", 1, MAX_DIMENSIONS)
     if request.HasField("user") and len(request.user) > USER_MAX:
         raise bad("user", f"at most {USER_MAX} characters")
+    check_json_fields(request, "")
+
+
+def check_json_fields(message: Message, path: str) -> None:
+    """Every `*_json` field set in `message` (at any depth) holds a JSON object, as the codecs that write it back
+    expect; the HTTP codec always makes one, a gRPC caller might not."""
+    for field, value in message.ListFields():
+        name = f"{path}.{field.name}" if path else field.name
+        kind = field.message_type
+        if kind is not None and not kind.GetOptions().map_entry:
+            if field.is_repeated:
+                for i, item in enumerate(value):
+                    check_json_fields(item, f"{name}[{i}]")
+            else:
+                check_json_fields(value, name)
+        elif field.name.endswith("_json") and isinstance(value, str):
+            try:
+                parsed = orjson.loads(value)
+            except orjson.JSONDecodeError:
+                raise bad(name, "expected a JSON object as text, got text that is not JSON") from None
+            if not isinstance(parsed, dict):
+                raise bad(name, "expected a JSON object as text")
 
 
 def check_model(model: str) -> None:
