@@ -83,7 +83,9 @@ async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_addr
     await engine.start()
     grpc_server = await start_engine_server(engine, grpc_address, reuse_port=shared) if grpc_address else None
     app = create_app(engine, config.server, engine.telemetry)
-    http_server = await start_http_server(app, http, config.server.shutdown_grace, reuse_port=shared)
+    http_server = await start_http_server(
+        app, http, config.server.shutdown_grace, reuse_port=shared, tls=config.tls.http
+    )
     _announce(config)
     log.info("http listening on %s:%d", http.rpartition(":")[0], http_server.port)
     if grpc_server:
@@ -125,7 +127,7 @@ async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> N
     engine = RemoteEngine.for_config(engine_address, config)
     telemetry = build_frontdoor_telemetry(config)
     app = create_app(engine, config.server, telemetry)
-    server = await start_http_server(app, http, config.server.shutdown_grace)
+    server = await start_http_server(app, http, config.server.shutdown_grace, tls=config.tls.http)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     try:
         await until_stopped()

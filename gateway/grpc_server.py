@@ -13,6 +13,9 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # grpc-stubs predates the aio API
 from grpc_reflection.v1alpha import reflection
 
+from gateway.config.tls import ServerTLS
+from gateway.tls import grpc_server_credentials
+
 # A service's full name, and the function that adds its servicer to a server.
 Service = tuple[str, Callable[[grpc.aio.Server], None]]
 
@@ -33,10 +36,13 @@ class GrpcServer:
         await self.server.stop(grace)
 
 
-async def start_grpc_server(address: str, services: Sequence[Service], *, reuse_port: bool = False) -> GrpcServer:
+async def start_grpc_server(
+    address: str, services: Sequence[Service], *, reuse_port: bool = False, tls: ServerTLS | None = None
+) -> GrpcServer:
     """Serve `services` on `address` (`host:port`, port 0 for any free port), with health and reflection.
 
     Without `reuse_port` a port already taken is an error, as it should be; with it, processes share the port.
+    With `tls` the port speaks only TLS (mutual when it names a client CA), its certificate following the files.
     """
     server = grpc.aio.server(options=[*_OPTIONS, ("grpc.so_reuseport", int(reuse_port))])
     for _, add in services:
@@ -45,7 +51,10 @@ async def start_grpc_server(address: str, services: Sequence[Service], *, reuse_
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [name for name, _ in services]
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    if tls is not None:
+        port = server.add_secure_port(address, grpc_server_credentials(tls))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address} for gRPC")
     await server.start()

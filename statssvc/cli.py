@@ -1,6 +1,7 @@
 """Command-line entry points (registered on the `tollgate` command).
 
-tollgate statssvc [--db FILE] [--listen HOST:PORT]     run the reference stats server
+tollgate statssvc [--db FILE] [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
+                                                      run the reference stats server
 tollgate stats usage [--server HOST:PORT] [--by model,user] [--since 24h] [--bucket 1h] [--json] ...
 """
 
@@ -17,7 +18,9 @@ from datetime import UTC, datetime
 import grpc
 
 from gateway.config import ConfigError, parse_duration
+from gateway.config.tls import ServerTLS
 from gateway.process import run, until_stopped
+from gateway.tls import add_server_flags, server_tls_from_flags
 from statssvc.render import DIMENSIONS, table, to_json
 from statssvc.schema import SchemaError
 from statssvc.server import start_stats_server
@@ -41,6 +44,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve = sub.add_parser("statssvc", help="run the reference stats server (tollgate.stats.v1) on a SQLite file")
     serve.add_argument("--db", default=DEFAULT_DB, help=f"the SQLite file, created if missing (default: {DEFAULT_DB})")
     serve.add_argument("--listen", default=DEFAULT_ADDRESS, help=f"host:port for gRPC (default: {DEFAULT_ADDRESS})")
+    add_server_flags(serve)
     serve.add_argument("--log-level", default=os.environ.get("TOLLGATE_LOG_LEVEL", "INFO"))
     serve.set_defaults(run=run_server)
 
@@ -63,8 +67,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 # `tollgate statssvc`
 
 
-async def _serve(db: str, address: str) -> None:
-    server = await start_stats_server(db, address)
+async def _serve(db: str, address: str, tls: ServerTLS | None) -> None:
+    server = await start_stats_server(db, address, tls=tls)
     log.info("stats listening on %s:%d (database %s)", address.rpartition(":")[0], server.port, db)
     try:
         await until_stopped()
@@ -75,7 +79,12 @@ async def _serve(db: str, address: str) -> None:
 def run_server(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 1 when the port or the database cannot be used."""
     try:
-        run(lambda: _serve(args.db, args.listen))
+        tls = server_tls_from_flags(args)
+    except ValueError as exc:
+        print(f"tollgate statssvc: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(lambda: _serve(args.db, args.listen, tls))
     except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
         print(f"tollgate statssvc: {exc}", file=sys.stderr)
         return 1

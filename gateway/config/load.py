@@ -59,6 +59,8 @@ from gateway.config.routing import RoutingConfig
 from gateway.config.shaping import RequestShaping, ShapingError, parse_shaping
 from gateway.config.telemetry import TelemetryConfig
 from gateway.config.telemetry_load import _telemetry
+from gateway.config.tls import TLSConfig
+from gateway.config.tls_load import client_tls, tls_config
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}")
 # Defaults, read off instances: slotted dataclasses keep no class-level default values.
@@ -183,6 +185,7 @@ class _Builder:
         limits = node.get("limits", lambda v, p: self.limits(_Node(v, p)), LimitsConfig())
         redis_url = node.get("redis", _str, None)
         telemetry = node.get("telemetry", lambda v, p: _telemetry(_Node(v, p)), TelemetryConfig())
+        tls = node.get("tls", tls_config, TLSConfig())
         if redis_url is not None and not redis_url.startswith(("redis://", "rediss://", "unix://")):
             raise ConfigError(f"{node.at('redis')}: expected a redis:// URL, got {redis_url!r}")
         if limits.backend == "redis" and redis_url is None:
@@ -218,6 +221,7 @@ class _Builder:
             disabled=dropped,
             telemetry=telemetry,
             routing=routing,
+            tls=tls,
         )
 
     @staticmethod
@@ -252,6 +256,7 @@ class _Builder:
             negative_ttl=node.get("negative_ttl", parse_duration, _AUTH.negative_ttl),
             cache_size=node.get("cache_size", _positive_int, _AUTH.cache_size),
             headers=tuple(h.lower() for h in node.get("headers", _str_list, list[str]())),
+            tls=node.get("tls", client_tls, None),
         )
         node.done()
         return auth
@@ -267,6 +272,7 @@ class _Builder:
             retry_max=node.get("retry_max", parse_duration, _STATS.retry_max),
             spool_dir=node.get("spool_dir", _str, _STATS.spool_dir),
             spool_max_bytes=node.get("spool_max", _size, _STATS.spool_max_bytes),
+            tls=node.get("tls", client_tls, None),
         )
         node.done()
         return stats

@@ -14,6 +14,7 @@ from typing import Any
 from gateway.config.routing import ExperimentConfig, RoutingConfig
 from gateway.config.shaping import RequestShaping
 from gateway.config.telemetry import TelemetryConfig
+from gateway.config.tls import ClientTLS, TLSConfig
 
 
 class Secret:
@@ -133,6 +134,7 @@ class AuthConfig:
     negative_ttl: float = 5.0  # how long a denial (bad key, revoked...) is reused
     cache_size: int = 10_000  # decisions kept at most; the least recently used go first
     headers: tuple[str, ...] = ()  # request headers forwarded to the server, lower case
+    tls: ClientTLS | None = None  # None: plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +149,7 @@ class StatsConfig:
     retry_max: float = 30.0  # the longest wait between retries while the server is down
     spool_dir: str = ".tollgate/spool"  # append-only files for what memory cannot hold, and for restarts
     spool_max_bytes: int = 1 << 30  # past it records are dropped (counted and logged)
+    tls: ClientTLS | None = None  # None: plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -221,6 +224,7 @@ class GatewayConfig:
     disabled: tuple[str, ...] = ()
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name` (validated to exist at load)."""

@@ -23,4 +23,5 @@ async def start_engine_server(engine: EngineCore, address: str, *, reuse_port: b
             (ADMIN_SERVICE_NAME, lambda server: admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)),
         ],
         reuse_port=reuse_port,
+        tls=engine.config.tls.grpc,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from aiohttp import web
 
 from gateway.config import ServerConfig
+from gateway.config.tls import ServerTLS
 from gateway.engine.contract import CallContext, Engine, new_request_id
 from gateway.errors import NotFoundError
 from gateway.frontdoor.admin_http import admin_routes
@@ -14,6 +15,7 @@ from gateway.frontdoor.handling import json_response
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response
 from gateway.telemetry.frontdoor import instrument_app
 from gateway.telemetry.observer import Telemetry
+from gateway.tls import http_server_context
 
 
 def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None = None) -> web.Application:
@@ -60,13 +62,22 @@ class HttpServer:
 
 
 async def start_http_server(
-    app: web.Application, address: str, shutdown_grace: float = 10.0, *, reuse_port: bool = False
+    app: web.Application,
+    address: str,
+    shutdown_grace: float = 10.0,
+    *,
+    reuse_port: bool = False,
+    tls: ServerTLS | None = None,
 ) -> HttpServer:
-    """Serve `app` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers."""
+    """Serve `app` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
+    HTTPS only with `tls` (its certificate re-read when the files change, see gateway.tls)."""
     host, _, port = address.rpartition(":")
     # handler_cancellation: a client that disconnects cancels its handler, and so the upstream call, at once.
     runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_grace)
     await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port), backlog=1024, reuse_port=reuse_port or None)
+    ssl_context = http_server_context(tls) if tls is not None else None
+    site = web.TCPSite(
+        runner, host.strip("[]"), int(port), backlog=1024, reuse_port=reuse_port or None, ssl_context=ssl_context
+    )
     await site.start()
     return HttpServer(runner, int(runner.addresses[0][1]))

@@ -20,6 +20,7 @@ import grpc
 
 from gateway.config.model import StatsConfig
 from gateway.stats.spool import Segment, Spool
+from gateway.tls import open_channel
 from tollgate.stats.v1 import stats_pb2
 
 log = logging.getLogger("tollgate.stats")
@@ -139,7 +140,7 @@ class UsageReporter:
         if self._task is not None:
             return
         self._spool.open()
-        self._channel = grpc.aio.insecure_channel(self._config.server, options=_channel_options(self._config))
+        self._channel = open_channel(self._config.server, self._config.tls, _channel_options(self._config))
         # Called with the request already serialized (see _Batch); the answer is parsed as usual.
         self._report_call = self._channel.unary_unary(
             _REPORT, request_serializer=_as_is, response_deserializer=stats_pb2.ReportResponse.FromString
