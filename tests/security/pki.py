@@ -57,6 +57,12 @@ class Pki:
         _replace(Path(tls.key), issued.private_key_pem.bytes())
         _replace(Path(tls.cert), b"".join(blob.bytes() for blob in issued.cert_chain_pems))
 
+    def reissue(self, cert: str, key: str, *identities: str) -> None:
+        """Write a certificate this CA issued for `identities` over the files `cert` and `key`, key first."""
+        issued = self.ca.issue_cert(*identities)
+        _replace(Path(key), issued.private_key_pem.bytes())
+        _replace(Path(cert), b"".join(blob.bytes() for blob in issued.cert_chain_pems))
+
     def replace_key_only(self, tls: ServerTLS) -> None:
         """Put a fresh key in `tls`'s key file, leaving a certificate that does not match it."""
         _replace(Path(tls.key), self.ca.issue_cert(HOST).private_key_pem.bytes())

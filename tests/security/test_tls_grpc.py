@@ -29,7 +29,7 @@ from gateway.engine.server import start_engine_server
 from gateway.errors import ServiceUnavailableError
 from gateway.grpc_server import GrpcServer
 from gateway.testing.fake_openai import FakeOpenAI
-from gateway.tls import open_channel
+from gateway.tls import RenewingChannel, open_channel
 from statssvc.server import start_stats_server
 from tests.conftest import config_for
 from tests.security.pki import Pki
@@ -138,6 +138,26 @@ async def test_split_front_door_reaches_the_engine_over_mutual_tls(pki: Pki, ups
         finally:
             await remote.close()
         assert engine.config.tls.grpc is not None
+
+
+async def test_client_certificate_rotation_reopens_the_channel(pki: Pki, other_pki: Pki, upstream: FakeOpenAI) -> None:
+    """The gateway as a client: its certificate files rotate, and the same channel (and stub) follows them."""
+    async for _, server in engine_with(pki.server_tls(mutual=True), upstream):
+        client = other_pki.client_tls("gateway")  # signed by a CA the server does not trust: refused
+        client = ClientTLS(ca=str(pki.ca_file), cert=client.cert, key=client.key, server_name="localhost")
+        channel = open_channel(f"127.0.0.1:{server.port}", client, check_every=0.0)
+        assert isinstance(channel, RenewingChannel)
+        stub = health_pb2_grpc.HealthStub(channel)
+        try:
+            with pytest.raises(grpc.aio.AioRpcError) as caught:
+                await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+            pki.reissue(client.cert, client.key, "gateway.tollgate.test")  # cert-manager renews it with the right CA
+            reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=5)
+            assert reply.status == health_pb2.HealthCheckResponse.SERVING
+            assert channel.generation == 1
+        finally:
+            await channel.close(None)
 
 
 # ---------------------------------------------------------------------------------------------------- auth, stats
