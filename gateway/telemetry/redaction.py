@@ -90,7 +90,7 @@ class Redactor:
         lower = text.lower()
         if any(hint in lower for hint in _KEY_HINTS):
             text = _KEYS.sub(_mask_key, text)
-        text = mask_credentials(text)
+        text = mask_credentials(text, lower)  # `lower` may predate the line above: its masks add no hint
         if self._email and "@" in text:
             text = _EMAIL.sub(MASK, text)
         if self._numbers is not None and _TEN_DIGITS in text.encode("utf-8", "replace").translate(
