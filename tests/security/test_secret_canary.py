@@ -175,6 +175,7 @@ class Traffic:
         }
         assert await self.post("/v1/chat/completions", chat) == 200
         assert await self.post("/v1/chat/completions", {**chat, "stream": True}) == 200
+        assert await self.post("/v1/chat/completions", {**chat, "model": "m" * 100_000}) == 400  # never stored
         for model in (c.tollgate, c.openai, c.anthropic, c.bearer, c.jwt):  # a key sent as the model
             assert await self.post("/v1/chat/completions", {**chat, "model": model}) == 400
         wrong = [
@@ -280,6 +281,7 @@ async def test_no_canary_reaches_a_log_a_metric_a_span_a_record_or_an_error(
     assert usage.count("alice") >= 4, usage  # the served calls were recorded…
     assert "tollgate_requests_total" in metrics  # …and counted
     assert len(logs.getvalue().splitlines()) > 20
+    assert max(len(row) for row in usage.splitlines()) < 4000  # no 100 KB model name
     assert "****" in logs.getvalue() and "****" in usage  # the canaries were there, masked (x-request-id, say)
     leaks = {
         "logs": canaries.found_in(logs.getvalue()),
