@@ -18,9 +18,15 @@ from datetime import UTC, datetime
 import grpc
 
 from gateway.config import ConfigError, parse_duration
-from gateway.config.tls import ServerTLS
+from gateway.config.tls import ClientTLS, ServerTLS
 from gateway.process import run, until_stopped
-from gateway.tls import add_server_flags, server_tls_from_flags
+from gateway.tls import (
+    add_client_flags,
+    add_server_flags,
+    client_tls_from_flags,
+    grpc_channel_credentials,
+    server_tls_from_flags,
+)
 from statssvc.render import DIMENSIONS, table, to_json
 from statssvc.schema import SchemaError
 from statssvc.server import start_stats_server
@@ -60,6 +66,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     usage.add_argument("--team", default="", help="only this team")
     usage.add_argument("--model", default="", help="only this requested model")
     usage.add_argument("--bucket", help="also split into time buckets of this width (1h, 15m)")
+    add_client_flags(usage)
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
     usage.set_defaults(run=run_usage)
 
@@ -167,15 +174,23 @@ def _rpc_failure(exc: grpc.Call, server: str) -> int:
     return 1
 
 
+def _channel(server: str, tls: ClientTLS | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(server)
+    named = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+    return grpc.secure_channel(server, grpc_channel_credentials(tls), options=named)
+
+
 def run_usage(args: argparse.Namespace) -> int:
     """Query the server and print the answer; 1 when it cannot be asked, 2 for a bad flag."""
     try:
         request = usage_request(args, time.time())
-    except UsageError as exc:
+        tls = client_tls_from_flags(args)
+    except ValueError as exc:  # a UsageError, or a --tls-* flag that cannot be used
         print(f"tollgate stats usage: {exc}", file=sys.stderr)
         return 2
     try:
-        with grpc.insecure_channel(args.server) as channel:
+        with _channel(args.server, tls) as channel:
             response = pb_grpc.StatsServiceStub(channel).QueryUsage(request, timeout=QUERY_DEADLINE)
     except grpc.RpcError as exc:
         return _rpc_failure(exc, args.server)  # type: ignore[arg-type]  # a failed sync call is also a grpc.Call

@@ -8,13 +8,15 @@ new files), `flags` (the reference servers' command-line flags).
 
 from gateway.tls.client import RenewingChannel, grpc_channel_credentials, open_channel
 from gateway.tls.files import WatchedFiles
-from gateway.tls.flags import add_server_flags, server_tls_from_flags
+from gateway.tls.flags import add_client_flags, add_server_flags, client_tls_from_flags, server_tls_from_flags
 from gateway.tls.server import grpc_server_credentials, http_server_context
 
 __all__ = [
     "RenewingChannel",
     "WatchedFiles",
+    "add_client_flags",
     "add_server_flags",
+    "client_tls_from_flags",
     "grpc_channel_credentials",
     "grpc_server_credentials",
     "http_server_context",

@@ -216,9 +216,22 @@ async def test_statssvc_command_serves_mutual_tls(pki: Pki, tmp_path: Path) -> N
             while await health(address, pki.client_tls()) != grpc.StatusCode.OK:  # noqa: ASYNC110
                 await asyncio.sleep(0.1)
         assert await health(address, pki.client_tls(with_cert=False)) == grpc.StatusCode.UNAVAILABLE
+        # `tollgate stats usage` as a client of it, with and without its certificate.
+        client = pki.client_tls("operator")
+        query = ["-m", "gateway.cli", "stats", "usage", "--server", address, "--json", "--tls-ca", client.ca]
+        named = [*query, "--tls-server-name", "localhost"]
+        assert await exit_code([*named, "--tls-cert", client.cert, "--tls-key", client.key]) == 0
+        assert await exit_code(named) == 1  # refused: no client certificate
     finally:
         process.terminate()
         await process.wait()
+
+
+async def exit_code(args: list[str]) -> int:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, *args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
+    return await asyncio.wait_for(process.wait(), 30)
 
 
 def test_authsvc_command_refuses_half_a_tls_pair(pki: Pki, tmp_path: Path) -> None:
