@@ -34,7 +34,6 @@ class RenewingChannel(grpc.aio.Channel):
         self,
         target: str,
         tls: ClientTLS,
-        options: Sequence[tuple[str, Any]],
         open_channel: Callable[[], grpc.aio.Channel],
         *,
         check_every: float = CHECK_EVERY,
@@ -46,7 +45,7 @@ class RenewingChannel(grpc.aio.Channel):
         self._channel = open_channel()
         self._check_every, self._clock = check_every, clock
         self._checked = clock()
-        self._retiring: set[asyncio.Task[None]] = set()
+        self._retiring: dict[asyncio.Task[None], grpc.aio.Channel] = {}  # replaced channels, closing after a grace
         self.target = target
         self.generation = 0  # how many times the channel was reopened
 
@@ -73,8 +72,8 @@ class RenewingChannel(grpc.aio.Channel):
         self.generation += 1
         log.info("TLS files for %s changed: new connections use them", self.target)
         task = asyncio.get_running_loop().create_task(old.close(RETIRE_GRACE))
-        self._retiring.add(task)
-        task.add_done_callback(self._retiring.discard)
+        self._retiring[task] = old
+        task.add_done_callback(lambda done: self._retiring.pop(done, None))
 
     def unary_unary(self, method: str, *args: Any, **kwargs: Any) -> Any:
         """A multicallable that calls on whichever channel is current."""
@@ -93,9 +92,12 @@ class RenewingChannel(grpc.aio.Channel):
         return _Following(self, "stream_stream", method, args, kwargs)
 
     async def close(self, grace: float | None = None) -> None:
-        """Close the current channel and any being retired."""
-        for task in list(self._retiring):
+        """Close the current channel and any still being retired, all with `grace`."""
+        retiring = list(self._retiring.items())
+        for task, _ in retiring:
             task.cancel()
+        for _, old in retiring:
+            await old.close(grace)
         await self._channel.close(grace)
 
     def get_state(self, try_to_connect: bool = False) -> grpc.ChannelConnectivity:
@@ -156,4 +158,4 @@ def open_channel(
 
     if not (tls.ca or tls.cert):
         return secure()  # the system's roots: nothing of ours to watch
-    return RenewingChannel(target, tls, options, secure, check_every=check_every)
+    return RenewingChannel(target, tls, secure, check_every=check_every)
