@@ -127,10 +127,12 @@ async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_addr
     await assembly.start()
     drain = Drain()
     grpc_server = (
-        await start_engine_server(engine, grpc_address, reuse_port=shared, drain=drain) if grpc_address else None
+        await start_engine_server(engine, grpc_address, reuse_port=shared, drain=drain, tls=config.tls.grpc)
+        if grpc_address
+        else None
     )
     app = create_app(engine, config.server, assembly.telemetry)
-    http_server = await start_http_server(app, http, config.server, reuse_port=shared, drain=drain)
+    http_server = await start_http_server(app, http, config.server, reuse_port=shared, drain=drain, tls=config.tls.http)
     _announce(config)
     log.info("http listening on %s:%d", http.rpartition(":")[0], http_server.port)
     if grpc_server:
@@ -149,7 +151,7 @@ async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_addr
 async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) -> None:
     await assembly.start()
     drain = Drain()
-    server = await start_engine_server(assembly.engine, grpc_address, drain=drain)
+    server = await start_engine_server(assembly.engine, grpc_address, drain=drain, tls=config.tls.grpc)
     _announce(config)
     log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
     metrics = assembly.telemetry.metrics
@@ -174,7 +176,7 @@ async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> N
     telemetry = build_telemetry(config)  # no engine parts to read
     app = create_app(engine, config.server, telemetry)
     drain = Drain()
-    server = await start_http_server(app, http, config.server, drain=drain)
+    server = await start_http_server(app, http, config.server, drain=drain, tls=config.tls.http)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     watchdog_off = _nothing
     try:

@@ -15,6 +15,8 @@ from urllib.parse import quote, unquote
 
 import grpc
 
+from gateway.credentials import mask_credentials
+
 _SAFE = "._-[]:/@ "
 DEFAULT_RETRY_AFTER = 1  # seconds: what a 503 that knows no better asks the client to wait
 
@@ -38,10 +40,12 @@ class GatewayError(Exception):
         retry_after: float | None = None,
         status: int | None = None,
     ) -> None:
+        # Whatever a client sent that is echoed here (a model name, a bad value) is never a key in an answer or a log.
+        message = mask_credentials(message)
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
-        self.param = param
+        self.param = mask_credentials(param) if param else param
         self.retry_after = retry_after
         # An instance may narrow the class's status (an upstream 422 stays a 422), never its kind.
         self.http_status = status or self.status

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Mapping
 
 from gateway.config import Secret
+from gateway.credentials import mask_credentials
 
 _CLIENT_ID_MAX = 128
 _BEARER = "bearer "
@@ -21,10 +22,11 @@ def printable(value: str) -> bool:
 
 
 def client_request_id(value: str | None) -> str:
-    """A caller's own `x-request-id`, kept for correlation: at most 128 printable ASCII characters, else nothing."""
+    """A caller's own `x-request-id`, kept for correlation: at most 128 printable ASCII characters, else nothing;
+    a credential in it (a key pasted into the wrong header) is masked before it reaches a usage record or a log."""
     if not value or len(value) > _CLIENT_ID_MAX or not printable(value):
         return ""
-    return value
+    return mask_credentials(value)
 
 
 def api_key(headers: Mapping[str, str]) -> Secret | None:

@@ -20,7 +20,7 @@ ROOT = Path(__file__).resolve().parent.parent
 POLICIES = ("gateway.auth", "gateway.cache", "gateway.ratelimit", "gateway.stats")
 # What `authsvc/` and `statssvc/` may use of the gateway: config reading, the gRPC server with health and
 # reflection, the process's event loop and signals.
-SHARED_HELPERS = ("gateway.config", "gateway.grpc_server", "gateway.process")
+SHARED_HELPERS = ("gateway.config", "gateway.grpc_server", "gateway.process", "gateway.tls")
 
 # (the importing packages, the packages they must not import)
 FORBIDDEN: list[tuple[tuple[str, ...], tuple[str, ...]]] = [

@@ -30,6 +30,7 @@ from gateway.errors import (
     ServiceUnavailableError,
 )
 from gateway.headers import printable
+from gateway.tls import open_channel
 from tollgate.auth.v1 import auth_pb2, auth_pb2_grpc
 
 log = logging.getLogger("tollgate.auth")
@@ -89,7 +90,7 @@ class Authenticator:
 
     def _stub(self) -> auth_pb2_grpc.AuthServiceAsyncStub:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._config.server, options=_CHANNEL_OPTIONS)
+            self._channel = open_channel(self._config.server, self._config.tls, _CHANNEL_OPTIONS)
         return auth_pb2_grpc.AuthServiceStub(self._channel)
 
     async def authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:

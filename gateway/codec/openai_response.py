@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from gateway.codec.openai_request import ROLE_NAMES, ROLES, _merge_extra, encode_tool_call
+from gateway.codec.openai_encode import encode_tool_call, merge_extra
+from gateway.codec.openai_roles import ROLE_NAMES, ROLES
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
@@ -273,7 +274,7 @@ def _encode_delta(delta: pb.Delta) -> dict[str, Any]:
                 if t.function.HasField("arguments"):
                     fn["arguments"] = t.function.arguments
                 call["function"] = fn
-            calls.append(_merge_extra(call, t.extra_json) if t.extra_json else call)
+            calls.append(merge_extra(call, t.extra_json) if t.extra_json else call)
         out["tool_calls"] = calls
     if delta.HasField("refusal"):
         out["refusal"] = delta.refusal

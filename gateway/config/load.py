@@ -61,6 +61,8 @@ from gateway.config.routing_wake import wake_config
 from gateway.config.shaping import RequestShaping, ShapingError, parse_shaping
 from gateway.config.telemetry import TelemetryConfig
 from gateway.config.telemetry_load import _telemetry
+from gateway.config.tls import TLSConfig
+from gateway.config.tls_load import client_tls, tls_config
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}")
 # Defaults, read off instances: slotted dataclasses keep no class-level default values.
@@ -185,6 +187,7 @@ class _Builder:
         limits = node.get("limits", lambda v, p: self.limits(_Node(v, p)), LimitsConfig())
         redis = node.get("redis", redis_load.redis_url, None)
         telemetry = node.get("telemetry", lambda v, p: _telemetry(_Node(v, p)), TelemetryConfig())
+        tls = node.get("tls", tls_config, TLSConfig())
         if limits.backend == "redis" and redis is None:
             raise ConfigError("limits.backend: redis needs the top-level `redis:` URL")
         cache = node.get("cache", lambda v, p: _cache(_Node(v, p)), CacheConfig())
@@ -218,6 +221,7 @@ class _Builder:
             disabled=dropped,
             telemetry=telemetry,
             routing=routing,
+            tls=tls,
         )
 
     @staticmethod
@@ -259,6 +263,7 @@ class _Builder:
             negative_ttl=node.get("negative_ttl", parse_duration, _AUTH.negative_ttl),
             cache_size=node.get("cache_size", _positive_int, _AUTH.cache_size),
             headers=tuple(h.lower() for h in node.get("headers", _str_list, list[str]())),
+            tls=node.get("tls", client_tls, None),
         )
         node.done()
         return auth
@@ -276,6 +281,7 @@ class _Builder:
             spool_max_bytes=node.get("spool_max", _size, _STATS.spool_max_bytes),
             write_ahead=node.get("write_ahead", _bool, _STATS.write_ahead),
             fsync_interval=node.get("fsync_interval", duration_or_zero, _STATS.fsync_interval),
+            tls=node.get("tls", client_tls, None),
         )
         node.done()
         return stats

@@ -15,6 +15,7 @@ from gateway.config.routing import ExperimentConfig, RoutingConfig
 from gateway.config.routing_wake import WakeConfig
 from gateway.config.shaping import RequestShaping
 from gateway.config.telemetry import TelemetryConfig
+from gateway.config.tls import ClientTLS, TLSConfig
 
 
 class Secret:
@@ -140,6 +141,7 @@ class AuthConfig:
     negative_ttl: float = 5.0  # how long a denial (bad key, revoked...) is reused
     cache_size: int = 10_000  # decisions kept at most; the least recently used go first
     headers: tuple[str, ...] = ()  # request headers forwarded to the server, lower case
+    tls: ClientTLS | None = None  # None: plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +158,7 @@ class StatsConfig:
     spool_max_bytes: int = 1 << 30  # past it records are dropped (counted and logged)
     write_ahead: bool = True  # every record is appended to the spool as it is submitted: a crash loses none
     fsync_interval: float = 1.0  # the spool is fsynced this often: what a power loss can take
+    tls: ClientTLS | None = None  # None: plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,6 +234,7 @@ class GatewayConfig:
     disabled: tuple[str, ...] = ()
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name` (validated to exist at load)."""

@@ -32,11 +32,12 @@ from gateway.engine.record import CallObserver, CallRecord, UpstreamAttempt
 from gateway.engine.retry import Failover, Outcome, Verdict, unanswered
 from gateway.engine.router import Attempt, Plan, Router
 from gateway.engine.routes import Caller
-from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
+from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.routing.decision import DecisionObserver, vectors_of
+from gateway.validation import validate_chat, validate_embeddings
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -134,9 +135,9 @@ class EngineCore:
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion: from the cache, or from the first target that answers."""
+        validate_chat(params)
         with self._meter.call(ctx, "chat", params.model) as call:
             call.params = params
-            _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             # Routed first: the cache files answers under the model and experiment arm that serve the request.
             # Rules that read the prompt may await (semantic, classifier): only then is it read.
@@ -157,9 +158,8 @@ class EngineCore:
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings, from the first target that answers."""
+        validate_embeddings(request)
         with self._meter.call(ctx, "embeddings", request.model) as call:
-            if not request.input and not request.input_tokens:
-                raise InvalidRequestError("input: must not be empty", param="input")
             await self._admit(call, auth_pb2.OPERATION_EMBEDDINGS, lambda: _embeddings_estimate(request))
             plan = self._route(call)
             result = await self._first_success(plan, call, lambda p, model: p.embed(model, request))
@@ -169,9 +169,9 @@ class EngineCore:
     async def stream_chat_completion(self, params: pb.ChatCompletionParams, ctx: CallContext) -> Chunks:
         """The chunks of the first target that starts answering; later failures reach the caller as errors, and
         the target's health as its attempt's outcome."""
+        validate_chat(params)
         with self._meter.call(ctx, "chat", params.model) as call:
             call.params, call.stream = params, True
-            _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             plan = self._route(call, await self._decide(call, params) if self._router.routes.reads_prompts else None)
             first, chunks, verdict = await self._open(plan, call, params)
@@ -265,7 +265,7 @@ class EngineCore:
 
     async def _admit_counting(self, params: pb.ChatCompletionParams, call: CallRecord) -> None:
         # Counting is free upstream and spends nothing here: auth and model access, no limits.
-        _check_chat(params)
+        validate_chat(params)
         principal = await self._authenticate(call, params.model, auth_pb2.OPERATION_CHAT)
         if not principal.access.permits(params.model):
             raise PermissionDeniedError(
@@ -394,11 +394,3 @@ def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_u
 
 def _embeddings_estimate(request: pb.CreateEmbeddingsRequest) -> int:
     return sum(len(text) for text in request.input) // 4 + sum(len(ids.ids) for ids in request.input_tokens) + 1
-
-
-def _check_chat(params: pb.ChatCompletionParams) -> None:
-    # The front door validates fully; these are the invariants a direct gRPC caller could still break.
-    if not params.model:
-        raise InvalidRequestError("model: required; name the model to use", param="model", code="missing_model")
-    if not params.messages:
-        raise InvalidRequestError("messages: must not be empty", param="messages")

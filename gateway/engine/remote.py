@@ -15,9 +15,11 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.cache.control import CACHE_REQUEST_HEADERS
 from gateway.call import CallContext
 from gateway.config import GatewayConfig
+from gateway.config.tls import ClientTLS
 from gateway.engine.routes import routing_headers
 from gateway.engine.wire import adopt, call_metadata
 from gateway.errors import GatewayError
+from gateway.tls import open_channel
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -58,10 +60,10 @@ async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
 class RemoteEngine:
     """The routing engine in another process."""
 
-    def __init__(self, target: str, forward_headers: Sequence[str] = ()) -> None:
+    def __init__(self, target: str, forward_headers: Sequence[str] = (), tls: ClientTLS | None = None) -> None:
         # The HTTP headers the engine's auth forwards (`auth.headers`) and the cache's controls: only those cross.
         self._forward_headers = (*forward_headers, *CACHE_REQUEST_HEADERS)
-        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(target, tls, _CHANNEL_OPTIONS)
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -70,7 +72,8 @@ class RemoteEngine:
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
         """The engine at `target`, sent the HTTP headers the configuration's auth and routing read."""
         auth_headers = config.auth.headers if config.auth else ()
-        return cls(target, (*auth_headers, *(h for h in routing_headers(config) if h not in auth_headers)))
+        headers = (*auth_headers, *(h for h in routing_headers(config) if h not in auth_headers))
+        return cls(target, headers, config.tls.engine)
 
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from gateway.call import Engine
+from gateway.config.tls import ServerTLS
 from gateway.drain import Drain
 from gateway.engine.admin_servicer import ADMIN_SERVICE_NAME, AdminServicer
 from gateway.engine.servicer import GatewayServicer
@@ -15,10 +16,15 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
 async def start_engine_server(
-    engine: Engine, address: str, *, reuse_port: bool = False, drain: Drain | None = None
+    engine: Engine,
+    address: str,
+    *,
+    reuse_port: bool = False,
+    drain: Drain | None = None,
+    tls: ServerTLS | None = None,
 ) -> GrpcServer:
     """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
-    `drain` to track calls for a bounded shutdown."""
+    `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA)."""
     servicer, admin = GatewayServicer(engine), AdminServicer(engine)
     return await start_grpc_server(
         address,
@@ -28,4 +34,5 @@ async def start_engine_server(
         ],
         reuse_port=reuse_port,
         drain=drain,
+        tls=tls,
     )

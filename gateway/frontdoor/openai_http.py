@@ -12,7 +12,7 @@ import orjson
 from aiohttp import web
 
 from gateway.call import CallContext, Engine
-from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
+from gateway.codec.openai_decode import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import (
     encode_chunk,
     encode_completion,

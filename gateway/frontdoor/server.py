@@ -16,9 +16,11 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config import ServerConfig
+from gateway.config.tls import ServerTLS
 from gateway.drain import Drain
 from gateway.frontdoor.body import BODY_TIMEOUT
 from gateway.frontdoor.connections import ConnectionGuard
+from gateway.tls import http_server_context
 
 DRAIN = web.AppKey("drain", Drain)
 _LINGER = 2.0  # after an answer sent before its body was read, how long the rest of the body is read and ignored
@@ -97,8 +99,10 @@ async def start_http_server(
     *,
     reuse_port: bool = False,
     drain: Drain | None = None,
+    tls: ServerTLS | None = None,
 ) -> HttpServer:
-    """Serve `app` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers."""
+    """Serve `app` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
+    HTTPS only with `tls` (its certificate re-read when the files change, see gateway.tls)."""
     host, _, port = address.rpartition(":")
     guard = ConnectionGuard(server.header_timeout, server.max_connections)
     app.middlewares.insert(0, _middleware(guard, drain))
@@ -124,6 +128,7 @@ async def start_http_server(
         int(port),
         backlog=1024,
         reuse_port=reuse_port or None,
+        ssl=http_server_context(tls) if tls is not None else None,
     )
     bound = listener.sockets[0].getsockname()[1]
     return HttpServer(runner, listener, int(bound), guard)

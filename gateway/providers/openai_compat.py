@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.codec.openai_request import encode_chat_params, encode_embeddings_request
+from gateway.codec.openai_encode import encode_chat_params, encode_embeddings_request
 from gateway.codec.openai_response import decode_chunk, decode_completion, decode_embeddings
 from gateway.config import BackendConfig
 from gateway.errors import (

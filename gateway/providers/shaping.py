@@ -15,11 +15,12 @@ from typing import Any
 import orjson
 from google.protobuf.message import Message
 
-from gateway.codec.openai_request import decode_chat_params
+from gateway.codec.openai_decode import decode_chat_params
 from gateway.config import BackendConfig, ConfigError
 from gateway.config.shaping import RequestShaping
 from gateway.errors import InvalidRequestError
 from gateway.providers.base import Provider, TokenCounter
+from gateway.validation import validate_chat
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 _FIELDS = pb.ChatCompletionParams.DESCRIPTOR.fields_by_name
@@ -48,6 +49,7 @@ def _partials(values: Mapping[str, Any], path: str) -> dict[str, pb.ChatCompleti
     for name, value in values.items():
         try:  # every field, a provider's own too: a client's request could not carry a value the codec refuses
             params, _ = decode_chat_params(_probe_body(name, value))
+            validate_chat(params)
         except InvalidRequestError as exc:
             # The codec's message starts with the field's own path within the request.
             raise ConfigError(f"{path}.{exc.message}") from None

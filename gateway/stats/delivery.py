@@ -14,6 +14,7 @@ import grpc
 from gateway.config.model import StatsConfig
 from gateway.stats.batches import Batch
 from gateway.stats.wire import REPORT_METHOD, RETRYABLE, as_is, channel_options, details
+from gateway.tls import open_channel
 from tollgate.stats.v1 import stats_pb2
 
 log = logging.getLogger("tollgate.stats")
@@ -56,7 +57,7 @@ class Delivery:
 
     def connect(self) -> None:
         """Open the channel (it connects lazily)."""
-        self._channel = grpc.aio.insecure_channel(self._config.server, options=channel_options(self._config))
+        self._channel = open_channel(self._config.server, self._config.tls, channel_options(self._config))
         # Called with the request already serialized (see Batch); the answer is parsed as usual.
         self._call = self._channel.unary_unary(
             REPORT_METHOD, request_serializer=as_is, response_deserializer=stats_pb2.ReportResponse.FromString

@@ -27,6 +27,10 @@ def build_telemetry(config: GatewayConfig, tracing: Tracing | None = None) -> Te
 
 
 def config_secrets(config: GatewayConfig) -> list[str]:
-    """The configured credentials every log line must mask: backend keys and header values."""
+    """The configured credentials every log line must mask: backend keys and header values, the admin and metrics
+    tokens."""
     secrets = [b.api_key.reveal() for b in config.backends if b.api_key is not None]
-    return secrets + [value for b in config.backends for value in b.headers.values()]
+    tokens = (config.routing.admin.token, config.telemetry.metrics.token)
+    return [*secrets, *(value for b in config.backends for value in b.headers.values())] + [
+        t.reveal() for t in tokens if t is not None
+    ]

@@ -70,6 +70,7 @@ class Metrics:
 
     def __init__(self, config: GatewayConfig, multiproc_dir: str | None = None) -> None:
         self.multiproc_dir = multiproc_dir if multiproc_dir is not None else os.environ.get(MULTIPROC_ENV)
+        self.token = config.telemetry.metrics.token  # what a scrape must present (gateway.telemetry.http)
         # In multiprocess mode values live in files; the live objects are never collected from a registry.
         self.registry = CollectorRegistry()
         own = None if self.multiproc_dir else self.registry

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.codec.openai_request import decode_chat_params
+from gateway.codec.openai_decode import decode_chat_params
 from gateway.config import ConfigError, GatewayConfig, parse_config
 from gateway.errors import ServiceUnavailableError
 from gateway.providers.registry import build_providers
