@@ -1,4 +1,5 @@
-# tollgate — `make run` serves the embedded default config; `make test` installs and runs the tests.
+# tollgate — `make run` serves the embedded default config (runtime dependencies only); `make test` installs the dev
+# tools too and runs the tests.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -6,7 +7,7 @@ BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto')
 
-.PHONY: install generate check-generated lint test run bench fleet clean
+.PHONY: install install-runtime generate check-generated lint test run bench chaos fleet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -14,9 +15,16 @@ $(BIN)/python:
 $(VENV)/.installed: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q --upgrade pip
 	$(BIN)/python -m pip install -q -e '.[dev]'
+	touch $@ $(VENV)/.runtime
+
+# What `make run` needs: tollgate and its runtime dependencies, no dev tools (the dev install includes these).
+$(VENV)/.runtime: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e .
 	touch $@
 
 install: $(VENV)/.installed
+
+install-runtime: $(VENV)/.runtime
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
@@ -36,18 +44,23 @@ lint: install $(BUF)
 	$(BUF) lint
 	if git rev-parse -q --verify HEAD~1 >/dev/null && git cat-file -e HEAD~1:buf.yaml 2>/dev/null; then \
 		$(BUF) breaking --against '.git#ref=HEAD~1'; fi
-	$(BIN)/ruff check gateway authsvc statssvc tests bench
-	$(BIN)/ruff format --check gateway authsvc statssvc tests bench
+	$(BIN)/ruff check gateway authsvc statssvc routersvc tests bench
+	$(BIN)/ruff format --check gateway authsvc statssvc routersvc tests bench
 	$(BIN)/mypy
 
 test: install
 	$(BIN)/python -m pytest -q
 
-run: install
+run: install-runtime
 	$(BIN)/tollgate serve
 
 bench: install
 	$(BIN)/python -m bench
+	$(BIN)/python -m bench.spool_cost
+
+# Faults done to real processes (SIGKILL, SIGTERM with streams in flight...), and the matrix of what each cost.
+chaos: install
+	$(BIN)/python -m bench.chaos
 
 # Three replicas behind HAProxy on a Redis Cluster, with incidents; prints the table (see docs/operations.md).
 fleet: install

@@ -1,6 +1,7 @@
 """Command-line entry points (registered on the `tollgate` command).
 
     tollgate authsvc --keys FILE [--listen 127.0.0.1:50061] [--cache-ttl 30s] [--reload-interval 2s]
+                     [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
     tollgate keys add|list|revoke --file FILE ...     (see authsvc/keys_cli.py)
 
 The server re-reads its key file when the file changes and on SIGHUP; SIGINT or SIGTERM stop it gracefully.
@@ -19,7 +20,9 @@ from authsvc.keyfile import KeyFileError
 from authsvc.keys_cli import add_key_commands
 from authsvc.server import start_auth_server
 from gateway.config import ConfigError, parse_duration
+from gateway.config.tls import ServerTLS
 from gateway.process import run, until_stopped
+from gateway.tls import add_server_flags, server_tls_from_flags
 
 log = logging.getLogger("tollgate.authsvc")
 _SHUTDOWN_GRACE = 5.0  # a Check is a dictionary lookup and a hash: in-flight calls finish in far less
@@ -32,6 +35,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve.add_argument("--listen", default="127.0.0.1:50061", metavar="HOST:PORT", help="gRPC address")
     serve.add_argument("--cache-ttl", default="30s", help="how long the gateway may reuse a decision (default 30s)")
     serve.add_argument("--reload-interval", default="2s", help="how often to check the key file for changes")
+    add_server_flags(serve)
     serve.add_argument("--log-level", default=os.environ.get("TOLLGATE_LOG_LEVEL", "INFO"))
     serve.set_defaults(run=_run_server)
     add_key_commands(sub)
@@ -42,11 +46,12 @@ def _run_server(args: argparse.Namespace) -> int:
         cache_ttl = parse_duration(args.cache_ttl, "--cache-ttl")
         reload_interval = parse_duration(args.reload_interval, "--reload-interval")
         _check_address(args.listen)
-    except ConfigError as exc:
+        tls = server_tls_from_flags(args)
+    except (ConfigError, ValueError) as exc:  # ConfigError is a ValueError; named for the reader
         print(f"tollgate authsvc: {exc}", file=sys.stderr)
         return 2
     try:
-        run(lambda: _serve(args.keys, args.listen, cache_ttl, reload_interval))
+        run(lambda: _serve(args.keys, args.listen, cache_ttl, reload_interval, tls))
     except FileNotFoundError:
         print(f"tollgate authsvc: {args.keys}: no such key file (`tollgate keys add` makes one)", file=sys.stderr)
         return 2
@@ -65,8 +70,8 @@ def _check_address(address: str) -> None:
         raise ConfigError(f"--listen: expected host:port, got {address!r}")
 
 
-async def _serve(keys_path: str, address: str, cache_ttl: float, reload_interval: float) -> None:
-    server = await start_auth_server(keys_path, address, cache_ttl=cache_ttl, reload_interval=reload_interval)
+async def _serve(keys_path: str, address: str, cache_ttl: float, reload_interval: float, tls: ServerTLS | None) -> None:
+    server = await start_auth_server(keys_path, address, cache_ttl=cache_ttl, reload_interval=reload_interval, tls=tls)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()  # held so that a running reload is not garbage-collected
 

@@ -10,6 +10,7 @@ from pathlib import Path
 from authsvc.keyfile import utc_now
 from authsvc.servicer import AuthServicer
 from authsvc.store import KeyStore
+from gateway.config.tls import ServerTLS
 from gateway.grpc_server import GrpcServer, start_grpc_server
 from tollgate.auth.v1 import auth_pb2 as pb
 from tollgate.auth.v1 import auth_pb2_grpc as pb_grpc
@@ -49,6 +50,7 @@ async def start_auth_server(
     cache_ttl: float = 30.0,
     reload_interval: float = 2.0,
     now: Callable[[], datetime] = utc_now,
+    tls: ServerTLS | None = None,
 ) -> AuthServer:
     """Serve the keys of `keys_path` on `address` (`host:port`, port 0 for any free port).
 
@@ -58,7 +60,9 @@ async def start_auth_server(
     store = await asyncio.to_thread(KeyStore, keys_path, now=now)
     servicer = AuthServicer(store, cache_ttl=cache_ttl)
     grpc_server = await start_grpc_server(
-        address, [(SERVICE_NAME, lambda server: pb_grpc.add_AuthServiceServicer_to_server(servicer, server))]
+        address,
+        [(SERVICE_NAME, lambda server: pb_grpc.add_AuthServiceServicer_to_server(servicer, server))],
+        tls=tls,
     )
     watcher = asyncio.create_task(store.watch(reload_interval), name="authsvc-key-reload")
     return AuthServer(grpc_server, servicer, watcher)

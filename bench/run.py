@@ -29,7 +29,7 @@ import orjson
 import uvloop
 from aiohttp import ClientSession
 
-from bench import brownout, figures, limits, report
+from bench import brownout, figures, limits, prompt_routing, report
 from bench.load import LoadResult, Scenario, make_session, percentile, run_load
 from bench.procs import CLOCK_TICKS, Service, cpu_seconds, peak_rss_kib, stop_all, system_busy_seconds
 from bench.targets import ALL_TARGETS, MODEL, Target, start_targets
@@ -443,6 +443,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "brownout" in plan.scenarios:
             print(f"\n{brownout.text_report(figures, seconds, 10)}")
             status = status or int(any(f.errors for f in figures))
+        print(f"\n{prompt_routing.report(args.quick)}")  # in process: the semantic decision, held requests
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted", file=sys.stderr)
         status = 130

@@ -14,10 +14,11 @@ import logging
 import time
 from collections.abc import Callable
 
+from gateway.call import CallContext, new_request_id
 from gateway.config import parse_config
 from gateway.config.telemetry import LogsConfig, TracingConfig
-from gateway.engine.contract import CallContext, UpstreamAttempt, new_request_id
-from gateway.engine.metering import Meter, Spent
+from gateway.engine.metering import Meter
+from gateway.engine.record import CallRecord, Spent, UpstreamAttempt
 from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.metrics import Metrics
 from gateway.telemetry.observer import Telemetry
@@ -34,13 +35,12 @@ prices: {gpt-4o-mini: {input: 0.15, output: 0.6}}
 
 def _call(meter: Meter) -> tuple[Callable[[], None], Spent]:
     now = time.perf_counter()
-    ctx = CallContext(request_id=new_request_id(), started=now - 0.05)
-    ctx.backend, ctx.provider_model, ctx.attempts, ctx.chunks = "up", "gpt-4o-mini", 2, 20
-    ctx.first_chunk_at, ctx.upstream_seconds = now - 0.04, 0.049
-    ctx.usage = pb.Usage(prompt_tokens=30, completion_tokens=20)
-    ctx.auth_check = (now - 0.05, now - 0.049)
-    ctx.tried = [UpstreamAttempt("other", "gpt-4o-mini", now - 0.049, now - 0.045), UpstreamAttempt("up", "m", now)]
-    call = meter.call(ctx, "chat", "gpt-4o-mini")
+    call = CallRecord(CallContext(request_id=new_request_id(), started=now - 0.05), "chat", "gpt-4o-mini")
+    call.backend, call.provider_model, call.attempts, call.chunks = "up", "gpt-4o-mini", 2, 20
+    call.first_chunk_at, call.upstream_seconds = now - 0.04, 0.049
+    call.usage = pb.Usage(prompt_tokens=30, completion_tokens=20)
+    call.auth_check = (now - 0.05, now - 0.049)
+    call.tried = [UpstreamAttempt("other", "gpt-4o-mini", now - 0.049, now - 0.045), UpstreamAttempt("up", "m", now)]
     call.stream = True
     spent = meter.spent(call)
     observer = meter.observer

@@ -6,6 +6,8 @@
     tollgate check-config [--config FILE]                 validate a config file and exit
 
 With no --config (and no TOLLGATE_CONFIG), the embedded default runs: a demo backend that needs no API key.
+The listen addresses can be set without a file: `--http` / `--grpc`, or TOLLGATE_HTTP / TOLLGATE_GRPC (a flag wins
+over the variable, the variable over the file). `tollgate --version` prints the installed version.
 """
 
 from __future__ import annotations
@@ -14,28 +16,56 @@ import argparse
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from importlib import metadata
+from typing import TYPE_CHECKING
 
 from authsvc.cli import add_commands as add_auth_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.fields import _address as parse_address
 from gateway.config.telemetry import LogsConfig
-from gateway.engine.core import EngineCore
+from gateway.drain import Drain
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
-from gateway.process import run, until_stopped
-from gateway.telemetry.build import build_frontdoor_telemetry, config_secrets
+from gateway.lifecycle import serve_until_stopped
+from gateway.process import run
+from gateway.telemetry.build import build_telemetry, config_secrets
 from gateway.telemetry.http import metrics_app
 from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.multiproc import shared_metrics_dir
 from gateway.workers import Supervisor, refusal, reserve, worker_argv
+from routersvc.cli import add_commands as add_router_commands
 from statssvc.cli import add_commands as add_stats_commands
+
+if TYPE_CHECKING:
+    from gateway.assemble import Assembly
 
 log = logging.getLogger("tollgate")
 
 
+def _version() -> str:
+    try:
+        return metadata.version("tollgate")
+    except metadata.PackageNotFoundError:  # run from a source tree that was never installed
+        return "unknown"
+
+
+def _listen_address(env: str) -> Callable[[str], str]:
+    """An argparse type for a listen address: `host:port`, or a usage error naming the flag and its variable."""
+
+    def check(value: str) -> str:
+        try:
+            return parse_address(value, env)
+        except ConfigError as exc:
+            raise argparse.ArgumentTypeError(str(exc)) from None
+
+    return check
+
+
 def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="tollgate", description="An LLM gateway.")
+    parser.add_argument("--version", action="version", version=f"tollgate {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
     for name, help_text in (
         ("serve", "front door and engine in one process"),
@@ -46,9 +76,21 @@ def _parser() -> argparse.ArgumentParser:
         cmd = sub.add_parser(name, help=help_text)
         cmd.add_argument("--config", default=os.environ.get("TOLLGATE_CONFIG"), help="YAML file (default: embedded)")
         if name in ("serve", "frontdoor"):
-            cmd.add_argument("--http", help="override listen.http (host:port)")
+            http = os.environ.get("TOLLGATE_HTTP")
+            cmd.add_argument(
+                "--http",
+                default=http,
+                type=_listen_address("TOLLGATE_HTTP"),
+                help="override listen.http, host:port (env TOLLGATE_HTTP)",
+            )
         if name in ("serve", "engine"):
-            cmd.add_argument("--grpc", help="override listen.grpc (host:port)")
+            grpc = os.environ.get("TOLLGATE_GRPC")
+            cmd.add_argument(
+                "--grpc",
+                default=grpc,
+                type=_listen_address("TOLLGATE_GRPC"),
+                help="override listen.grpc, host:port (env TOLLGATE_GRPC)",
+            )
         if name == "serve":
             cmd.add_argument("--workers", type=int, default=1, help="processes sharing the ports (default 1)")
             cmd.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)  # one of --workers N
@@ -57,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
         cmd.add_argument("--log-level", default=os.environ.get("TOLLGATE_LOG_LEVEL", "INFO"))
     add_auth_commands(sub)
     add_stats_commands(sub)
+    add_router_commands(sub)
     return parser
 
 
@@ -79,60 +122,74 @@ def _announce(config: GatewayConfig) -> None:
     log.info("models: %s", ", ".join(m.name for m in config.models))
 
 
-async def _serve(config: GatewayConfig, engine: EngineCore, http: str, grpc_address: str, shared: bool) -> None:
-    await engine.start()
-    grpc_server = await start_engine_server(engine, grpc_address, reuse_port=shared) if grpc_address else None
-    app = create_app(engine, config.server, engine.telemetry)
-    http_server = await start_http_server(app, http, config.server.shutdown_grace, reuse_port=shared)
+async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_address: str, shared: bool) -> None:
+    engine = assembly.engine
+    await assembly.start()
+    drain = Drain()
+    grpc_server = (
+        await start_engine_server(engine, grpc_address, reuse_port=shared, drain=drain, tls=config.tls.grpc)
+        if grpc_address
+        else None
+    )
+    app = create_app(engine, config.server, assembly.telemetry)
+    http_server = await start_http_server(app, http, config.server, reuse_port=shared, drain=drain, tls=config.tls.http)
     _announce(config)
     log.info("http listening on %s:%d", http.rpartition(":")[0], http_server.port)
     if grpc_server:
         log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], grpc_server.port)
+    watchdog_off = _nothing
     try:
-        await until_stopped()
+        watchdog_off = await serve_until_stopped(config.server, drain, http_server, grpc_server)
     finally:
+        await http_server.close()
         if grpc_server:
-            await grpc_server.stop(config.server.shutdown_grace)
-        await http_server.stop()
-        await engine.close()
-        if engine.telemetry is not None:
-            engine.telemetry.close()
+            await grpc_server.stop(0)
+        await assembly.close()
+        watchdog_off()
 
 
-async def _engine(config: GatewayConfig, engine: EngineCore, grpc_address: str) -> None:
-    await engine.start()
-    server = await start_engine_server(engine, grpc_address)
+async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) -> None:
+    await assembly.start()
+    drain = Drain()
+    server = await start_engine_server(assembly.engine, grpc_address, drain=drain, tls=config.tls.grpc)
     _announce(config)
     log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
-    metrics = engine.telemetry.metrics if engine.telemetry is not None else None
+    metrics = assembly.telemetry.metrics
     listen = config.telemetry.metrics.listen
     # The engine has no front door: its /metrics gets a listener of its own when one is configured.
     metrics_server = await start_http_server(metrics_app(metrics), listen) if metrics and listen else None
     if metrics_server is not None:
         log.info("metrics on http://%s:%d/metrics", listen.rpartition(":")[0], metrics_server.port)
+    watchdog_off = _nothing
     try:
-        await until_stopped()
+        watchdog_off = await serve_until_stopped(config.server, drain, None, server)
     finally:
-        await server.stop(config.server.shutdown_grace)
+        await server.stop(0)
         if metrics_server is not None:
-            await metrics_server.stop()
-        await engine.close()
-        if engine.telemetry is not None:
-            engine.telemetry.close()
+            await metrics_server.close()
+        await assembly.close()
+        watchdog_off()
 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
     engine = RemoteEngine.for_config(engine_address, config)
-    telemetry = build_frontdoor_telemetry(config)
+    telemetry = build_telemetry(config)  # no engine parts to read
     app = create_app(engine, config.server, telemetry)
-    server = await start_http_server(app, http, config.server.shutdown_grace)
+    drain = Drain()
+    server = await start_http_server(app, http, config.server, drain=drain, tls=config.tls.http)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
+    watchdog_off = _nothing
     try:
-        await until_stopped()
+        watchdog_off = await serve_until_stopped(config.server, drain, server)
     finally:
-        await server.stop()
+        await server.close()
         await engine.close()
         telemetry.close()
+        watchdog_off()
+
+
+def _nothing() -> None:
+    pass
 
 
 def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_address: str) -> int:
@@ -155,6 +212,13 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_
         return Supervisor(argv, args.workers, metrics_dir=metrics_dir).run()
 
 
+def _assemble(config: GatewayConfig) -> Assembly:
+    # Imported here: `tollgate frontdoor` (split mode) must not load the engine and every part it is built from.
+    from gateway.assemble import assemble  # noqa: PLC0415
+
+    return assemble(config)
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """The command line entry point."""
     args = _parser().parse_args(argv)
@@ -168,7 +232,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         config = load_config(args.config, os.environ)
         configure_logging(config.telemetry.logs, level, config_secrets(config))
         # Building the engine builds every provider: an unknown type or a bad option fails here, before listening.
-        engine = EngineCore.from_config(config) if args.command != "frontdoor" else None
+        assembly = _assemble(config) if args.command != "frontdoor" else None
     except ConfigError as exc:
         print(f"tollgate: bad configuration: {exc}", file=sys.stderr)
         return 2
@@ -181,10 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "serve" and workers > 1:
         return _supervise(args, config, http, grpc_address)
     try:
-        if engine is not None and args.command == "serve":
-            run(lambda: _serve(config, engine, http, grpc_address, shared=args.worker))
-        elif engine is not None:
-            run(lambda: _engine(config, engine, grpc_address))
+        if assembly is not None and args.command == "serve":
+            run(lambda: _serve(config, assembly, http, grpc_address, shared=args.worker))
+        elif assembly is not None:
+            run(lambda: _engine(config, assembly, grpc_address))
         else:
             run(lambda: _frontdoor(config, http, args.engine))
     except OSError as exc:

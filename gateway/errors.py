@@ -10,12 +10,15 @@ is lost crossing processes.
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import ClassVar
+from typing import Any, ClassVar
 from urllib.parse import quote, unquote
 
 import grpc
 
+from gateway.credentials import mask_credentials
+
 _SAFE = "._-[]:/@ "
+DEFAULT_RETRY_AFTER = 1  # seconds: what a 503 that knows no better asks the client to wait
 
 
 class GatewayError(Exception):
@@ -37,10 +40,12 @@ class GatewayError(Exception):
         retry_after: float | None = None,
         status: int | None = None,
     ) -> None:
+        # Whatever a client sent that is echoed here (a model name, a bad value) is never a key in an answer or a log.
+        message = mask_credentials(message)
         super().__init__(message)
         self.message = message
         self.code = code or self.default_code
-        self.param = param
+        self.param = mask_credentials(param) if param else param
         self.retry_after = retry_after
         # An instance may narrow the class's status (an upstream 422 stays a 422), never its kind.
         self.http_status = status or self.status
@@ -129,6 +134,15 @@ class RequestTooLargeError(GatewayError):
     default_code = "request_too_large"
 
 
+class RequestTimeoutError(GatewayError):
+    """The client took too long to send its request (a body that trickles or never ends)."""
+
+    status = 408
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    error_type = "invalid_request_error"
+    default_code = "request_timeout"
+
+
 class RateLimitError(GatewayError):
     """A limit is exhausted, the gateway's own or a provider's."""
 
@@ -175,6 +189,15 @@ class ServiceUnavailableError(GatewayError):
     retryable = True
 
 
+class ShuttingDownError(ServiceUnavailableError):
+    """The process is stopping and its shutdown grace is over: what it still serves is cut here."""
+
+    default_code = "shutting_down"
+
+    def __init__(self, message: str = "The gateway is shutting down; retry the request", **kwargs: Any) -> None:
+        super().__init__(message, **kwargs)
+
+
 class UpstreamTimeoutError(GatewayError):
     """The provider did not answer in time (connect, first byte, or idle during a stream)."""
 
@@ -212,6 +235,16 @@ _BY_GRPC_CODE: dict[grpc.StatusCode, type[GatewayError]] = {
     grpc.StatusCode.DEADLINE_EXCEEDED: UpstreamTimeoutError,
     grpc.StatusCode.CANCELLED: ServiceUnavailableError,
 }
+
+
+def retry_after_header(error: GatewayError) -> str | None:
+    """The `Retry-After` an HTTP answer to `error` carries: the error's own estimate in whole seconds (at least 1),
+    else `DEFAULT_RETRY_AFTER` for every 503, so no client is told "unavailable" without when to come back."""
+    if error.retry_after is not None:
+        return str(max(1, round(error.retry_after)))
+    if error.http_status == 503:
+        return str(DEFAULT_RETRY_AFTER)
+    return None
 
 
 def _format_seconds(value: float) -> str:

@@ -13,6 +13,11 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # grpc-stubs predates the aio API
 from grpc_reflection.v1alpha import reflection
 
+from gateway.config.tls import ServerTLS
+from gateway.drain import Drain
+from gateway.grpc_guard import GuardInterceptor
+from gateway.tls import grpc_server_credentials
+
 # A service's full name, and the function that adds its servicer to a server.
 Service = tuple[str, Callable[[grpc.aio.Server], None]]
 
@@ -27,25 +32,43 @@ class GrpcServer:
         self.port = port
         self._health = health_servicer
 
+    async def drain(self) -> None:
+        """Report NOT_SERVING for every service, and keep serving (the first step of a shutdown)."""
+        await self._health.enter_graceful_shutdown()
+
     async def stop(self, grace: float) -> None:
-        """Report NOT_SERVING, let in-flight calls finish for up to `grace` seconds, then stop."""
+        """Report NOT_SERVING, stop accepting calls, let those in flight finish for up to `grace` seconds, then stop."""
         await self._health.enter_graceful_shutdown()
         await self.server.stop(grace)
 
 
-async def start_grpc_server(address: str, services: Sequence[Service], *, reuse_port: bool = False) -> GrpcServer:
+async def start_grpc_server(
+    address: str,
+    services: Sequence[Service],
+    *,
+    reuse_port: bool = False,
+    drain: Drain | None = None,
+    tls: ServerTLS | None = None,
+) -> GrpcServer:
     """Serve `services` on `address` (`host:port`, port 0 for any free port), with health and reflection.
 
     Without `reuse_port` a port already taken is an error, as it should be; with it, processes share the port.
+    Undecodable requests get INVALID_ARGUMENT; with a `drain`, calls are tracked for a bounded shutdown
+    (`gateway.grpc_guard`). With `tls` the port speaks only TLS (mutual when it names a client CA), its certificate
+    following the files.
     """
-    server = grpc.aio.server(options=[*_OPTIONS, ("grpc.so_reuseport", int(reuse_port))])
+    options = [*_OPTIONS, ("grpc.so_reuseport", int(reuse_port))]
+    server = grpc.aio.server(interceptors=[GuardInterceptor(drain)], options=options)
     for _, add in services:
         add(server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [name for name, _ in services]
     reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    port = server.add_insecure_port(address)
+    if tls is not None:
+        port = server.add_secure_port(address, grpc_server_credentials(tls))
+    else:
+        port = server.add_insecure_port(address)
     if port == 0:
         raise OSError(f"cannot listen on {address} for gRPC")
     await server.start()

@@ -1,23 +1,47 @@
-"""What every long-running tollgate process shares: its event loop, and waiting for SIGINT or SIGTERM."""
+"""What every long-running tollgate process shares: its event loop, waiting for SIGINT or SIGTERM, and a hard
+bound on how long stopping may take."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import os
 import signal
+import threading
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("tollgate")
 
 
-async def until_stopped() -> None:
-    """Return when the process is asked to stop (SIGINT or SIGTERM)."""
-    stop = asyncio.Event()
+async def until_stopped() -> signal.Signals:
+    """Return the signal that asks the process to stop (SIGINT or SIGTERM) once it comes."""
+    stop: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
     loop = asyncio.get_running_loop()
+
+    def stopped(sig: signal.Signals) -> None:
+        if not stop.done():
+            stop.set_result(sig)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("shutting down")
+        loop.add_signal_handler(sig, stopped, sig)
+    received = await stop
+    log.info("shutting down (%s)", received.name)
+    return received
+
+
+def exit_by(seconds: float) -> Callable[[], None]:
+    """A last resort: end the process `seconds` from now, whatever it is doing (a blocked loop included); the
+    returned function calls it off."""
+
+    def overdue() -> None:
+        log.error("shutdown took over %gs: exiting now", seconds)
+        logging.shutdown()
+        os._exit(1)
+
+    timer = threading.Timer(seconds, overdue)
+    timer.daemon = True
+    timer.start()
+    return timer.cancel
 
 
 def run(main: Callable[[], Awaitable[None]]) -> None:

@@ -1,6 +1,7 @@
 """Command-line entry points (registered on the `tollgate` command).
 
-tollgate statssvc [--db FILE] [--listen HOST:PORT]     run the reference stats server
+tollgate statssvc [--db FILE] [--listen HOST:PORT] [--tls-cert FILE --tls-key FILE [--tls-client-ca FILE]]
+                                                      run the reference stats server
 tollgate stats usage [--server HOST:PORT] [--by model,user] [--since 24h] [--bucket 1h] [--json] ...
 """
 
@@ -17,7 +18,15 @@ from datetime import UTC, datetime
 import grpc
 
 from gateway.config import ConfigError, parse_duration
+from gateway.config.tls import ClientTLS, ServerTLS
 from gateway.process import run, until_stopped
+from gateway.tls import (
+    add_client_flags,
+    add_server_flags,
+    client_tls_from_flags,
+    grpc_channel_credentials,
+    server_tls_from_flags,
+)
 from statssvc.render import DIMENSIONS, table, to_json
 from statssvc.schema import SchemaError
 from statssvc.server import start_stats_server
@@ -41,6 +50,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     serve = sub.add_parser("statssvc", help="run the reference stats server (tollgate.stats.v1) on a SQLite file")
     serve.add_argument("--db", default=DEFAULT_DB, help=f"the SQLite file, created if missing (default: {DEFAULT_DB})")
     serve.add_argument("--listen", default=DEFAULT_ADDRESS, help=f"host:port for gRPC (default: {DEFAULT_ADDRESS})")
+    add_server_flags(serve)
     serve.add_argument("--log-level", default=os.environ.get("TOLLGATE_LOG_LEVEL", "INFO"))
     serve.set_defaults(run=run_server)
 
@@ -56,6 +66,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     usage.add_argument("--team", default="", help="only this team")
     usage.add_argument("--model", default="", help="only this requested model")
     usage.add_argument("--bucket", help="also split into time buckets of this width (1h, 15m)")
+    add_client_flags(usage)
     usage.add_argument("--json", action="store_true", help="print JSON instead of a table")
     usage.set_defaults(run=run_usage)
 
@@ -63,8 +74,8 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 # `tollgate statssvc`
 
 
-async def _serve(db: str, address: str) -> None:
-    server = await start_stats_server(db, address)
+async def _serve(db: str, address: str, tls: ServerTLS | None) -> None:
+    server = await start_stats_server(db, address, tls=tls)
     log.info("stats listening on %s:%d (database %s)", address.rpartition(":")[0], server.port, db)
     try:
         await until_stopped()
@@ -75,7 +86,12 @@ async def _serve(db: str, address: str) -> None:
 def run_server(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 1 when the port or the database cannot be used."""
     try:
-        run(lambda: _serve(args.db, args.listen))
+        tls = server_tls_from_flags(args)
+    except ValueError as exc:
+        print(f"tollgate statssvc: {exc}", file=sys.stderr)
+        return 2
+    try:
+        run(lambda: _serve(args.db, args.listen, tls))
     except (OSError, RuntimeError) as exc:  # grpc reports a port it cannot bind as RuntimeError
         print(f"tollgate statssvc: {exc}", file=sys.stderr)
         return 1
@@ -158,15 +174,23 @@ def _rpc_failure(exc: grpc.Call, server: str) -> int:
     return 1
 
 
+def _channel(server: str, tls: ClientTLS | None) -> grpc.Channel:
+    if tls is None:
+        return grpc.insecure_channel(server)
+    named = [("grpc.ssl_target_name_override", tls.server_name)] if tls.server_name else []
+    return grpc.secure_channel(server, grpc_channel_credentials(tls), options=named)
+
+
 def run_usage(args: argparse.Namespace) -> int:
     """Query the server and print the answer; 1 when it cannot be asked, 2 for a bad flag."""
     try:
         request = usage_request(args, time.time())
-    except UsageError as exc:
+        tls = client_tls_from_flags(args)
+    except ValueError as exc:  # a UsageError, or a --tls-* flag that cannot be used
         print(f"tollgate stats usage: {exc}", file=sys.stderr)
         return 2
     try:
-        with grpc.insecure_channel(args.server) as channel:
+        with _channel(args.server, tls) as channel:
             response = pb_grpc.StatsServiceStub(channel).QueryUsage(request, timeout=QUERY_DEADLINE)
     except grpc.RpcError as exc:
         return _rpc_failure(exc, args.server)  # type: ignore[arg-type]  # a failed sync call is also a grpc.Call

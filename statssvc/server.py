@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+from gateway.config.tls import ServerTLS
 from gateway.grpc_server import GrpcServer, start_grpc_server
 from statssvc.servicer import StatsServicer
 from statssvc.store import Clock, UsageStore
@@ -35,7 +36,9 @@ class StatsServer:
             await self.store.close()
 
 
-async def start_stats_server(db_path: str | Path, address: str, *, clock: Clock = time.time) -> StatsServer:
+async def start_stats_server(
+    db_path: str | Path, address: str, *, clock: Clock = time.time, tls: ServerTLS | None = None
+) -> StatsServer:
     """Open (or create) the database at `db_path` and serve it on `address` (`host:port`, port 0 for any)."""
     if str(db_path) != ":memory:":
         Path(db_path).parent.mkdir(parents=True, exist_ok=True)
@@ -43,7 +46,9 @@ async def start_stats_server(db_path: str | Path, address: str, *, clock: Clock 
     servicer = StatsServicer(store, clock=clock)
     try:
         grpc_server = await start_grpc_server(
-            address, [(SERVICE_NAME, lambda server: pb_grpc.add_StatsServiceServicer_to_server(servicer, server))]
+            address,
+            [(SERVICE_NAME, lambda server: pb_grpc.add_StatsServiceServicer_to_server(servicer, server))],
+            tls=tls,
         )
     except BaseException:
         await store.close()

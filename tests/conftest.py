@@ -8,6 +8,7 @@ from dataclasses import dataclass
 
 import pytest
 
+from gateway.assemble import assemble
 from gateway.config import GatewayConfig, parse_config
 from gateway.engine.core import EngineCore
 from gateway.engine.remote import RemoteEngine
@@ -45,7 +46,7 @@ def config_for(upstream_url: str, *, read_timeout: str = "5s", extra: str = "") 
     return f"""
 listen: {{http: "127.0.0.1:0", grpc: "127.0.0.1:0"}}
 auth: none
-server: {{max_body: 64KiB, shutdown_grace: 1s}}
+server: {{max_body: 64KiB, shutdown_grace: 1s, drain_delay: 0s}}
 backends:
   - {{name: primary, provider: openai, base_url: "{upstream_url}", api_key: {UPSTREAM_KEY},
       read_timeout: {read_timeout}, connect_timeout: 1s}}
@@ -73,9 +74,10 @@ async def start_gateway(request: pytest.FixtureRequest) -> AsyncIterator[StartGa
 
     async def start(text: str) -> RunningGateway:
         config = parse_config(text, os.environ)
-        engine = EngineCore.from_config(config)
-        await engine.start()
-        cleanups.append(engine.close)
+        assembly = assemble(config)
+        engine = assembly.engine
+        await assembly.start()
+        cleanups.append(assembly.close)
         grpc_server = await start_engine_server(engine, config.listen.grpc)
         cleanups.append(lambda: grpc_server.stop(0))
         grpc_address = f"127.0.0.1:{grpc_server.port}"
@@ -84,7 +86,7 @@ async def start_gateway(request: pytest.FixtureRequest) -> AsyncIterator[StartGa
             remote = RemoteEngine.for_config(grpc_address, config)
             cleanups.append(remote.close)
             front_engine = remote
-        http = await start_http_server(create_app(front_engine, config.server), config.listen.http, 1.0)
+        http = await start_http_server(create_app(front_engine, config.server), config.listen.http, config.server)
         cleanups.append(http.stop)
         return RunningGateway(mode, f"http://127.0.0.1:{http.port}", grpc_address, config)
 

@@ -13,13 +13,16 @@ from gateway.errors import (
     NotFoundError,
     PermissionDeniedError,
     RateLimitError,
+    RequestTimeoutError,
     RequestTooLargeError,
     ServiceUnavailableError,
+    ShuttingDownError,
     UpstreamConnectionError,
     UpstreamCredentialsError,
     UpstreamError,
     UpstreamRequestError,
     UpstreamTimeoutError,
+    retry_after_header,
 )
 
 # Each class with what a client sees: HTTP status, gRPC code, OpenAI type, default code, retryable.
@@ -29,6 +32,7 @@ CLASSES: list[tuple[type[GatewayError], int, grpc.StatusCode, str, str, bool]] =
     (AuthenticationError, 401, grpc.StatusCode.UNAUTHENTICATED, "authentication_error", "invalid_api_key", False),
     (PermissionDeniedError, 403, grpc.StatusCode.PERMISSION_DENIED, "permission_error", "permission_denied", False),
     (NotFoundError, 404, grpc.StatusCode.NOT_FOUND, "invalid_request_error", "model_not_found", False),
+    (RequestTimeoutError, 408, grpc.StatusCode.DEADLINE_EXCEEDED, "invalid_request_error", "request_timeout", False),
     (RequestTooLargeError, 413, grpc.StatusCode.INVALID_ARGUMENT, "invalid_request_error", "request_too_large", False),
     (RateLimitError, 429, grpc.StatusCode.RESOURCE_EXHAUSTED, "rate_limit_error", "rate_limit_exceeded", True),
     (InternalError, 500, grpc.StatusCode.INTERNAL, "server_error", "internal_error", False),
@@ -36,6 +40,7 @@ CLASSES: list[tuple[type[GatewayError], int, grpc.StatusCode, str, str, bool]] =
     (UpstreamConnectionError, 502, grpc.StatusCode.UNAVAILABLE, "api_error", "upstream_connection_error", True),
     (UpstreamCredentialsError, 502, grpc.StatusCode.UNAVAILABLE, "api_error", "upstream_credentials_rejected", True),
     (ServiceUnavailableError, 503, grpc.StatusCode.UNAVAILABLE, "api_error", "service_unavailable", True),
+    (ShuttingDownError, 503, grpc.StatusCode.UNAVAILABLE, "api_error", "shutting_down", True),
     (UpstreamTimeoutError, 504, grpc.StatusCode.DEADLINE_EXCEEDED, "api_error", "upstream_timeout", True),
     (
         UpstreamRequestError,
@@ -243,3 +248,13 @@ def test_metadata_values_are_legal_for_grpc(param: str) -> None:
     error = InvalidRequestError(f"{param}: expected a string, got number", code="invalid_parameter", param=param)
     assert all(_legal_grpc_value(value) for _, value in error.to_metadata())
     assert _crossed(error).param == param
+
+
+def test_every_503_gets_a_retry_after_header() -> None:
+    assert retry_after_header(ServiceUnavailableError("auth server down")) == "1"
+    assert retry_after_header(ShuttingDownError()) == "1"
+    assert retry_after_header(ServiceUnavailableError("overloaded", retry_after=7.4)) == "7"
+    assert retry_after_header(RateLimitError("slow down", retry_after=0.2)) == "1"
+    assert retry_after_header(UpstreamError("bad gateway")) is None
+    # The default stays at the HTTP boundary: the engine's own backoff still sees "unknown".
+    assert ServiceUnavailableError("auth server down").retry_after is None

@@ -14,14 +14,14 @@ import hashlib
 import logging
 import time
 from collections.abc import Callable
-from typing import cast
+from typing import NamedTuple, cast
 
 import grpc
 
 from gateway.auth.cache import Decision, DecisionCache
 from gateway.auth.principal import ANONYMOUS, Principal
+from gateway.call import CallContext
 from gateway.config import AuthConfig, Secret
-from gateway.engine.contract import CallContext, printable
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
@@ -29,6 +29,8 @@ from gateway.errors import (
     RateLimitError,
     ServiceUnavailableError,
 )
+from gateway.headers import printable
+from gateway.tls import open_channel
 from tollgate.auth.v1 import auth_pb2, auth_pb2_grpc
 
 log = logging.getLogger("tollgate.auth")
@@ -38,14 +40,21 @@ _CHANNEL_OPTIONS = [("grpc.keepalive_time_ms", 30_000), ("grpc.enable_retries", 
 _CACHED_DENIALS = (AuthenticationError, PermissionDeniedError)
 
 
+class Checked(NamedTuple):
+    """Who the caller is, and when this caller's own `Check` call ran (perf_counter; None: cached or shared)."""
+
+    principal: Principal
+    check: tuple[float, float] | None = None
+
+
 class NoAuth:
     """`auth: none`: every caller is anonymous and may use every model."""
 
     enabled = False
 
-    async def authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
+    async def check(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Checked:
         """The anonymous principal, always."""
-        return ANONYMOUS
+        return Checked(ANONYMOUS)
 
     async def close(self) -> None:
         """Nothing to release."""
@@ -66,7 +75,7 @@ class Authenticator:
         self._config = config
         self._cache = DecisionCache(config.cache_size, clock)
         self._wall_clock = wall_clock
-        self._inflight: dict[bytes, asyncio.Task[Decision]] = {}
+        self._inflight: dict[bytes, asyncio.Task[tuple[Decision, tuple[float, float]]]] = {}
         # Made on first use: a grpc.aio channel belongs to the event loop that is running when it is made.
         self._channel: grpc.aio.Channel | None = None
         self._server_ok = True
@@ -81,32 +90,42 @@ class Authenticator:
 
     def _stub(self) -> auth_pb2_grpc.AuthServiceAsyncStub:
         if self._channel is None:
-            self._channel = grpc.aio.insecure_channel(self._config.server, options=_CHANNEL_OPTIONS)
+            self._channel = open_channel(self._config.server, self._config.tls, _CHANNEL_OPTIONS)
         return auth_pb2_grpc.AuthServiceStub(self._channel)
 
     async def authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
-        """The caller's principal; raises the 401, 403, 429 or 503 that the decision (or its absence) means."""
+        """The caller's principal (`check` without the timing); raises as `check` does."""
+        return (await self.check(ctx, model, operation)).principal
+
+    async def check(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Checked:
+        """The caller's principal, and when its `Check` call ran if this caller made one (for the trace's auth
+        span); raises the 401, 403, 429 or 503 that the decision (or its absence) means."""
         if ctx.api_key is None:
             raise AuthenticationError("Missing API key: send `Authorization: Bearer <key>`", code="missing_api_key")
         digest = hashlib.blake2b(ctx.api_key.reveal().encode(), digest_size=16).digest()
-        decision = self._cache.get(digest)
-        if decision is not None:
+        cached = self._cache.get(digest)
+        span = None
+        if cached is not None:
             self.cache_hits += 1
+            decision = cached
         else:
             task = self._inflight.get(digest)
+            leader = task is None
             if task is None:
                 task = asyncio.ensure_future(self._decide(digest, ctx, model, operation))
                 self._inflight[digest] = task
                 task.add_done_callback(lambda _: self._inflight.pop(digest, None))
             # Shielded: one caller going away must not cancel the decision the others are waiting for.
-            decision = await asyncio.shield(task)
+            decision, ran = await asyncio.shield(task)
+            span = ran if leader else None
         if isinstance(decision, GatewayError):
             raise copy.copy(decision)  # a fresh instance: re-raising one object would grow its traceback forever
-        return decision
+        return Checked(decision, span)
 
     async def _decide(
         self, digest: bytes, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType
-    ) -> Decision:
+    ) -> tuple[Decision, tuple[float, float]]:
+        """The decision, and when the `Check` call started and ended."""
         request = auth_pb2.CheckRequest(
             api_key=cast(Secret, ctx.api_key).reveal(),
             model=model,
@@ -122,24 +141,25 @@ class Authenticator:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # anything but a status (a key gRPC cannot carry...): fail closed, not a 500
-            ctx.auth_check = (started, time.perf_counter())  # for the trace's auth span
+            ran = (started, time.perf_counter())
             if not isinstance(exc, grpc.aio.AioRpcError):
                 log.exception("auth check failed", extra={"request_id": ctx.request_id})
                 self.checks["unavailable"] += 1
-                return ServiceUnavailableError(
+                unavailable = ServiceUnavailableError(
                     "The authentication service is unavailable; try again shortly", code="auth_unavailable"
                 )
+                return unavailable, ran
             denial = self._denial(exc, ctx)
             self.checks["unavailable" if isinstance(denial, ServiceUnavailableError) else "deny"] += 1
             if isinstance(denial, _CACHED_DENIALS):
                 self._cache.put(digest, denial, self._config.negative_ttl)
-            return denial
-        ctx.auth_check = (started, time.perf_counter())
+            return denial, ran
+        ran = (started, time.perf_counter())
         self._mark_server(ok=True)
         self.checks["allow"] += 1
         principal = Principal.from_decision(reply)
         self._cache.put(digest, principal, self._ttl(reply))
-        return principal
+        return principal, ran
 
     def _forwarded(self, ctx: CallContext) -> dict[str, str]:
         headers = ctx.headers

@@ -10,8 +10,12 @@ from __future__ import annotations
 from collections.abc import Mapping
 from dataclasses import dataclass
 
-from gateway.engine.contract import CACHE_STATUS_HEADER
 from tollgate.gateway.v1 import gateway_pb2 as pb
+
+# The cache's status on every answer of a model that caches (hit, miss or bypass), and the request headers that
+# control the cache, which a split front door must pass on to the engine.
+CACHE_STATUS_HEADER = "x-tollgate-cache"
+CACHE_REQUEST_HEADERS = ("cache-control", CACHE_STATUS_HEADER)
 
 
 @dataclass(frozen=True, slots=True)

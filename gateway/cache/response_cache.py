@@ -1,19 +1,21 @@
-"""`ResponseCache`: what the engine asks of the cache, around its non-streaming and streaming paths.
+"""`ResponseCache`: what the engine asks of the cache, and the claim it hands back.
 
 For a model that caches (`cache:` in its config), a request that may be answered again (see `control`) gets a key
-(see `keys`); a stored answer is served from the tiers (see `tiered`), else one caller per key and process calls
-upstream while identical callers wait (see `flight`), and a completed answer is stored. A hit is marked on the call
-context (`cache_status`), from which the usage record and the response header take it.
+(see `keys`). `lookup` serves a stored answer from the tiers (see `tiered`), else gives the caller the key's claim:
+one caller per key and process goes upstream while identical callers wait (see `flight`). The engine runs the
+attempts itself and hands the outcome to the claim, which stores a completed answer and releases the waiters; the
+cache never calls back into the engine. A model with a semantic cache asks the engine, through the claim, for the
+embedding of the conversation (`wants`), and may still turn into a hit with it (`similar`).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-from gateway.cache.control import deterministic, read_control
+from gateway.cache.control import CACHE_STATUS_HEADER, deterministic, read_control
 from gateway.cache.entry import CachedAnswer, CorruptEntry, encode_chunks
 from gateway.cache.flight import Flight, Flights
 from gateway.cache.keys import cache_key, model_fingerprint, scope_of
@@ -22,18 +24,19 @@ from gateway.cache.recorder import RecordingStream
 from gateway.cache.redis_store import RedisStore
 from gateway.cache.tiered import TieredStore
 from gateway.config import GatewayConfig, ModelConfig
-from gateway.engine.contract import CallContext
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 if TYPE_CHECKING:  # numpy comes with the semantic cache: imported only when a model has one
-    from gateway.cache.semantic import Embed, Probe, SemanticCache
+    from gateway.auth.principal import Principal
+    from gateway.cache.semantic import Probe, SemanticCache
+
+__all__ = ["BYPASS", "CACHE_STATUS_HEADER", "HIT", "MISS", "NO_CACHE", "CacheLookup", "ResponseCache"]
 
 log = logging.getLogger("tollgate.cache")
 
 Completion = pb.CreateChatCompletionResponse
 Chunk = pb.StreamChatCompletionResponse
 Chunks = AsyncGenerator[Chunk, None]
-OpenedStream = tuple[Chunk, Chunks]
 HIT, MISS, BYPASS = "hit", "miss", "bypass"
 
 
@@ -78,9 +81,8 @@ class ResponseCache:
         self.counters = CacheCounters()
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, embed: Embed | None = None) -> ResponseCache:
-        """L1 always; L2 in the configured Redis when `cache.redis` is on; semantic for the models that ask, with
-        `embed` reaching their embedding models."""
+    def from_config(cls, config: GatewayConfig) -> ResponseCache:
+        """L1 always; L2 in the configured Redis when `cache.redis` is on; semantic for the models that ask."""
         settings = config.cache
         l2 = None
         if settings.redis and config.redis_url is not None:
@@ -91,10 +93,10 @@ class ResponseCache:
                 compress_over=settings.compress_over,
             )
         semantic = None
-        if embed is not None and any(m.cache is not None and m.cache.semantic is not None for m in config.models):
+        if any(m.cache is not None and m.cache.semantic is not None for m in config.models):
             from gateway.cache.semantic import SemanticCache  # noqa: PLC0415  # numpy: only for a semantic cache
 
-            semantic = SemanticCache.from_config(config, embed)
+            semantic = SemanticCache.from_config(config)
         return cls(config, TieredStore(MemoryStore(settings.l1_max_bytes), l2), semantic)
 
     @property
@@ -128,113 +130,74 @@ class ResponseCache:
         if self.semantic is not None:
             await self.semantic.close()
 
-    async def complete(
+    async def lookup(
         self,
         params: pb.ChatCompletionParams,
-        ctx: CallContext,
-        upstream: Callable[[], Awaitable[Completion]],
+        headers: Mapping[str, str],
+        principal: Principal | None,
         *,
         served_by: str = "",
         arm: str = "",
-    ) -> Completion:
-        """A stored answer, or `upstream`'s (stored when it may be)."""
-        plan = self._plan(params, ctx, served_by or params.model, arm)
-        if plan is None:
-            return await upstream()
-        found = await self._find(plan, ctx)
-        if isinstance(found, CachedAnswer):
-            return await found.as_completion()
-        try:
-            result = await upstream()
-            if result.choices:
-                self._put(plan, CachedAnswer(completion=result).encode())
-            return result
-        finally:
-            if found is not None:
-                found.land()
-
-    async def open_stream(
-        self,
-        params: pb.ChatCompletionParams,
-        ctx: CallContext,
-        upstream: Callable[[], Awaitable[OpenedStream]],
-        *,
-        served_by: str = "",
-        arm: str = "",
-    ) -> OpenedStream:
-        """The first chunk and the rest: replayed from the cache, or `upstream`'s, recorded to be stored once the
-        stream completes."""
-        plan = self._plan(params, ctx, served_by or params.model, arm)
-        if plan is None:
-            return await upstream()
-        found = await self._find(plan, ctx)
-        if isinstance(found, CachedAnswer):
-            chunks = found.as_chunks()
-            return chunks[0], _replay(chunks[1:])
-        try:
-            first, rest = await upstream()
-        except BaseException:
-            if found is not None:
-                found.land()
-            raise
-        end = found.land if found is not None else _nothing
-        return first, RecordingStream(first, rest, lambda raw: self._put(plan, encode_chunks(raw)), end)
-
-    def _plan(self, params: pb.ChatCompletionParams, ctx: CallContext, served_by: str, arm: str) -> _Plan | None:
-        """None when the cache stays out of this call; else its key, and whether to look it up.
+    ) -> CacheLookup:
+        """A stored answer (a hit), or the claim to fetch it (a miss), or a pass for a call the cache stays out of.
 
         `served_by` is the configured model the request was routed to (an alias or a route rule may name another)
         and `arm` its experiment arm: answers are filed under what serves them, never under the name asked for.
         """
+        name = served_by or params.model
+        plan = self._plan(params, headers, principal, name, arm)
+        if plan is None:
+            return CacheLookup(self, None, BYPASS if name in self._models else "")
+        if not plan.lookup:  # a refresh: no lookup, and it claims nothing
+            self.counters.misses += 1
+            return CacheLookup(self, plan, MISS)
+        while True:
+            answer = await self._get(plan.key)
+            if answer is not None:
+                return self._hit(CacheLookup(self, plan, MISS), answer)
+            flight = await self.flights.claim(plan.key)
+            if flight is not None:
+                break  # else another caller fetched it: look again
+        claim = CacheLookup(self, plan, MISS, flight)
+        if self.semantic is not None and self.semantic.covers(plan.model.name):
+            claim.wants = self.semantic.wants(plan.model.name, params)
+        else:
+            self.counters.misses += 1
+        return claim
+
+    def _plan(
+        self,
+        params: pb.ChatCompletionParams,
+        headers: Mapping[str, str],
+        principal: Principal | None,
+        served_by: str,
+        arm: str,
+    ) -> _Plan | None:
+        """None when the cache stays out of this call; else its key, and whether to look it up."""
         model = self._models.get(served_by)
         if model is None:
             return None
-        control = read_control(ctx.headers)
-        scope = scope_of(ctx.principal, model.cache.scope if model.cache else "") or self._anonymous_scope
+        control = read_control(headers)
+        scope = scope_of(principal, model.cache.scope if model.cache else "") or self._anonymous_scope
         if not scope or control.no_store or not (control.force or deterministic(params)):
             self.counters.bypasses += 1
-            ctx.cache_status = BYPASS
             return None
-        ctx.cache_status = MISS
         fingerprint = self._fingerprints[model.name] + (b"\narm=" + arm.encode() if arm else b"")
         key = cache_key(scope, fingerprint, params)
         return _Plan(model, fingerprint, params, scope, key, lookup=not control.no_cache)
 
-    async def _find(self, plan: _Plan, ctx: CallContext) -> CachedAnswer | Flight | None:
-        """A stored answer (a hit); else the claim to fetch it (a miss); None for a refresh, which claims nothing."""
-        if not plan.lookup:
-            self.counters.misses += 1
-            return None
-        while True:
-            answer = await self._get(plan.key)
-            if answer is not None:
-                return self._hit(answer, ctx)
-            flight = await self.flights.claim(plan.key)
-            if flight is None:
-                continue  # another caller fetched it: look again
-            try:
-                answer = await self._similar(plan)
-            except BaseException:
-                flight.land()
-                raise
-            if answer is not None:
-                flight.land()
-                return self._hit(answer, ctx)
-            self.counters.misses += 1
-            return flight
-
-    def _hit(self, answer: CachedAnswer, ctx: CallContext) -> CachedAnswer:
+    def _hit(self, claim: CacheLookup, answer: CachedAnswer) -> CacheLookup:
         self.counters.hits += 1
-        ctx.cache_status, ctx.route = HIT, "cache"
-        return answer
+        claim.status, claim.answer = HIT, answer
+        claim.release()
+        return claim
 
-    async def _similar(self, plan: _Plan) -> CachedAnswer | None:
+    async def _similar(self, plan: _Plan, vector: list[float] | None) -> CachedAnswer | None:
         """The answer to an earlier request that means the same, copied under this request's own key (so that
-        identical requests waiting on this one find it); None without a semantic cache for the model."""
+        identical requests waiting on this one find it)."""
         semantic = self.semantic
-        if semantic is None or not semantic.covers(plan.model.name):
-            return None
-        plan.probe = await semantic.probe(plan.model, plan.fingerprint, plan.scope, plan.params)
+        assert semantic is not None  # only a claim that `wants` an embedding gets here
+        plan.probe = semantic.probe(plan.model, plan.fingerprint, plan.scope, plan.params, vector)
         if plan.probe is None:
             return None
         similar = await semantic.nearest(plan.probe)
@@ -265,8 +228,65 @@ def _decode(value: bytes, counters: CacheCounters) -> CachedAnswer | None:
         return None
 
 
-def _nothing() -> None:
-    """No flight to land (a refresh claims none)."""
+class CacheLookup:
+    """One request's turn at the cache: a hit (`answer`), or the claim to answer it. The engine runs the attempts,
+    hands the outcome over (`store`, or `record` for a stream) and always `release`s the claim, so that identical
+    requests waiting on it look again."""
+
+    __slots__ = ("_cache", "_flight", "_plan", "answer", "status", "wants")
+
+    def __init__(
+        self, cache: ResponseCache | None, plan: _Plan | None, status: str, flight: Flight | None = None
+    ) -> None:
+        self._cache = cache
+        self._plan = plan
+        self._flight = flight
+        self.status = status  # HIT, MISS or BYPASS when the model caches, "" when it does not
+        self.answer: CachedAnswer | None = None
+        # (embedding model, text): what the semantic cache needs embedded before `similar`; None: nothing.
+        self.wants: tuple[str, str] | None = None
+
+    async def similar(self, vector: list[float] | None) -> None:
+        """The semantic step, with the embedding the engine made of `wants` (None: it failed, which is a miss)."""
+        self.wants = None
+        cache = self._cache
+        assert cache is not None and self._plan is not None  # only a claim of a caching model wants an embedding
+        try:
+            answer = await cache._similar(self._plan, vector)
+        except BaseException:
+            self.release()
+            raise
+        if answer is not None:
+            cache._hit(self, answer)
+        else:
+            cache.counters.misses += 1
+
+    def store(self, completion: Completion) -> None:
+        """Keep a whole answer (one with choices) for the next identical request."""
+        if self._cache is not None and self._plan is not None and completion.choices:
+            self._cache._put(self._plan, CachedAnswer(completion=completion).encode())
+
+    def record(self, first: Chunk, rest: Chunks) -> Chunks:
+        """The stream, recorded: stored once it completes, and the claim released however it ends."""
+        cache, plan = self._cache, self._plan
+        if cache is None or plan is None:
+            return rest
+        return RecordingStream(first, rest, lambda raw: cache._put(plan, encode_chunks(raw)), self.release)
+
+    def release(self) -> None:
+        """Let the requests waiting on this one look again; a second call does nothing."""
+        flight, self._flight = self._flight, None
+        if flight is not None:
+            flight.land()
+
+
+NO_CACHE = CacheLookup(None, None, "")  # what an engine without a cache looks up: nothing, and nothing to store
+
+
+async def replay(chunks: Sequence[Chunk]) -> Chunks:
+    """A stored stream's chunks, as a stream."""
+    for chunk in chunks:
+        yield chunk
 
 
 async def _replay(chunks: Sequence[Chunk]) -> Chunks:

@@ -17,7 +17,7 @@ import asyncio
 import hashlib
 import logging
 import time
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import cast
 
@@ -30,8 +30,6 @@ from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.cache")
 
-# Embeds one text with the named embedding model through the gateway's own providers.
-Embed = Callable[[str, str], Awaitable[list[float]]]
 _SYNC_BATCH = 1000
 _MAX_CONNECTIONS = 16  # per Redis node; a call past it fails (a miss), it never waits
 _Field = bytes | bytearray | memoryview | str | int | float  # what redis-py takes in a stream entry
@@ -93,7 +91,6 @@ class SemanticCache:
     def __init__(
         self,
         models: Mapping[str, ModelCacheConfig],
-        embed: Embed,
         *,
         redis: RedisClient | None = None,
         prefix: str = "tollgate:cache",
@@ -102,7 +99,6 @@ class SemanticCache:
     ) -> None:
         self._settings = {name: c.semantic for name, c in models.items() if c.semantic is not None}
         self._ttl = {name: c.ttl for name, c in models.items()}
-        self._embed = embed
         self._redis = redis
         self._prefix = prefix
         self._sync_interval = sync_interval
@@ -114,7 +110,7 @@ class SemanticCache:
         self.counters = SemanticCounters()
 
     @classmethod
-    def from_config(cls, config: GatewayConfig, embed: Embed) -> SemanticCache | None:
+    def from_config(cls, config: GatewayConfig) -> SemanticCache | None:
         """None when no model asks for a semantic cache; shared through Redis when `cache.redis` is on."""
         models = {m.name: m.cache for m in config.models if m.cache is not None and m.cache.semantic is not None}
         if not models:
@@ -122,7 +118,7 @@ class SemanticCache:
         settings, client = config.cache, None
         if settings.redis and config.redis_url is not None:
             client = connect(config.redis_url, timeout=settings.redis_timeout, max_connections=_MAX_CONNECTIONS)
-        return cls(models, embed, redis=client, prefix=settings.key_prefix)
+        return cls(models, redis=client, prefix=settings.key_prefix)
 
     async def close(self) -> None:
         """Finish sharing pending vectors, then close the Redis connections."""
@@ -135,16 +131,22 @@ class SemanticCache:
         """Whether `model` has a semantic cache."""
         return model in self._settings
 
-    async def probe(
-        self, model: ModelConfig, fingerprint: bytes, scope: str, params: pb.ChatCompletionParams
+    def wants(self, model: str, params: pb.ChatCompletionParams) -> tuple[str, str]:
+        """What to embed for a request to `model`: (the embedding model, the conversation's text). The engine embeds
+        it through the gateway's own providers (the gateway's cost, not a caller's)."""
+        return self._settings[model].embedding_model, conversation_text(params)
+
+    def probe(
+        self,
+        model: ModelConfig,
+        fingerprint: bytes,
+        scope: str,
+        params: pb.ChatCompletionParams,
+        vector: list[float] | None,
     ) -> Probe | None:
-        """The request's embedding and partition; None when the embedding failed (a miss)."""
-        settings = self._settings[model.name]
-        try:
-            vector = await self._embed(settings.embedding_model, conversation_text(params))
-        except Exception as exc:  # an embedding failure is a miss, never a failed request
+        """The request's embedding and partition; None when the embedding failed (a miss, never a failed request)."""
+        if vector is None:
             self.counters.errors += 1
-            log.warning("semantic cache: embedding failed, treated as a miss: %r", exc)
             return None
         return Probe(model.name, partition_of(scope, fingerprint, params), vector)
 

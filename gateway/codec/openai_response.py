@@ -12,7 +12,8 @@ from typing import Any
 
 import orjson
 
-from gateway.codec.openai_request import ROLE_NAMES, ROLES, _merge_extra, encode_tool_call
+from gateway.codec.openai_encode import encode_tool_call, merge_extra
+from gateway.codec.openai_roles import ROLE_NAMES, ROLES
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 FINISH_REASONS: dict[str, pb.FinishReason.ValueType] = {
@@ -273,7 +274,7 @@ def _encode_delta(delta: pb.Delta) -> dict[str, Any]:
                 if t.function.HasField("arguments"):
                     fn["arguments"] = t.function.arguments
                 call["function"] = fn
-            calls.append(_merge_extra(call, t.extra_json) if t.extra_json else call)
+            calls.append(merge_extra(call, t.extra_json) if t.extra_json else call)
         out["tool_calls"] = calls
     if delta.HasField("refusal"):
         out["refusal"] = delta.refusal
@@ -292,11 +293,11 @@ def encode_embeddings(response: pb.CreateEmbeddingsResponse) -> dict[str, Any]:
     return {"object": "list", "data": data, "model": response.model, "usage": usage}
 
 
+def encode_model(model: pb.Model) -> dict[str, Any]:
+    """One model object."""
+    return {"id": model.id, "object": "model", "created": model.created, "owned_by": model.owned_by}
+
+
 def encode_models(response: pb.ListModelsResponse) -> dict[str, Any]:
     """The models list."""
-    return {
-        "object": "list",
-        "data": [
-            {"id": m.id, "object": "model", "created": m.created, "owned_by": m.owned_by} for m in response.models
-        ],
-    }
+    return {"object": "list", "data": [encode_model(m) for m in response.models]}

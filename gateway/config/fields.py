@@ -109,6 +109,13 @@ def parse_duration(value: Any, path: str) -> float:
     return seconds
 
 
+def duration_or_zero(value: Any, path: str) -> float:
+    """A duration as `parse_duration` reads it, or zero (`0`, `0s`): for waits that may be skipped."""
+    if value == 0 or (isinstance(value, str) and value.strip() in ("0", "0s", "0ms")):
+        return 0.0
+    return parse_duration(value, path)
+
+
 def _size(value: Any, path: str) -> int:
     """`8MiB`, `512KB`, or a number of bytes."""
     if isinstance(value, int) and not isinstance(value, bool):

@@ -38,6 +38,7 @@ from gateway.config.fields import (
     _str_list,
     _str_map,
     _url,
+    duration_or_zero,
     parse_duration,
 )
 from gateway.config.model import (
@@ -56,9 +57,12 @@ from gateway.config.model import (
     TargetConfig,
 )
 from gateway.config.routing import RoutingConfig
+from gateway.config.routing_wake import wake_config
 from gateway.config.shaping import RequestShaping, ShapingError, parse_shaping
 from gateway.config.telemetry import TelemetryConfig
 from gateway.config.telemetry_load import _telemetry
+from gateway.config.tls import TLSConfig
+from gateway.config.tls_load import client_tls, tls_config
 
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}")
 # Defaults, read off instances: slotted dataclasses keep no class-level default values.
@@ -183,6 +187,7 @@ class _Builder:
         limits = node.get("limits", lambda v, p: self.limits(_Node(v, p)), LimitsConfig())
         redis = node.get("redis", redis_load.redis_url, None)
         telemetry = node.get("telemetry", lambda v, p: _telemetry(_Node(v, p)), TelemetryConfig())
+        tls = node.get("tls", tls_config, TLSConfig())
         if limits.backend == "redis" and redis is None:
             raise ConfigError("limits.backend: redis needs the top-level `redis:` URL")
         cache = node.get("cache", lambda v, p: _cache(_Node(v, p)), CacheConfig())
@@ -216,6 +221,7 @@ class _Builder:
             disabled=dropped,
             telemetry=telemetry,
             routing=routing,
+            tls=tls,
         )
 
     @staticmethod
@@ -233,10 +239,17 @@ class _Builder:
         return ListenConfig(http=http, grpc=grpc)
 
     def server(self, node: _Node) -> ServerConfig:
-        max_body = node.get("max_body", _size, _SERVER.max_body_bytes)
-        grace = node.get("shutdown_grace", parse_duration, _SERVER.shutdown_grace)
+        server = ServerConfig(
+            max_body_bytes=node.get("max_body", _size, _SERVER.max_body_bytes),
+            shutdown_grace=node.get("shutdown_grace", parse_duration, _SERVER.shutdown_grace),
+            drain_delay=node.get("drain_delay", duration_or_zero, _SERVER.drain_delay),
+            header_timeout=node.get("header_timeout", parse_duration, _SERVER.header_timeout),
+            body_timeout=node.get("body_timeout", parse_duration, _SERVER.body_timeout),
+            keepalive_timeout=node.get("keepalive_timeout", parse_duration, _SERVER.keepalive_timeout),
+            max_connections=node.get("max_connections", _positive_int, _SERVER.max_connections),
+        )
         node.done()
-        return ServerConfig(max_body_bytes=max_body, shutdown_grace=grace)
+        return server
 
     @staticmethod
     def auth(value: Any, path: str) -> AuthConfig | None:
@@ -250,6 +263,7 @@ class _Builder:
             negative_ttl=node.get("negative_ttl", parse_duration, _AUTH.negative_ttl),
             cache_size=node.get("cache_size", _positive_int, _AUTH.cache_size),
             headers=tuple(h.lower() for h in node.get("headers", _str_list, list[str]())),
+            tls=node.get("tls", client_tls, None),
         )
         node.done()
         return auth
@@ -265,6 +279,9 @@ class _Builder:
             retry_max=node.get("retry_max", parse_duration, _STATS.retry_max),
             spool_dir=node.get("spool_dir", _str, _STATS.spool_dir),
             spool_max_bytes=node.get("spool_max", _size, _STATS.spool_max_bytes),
+            write_ahead=node.get("write_ahead", _bool, _STATS.write_ahead),
+            fsync_interval=node.get("fsync_interval", duration_or_zero, _STATS.fsync_interval),
+            tls=node.get("tls", client_tls, None),
         )
         node.done()
         return stats
@@ -319,6 +336,7 @@ class _Builder:
             max_connections=node.get("max_connections", _positive_int, _BACKEND.max_connections),
             options=MappingProxyType(dict(options)),
             shaping=_shaping(node),
+            wake=node.get("wake", lambda v, p: wake_config(_Node(v, p)), None),
         )
         node.done()
         return backend, enabled

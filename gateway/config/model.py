@@ -12,8 +12,10 @@ from types import MappingProxyType
 from typing import Any
 
 from gateway.config.routing import ExperimentConfig, RoutingConfig
+from gateway.config.routing_wake import WakeConfig
 from gateway.config.shaping import RequestShaping
 from gateway.config.telemetry import TelemetryConfig
+from gateway.config.tls import ClientTLS, TLSConfig
 
 
 class Secret:
@@ -57,7 +59,12 @@ class ServerConfig:
     """Front-door limits and lifecycle."""
 
     max_body_bytes: int = 8 * 1024 * 1024
-    shutdown_grace: float = 10.0
+    shutdown_grace: float = 10.0  # in-flight requests get this long in total after SIGTERM; streams are then cut
+    drain_delay: float = 2.0  # after SIGTERM, keep accepting (while readiness says no) so load balancers notice
+    header_timeout: float = 10.0  # the longest a client may take to send a request's line and headers
+    body_timeout: float = 60.0  # the longest a client may take to send a request's body
+    keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
+    max_connections: int = 10_000  # open connections per process; past it new ones are closed at once
 
 
 @dataclass(frozen=True, slots=True)
@@ -78,6 +85,7 @@ class BackendConfig:
     options: Mapping[str, Any] = field(default_factory=_frozen_map)
     # Request fields set when absent, forced, or dropped before the adapter translates (gateway.providers.shaping).
     shaping: RequestShaping = field(default_factory=RequestShaping)
+    wake: WakeConfig | None = None  # on-demand boot of a backend that sleeps (gateway.providers.wake)
 
 
 @dataclass(frozen=True, slots=True)
@@ -133,6 +141,7 @@ class AuthConfig:
     negative_ttl: float = 5.0  # how long a denial (bad key, revoked...) is reused
     cache_size: int = 10_000  # decisions kept at most; the least recently used go first
     headers: tuple[str, ...] = ()  # request headers forwarded to the server, lower case
+    tls: ClientTLS | None = None  # None: plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -147,6 +156,9 @@ class StatsConfig:
     retry_max: float = 30.0  # the longest wait between retries while the server is down
     spool_dir: str = ".tollgate/spool"  # append-only files for what memory cannot hold, and for restarts
     spool_max_bytes: int = 1 << 30  # past it records are dropped (counted and logged)
+    write_ahead: bool = True  # every record is appended to the spool as it is submitted: a crash loses none
+    fsync_interval: float = 1.0  # the spool is fsynced this often: what a power loss can take
+    tls: ClientTLS | None = None  # None: plaintext
 
 
 @dataclass(frozen=True, slots=True)
@@ -222,6 +234,7 @@ class GatewayConfig:
     disabled: tuple[str, ...] = ()
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
+    tls: TLSConfig = field(default_factory=TLSConfig)
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name` (validated to exist at load)."""

@@ -12,6 +12,8 @@ if TYPE_CHECKING:  # model.py holds these routing sections, so it imports this m
     from gateway.config.model import Secret, TargetConfig
 
 BALANCING_POLICIES = ("weighted", "least_outstanding", "latency")
+PROMPT_FEATURES = ("tools", "images", "audio", "json_schema")  # what a rule's `match.features` may ask for
+PROMPT_TEXTS = ("last_user", "conversation")  # what a semantic rule or a classifier reads of the prompt
 EXPERIMENT_KEYS = ("user", "key", "team")  # or "header:<name>"
 
 
@@ -73,15 +75,71 @@ class RouteMatch:
     team: tuple[str, ...] = ()
     headers: Mapping[str, tuple[str, ...]] = field(default_factory=_no_globs)  # lower-case name -> globs
     labels: Mapping[str, tuple[str, ...]] = field(default_factory=_no_globs)  # the principal's labels
+    # The prompt's size by the gateway's own estimate (`estimate_prompt_tokens`), bounds included; None: any size.
+    prompt_tokens: tuple[int, int | None] | None = None
+    features: tuple[str, ...] = ()  # PROMPT_FEATURES the request must all use
+
+    @property
+    def reads_prompt(self) -> bool:
+        """Whether matching needs the chat request itself (an embeddings request never matches such a rule)."""
+        return self.prompt_tokens is not None or bool(self.features)
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticChoice:
+    """A model a semantic rule may pick, and example prompts of the requests it should serve."""
+
+    to: str
+    examples: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class SemanticRoute:
+    """Pick the choice whose examples the prompt is most like (cosine similarity of embeddings), if ≥ threshold."""
+
+    embedding_model: str  # a model of this config that serves embeddings
+    choices: tuple[SemanticChoice, ...]
+    threshold: float = 0.6
+    timeout: float = 1.0  # the longest the prompt's embedding is waited for; past it: `default`, or the next rule
+    batch: int = 64  # examples embedded per call when the config loads
+
+
+@dataclass(frozen=True, slots=True)
+class ClassifierRoute:
+    """Ask a `tollgate.router.v1.RouterService` which of `choices` (model names) should serve the prompt."""
+
+    server: str  # host:port
+    choices: tuple[str, ...]
+    timeout: float = 0.2  # the call's deadline; past it (or on any failure): `default`, or the next rule
 
 
 @dataclass(frozen=True, slots=True)
 class RouteRule:
-    """Requests that `match` are served by the model `to` (a rule without `match` takes every request)."""
+    """Requests that `match` are served by the model `to` (a rule without `match` takes every request); or, with
+    `semantic` or `classifier`, by the model they pick from the prompt, else by `default`, else the next rule."""
 
     name: str
-    to: str
+    to: str = ""
     match: RouteMatch = field(default_factory=RouteMatch)
+    semantic: SemanticRoute | None = None
+    classifier: ClassifierRoute | None = None
+    default: str = ""  # a deciding rule's model when nothing is picked; empty: the next rule is tried
+    text: str = "last_user"  # what a deciding rule reads: the last user message, or the whole "conversation"
+
+    @property
+    def decides(self) -> bool:
+        """Whether the rule picks its model from the prompt (an await before the plan)."""
+        return self.semantic is not None or self.classifier is not None
+
+    def models(self) -> tuple[str, ...]:
+        """Every model this rule may send a request to."""
+        if self.semantic is not None:
+            picks: tuple[str, ...] = tuple(c.to for c in self.semantic.choices)
+        elif self.classifier is not None:
+            picks = self.classifier.choices
+        else:
+            picks = (self.to,)
+        return (*picks, self.default) if self.default else picks
 
 
 @dataclass(frozen=True, slots=True)

@@ -31,6 +31,7 @@ from gateway.config.routing import (
     RouteRule,
     RoutingConfig,
 )
+from gateway.config.routing_prompt import deciding_models, deciding_rule, features, prompt_tokens
 
 _RETRY, _HEALTH, _ACTIVE = RetryConfig(), HealthConfig(), ActiveCheckConfig()
 _HEADER_KEY = "header:"
@@ -130,14 +131,25 @@ def _admin(node: _Node | None) -> AdminConfig:
 
 def _route(node: _Node) -> RouteRule:
     name = node.require("name", _name)
-    to = node.require("to", _name)
+    to = node.get("to", _name, "")
     match = node.get("match", lambda v, p: _match(_Node(v, p)), RouteMatch())
+    semantic = node.get("semantic", _Node, None)
+    classifier = node.get("classifier", _Node, None)
     node.done()
+    given = sum(1 for part in (to, semantic, classifier) if part)
+    if given == 0:
+        raise ConfigError(f"{node.at('to')}: required (or `semantic:`, or `classifier:`)")
+    if given > 1:
+        raise ConfigError(f"{node.path}: a route has exactly one of `to`, `semantic` or `classifier`")
+    if semantic is not None or classifier is not None:
+        return deciding_rule(name, match, semantic, classifier)
     return RouteRule(name=name, to=to, match=match)
 
 
 def _match(node: _Node) -> RouteMatch:
     match = RouteMatch(
+        prompt_tokens=node.get("prompt_tokens", lambda v, p: prompt_tokens(_Node(v, p)), None),
+        features=node.get("features", features, ()),
         model=node.get("model", _globs, ()),
         key_id=node.get("key_id", _globs, ()),
         user=node.get("user", _globs, ()),
@@ -208,7 +220,13 @@ def served_routes(
     """The routes to a served model (or alias). A route to a model left out with its disabled backends is left out
     too, like a fallback to it; a route to a model the file never declares is an error."""
     served = {m.name for m in models} | {a for m in models for a in m.aliases}
+    kept: list[RouteRule] = []
     for i, rule in enumerate(routes):
+        if rule.decides:
+            kept.extend(deciding_models(rule, f"routes[{i}]", served, declared))
+            continue
         if rule.to not in served and rule.to not in declared:
             raise ConfigError(f"routes[{i}].to: unknown model {rule.to!r}")
-    return tuple(rule for rule in routes if rule.to in served)
+        if rule.to in served:
+            kept.append(rule)
+    return tuple(kept)

@@ -1,9 +1,10 @@
 """Per-backend request shaping, as configured: `defaults`, `overrides` and `remove` on a backend.
 
 Each names chat completion request fields as a client sends them in OpenAI JSON (`temperature`, `max_tokens`,
-`response_format`, or a provider's own field such as `top_k` or `safetySettings`). The values are checked at load
-with the same codec that checks a client's request, so a bad value is refused with its field's path, not found out
-on the first request. `gateway.providers.shaping` applies them.
+`response_format`, or a provider's own field such as `top_k` or `safetySettings`). Config knows no wire format: it
+checks the shape of the settings here, and `gateway.providers.shaping`, which applies them, checks each value with the
+same codec that checks a client's request when the providers are built (at start and by `check-config`), so a bad
+value is refused with its field's path, not found out on the first request.
 """
 
 from __future__ import annotations
@@ -12,9 +13,6 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any
-
-from gateway.codec.openai_request import decode_chat_params
-from gateway.errors import InvalidRequestError
 
 # What a client or the gateway itself decides, never a backend's configuration.
 RESERVED = frozenset(("model", "messages", "stream", "stream_options"))
@@ -31,6 +29,7 @@ class RequestShaping:
     defaults: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # set when the client did not
     overrides: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))  # set whatever the client said
     remove: tuple[str, ...] = ()  # dropped
+    path: str = field(default="", compare=False)  # where in the config it was set (`backends[0]`), for errors
 
     def __bool__(self) -> bool:
         return bool(self.defaults or self.overrides or self.remove)
@@ -42,6 +41,7 @@ def parse_shaping(defaults: Any, overrides: Any, remove: Any, path: str) -> Requ
         defaults=_params(defaults, f"{path}.defaults"),
         overrides=_params(overrides, f"{path}.overrides"),
         remove=_names(remove, f"{path}.remove"),
+        path=path,
     )
 
 
@@ -50,20 +50,10 @@ def _params(value: Any, path: str) -> Mapping[str, Any]:
         return MappingProxyType({})
     if not isinstance(value, dict):
         raise ShapingError(f"{path}: expected a mapping of request field to value")
-    for key, item in value.items():
+    for key in value:
         if key in RESERVED:
             raise ShapingError(f"{path}.{key}: set by the client or the gateway, not by a backend")
-        try:
-            decode_chat_params(probe_body(str(key), item))
-        except InvalidRequestError as exc:
-            # The codec's message starts with the field's own path within the request.
-            raise ShapingError(f"{path}.{exc.message}") from None
     return MappingProxyType(dict(value))
-
-
-def probe_body(key: str, value: Any) -> dict[str, Any]:
-    """The smallest valid request carrying one shaped field, to check it or to decode it."""
-    return {"model": "shaping", "messages": [{"role": "user", "content": "."}], key: value}
 
 
 def _names(value: Any, path: str) -> tuple[str, ...]:

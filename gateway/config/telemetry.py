@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:  # model.py holds the telemetry section, so it imports this module, not the other way round
+    from gateway.config.model import Secret
 
 PII_KINDS = ("email", "phone", "card")
 LOG_FORMATS = ("auto", "json", "text")
@@ -11,10 +15,11 @@ LOG_FORMATS = ("auto", "json", "text")
 @dataclass(frozen=True, slots=True)
 class MetricsConfig:
     """Prometheus metrics: on by default; `listen` serves them from a process with no front door (`tollgate
-    engine`), empty for none."""
+    engine`), empty for none; with `token`, a scrape must send `Authorization: Bearer <token>`."""
 
     enabled: bool = True
     listen: str = ""
+    token: Secret | None = None
 
 
 @dataclass(frozen=True, slots=True)

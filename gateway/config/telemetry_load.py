@@ -7,6 +7,7 @@ import re
 from typing import Any
 
 from gateway.config.fields import ConfigError, _address, _bool, _name, _Node, _size, _str, _str_list, _url
+from gateway.config.model import Secret
 from gateway.config.telemetry import (
     LOG_FORMATS,
     PII_KINDS,
@@ -33,7 +34,14 @@ def _telemetry(node: _Node) -> TelemetryConfig:
 
 
 def _metrics(node: _Node) -> MetricsConfig:
-    config = MetricsConfig(enabled=node.get("enabled", _bool, True), listen=node.get("listen", _address, ""))
+    token = node.get("token", _str, "")
+    if token and len(token) < 16:
+        raise ConfigError(f"{node.at('token')}: a metrics token needs at least 16 characters")
+    config = MetricsConfig(
+        enabled=node.get("enabled", _bool, True),
+        listen=node.get("listen", _address, ""),
+        token=Secret(token) if token else None,
+    )
     node.done()
     return config
 

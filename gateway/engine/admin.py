@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import hmac
 
+from gateway.call import CallContext
 from gateway.config import TargetConfig
 from gateway.config.routing import AdminConfig
-from gateway.engine.contract import CallContext
 from gateway.engine.health import TargetKey, TargetSnapshot
 from gateway.engine.router import Router
 from gateway.errors import AuthenticationError, PermissionDeniedError

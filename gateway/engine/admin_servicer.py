@@ -1,10 +1,10 @@
-"""`AdminService` over grpc.aio: a thin adapter to `EngineCore.list_backends`, errors mapped like GatewayService's."""
+"""`AdminService` over grpc.aio: a thin adapter to the engine's `list_backends`, errors mapped like GatewayService's."""
 
 from __future__ import annotations
 
 import grpc
 
-from gateway.engine.core import EngineCore
+from gateway.call import Engine
 from gateway.engine.servicer import _unary
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 
@@ -14,7 +14,7 @@ ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """The engine's admin calls, served."""
 
-    def __init__(self, engine: EngineCore) -> None:
+    def __init__(self, engine: Engine) -> None:
         self._engine = engine
 
     async def ListBackends(  # the gRPC method name is fixed by the proto

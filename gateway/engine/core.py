@@ -7,91 +7,81 @@ always asked for upstream and stripped here for callers who did not ask).
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
+from dataclasses import dataclass, field
 from typing import TypeVar
 
-from gateway.auth.authenticator import Authenticator, NoAuth, build_authenticator
+from gateway.auth.authenticator import Authenticator, NoAuth
 from gateway.auth.principal import Principal
+from gateway.cache.control import CACHE_STATUS_HEADER
 from gateway.cache.embedding import vector_of
-from gateway.cache.response_cache import ResponseCache
+from gateway.cache.response_cache import HIT, NO_CACHE, CacheLookup, ResponseCache, replay
+from gateway.call import CallContext, new_request_id
 from gateway.config import GatewayConfig
 from gateway.engine.admin import backends_report, check_admin, health_snapshot
-from gateway.engine.contract import CallContext, UpstreamAttempt, new_request_id
 from gateway.engine.counting import count_with_first_counter
 from gateway.engine.health import HealthBoard, TargetSnapshot
-from gateway.engine.metering import Meter, MeteredCall, UsageSink, estimate_prompt_tokens
+from gateway.engine.metering import Meter, UsageSink, estimate_prompt_tokens
 from gateway.engine.probes import ActiveChecker
-from gateway.engine.retry import Failover, Outcome, unanswered
+from gateway.engine.record import CallObserver, CallRecord, UpstreamAttempt
+from gateway.engine.retry import Failover, Outcome, Verdict, unanswered
 from gateway.engine.router import Attempt, Plan, Router
-from gateway.errors import GatewayError, InvalidRequestError, NotFoundError, PermissionDeniedError, UpstreamError
+from gateway.engine.routes import Caller
+from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
-from gateway.providers.registry import build_providers
-from gateway.ratelimit.build import build_limiter
+from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
-from gateway.stats.reporter import UsageReporter
-from gateway.telemetry.build import Telemetry, build_telemetry
-from gateway.telemetry.engine_sources import watch_cache, watch_health
+from gateway.routing.decision import DecisionObserver, vectors_of
+from gateway.validation import validate_chat, validate_embeddings
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
-Chunks = AsyncGenerator[pb.StreamChatCompletionResponse, None]
+Chunk = pb.StreamChatCompletionResponse
+Chunks = AsyncGenerator[Chunk, None]
 
 log = logging.getLogger("tollgate.engine")
 
 
-class EngineCore:
-    """The routing engine for one configuration."""
+@dataclass(frozen=True, slots=True)
+class EngineParts:
+    """What an engine is built from (the composition root, `gateway.assemble`, makes them from a config)."""
 
-    def __init__(
-        self,
-        config: GatewayConfig,
-        providers: Mapping[str, Provider],
-        *,
-        auth: Authenticator | NoAuth | None = None,
-        usage: UsageSink | None = None,
-        limiter: RateLimiter | None = None,
-        rng: random.Random | None = None,
-    ) -> None:
+    providers: Mapping[str, Provider]
+    auth: Authenticator | NoAuth = field(default_factory=NoAuth)
+    usage: UsageSink | None = None
+    limiter: RateLimiter | None = None
+    cache: ResponseCache | None = None  # None: nothing is cached
+    observer: CallObserver | None = None  # told about every finished call (telemetry)
+    decisions: DecisionObserver | None = None  # told about route rules' decisions from the prompt (metrics)
+
+
+class EngineCore:
+    """The routing engine for one configuration: it receives its parts, owns their lifecycle, and emits every
+    finished call to its observer."""
+
+    def __init__(self, config: GatewayConfig, parts: EngineParts, *, rng: random.Random | None = None) -> None:
         self.config = config
-        self._providers = providers
-        self._auth = auth or NoAuth()
-        self._limiter = limiter
-        self.telemetry: Telemetry | None = None
-        self._meter = Meter(config, usage, limiter)
+        self._providers = parts.providers
+        self._auth = parts.auth
+        self._limiter = parts.limiter
+        self._meter = Meter(config, parts.usage, parts.limiter, parts.observer)
         health = HealthBoard(config.routing.health, time.monotonic)
         self._router = Router(config, rng, health)
+        # Semantic route rules embed through our own providers.
+        self._router.routes.connect(self._embed_texts, parts.decisions)
         self._failover = Failover(config.routing.retry, health, clock=time.monotonic, rng=rng)
         active = config.routing.health.active
-        self._checker = ActiveChecker(active, providers, health) if active is not None else None
+        self._checker = ActiveChecker(active, parts.providers, health) if active is not None else None
         self._created = int(time.time())
-        # A test may swap in its own (an injected clock).
-        self.cache = ResponseCache.from_config(config, self._embed_for_cache)
-
-    @classmethod
-    def from_config(cls, config: GatewayConfig) -> EngineCore:
-        """Build every provider adapter, the auth client and the usage reporter the configuration names.
-
-        Raises `ConfigError` on a bad backend. Call `start` before serving and `close` after.
-        """
-        reporter = UsageReporter(config.stats) if config.stats is not None else None
-        auth, limiter = build_authenticator(config.auth), build_limiter(config)
-        engine = cls(config, build_providers(config), auth=auth, usage=reporter, limiter=limiter)
-        engine.observe(build_telemetry(config, auth, reporter, limiter))
-        return engine
-
-    def observe(self, telemetry: Telemetry) -> None:
-        """Tell `telemetry` about every finished call (metrics, access log, spans)."""
-        self.telemetry = telemetry
-        self._meter.observer = telemetry
-        if telemetry.metrics is not None:  # the engine's own parts, read when Prometheus scrapes
-            watch_cache(telemetry.metrics.sources, self.cache)
-            watch_health(telemetry.metrics.sources, self.health_snapshot)
+        self._wakes = any(b.wake is not None for b in config.backends)
+        self._cache = parts.cache
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
@@ -99,6 +89,7 @@ class EngineCore:
             await self._meter.sink.start()
         if self._checker is not None:
             self._checker.start()
+        await self._router.routes.prepare()  # embeds semantic rules' examples
 
     async def close(self) -> None:
         """Deliver or spool pending usage, then release every connection."""
@@ -107,7 +98,9 @@ class EngineCore:
         if self._meter.sink is not None:
             await self._meter.sink.close()
         await self._auth.close()
-        await self.cache.close()
+        await self._router.routes.close()
+        if self._cache is not None:
+            await self._cache.close()
         if self._limiter is not None:
             await self._limiter.close()
         for provider in self._providers.values():
@@ -119,7 +112,7 @@ class EngineCore:
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The configured models the caller may use."""
-        principal = await self._authenticate(ctx, "", auth_pb2.OPERATION_MODELS)
+        principal = (await self._auth.check(ctx, "", auth_pb2.OPERATION_MODELS)).principal
         return pb.ListModelsResponse(
             models=[
                 pb.Model(id=name, created=self._created, owned_by=m.owned_by)
@@ -141,78 +134,139 @@ class EngineCore:
     async def create_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> pb.CreateChatCompletionResponse:
-        """One whole completion, from the first target that answers."""
+        """One whole completion: from the cache, or from the first target that answers."""
+        validate_chat(params)
         with self._meter.call(ctx, "chat", params.model) as call:
             call.params = params
-            _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             # Routed first: the cache files answers under the model and experiment arm that serve the request.
-            plan = self._router.route(params.model, ctx)
-            result = await self.cache.complete(
-                params,
-                ctx,
-                lambda: self._first_success(plan, ctx, lambda provider, model: provider.complete(model, params)),
-                served_by=plan.model,
-                arm=plan.arm,
-            )
-            ctx.usage = result.usage
+            # Rules that read the prompt may await (semantic, classifier): only then is it read.
+            plan = self._route(call, await self._decide(call, params) if self._router.routes.reads_prompts else None)
+            found = await self._look_up(call, plan)
+            try:
+                if found.answer is not None:
+                    result = await found.answer.as_completion()
+                else:
+                    result = await self._first_success(plan, call, lambda p, model: p.complete(model, params))
+                    found.store(result)
+            finally:
+                found.release()
+            call.usage = result.usage
             return result
 
     async def create_embeddings(
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings, from the first target that answers."""
+        validate_embeddings(request)
         with self._meter.call(ctx, "embeddings", request.model) as call:
-            if not request.input and not request.input_tokens:
-                raise InvalidRequestError("input: must not be empty", param="input")
             await self._admit(call, auth_pb2.OPERATION_EMBEDDINGS, lambda: _embeddings_estimate(request))
-            plan = self._router.route(request.model, ctx)
-            result = await self._first_success(plan, ctx, lambda provider, model: provider.embed(model, request))
-            ctx.usage = result.usage
+            plan = self._route(call)
+            result = await self._first_success(plan, call, lambda p, model: p.embed(model, request))
+            call.usage = result.usage
             return result
 
     async def stream_chat_completion(self, params: pb.ChatCompletionParams, ctx: CallContext) -> Chunks:
-        """The chunks of the first target that starts answering; later failures reach the caller as errors."""
+        """The chunks of the first target that starts answering; later failures reach the caller as errors, and
+        the target's health as its attempt's outcome."""
+        validate_chat(params)
         with self._meter.call(ctx, "chat", params.model) as call:
             call.params, call.stream = params, True
-            _check_chat(params)
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
-            plan = self._router.route(params.model, ctx)
-            first, chunks = await self.cache.open_stream(
-                params,
-                ctx,
-                lambda: self._first_success(
-                    plan, ctx, lambda provider, model: _open_stream(provider.stream(model, params))
-                ),
-                served_by=plan.model,
-                arm=plan.arm,
-            )
+            plan = self._route(call, await self._decide(call, params) if self._router.routes.reads_prompts else None)
+            first, chunks, verdict = await self._open(plan, call, params)
             include_usage = params.stream_options.include_usage
-            async with aclosing(chunks):
-                if _account(first, ctx, include_usage):
-                    yield first
-                async for chunk in chunks:
-                    if _account(chunk, ctx, include_usage):
-                        yield chunk
-            if not ctx.chunks:
-                raise UpstreamError(f"backend '{ctx.backend}' streamed no choices")
+            failure: BaseException | None = None
+            try:
+                async with aclosing(chunks):
+                    if _account(first, call, include_usage):
+                        yield first
+                    async for chunk in chunks:
+                        if _account(chunk, call, include_usage):
+                            yield chunk
+            except (GeneratorExit, asyncio.CancelledError):
+                raise  # the caller went away from a target that was answering
+            except BaseException as exc:  # a failure after the first byte: the target's, unless it is a bug
+                failure = exc
+                raise
+            finally:
+                if verdict is not None:
+                    verdict.settle(failure)
+            if not call.chunks:
+                raise UpstreamError(f"backend '{call.backend}' streamed no choices")
 
-    async def _embed_for_cache(self, model: str, text: str) -> list[float]:
-        """An embedding for the semantic cache, through this gateway's providers: the gateway's cost, not a caller's."""
+    async def _open(
+        self, plan: Plan, call: CallRecord, params: pb.ChatCompletionParams
+    ) -> tuple[Chunk, Chunks, Verdict | None]:
+        """The first chunk, the rest, and the open health verdict of the attempt that answered (None: the cache)."""
+        found = await self._look_up(call, plan)
+        if found.answer is not None:
+            stored = found.answer.as_chunks()
+            return stored[0], replay(stored[1:]), None
+        outcome = Outcome(model=plan.model, hold=True)
+        try:
+            first, rest = await self._first_success(
+                plan, call, lambda p, model: _open_stream(p.stream(model, params)), outcome
+            )
+        except BaseException:
+            found.release()
+            raise
+        return first, found.record(first, rest), outcome.open
+
+    async def _look_up(self, call: CallRecord, plan: Plan) -> CacheLookup:
+        """The cache's hit or claim for this call; the semantic step gets its embedding from the engine's own
+        providers here (the gateway's cost, not a caller's)."""
+        assert call.params is not None
+        if self._cache is None:
+            return NO_CACHE
+        found = await self._cache.lookup(
+            call.params, call.ctx.headers, call.principal, served_by=plan.model, arm=plan.arm
+        )
+        if found.wants is not None:
+            try:
+                vector = await self._embedding(*found.wants)
+            except asyncio.CancelledError:
+                found.release()
+                raise
+            await found.similar(vector)
+        if found.status:
+            call.cache_status = found.status
+            call.ctx.reply.headers[CACHE_STATUS_HEADER] = found.status
+            if found.status == HIT:
+                call.route = "cache"
+        return found
+
+    async def _embedding(self, model: str, text: str) -> list[float] | None:
+        """An embedding for the semantic cache; None when it failed (a miss, never a failed request)."""
         request = pb.CreateEmbeddingsRequest(model=model, input=[text])
-        own = CallContext(request_id=new_request_id())
-        plan = self._router.route(model, own)
-        return vector_of(await self._first_success(plan, own, lambda provider, name: provider.embed(name, request)))
+        own = CallRecord(CallContext(request_id=new_request_id()), "embeddings", model)
+        try:
+            plan = self._router.route(model)
+            return vector_of(await self._first_success(plan, own, lambda p, name: p.embed(name, request)))
+        except Exception as exc:
+            log.warning("semantic cache: embedding failed, treated as a miss: %r", exc)
+            return None
+
+    async def _embed_texts(self, model: str, texts: list[str]) -> list[list[float]]:
+        """Embeddings for semantic route rules, through this gateway's providers like the semantic cache's."""
+        request = pb.CreateEmbeddingsRequest(model=model, input=texts)
+        own = CallRecord(CallContext(request_id=new_request_id()), "embeddings", model)
+        plan = self._router.route(model)
+        return vectors_of(await self._first_success(plan, own, lambda p, name: p.embed(name, request)))
 
     async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
         """The input tokens of `params`, from the first of its model's targets whose backend can count them."""
-        await self._admit_counting(params, ctx)
-        return await count_with_first_counter(self._router.plan(params.model), self._providers, params, ctx)
+        call = CallRecord(ctx, "count_tokens", params.model)
+        try:
+            await self._admit_counting(params, call)
+            return await count_with_first_counter(self._router.plan(params.model), self._providers, params, call)
+        finally:
+            ctx.reply.upstream_seconds = call.upstream_seconds
 
-    async def _admit_counting(self, params: pb.ChatCompletionParams, ctx: CallContext) -> None:
+    async def _admit_counting(self, params: pb.ChatCompletionParams, call: CallRecord) -> None:
         # Counting is free upstream and spends nothing here: auth and model access, no limits.
-        _check_chat(params)
-        principal = await self._authenticate(ctx, params.model, auth_pb2.OPERATION_CHAT)
+        validate_chat(params)
+        principal = await self._authenticate(call, params.model, auth_pb2.OPERATION_CHAT)
         if not principal.access.permits(params.model):
             raise PermissionDeniedError(
                 f"This API key may not use the model '{params.model}'", param="model", code="model_not_allowed"
@@ -220,17 +274,17 @@ class EngineCore:
         if not self._router.knows(params.model):
             raise NotFoundError(f"The model '{params.model}' does not exist", param="model")
 
-    async def _authenticate(self, ctx: CallContext, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
-        principal = await self._auth.authenticate(ctx, model, operation)
-        ctx.principal = principal
-        return principal
+    async def _authenticate(self, call: CallRecord, model: str, operation: auth_pb2.Operation.ValueType) -> Principal:
+        checked = await self._auth.check(call.ctx, model, operation)
+        call.principal, call.auth_check = checked.principal, checked.check
+        return checked.principal
 
     async def _admit(
-        self, call: MeteredCall, operation: auth_pb2.Operation.ValueType, estimate: Callable[[], int]
+        self, call: CallRecord, operation: auth_pb2.Operation.ValueType, estimate: Callable[[], int]
     ) -> None:
         """Authenticate the caller, check that it may use the model, and admit the call against its limits."""
         ctx, model = call.ctx, call.model
-        principal = await self._authenticate(ctx, model, operation)
+        principal = await self._authenticate(call, model, operation)
         if not principal.access.permits(model):
             raise PermissionDeniedError(
                 f"This API key may not use the model '{model}'", param="model", code="model_not_allowed"
@@ -240,10 +294,22 @@ class EngineCore:
         if not self._router.knows(model):  # before limits: an unknown name must not make counters
             raise NotFoundError(f"The model '{model}' does not exist", param="model")
         admitted = await self._limiter.admit(ctx.request_id, principal, model, estimate())
-        ctx.limit_headers = admitted.headers
+        ctx.reply.headers.update(admitted.headers)
         if admitted.denial is not None:
             raise admitted.denial
         call.lease = admitted.lease
+
+    def _route(self, call: CallRecord, decided: tuple[str, str] | None = None) -> Plan:
+        """The plan for the call's model (as the route table `decided` from the prompt, if it did), and how it was
+        chosen on the record."""
+        plan = self._router.route(call.model, Caller(call.ctx.headers, call.principal), decided)
+        call.route_rule, call.experiment, call.arm = plan.rule, plan.experiment, plan.arm
+        return plan
+
+    async def _decide(self, call: CallRecord, params: pb.ChatCompletionParams) -> tuple[str, str]:
+        """The route rules that read the prompt (gateway.routing), run only when some rule does."""
+        caller = Caller(call.ctx.headers, call.principal)
+        return await self._router.routes.decide(params, caller, call.ctx.request_id)
 
     def _chat_estimate(self, params: pb.ChatCompletionParams) -> int:
         """What a chat call is charged against token limits before its usage is known: the prompt plus its cap."""
@@ -255,20 +321,27 @@ class EngineCore:
             answer = self.config.limits.output_tokens_estimate
         return estimate_prompt_tokens(params) + answer * max(1, params.n)
 
-    async def _first_success(self, plan: Plan, ctx: CallContext, call: Callable[[Provider, str], Awaitable[T]]) -> T:
+    async def _first_success(
+        self,
+        plan: Plan,
+        call: CallRecord,
+        run: Callable[[Provider, str], Awaitable[T]],
+        outcome: Outcome | None = None,
+    ) -> T:
         """Try the planned attempts (gateway.engine.retry) until one succeeds; a failure no other attempt could fix
         is raised at once."""
-        model = plan.requested
-        ctx.route_rule, ctx.experiment, ctx.arm = plan.rule, plan.experiment, plan.arm
+        ctx = call.ctx
 
         async def attempt(attempt: Attempt) -> T:
             target = attempt.target
-            ctx.attempts += 1
-            ctx.backend, ctx.provider_model = target.backend, target.model
-            tried = UpstreamAttempt(target.backend, target.model)  # telemetry reads ctx.tried after the call
-            ctx.tried.append(tried)
+            call.attempts += 1
+            call.backend, call.provider_model = target.backend, target.model
+            tried = UpstreamAttempt(target.backend, target.model)  # telemetry reads the record's tried after the call
+            call.tried.append(tried)
+            if self._wakes:  # a sleeping backend holds the last attempt, and defers others (gateway.providers.wake)
+                MORE_ATTEMPTS.set(attempt is not plan.attempts[-1])
             try:
-                result = await call(self._providers[target.backend], target.model)
+                result = await run(self._providers[target.backend], target.model)
             except GatewayError as exc:
                 tried.error = exc
                 if exc.retryable:
@@ -278,14 +351,15 @@ class EngineCore:
                     )
                 raise
             finally:
-                ctx.upstream_seconds += tried.end()
-            ctx.route = f"{attempt.model}>{target.backend}"
+                call.upstream_seconds += tried.end()
+                ctx.reply.upstream_seconds = call.upstream_seconds
+            call.route = f"{attempt.model}>{target.backend}"
             return result
 
-        outcome = Outcome(model=plan.model)
+        outcome = outcome or Outcome(model=plan.model)
         result = await self._failover.run(plan.attempts, attempt, self._context_plan, outcome)
         if result is None:
-            raise unanswered(model, outcome, self._router.soonest(plan))
+            raise unanswered(plan.requested, outcome, self._router.soonest(plan))
         return result
 
     def _context_plan(self, failed: Attempt) -> list[Attempt]:
@@ -304,14 +378,14 @@ async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse,
     return first, chunks
 
 
-def _account(chunk: pb.StreamChatCompletionResponse, ctx: CallContext, include_usage: bool) -> bool:
+def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_usage: bool) -> bool:
     """Record the usage a chunk carries; whether the caller gets the chunk (a usage-only one only if it asked)."""
     if chunk.choices:
-        if not ctx.chunks:
-            ctx.first_chunk_at = time.perf_counter()
-        ctx.chunks += 1
+        if not call.chunks:
+            call.first_chunk_at = time.perf_counter()
+        call.chunks += 1
     if chunk.HasField("usage"):
-        ctx.usage = chunk.usage
+        call.usage = chunk.usage
         if include_usage:
             return True
         chunk.ClearField("usage")
@@ -320,11 +394,3 @@ def _account(chunk: pb.StreamChatCompletionResponse, ctx: CallContext, include_u
 
 def _embeddings_estimate(request: pb.CreateEmbeddingsRequest) -> int:
     return sum(len(text) for text in request.input) // 4 + sum(len(ids.ids) for ids in request.input_tokens) + 1
-
-
-def _check_chat(params: pb.ChatCompletionParams) -> None:
-    # The front door validates fully; these are the invariants a direct gRPC caller could still break.
-    if not params.model:
-        raise InvalidRequestError("model: required; name the model to use", param="model", code="missing_model")
-    if not params.messages:
-        raise InvalidRequestError("messages: must not be empty", param="messages")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import time
 from collections.abc import Mapping, Sequence
 
-from gateway.engine.contract import CallContext
+from gateway.engine.record import CallRecord
 from gateway.engine.router import Attempt
 from gateway.errors import GatewayError, InvalidRequestError
 from gateway.providers.base import Provider, TokenCounter
@@ -13,7 +13,7 @@ from tollgate.gateway.v1 import gateway_pb2 as pb
 
 
 async def count_with_first_counter(
-    plan: Sequence[Attempt], providers: Mapping[str, Provider], params: pb.ChatCompletionParams, ctx: CallContext
+    plan: Sequence[Attempt], providers: Mapping[str, Provider], params: pb.ChatCompletionParams, call: CallRecord
 ) -> pb.CountTokensResponse:
     """The count from the first counting target that answers; a model with none is told plainly (a 400).
 
@@ -25,8 +25,8 @@ async def count_with_first_counter(
         provider = providers[attempt.target.backend]
         if not isinstance(provider, TokenCounter):
             continue
-        ctx.attempts += 1
-        ctx.backend, ctx.provider_model = attempt.target.backend, attempt.target.model
+        call.attempts += 1
+        call.backend, call.provider_model = attempt.target.backend, attempt.target.model
         started = time.perf_counter()
         try:
             return pb.CountTokensResponse(input_tokens=await provider.count_tokens(attempt.target.model, params))
@@ -35,7 +35,7 @@ async def count_with_first_counter(
                 raise
             failure = exc
         finally:
-            ctx.upstream_seconds += time.perf_counter() - started
+            call.upstream_seconds += time.perf_counter() - started
     if failure is not None:
         raise failure
     raise InvalidRequestError(

@@ -13,7 +13,7 @@ import hashlib
 import random
 
 from gateway.config.routing import ExperimentConfig
-from gateway.engine.contract import CallContext
+from gateway.engine.routes import Caller
 
 CONTROL = "control"
 TREATMENT = "treatment"
@@ -27,11 +27,11 @@ def bucket(experiment: str, key: str) -> float:
     return int.from_bytes(digest, "big") / _SCALE
 
 
-def stable_key(experiment: ExperimentConfig, ctx: CallContext) -> str:
+def stable_key(experiment: ExperimentConfig, caller: Caller) -> str:
     """The value the arm sticks to, or "" when the request has none."""
     if experiment.key.startswith(_HEADER):
-        return ctx.headers.get(experiment.key[len(_HEADER) :], "")
-    principal = ctx.principal
+        return caller.headers.get(experiment.key[len(_HEADER) :], "")
+    principal = caller.principal
     if principal is None:
         return ""
     if experiment.key == "key":
@@ -39,8 +39,8 @@ def stable_key(experiment: ExperimentConfig, ctx: CallContext) -> str:
     return principal.team if experiment.key == "team" else principal.user
 
 
-def assign(experiment: ExperimentConfig, ctx: CallContext, rng: random.Random) -> str:
+def assign(experiment: ExperimentConfig, caller: Caller, rng: random.Random) -> str:
     """The arm of this request: CONTROL or TREATMENT."""
-    key = stable_key(experiment, ctx)
+    key = stable_key(experiment, caller)
     point = bucket(experiment.name, key) if key else rng.random()
     return TREATMENT if point < experiment.share else CONTROL

@@ -11,7 +11,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Protocol
 
@@ -19,17 +18,18 @@ import grpc
 from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from gateway.call import CallContext
 from gateway.config import GatewayConfig
-from gateway.engine.contract import CallContext
+from gateway.drain import as_shutdown
+from gateway.engine.record import CallObserver, CallRecord, Spent, http_status
 from gateway.errors import GatewayError
-from gateway.ratelimit.limiter import Lease, RateLimiter
+from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.pricing import cost_usd, price_for
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.stats.v1 import stats_pb2
 
 log = logging.getLogger("tollgate.engine")
 
-CLIENT_CLOSED = 499  # nginx's status for a client that went away before the answer was complete
 _CHARS_PER_TOKEN = 4  # the usual rule of thumb for English text with OpenAI's tokenizers
 
 
@@ -49,49 +49,39 @@ class UsageSink(Protocol):
         ...
 
 
-class CallObserver(Protocol):
-    """Told about every finished call, authenticated or not (telemetry: metrics, access log, spans)."""
-
-    def finished(self, call: MeteredCall, failure: BaseException | None, spent: Spent) -> None:
-        """`call` is over; `failure` ended it early (None: completed); it used `spent`. Must not raise."""
-        ...
-
-
 class MeteredCall:
-    """A context manager around one engine call that submits its usage record however the call ends."""
+    """A context manager around one engine call: its `CallRecord` inside, and its usage record submitted however
+    the call ends."""
 
-    __slots__ = ("ctx", "lease", "meter", "model", "operation", "params", "stream")
+    __slots__ = ("meter", "record")
 
-    def __init__(self, meter: Meter, ctx: CallContext, operation: str, model: str) -> None:
+    def __init__(self, meter: Meter, record: CallRecord) -> None:
         self.meter = meter
-        self.ctx = ctx
-        self.operation = operation
-        self.model = model
-        self.stream = False
-        self.params: pb.ChatCompletionParams | None = None
-        self.lease: Lease | None = None  # the limits this call holds, settled when it ends
+        self.record = record
 
-    def __enter__(self) -> MeteredCall:
-        return self
+    def __enter__(self) -> CallRecord:
+        return self.record
 
     def __exit__(
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
-        meter, lease = self.meter, self.lease
+        exc = as_shutdown(exc)  # cut when the shutdown grace ran out: a shutdown status, not a client cancel
+        meter, call = self.meter, self.record
+        lease = call.lease
         # Unauthenticated requests are nobody's usage; they are counted by metrics, not billed.
-        billed = (meter.sink is not None or lease is not None) and self.ctx.principal is not None
+        billed = (meter.sink is not None or lease is not None) and call.principal is not None
         if not billed and meter.observer is None:
             return
         try:
-            spent = meter.spent(self)
+            spent = meter.spent(call)
             if billed and lease is not None and meter.limiter is not None:
                 meter.limiter.settle_soon(lease, spent.input_tokens + spent.output_tokens, spent.cost_usd)
             if billed and meter.sink is not None:
-                meter.sink.submit(meter.record(self, exc, spent))
+                meter.sink.submit(meter.record(call, exc, spent))
             if meter.observer is not None:
-                meter.observer.finished(self, exc, spent)
+                meter.observer.finished(call, exc, spent)
         except Exception:  # metering must never turn an answered request into a failed one
-            log.exception("could not record usage", extra={"request_id": self.ctx.request_id})
+            log.exception("could not record usage", extra={"request_id": call.ctx.request_id})
 
 
 class Meter:
@@ -112,14 +102,13 @@ class Meter:
         self._prices = config.prices
 
     def call(self, ctx: CallContext, operation: str, model: str) -> MeteredCall:
-        """Meter one call of `operation` on `model`."""
-        return MeteredCall(self, ctx, operation, model)
+        """Meter one call of `operation` on `model`: `with meter.call(...) as record:` gives its `CallRecord`."""
+        return MeteredCall(self, CallRecord(ctx, operation, model))
 
-    def spent(self, call: MeteredCall) -> Spent:
+    def spent(self, call: CallRecord) -> Spent:
         """The tokens a finished call used (reported, or estimated for a stream cut short) and what they cost."""
-        ctx, params = call.ctx, call.params
-        usage = ctx.usage
-        if ctx.cache_status == "hit":
+        params, usage = call.params, call.usage
+        if call.cache_status == "hit":
             spent = Spent()  # served from the cache: no provider tokens, and the limits count a request only
         elif usage is not None:
             # A provider's negative count is nonsense, and a stats server may refuse the batch holding it.
@@ -129,18 +118,18 @@ class Meter:
                 max(0, usage.cached_tokens),
                 max(0, usage.reasoning_tokens),
             )
-        elif ctx.chunks and params is not None:
+        elif call.chunks and params is not None:
             # A stream cut short: the provider bills the prompt and what it generated, but never said how much.
             # A streamed delta is about one token.
-            spent = Spent(estimate_prompt_tokens(params), ctx.chunks, estimated=True)
+            spent = Spent(estimate_prompt_tokens(params), call.chunks, estimated=True)
         else:
             spent = Spent()
-        price = price_for(self._prices, ctx.provider_model, call.model)
+        price = price_for(self._prices, call.provider_model, call.model)
         spent.cost_usd = cost_usd(price, spent.input_tokens, spent.output_tokens, spent.cached_tokens)
         return spent
 
     def record(
-        self, call: MeteredCall, failure: BaseException | None, spent: Spent | None = None
+        self, call: CallRecord, failure: BaseException | None, spent: Spent | None = None
     ) -> stats_pb2.UsageRecord:
         """The record of a finished call; `failure` is what ended it early, None when it completed."""
         now = time.perf_counter()
@@ -149,23 +138,23 @@ class Meter:
             request_id=ctx.request_id,
             operation=call.operation,
             requested_model=call.model,
-            backend=ctx.backend,
-            provider=self._providers.get(ctx.backend, ""),
-            provider_model=ctx.provider_model,
+            backend=call.backend,
+            provider=self._providers.get(call.backend, ""),
+            provider_model=call.provider_model,
             stream=call.stream,
-            attempts=ctx.attempts,
-            route=ctx.route,
-            cache_hit=ctx.cache_status == "hit",
+            attempts=call.attempts,
+            route=call.route,
+            cache_hit=call.cache_status == "hit",
         )
-        principal = ctx.principal
+        principal = call.principal
         if principal is not None:
             record.key_id, record.user, record.team = principal.key_id, principal.user, principal.team
             record.labels.update(principal.labels)
         if ctx.client_request_id:
             record.labels["client_request_id"] = ctx.client_request_id
-        _routing_labels(record, ctx)
-        _timing(record, ctx, now)
-        _outcome(record, ctx, failure)
+        _routing_labels(record, call)
+        _timing(record, call, now)
+        _outcome(record, call, failure)
         spent = spent or self.spent(call)
         record.input_tokens, record.output_tokens = spent.input_tokens, spent.output_tokens
         record.cached_tokens, record.reasoning_tokens = spent.cached_tokens, spent.reasoning_tokens
@@ -173,33 +162,21 @@ class Meter:
         return record
 
 
-@dataclass(slots=True)
-class Spent:
-    """What a call used: tokens by kind, whether they are the gateway's estimate, and their cost in US dollars."""
-
-    input_tokens: int = 0
-    output_tokens: int = 0
-    cached_tokens: int = 0
-    reasoning_tokens: int = 0
-    estimated: bool = False
-    cost_usd: float = 0.0
-
-
-def _routing_labels(record: stats_pb2.UsageRecord, ctx: CallContext) -> None:
+def _routing_labels(record: stats_pb2.UsageRecord, call: CallRecord) -> None:
     """How routing chose: the route rule (a label), and the experiment and arm."""
-    if ctx.route_rule:
-        record.labels["tollgate.route_rule"] = ctx.route_rule
-    record.experiment, record.experiment_arm = ctx.experiment, ctx.arm
+    if call.route_rule:
+        record.labels["tollgate.route_rule"] = call.route_rule
+    record.experiment, record.experiment_arm = call.experiment, call.arm
 
 
-def _timing(record: stats_pb2.UsageRecord, ctx: CallContext, now: float) -> None:
-    elapsed = now - ctx.started
+def _timing(record: stats_pb2.UsageRecord, call: CallRecord, now: float) -> None:
+    elapsed = now - call.ctx.started
     start = Timestamp()
     start.FromNanoseconds(int((time.time() - elapsed) * 1e9))
     record.start_time.CopyFrom(start)
     record.latency.CopyFrom(_duration(elapsed))
-    if ctx.first_chunk_at:
-        record.time_to_first_token.CopyFrom(_duration(ctx.first_chunk_at - ctx.started))
+    if call.first_chunk_at:
+        record.time_to_first_token.CopyFrom(_duration(call.first_chunk_at - call.ctx.started))
 
 
 def _duration(seconds: float) -> Duration:
@@ -208,20 +185,8 @@ def _duration(seconds: float) -> Duration:
     return duration
 
 
-def http_status(ctx: CallContext, failure: BaseException | None) -> int:
-    """The HTTP status a client saw for a call that ended with `failure` (None: completed)."""
-    if failure is None:
-        return 200
-    if isinstance(failure, asyncio.CancelledError | GeneratorExit):
-        return CLIENT_CLOSED
-    # After the first chunk the client had its 200 already; the error went in-band.
-    if ctx.first_chunk_at:
-        return 200
-    return failure.http_status if isinstance(failure, GatewayError) else 500
-
-
-def _outcome(record: stats_pb2.UsageRecord, ctx: CallContext, failure: BaseException | None) -> None:
-    record.http_status = http_status(ctx, failure)
+def _outcome(record: stats_pb2.UsageRecord, call: CallRecord, failure: BaseException | None) -> None:
+    record.http_status = http_status(call, failure)
     if failure is None:
         record.outcome = stats_pb2.OUTCOME_COMPLETED
     elif isinstance(failure, asyncio.CancelledError | GeneratorExit):

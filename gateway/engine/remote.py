@@ -6,24 +6,20 @@ Metadata carries the call context; an aborted call's status and trailing metadat
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Iterable, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from gateway.cache.control import CACHE_REQUEST_HEADERS
+from gateway.call import CallContext
 from gateway.config import GatewayConfig
-from gateway.engine.contract import (
-    CACHE_REQUEST_HEADERS,
-    CACHE_STATUS_HEADER,
-    ENGINE_TOOK_CALL,
-    TRACE_PARENT,
-    CallContext,
-    printable,
-)
+from gateway.config.tls import ClientTLS
 from gateway.engine.routes import routing_headers
-from gateway.engine.servicer import CLIENT_ADDRESS, HEADER_PREFIX, UPSTREAM_MS
+from gateway.engine.wire import adopt, call_metadata
 from gateway.errors import GatewayError
+from gateway.tls import open_channel
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
@@ -37,27 +33,10 @@ _CHANNEL_OPTIONS = [
 ]
 
 
-def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> tuple[tuple[str, str], ...]:
-    """The call context as metadata: request id, key, the client's address and the headers auth is to see."""
-    # The engine makes its own request id (see `CallContext`); the caller's own id travels for correlation.
-    md = [("x-request-id", ctx.client_request_id)] if ctx.client_request_id else []
-    if parent := TRACE_PARENT.get():
-        md.append(("traceparent", parent))
-    if ctx.api_key is not None:
-        md.append(("authorization", f"Bearer {ctx.api_key.reveal()}"))
-    if ctx.peer:
-        md.append((CLIENT_ADDRESS, ctx.peer))
-    for name in forward_headers:
-        value = ctx.headers.get(name)
-        if value is not None and printable(value):  # gRPC refuses anything else in a text metadata value
-            md.append((HEADER_PREFIX + name, value))
-    return tuple(md)
-
-
 def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
     # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
     metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
-    _adopt(ctx, metadata)
+    adopt(ctx.reply, metadata)
     details = exc.details() or ""
     if not any(k == "tollgate-error-class" for k, _ in metadata):
         # Not an error the engine chose to send: its text may be grpc's description of a crash; never pass it on.
@@ -68,28 +47,11 @@ def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
     return GatewayError.from_metadata(exc.code(), details, metadata)
 
 
-def _adopt(ctx: CallContext, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
-    """Take the engine's request id (the client sees that one), its time upstream and the rate-limit values."""
-    limits: dict[str, str] = {}
-    for key, value in metadata or ():
-        if key == UPSTREAM_MS:
-            ctx.upstream_seconds = float(value) / 1000
-        elif key == "x-request-id":
-            ctx.request_id = str(value)
-            ENGINE_TOOK_CALL.set(True)  # the engine answered with its id: its access-log line has this call
-        elif key == CACHE_STATUS_HEADER:
-            ctx.cache_status = str(value)
-        elif key.startswith("x-ratelimit-"):
-            limits[key] = str(value)
-    if limits:
-        ctx.limit_headers = limits
-
-
 async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
     """Await a unary call: its result, the upstream time it reports, or the engine's error rebuilt."""
     try:
         result = await call
-        _adopt(ctx, await call.trailing_metadata())
+        adopt(ctx.reply, await call.trailing_metadata())
     except grpc.aio.AioRpcError as exc:
         raise _rebuild(exc, ctx) from None
     return result
@@ -98,10 +60,10 @@ async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
 class RemoteEngine:
     """The routing engine in another process."""
 
-    def __init__(self, target: str, forward_headers: Sequence[str] = ()) -> None:
+    def __init__(self, target: str, forward_headers: Sequence[str] = (), tls: ClientTLS | None = None) -> None:
         # The HTTP headers the engine's auth forwards (`auth.headers`) and the cache's controls: only those cross.
         self._forward_headers = (*forward_headers, *CACHE_REQUEST_HEADERS)
-        self._channel = grpc.aio.insecure_channel(target, options=_CHANNEL_OPTIONS)
+        self._channel = open_channel(target, tls, _CHANNEL_OPTIONS)
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
@@ -110,7 +72,8 @@ class RemoteEngine:
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
         """The engine at `target`, sent the HTTP headers the configuration's auth and routing read."""
         auth_headers = config.auth.headers if config.auth else ()
-        return cls(target, (*auth_headers, *(h for h in routing_headers(config) if h not in auth_headers)))
+        headers = (*auth_headers, *(h for h in routing_headers(config) if h not in auth_headers))
+        return cls(target, headers, config.tls.engine)
 
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)
@@ -145,7 +108,7 @@ class RemoteEngine:
             first = True
             async for chunk in call:
                 if first:
-                    _adopt(ctx, await call.initial_metadata())
+                    adopt(ctx.reply, await call.initial_metadata())
                     first = False
                 yield chunk
         except grpc.aio.AioRpcError as exc:

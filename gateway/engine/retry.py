@@ -7,6 +7,10 @@ jittered exponential backoff, or after its Retry-After when it sent one that fit
 deadline. A context-length error switches to the model's `context_fallback` models. Every attempt after a request's
 first is a retry and must fit the model's retry budget (one per model and process), so a failing provider cannot
 multiply its own load, and one model's outage cannot spend the retries another model needs.
+
+A stream's attempt is not over at its first chunk: with `Outcome.hold` the answering attempt's `Verdict` is handed
+back open and the engine settles it when the stream ends, so a reset, a stall or an error event after the first byte
+counts against the target's health like any other failure.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
+from gateway.config import TargetConfig
 from gateway.config.routing import RetryConfig
 from gateway.engine.health import HealthBoard, Slot
 from gateway.engine.router import Attempt
@@ -49,15 +54,43 @@ class RetryBudget:
         return True
 
 
+class Verdict:
+    """The health report of an attempt whose answer is still going (a stream): given once, when it ends."""
+
+    __slots__ = ("_clock", "_health", "_latency", "_slot", "_started", "_target")
+
+    def __init__(
+        self, health: HealthBoard, target: TargetConfig, slot: Slot, started: float, clock: Callable[[], float]
+    ) -> None:
+        self._health, self._target, self._slot = health, target, slot
+        self._started, self._clock = started, clock
+        self._latency: float | None = clock() - started  # to the first byte: what balancing compares
+
+    def settle(self, failure: BaseException | None) -> None:
+        """The answer ended: completed or left by its caller (None), failed (a `GatewayError`), or broken by a bug
+        (anything else: no verdict). A second call does nothing."""
+        latency, self._latency = self._latency, None
+        if latency is None:
+            return
+        if failure is None:
+            self._health.succeeded(self._target, latency, self._slot)
+        elif isinstance(failure, GatewayError):
+            self._health.failed(self._target, failure, self._clock() - self._started, self._slot)
+        else:
+            self._health.abandoned(self._target, self._slot)
+
+
 @dataclass(slots=True)
 class Outcome:
     """What the attempts of one request came to, for the caller's error and records."""
 
     model: str = ""  # whose retry budget the request spends
+    hold: bool = False  # the answer is a stream: its attempt's health verdict waits for its end (`open`)
     tried: int = 0
     last: GatewayError | None = None
     budget_exhausted: bool = False
     failures: dict[Attempt, int] = field(default_factory=dict)  # retryable failures per attempt
+    open: Verdict | None = None  # with `hold`, the verdict of the attempt that answered, for the caller to settle
 
 
 class Failover:
@@ -116,7 +149,7 @@ class Failover:
                 return None
             outcome.tried += 1
             try:
-                return await self._one(attempt, slot, call, deadline)
+                return await self._one(attempt, slot, call, deadline, outcome)
             except GatewayError as exc:
                 if exc.code == CONTEXT_LENGTH_EXCEEDED and (bigger := context_plan(attempt)):
                     queue, retries = deque(bigger), deque()
@@ -130,8 +163,11 @@ class Failover:
                     retries.append(attempt)
         return None
 
-    async def _one(self, attempt: Attempt, slot: Slot, call: Callable[[Attempt], Awaitable[T]], deadline: float) -> T:
-        """One attempt, bounded by the attempt timeout and the deadline, reported to the health board."""
+    async def _one(
+        self, attempt: Attempt, slot: Slot, call: Callable[[Attempt], Awaitable[T]], deadline: float, outcome: Outcome
+    ) -> T:
+        """One attempt, bounded by the attempt timeout and the deadline, reported to the health board (an answer that
+        is still going, a stream, through the open verdict it leaves on `outcome`)."""
         target = attempt.target
         started = self._clock()
         limit = min(deadline - started, self._config.attempt_timeout or math.inf)
@@ -151,7 +187,10 @@ class Failover:
         except BaseException:
             self._health.abandoned(target, slot)
             raise
-        self._health.succeeded(target, self._clock() - started, slot)
+        if outcome.hold:
+            outcome.open = Verdict(self._health, target, slot, started, self._clock)
+        else:
+            self._health.succeeded(target, self._clock() - started, slot)
         return result
 
     def _wait(self, attempt: Attempt, outcome: Outcome) -> float | None:

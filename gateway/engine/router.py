@@ -16,9 +16,8 @@ from dataclasses import dataclass
 from gateway.config import GatewayConfig, ModelConfig, TargetConfig
 from gateway.config.routing import HealthConfig
 from gateway.engine import balancing, experiments
-from gateway.engine.contract import CallContext
 from gateway.engine.health import HealthBoard
-from gateway.engine.routes import RouteTable
+from gateway.engine.routes import NOBODY, Caller, RouteTable
 from gateway.errors import NotFoundError
 
 
@@ -71,21 +70,21 @@ class Router:
         """Whether clients may ask for `name`."""
         return self.routes.knows(name)
 
-    def plan(self, name: str, ctx: CallContext | None = None) -> list[Attempt]:
+    def plan(self, name: str, caller: Caller = NOBODY) -> list[Attempt]:
         """The attempts for a request for `name` (see `route`)."""
-        return self.route(name, ctx).attempts
+        return self.route(name, caller).attempts
 
-    def route(self, name: str, ctx: CallContext | None = None) -> Plan:
-        """Resolve `name`, pick the experiment arm, and list the healthy targets to try in order."""
-        ctx = ctx or CallContext(request_id="")
-        resolved, rule = self.routes.resolve(name, ctx)
+    def route(self, name: str, caller: Caller = NOBODY, decided: tuple[str, str] | None = None) -> Plan:
+        """Resolve `name` (unless the route table `decided` already, from the prompt), pick the experiment arm, and
+        list the healthy targets to try in order."""
+        resolved, rule = decided or self.routes.resolve(name, caller)
         model = self._models.get(resolved)
         if model is None:
             raise NotFoundError(f"The model '{name}' does not exist", param="model")
         experiment, arm = "", ""
         attempts: list[Attempt] = []
         if model.experiment is not None:
-            experiment, arm = model.experiment.name, experiments.assign(model.experiment, ctx, self._rng)
+            experiment, arm = model.experiment.name, experiments.assign(model.experiment, caller, self._rng)
             if arm == experiments.TREATMENT:
                 # The treatment first; should it fail, the control targets keep the request answered.
                 attempts = self._ordered(model, model.experiment.targets)

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from gateway.call import Engine
+from gateway.config.tls import ServerTLS
+from gateway.drain import Drain
 from gateway.engine.admin_servicer import ADMIN_SERVICE_NAME, AdminServicer
-from gateway.engine.core import EngineCore
 from gateway.engine.servicer import GatewayServicer
 from gateway.grpc_server import GrpcServer, start_grpc_server
 from tollgate.gateway.v1 import admin_pb2_grpc
@@ -13,8 +15,16 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
-async def start_engine_server(engine: EngineCore, address: str, *, reuse_port: bool = False) -> GrpcServer:
-    """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers."""
+async def start_engine_server(
+    engine: Engine,
+    address: str,
+    *,
+    reuse_port: bool = False,
+    drain: Drain | None = None,
+    tls: ServerTLS | None = None,
+) -> GrpcServer:
+    """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
+    `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA)."""
     servicer, admin = GatewayServicer(engine), AdminServicer(engine)
     return await start_grpc_server(
         address,
@@ -23,4 +33,6 @@ async def start_engine_server(engine: EngineCore, address: str, *, reuse_port: b
             (ADMIN_SERVICE_NAME, lambda server: admin_pb2_grpc.add_AdminServiceServicer_to_server(admin, server)),
         ],
         reuse_port=reuse_port,
+        drain=drain,
+        tls=tls,
     )

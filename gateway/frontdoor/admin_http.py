@@ -10,7 +10,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.engine.contract import CallContext, Engine
+from gateway.call import CallContext, Engine
 from gateway.frontdoor.handling import guarded, json_response
 from gateway.frontdoor.openai_http import error_response
 from tollgate.gateway.v1 import admin_pb2

@@ -10,20 +10,20 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.call import CallContext, Engine
 from gateway.codec.anthropic_request import decode_messages_request
 from gateway.codec.anthropic_response import MessageStreamEncoder, encode_message, error_body, error_event
-from gateway.engine.contract import CallContext, Engine
-from gateway.errors import GatewayError
+from gateway.errors import GatewayError, retry_after_header
 from gateway.frontdoor.handling import guarded, json_response, read_json, stream_events
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 
 def anthropic_error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
-    """An Anthropic error body with the error's status, and Retry-After when the error knows one."""
-    response = json_response(error_body(exc, ctx.request_id), ctx, exc.http_status)
-    response.headers["request-id"] = ctx.request_id
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    """An Anthropic error body with the error's status; Retry-After on every 503 and whenever the error knows one."""
+    response = json_response(error_body(exc, ctx.reply.request_id), ctx, exc.http_status)
+    response.headers["request-id"] = ctx.reply.request_id
+    if (retry_after := retry_after_header(exc)) is not None:
+        response.headers["Retry-After"] = retry_after
     return response
 
 
@@ -47,7 +47,7 @@ class AnthropicFrontDoor:
             return await self._stream(request, params, ctx)
         completion = await self._engine.create_chat_completion(params, ctx)
         response = json_response(encode_message(completion), ctx)
-        response.headers["request-id"] = ctx.request_id
+        response.headers["request-id"] = ctx.reply.request_id
         return response
 
     async def count_tokens(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
@@ -63,7 +63,7 @@ class AnthropicFrontDoor:
         self, request: web.Request, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> web.StreamResponse:
         chunks = self._engine.stream_chat_completion(params, ctx)
-        return await stream_events(request, chunks, ctx, _EventEncoder(), {"request-id": ctx.request_id})
+        return await stream_events(request, chunks, ctx, _EventEncoder(), {"request-id": ctx.reply.request_id})
 
 
 class _EventEncoder(MessageStreamEncoder):
@@ -72,4 +72,4 @@ class _EventEncoder(MessageStreamEncoder):
     __slots__ = ()
 
     def fail(self, error: GatewayError, ctx: CallContext) -> bytes:
-        return error_event(error, ctx.request_id)
+        return error_event(error, ctx.reply.request_id)

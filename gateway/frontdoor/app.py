@@ -1,17 +1,18 @@
-"""The front door's aiohttp application and HTTP server."""
+"""The front door's aiohttp application (its HTTP server, limits and draining are in `server.py`)."""
 
 from __future__ import annotations
 
 from aiohttp import web
 
+from gateway.call import CallContext, Engine, new_request_id
 from gateway.config import ServerConfig
-from gateway.engine.contract import CallContext, Engine, new_request_id
-from gateway.errors import NotFoundError
+from gateway.errors import DEFAULT_RETRY_AFTER, NotFoundError
 from gateway.frontdoor.admin_http import admin_routes
 from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
 from gateway.frontdoor.body import MAX_BODY
 from gateway.frontdoor.handling import json_response
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response
+from gateway.frontdoor.server import DRAIN, HttpServer, start_http_server
 from gateway.telemetry.frontdoor import instrument_app
 from gateway.telemetry.observer import Telemetry
 
@@ -33,8 +34,12 @@ def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None
         return json_response({"status": "ok"}, context(request))
 
     async def readyz(request: web.Request) -> web.Response:
-        ready = await engine.ready()
-        return json_response({"status": "ready" if ready else "not ready"}, context(request), 200 if ready else 503)
+        drain = request.config_dict.get(DRAIN)
+        if drain is not None and drain.draining:  # load balancers take this replica out while it finishes its work
+            return _not_ready("draining", context(request))
+        if not await engine.ready():
+            return _not_ready("not ready", context(request))
+        return json_response({"status": "ready"}, context(request))
 
     async def not_found(request: web.Request) -> web.Response:
         error = NotFoundError(f"No route for {request.method} {request.path}", code="unknown_url")
@@ -47,26 +52,10 @@ def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None
     return app
 
 
-class HttpServer:
-    """A started front door."""
-
-    def __init__(self, runner: web.AppRunner, port: int) -> None:
-        self.runner = runner
-        self.port = port
-
-    async def stop(self) -> None:
-        """Stop accepting, let in-flight requests finish (aiohttp's shutdown timeout), then close."""
-        await self.runner.cleanup()
+def _not_ready(status: str, ctx: CallContext) -> web.Response:
+    response = json_response({"status": status}, ctx, 503)
+    response.headers["Retry-After"] = str(DEFAULT_RETRY_AFTER)
+    return response
 
 
-async def start_http_server(
-    app: web.Application, address: str, shutdown_grace: float = 10.0, *, reuse_port: bool = False
-) -> HttpServer:
-    """Serve `app` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers."""
-    host, _, port = address.rpartition(":")
-    # handler_cancellation: a client that disconnects cancels its handler, and so the upstream call, at once.
-    runner = web.AppRunner(app, handler_cancellation=True, access_log=None, shutdown_timeout=shutdown_grace)
-    await runner.setup()
-    site = web.TCPSite(runner, host.strip("[]"), int(port), backlog=1024, reuse_port=reuse_port or None)
-    await site.start()
-    return HttpServer(runner, int(runner.addresses[0][1]))
+__all__ = ["HttpServer", "create_app", "start_http_server"]

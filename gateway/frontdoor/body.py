@@ -17,6 +17,7 @@ from gateway.errors import InvalidRequestError, RequestTooLargeError
 
 # RFC 9110 §8.4.1: gzip (and its x-gzip alias) and deflate (zlib format); identity means none.
 MAX_BODY = web.AppKey("max_body", int)  # the body limit, decompressed or not
+BODY_TIMEOUT = web.AppKey("body_timeout", float)  # the longest a client may take to send a body
 _WBITS = {"gzip": 16 + zlib.MAX_WBITS, "x-gzip": 16 + zlib.MAX_WBITS, "deflate": zlib.MAX_WBITS}
 
 

@@ -7,6 +7,8 @@ The API-specific parts (paths, codecs, error bodies, event framing) stay in each
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
@@ -17,22 +19,20 @@ from typing import Any, Protocol
 import orjson
 from aiohttp import web
 
-from gateway.engine.contract import (
-    CACHE_STATUS_HEADER,
-    CallContext,
-    api_key,
-    client_request_id,
-    new_request_id,
-    printable,
-)
+from gateway.call import CallContext, new_request_id
+from gateway.drain import absorb_cut
 from gateway.errors import (
     AuthenticationError,
     GatewayError,
     InternalError,
     InvalidRequestError,
+    RequestTimeoutError,
     RequestTooLargeError,
+    ShuttingDownError,
 )
-from gateway.frontdoor.body import MAX_BODY, decode_body
+from gateway.frontdoor.body import BODY_TIMEOUT, MAX_BODY, decode_body
+from gateway.headers import api_key, client_request_id, printable
+from gateway.telemetry.context import ENGINE_TOOK_CALL, TRACE_PARENT
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.frontdoor")
@@ -51,20 +51,20 @@ def _context(request: web.Request) -> CallContext:
         api_key=api_key(headers),
         peer=request.remote or "",
         headers=headers,
+        trace_parent=TRACE_PARENT.get(),
     )
 
 
 def overhead_ms(ctx: CallContext) -> str:
-    return f"{max(0.0, time.perf_counter() - ctx.started - ctx.upstream_seconds) * 1000:.3f}"
+    return f"{max(0.0, time.perf_counter() - ctx.started - ctx.reply.upstream_seconds) * 1000:.3f}"
 
 
 def json_response(body: Any, ctx: CallContext, status: int = 200) -> web.Response:
-    """A JSON answer with the request id and the gateway's overhead."""
-    headers = {"Content-Type": _JSON, "x-request-id": ctx.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
-    if ctx.limit_headers:
-        headers.update(ctx.limit_headers)
-    if ctx.cache_status:
-        headers[CACHE_STATUS_HEADER] = ctx.cache_status
+    """A JSON answer with the request id, the gateway's overhead and the engine's answer headers."""
+    reply = ctx.reply
+    headers = {"Content-Type": _JSON, "x-request-id": reply.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
+    if reply.headers:
+        headers.update(reply.headers)
     return web.Response(body=orjson.dumps(body), status=status, headers=headers)
 
 
@@ -85,9 +85,16 @@ def guarded(handler: Handler, render: ErrorRenderer) -> Callable[[web.Request], 
             return await handler(request, ctx)
         except GatewayError as exc:
             return render(exc, ctx)
+        except asyncio.CancelledError as exc:
+            if not absorb_cut(exc):
+                raise
+            return render(ShuttingDownError(), ctx)  # cut before its answer began: a 503 the client may retry
         except Exception:
-            log.exception("unhandled error", extra={"request_id": ctx.request_id})
-            return render(InternalError(f"Internal error (request {ctx.request_id})"), ctx)
+            log.exception("unhandled error", extra={"request_id": ctx.reply.request_id})
+            return render(InternalError(f"Internal error (request {ctx.reply.request_id})"), ctx)
+        finally:
+            if ctx.reply.request_id != ctx.request_id:  # a remote engine named the call: its access log has it
+                ENGINE_TOOK_CALL.set(True)
 
     return handle
 
@@ -95,9 +102,13 @@ def guarded(handler: Handler, render: ErrorRenderer) -> Callable[[web.Request], 
 async def read_json(request: web.Request) -> Any:
     """The parsed JSON body, or the 400/413 that says what is wrong with it."""
     try:
-        raw = await request.read()
+        async with asyncio.timeout(request.config_dict.get(BODY_TIMEOUT)):
+            raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLargeError(f"Request body is too large: {exc.text}") from None
+    except TimeoutError:
+        request.protocol.close()  # the rest of the body may never come: close the connection after the answer
+        raise RequestTimeoutError("The request body took too long to arrive") from None
     raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.config_dict.get(MAX_BODY, len(raw)))
     if not raw:
         raise InvalidRequestError("Request body is empty; send a JSON object", code="invalid_json")
@@ -141,9 +152,8 @@ async def stream_events(
     """
     async with aclosing(chunks):
         first = await anext(chunks)
-        sent = {**_SSE_HEADERS, **ctx.limit_headers, "x-request-id": ctx.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
-        if ctx.cache_status:
-            sent[CACHE_STATUS_HEADER] = ctx.cache_status
+        reply = ctx.reply
+        sent = {**_SSE_HEADERS, **reply.headers, "x-request-id": reply.request_id, OVERHEAD_HEADER: overhead_ms(ctx)}
         response = web.StreamResponse(headers={**sent, **headers})
         await response.prepare(request)
         failure: GatewayError | None = None
@@ -156,12 +166,25 @@ async def stream_events(
             failure = exc
         except ConnectionResetError:
             return response  # the client left; closing the chunks cancels the upstream call
+        except asyncio.CancelledError as exc:
+            if not absorb_cut(exc):
+                raise
+            failure = await _cut(chunks)
         except Exception:
-            log.exception("unhandled error mid-stream", extra={"request_id": ctx.request_id})
-            failure = InternalError(f"Internal error (request {ctx.request_id})")
+            log.exception("unhandled error mid-stream", extra={"request_id": ctx.reply.request_id})
+            failure = InternalError(f"Internal error (request {ctx.reply.request_id})")
         try:
             await response.write(encoder.fail(failure, ctx) if failure is not None else encoder.finish())
             await response.write_eof()
         except ConnectionResetError:
             pass  # the client left as the stream ended
         return response
+
+
+async def _cut(chunks: AsyncGenerator[pb.StreamChatCompletionResponse, None]) -> GatewayError:
+    """The shutdown grace ran out mid-stream: tell the stream (so its usage is recorded as cut by a shutdown, when it
+    was waiting on us rather than upstream) and return the error the client gets in-band."""
+    error = ShuttingDownError()
+    with contextlib.suppress(GatewayError, StopAsyncIteration):
+        await chunks.athrow(error)
+    return error

@@ -11,10 +11,16 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
-from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings, encode_models
-from gateway.engine.contract import CallContext, Engine
-from gateway.errors import GatewayError
+from gateway.call import CallContext, Engine
+from gateway.codec.openai_decode import decode_chat_params, decode_embeddings_request
+from gateway.codec.openai_response import (
+    encode_chunk,
+    encode_completion,
+    encode_embeddings,
+    encode_model,
+    encode_models,
+)
+from gateway.errors import GatewayError, NotFoundError, retry_after_header
 from gateway.frontdoor.handling import guarded, json_response, read_json, stream_events
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -22,10 +28,10 @@ _DONE = b"data: [DONE]\n\n"
 
 
 def error_response(exc: GatewayError, ctx: CallContext) -> web.Response:
-    """An OpenAI error body with the error's status, and Retry-After when the error knows one."""
+    """An OpenAI error body with the error's status, and Retry-After on every 503 and whenever the error knows one."""
     response = json_response(exc.to_openai(), ctx, exc.http_status)
-    if exc.retry_after is not None:
-        response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
+    if (retry_after := retry_after_header(exc)) is not None:
+        response.headers["Retry-After"] = retry_after
     return response
 
 
@@ -59,6 +65,7 @@ class OpenAIFrontDoor:
             ("POST", "/chat/completions", self.chat_completions),
             ("POST", "/embeddings", self.embeddings),
             ("GET", "/models", self.models),
+            ("GET", "/models/{model:.+}", self.model),  # ids may hold slashes: `openai/gpt-4o`
         ]
         return [
             web.route(method, prefix + path, guarded(handler, error_response))
@@ -87,3 +94,14 @@ class OpenAIFrontDoor:
     async def models(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
         """`GET /v1/models`."""
         return json_response(encode_models(await self._engine.list_models(ctx)), ctx)
+
+    async def model(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
+        """`GET /v1/models/{model}` (the SDK's `models.retrieve`): one of the caller's models, else OpenAI's 404.
+
+        Read from the caller's model list, so a model the key may not use is as unknown as one that does not exist.
+        """
+        name = request.match_info["model"]
+        found = next((m for m in (await self._engine.list_models(ctx)).models if m.id == name), None)
+        if found is None:
+            raise NotFoundError(f"The model '{name}' does not exist", param="model")
+        return json_response(encode_model(found), ctx)

@@ -86,7 +86,8 @@ class AnthropicProvider(HttpProvider):
         return orjson.dumps(body), ({"anthropic-beta": ",".join(beta)} if beta else {})
 
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
-        """A non-streaming message."""
+        """A non-streaming message, from the non-streaming Messages endpoint: one JSON body to decode rather than an
+        event per token (see `OpenAICompatibleProvider.complete`)."""
         body, headers = self._request(model, params, stream=False)
         raw = await self._post(self._chat_url, body, headers)
         try:

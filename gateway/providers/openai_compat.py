@@ -14,7 +14,7 @@ from typing import Any
 import aiohttp
 import orjson
 
-from gateway.codec.openai_request import encode_chat_params, encode_embeddings_request
+from gateway.codec.openai_encode import encode_chat_params, encode_embeddings_request
 from gateway.codec.openai_response import decode_chunk, decode_completion, decode_embeddings
 from gateway.config import BackendConfig
 from gateway.errors import (
@@ -53,7 +53,11 @@ class OpenAICompatibleProvider(HttpProvider):
         return self._chat_url if operation == "chat" else self._embeddings_url
 
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
-        """A non-streaming chat completion."""
+        """A non-streaming chat completion, from the non-streaming endpoint.
+
+        Not folded from `stream`: one JSON body costs about 3 µs to decode where a 20-token stream's events cost
+        about 100 µs (and every further token 4 µs more), on the hot path of every non-streaming request.
+        """
         body = orjson.dumps(encode_chat_params(params, model, stream=False))
         raw = await self._post(self._url("chat", model), body)
         try:

@@ -12,6 +12,7 @@ from gateway.providers.gemini import GeminiProvider
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai_compat import OpenAICompatibleProvider
 from gateway.providers.shaping import with_shaping
+from gateway.providers.wake import fleet_lock, with_wake
 
 Factory = Callable[[BackendConfig, str], Provider]
 
@@ -39,14 +40,17 @@ PROVIDERS: dict[str, Factory] = {
 
 
 def build_providers(config: GatewayConfig) -> dict[str, Provider]:
-    """One adapter per enabled backend, shaping requests where its backend says so; an unknown type or bad option is
-    a `ConfigError` naming the field."""
+    """One adapter per enabled backend, shaping requests where its backend says so and waking it on demand where it
+    has `wake:`; an unknown type or bad option is a `ConfigError` naming the field."""
     providers: dict[str, Provider] = {}
+    lock = fleet_lock(config)
     for backend in config.backends:
         path = f"backends[name={backend.name}]"
         factory = PROVIDERS.get(backend.provider)
         if factory is None:
             known = ", ".join(sorted(PROVIDERS))
             raise ConfigError(f"{path}.provider: unknown provider {backend.provider!r} (known: {known})")
-        providers[backend.name] = with_shaping(factory(backend, path))
+        if backend.wake is not None and not backend.base_url:
+            raise ConfigError(f"{path}.wake: needs the backend's base_url (its ready_path is polled there)")
+        providers[backend.name] = with_wake(with_shaping(factory(backend, path)), lock)
     return providers

@@ -15,10 +15,12 @@ from typing import Any
 import orjson
 from google.protobuf.message import Message
 
-from gateway.codec.openai_request import decode_chat_params
-from gateway.config import BackendConfig
-from gateway.config.shaping import RequestShaping, probe_body
+from gateway.codec.openai_decode import decode_chat_params
+from gateway.config import BackendConfig, ConfigError
+from gateway.config.shaping import RequestShaping
+from gateway.errors import InvalidRequestError
 from gateway.providers.base import Provider, TokenCounter
+from gateway.validation import validate_chat
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 _FIELDS = pb.ChatCompletionParams.DESCRIPTOR.fields_by_name
@@ -40,16 +42,27 @@ def _clear(params: Message, name: str) -> None:
     params.ClearField(name)
 
 
-def _partials(values: Mapping[str, Any]) -> dict[str, pb.ChatCompletionParams]:
-    """For each known field, params carrying only that field's value, decoded once by the request codec."""
+def _partials(values: Mapping[str, Any], path: str) -> dict[str, pb.ChatCompletionParams]:
+    """For each known field, params carrying only that field's value, decoded once by the request codec; a value
+    the codec refuses is a `ConfigError` naming its path (`backends[0].defaults.temperature: …`)."""
     out = {}
     for name, value in values.items():
+        try:  # every field, a provider's own too: a client's request could not carry a value the codec refuses
+            params, _ = decode_chat_params(_probe_body(name, value))
+            validate_chat(params)
+        except InvalidRequestError as exc:
+            # The codec's message starts with the field's own path within the request.
+            raise ConfigError(f"{path}.{exc.message}") from None
         if _known(name):
-            params, _ = decode_chat_params(probe_body(name, value))
             params.ClearField("model")
             params.ClearField("messages")
             out[name] = params
     return out
+
+
+def _probe_body(key: str, value: Any) -> dict[str, Any]:
+    """The smallest valid request carrying one shaped field, to check it and decode it."""
+    return {"model": "shaping", "messages": [{"role": "user", "content": "."}], key: value}
 
 
 class ShapedProvider:
@@ -59,8 +72,8 @@ class ShapedProvider:
         self.inner = inner
         self.backend: BackendConfig = inner.backend
         self._remove = shaping.remove
-        self._defaults = _partials(shaping.defaults)
-        self._overrides = _partials(shaping.overrides)
+        self._defaults = _partials(shaping.defaults, f"{shaping.path}.defaults")
+        self._overrides = _partials(shaping.overrides, f"{shaping.path}.overrides")
         self._extra_defaults = {k: v for k, v in shaping.defaults.items() if not _known(k)}
         self._extra_overrides = {k: v for k, v in shaping.overrides.items() if not _known(k)}
 

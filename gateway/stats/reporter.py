@@ -1,8 +1,11 @@
 """`UsageReporter`: one usage record per request, from the routing engine to the external `StatsService`.
 
-`submit` only appends to a bounded in-memory queue (or, when it is full, to the on-disk spool); one background task
-sends batches with `Report`, retries while the server is down, and replays the spool when it answers. Delivery is at
-least once; the server is idempotent on request_id, so each record is counted once. See docs/usage-reporting.md.
+`submit` appends the record to the on-disk spool (the write-ahead journal: one `write` call, so a killed process
+loses nothing) and to a bounded in-memory queue; one background task sends batches with `Report`, marks what the
+server stored in the journal, retries while the server is down, and replays the spool when it answers. Delivery is
+at least once; the server is idempotent on request_id, so each record is counted once. The wire encoding is in
+`wire`, the queue and batches in `batches`, sending and retrying in `delivery`, the files in `spool`. See
+docs/usage-reporting.md.
 """
 
 from __future__ import annotations
@@ -11,50 +14,25 @@ import asyncio
 import logging
 import random
 import time
-from collections import deque
-from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
-from enum import Enum
 
 import grpc
 
 from gateway.config.model import StatsConfig
-from gateway.stats.spool import Segment, Spool
+from gateway.stats.batches import Batch, RecordQueue, spool_batch
+from gateway.stats.delivery import Clock, Delivery, ReportObserver, Sleep
+from gateway.stats.spool import OwnSegment, Segment, Slot, Spool
 from tollgate.stats.v1 import stats_pb2
+
+__all__ = ["ReportObserver", "ReporterCounters", "UsageReporter"]
 
 log = logging.getLogger("tollgate.stats")
 
-Sleep = Callable[[float], Awaitable[None]]
-Clock = Callable[[], float]
-# Told about each Report call once it is answered: the serialized records, when the call started (perf_counter) and
-# its answer or error. Tracing makes the batch's span from it.
-ReportObserver = Callable[[list[bytes], float, "stats_pb2.ReportResponse | grpc.aio.AioRpcError"], None]
-
-_RETRYABLE = frozenset(
-    {
-        grpc.StatusCode.UNAVAILABLE,
-        grpc.StatusCode.DEADLINE_EXCEEDED,
-        grpc.StatusCode.RESOURCE_EXHAUSTED,
-        grpc.StatusCode.ABORTED,
-        grpc.StatusCode.INTERNAL,
-        grpc.StatusCode.UNKNOWN,
-        grpc.StatusCode.CANCELLED,
-    }
-)
-_FIRST_BACKOFF = 0.1
 _DROP_LOG_INTERVAL = 10.0
 _MIN_WAIT = 0.001
 _EMPTY_SEGMENTS_PER_SCAN = 100
+_WRITE_AHEAD_CLOSE = 0.3  # the final flush's budget when every record is in the spool already
 _MIN_SCAN_INTERVAL = 0.05  # the spool directory is listed at most this often, however small flush_interval is
-_DETAILS_MAX = 200
-_MAX_BATCH_BYTES = 1 << 20  # well under gRPC's default 4 MiB message limit
-_REPORT = f"/{stats_pb2.DESCRIPTOR.services_by_name['StatsService'].full_name}/Report"
-
-
-class _State(Enum):
-    UP = "up"
-    DOWN = "down"  # retryable failures: the batch is kept and retried
-    REJECTING = "rejecting"  # non-retryable: batches go to the spool
 
 
 @dataclass(slots=True)
@@ -62,23 +40,15 @@ class ReporterCounters:
     """What became of the records handed to a `UsageReporter` since it was made."""
 
     submitted: int = 0
+    journaled: int = 0  # written to the spool as they were submitted (stats.write_ahead)
     delivered: int = 0  # stored for the first time, by the server's count (ReportResponse.accepted)
     duplicates: int = 0  # already stored, by the server's count: a batch resent after a lost answer, a replay
-    spooled: int = 0  # written to the spool: memory full, a rejected batch, or left in memory at close
-    dropped: int = 0  # lost: the spool was over spool_max_bytes or unwritable
+    spooled: int = 0  # left in the spool for a later replay: memory full, a rejected batch, or in memory at close
+    dropped: int = 0  # lost: the spool was over spool_max_bytes or unwritable, and memory full
     corrupt: int = 0  # lost: torn or corrupt spool entries skipped on replay (a crash mid-write)
     pending: int = 0  # in memory now: queued, or in the batch being sent
     retries: int = 0  # Report calls repeated after a retryable failure
     rejected: int = 0  # records in batches refused with a non-retryable status (moved to the spool), replays too
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Records travel serialized: spooled ones are never parsed, and a batch is encoded once for all its retries."""
-
-    payloads: list[bytes]  # serialized UsageRecords
-    request: bytes  # the serialized ReportRequest holding them
-    spool_entries: int | None  # entries of the claimed segment it covers; None for a batch from memory
 
 
 class UsageReporter:
@@ -98,36 +68,40 @@ class UsageReporter:
         clock: Clock = time.monotonic,
     ) -> None:
         self._config = config
-        self._sleep = sleep
-        self._rng = rng or random.Random()
         self._clock = clock
-        self._room = config.buffer  # zero once closed: late records go straight to the spool
+        self._sleep = sleep
+        self._queue = RecordQueue(config.buffer)
         self._full_batch = max(1, min(config.max_batch, config.buffer))  # a batch that need not wait for the interval
-        # Serialized at once: ~300 bytes a record instead of ~3 KB for a live message (nested messages, a map).
-        self._queue: deque[tuple[float, bytes]] = deque()
-        self._inflight: _Batch | None = None  # the memory batch being sent, kept across retries
+        self._inflight: Batch | None = None  # the memory batch being sent, kept across retries
         self._counts = ReporterCounters()
         self._spool = Spool(config.spool_dir, config.spool_max_bytes)
+        self._delivery = Delivery(config, sleep=sleep, rng=rng or random.Random(), clock=clock)
         self._claim: Segment | None = None
         self._claim_pos = 0
         self._next_scan = 0.0
+        self._next_sync = 0.0
         self._replay_at = 0.0  # after a rejected batch, the spool waits before it is replayed again
         self._wake = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
-        self._channel: grpc.aio.Channel | None = None
-        self._report_call: grpc.aio.UnaryUnaryMultiCallable[bytes, stats_pb2.ReportResponse] | None = None
-        self._state = _State.UP
-        self._down_since = 0.0
         self._spilling = False
         self._closed = False
         self._next_drop_log = -float("inf")
-        self.on_report: ReportObserver | None = None
+        self._next_journal_log = -float("inf")
+
+    @property
+    def on_report(self) -> ReportObserver | None:
+        """Told about each Report call once it is answered (tracing)."""
+        return self._delivery.on_report
+
+    @on_report.setter
+    def on_report(self, observer: ReportObserver | None) -> None:
+        self._delivery.on_report = observer
 
     @property
     def counters(self) -> ReporterCounters:
         """A snapshot of the counters."""
         inflight = len(self._inflight.payloads) if self._inflight is not None else 0
-        return replace(self._counts, pending=len(self._queue) + inflight)
+        return replace(self._counts, pending=len(self._queue) + inflight, retries=self._delivery.retries)
 
     @property
     def spool_bytes(self) -> int:
@@ -139,15 +113,14 @@ class UsageReporter:
         if self._task is not None:
             return
         self._spool.open()
-        self._channel = grpc.aio.insecure_channel(self._config.server, options=_channel_options(self._config))
-        # Called with the request already serialized (see _Batch); the answer is parsed as usual.
-        self._report_call = self._channel.unary_unary(
-            _REPORT, request_serializer=_as_is, response_deserializer=stats_pb2.ReportResponse.FromString
-        )
+        self._delivery.connect()
         self._task = asyncio.create_task(self._run(), name="usage-reporter")
 
     def submit(self, record: stats_pb2.UsageRecord) -> None:
-        """Hand over one record: O(1), never blocks, never raises (a record that cannot be kept is counted)."""
+        """Hand over one record: O(1), never blocks, never raises (a record that cannot be kept is counted).
+
+        With `write_ahead` the record is in the spool file (the page cache) when this returns.
+        """
         self._counts.submitted += 1
         try:
             payload = record.SerializeToString()
@@ -155,19 +128,22 @@ class UsageReporter:
             log.exception("usage records: cannot serialize a record")
             self._drop(1)
             return
-        queue = self._queue
-        if len(queue) < self._room:
-            queue.append((self._clock(), payload))
-            size = len(queue)
+        slot = self._journal(payload) if self._config.write_ahead and not self._closed else None
+        size = self._queue.push(self._clock(), payload, slot)
+        if size:
             if size in (1, self._full_batch):
                 self._wake.set()  # a deadline to start, or a full batch to send
             return
         if not self._spilling:
             self._start_spilling()
-        self._spill(payload)
+        if slot is not None:
+            self._leave_in_spool(slot)  # already on disk: replayed from there
+        else:
+            self._spill(payload)
 
     async def close(self) -> None:
-        """Deliver what memory holds within `config.timeout`, spool (fsync) the rest, stop; never raises.
+        """Deliver what memory holds within `config.timeout` (0.3 s at most with `write_ahead`), leave the rest in
+        the spool (fsynced), stop; never raises.
 
         Records submitted after it go straight to the spool, into a segment this process holds until it exits or
         `close` is called again.
@@ -176,8 +152,10 @@ class UsageReporter:
             self._spool.close()
             return
         self._closed = True
-        self._room = 0
-        deadline = self._clock() + self._config.timeout
+        self._queue.room = 0
+        # Written ahead, what memory holds is safe in the spool already: a short try, then the next start sends it.
+        budget = min(self._config.timeout, _WRITE_AHEAD_CLOSE) if self._config.write_ahead else self._config.timeout
+        deadline = self._clock() + budget
         try:
             if self._task is not None:
                 self._task.cancel()
@@ -191,13 +169,9 @@ class UsageReporter:
 
     async def _shut_down(self) -> None:
         left = self._spool_memory()
-        if self._claim is not None:
-            self._spool.release(self._claim)
-            self._claim = None
+        self._release_claim()
         self._spool.close()
-        if self._channel is not None:
-            await self._channel.close(None)
-            self._channel = None
+        await self._delivery.close()
         c = self._counts
         log.info(
             "usage reporter closed: %d submitted, %d delivered, %d duplicates, %d spooled (%d at close), %d dropped, "
@@ -212,33 +186,53 @@ class UsageReporter:
         )
 
     async def _final_flush(self, deadline: float) -> None:
-        while self._report_call is not None and (self._inflight is not None or self._queue):
+        while self._delivery.open and (self._inflight is not None or self._queue):
             remaining = deadline - self._clock()
             if remaining <= 0:
                 return
             batch = self._memory_batch()
-            result = await self._report(batch.request, remaining)
+            result = await self._delivery.report(batch.request, remaining)
             if isinstance(result, grpc.aio.AioRpcError):
                 log.warning("usage reporter: final flush stopped (%s); the rest goes to the spool", result.code().name)
                 return
             self._delivered(batch, result)
 
     def _spool_memory(self) -> int:
-        """Move every record held in memory to the spool; how many there were."""
-        payloads = self._inflight.payloads if self._inflight is not None else []
-        self._inflight = None
-        payloads.extend(payload for _, payload in self._queue)
-        self._queue.clear()
-        for payload in payloads:
-            self._spill(payload)
-        return len(payloads)
+        """Leave every record held in memory in the spool (writing those not yet there); how many there were."""
+        held: list[tuple[bytes, Slot | None]] = []
+        if self._inflight is not None:
+            held.extend(zip(self._inflight.payloads, self._inflight.slots, strict=True))
+            self._inflight = None
+        held.extend(self._queue.drain())
+        for payload, slot in held:
+            if slot is not None:
+                self._leave_in_spool(slot)
+            else:
+                self._spill(payload)
+        return len(held)
+
+    def _journal(self, payload: bytes) -> Slot | None:
+        slot = self._spool.write(payload, held=True)
+        if slot is not None:
+            self._counts.journaled += 1
+            return slot
+        now = self._clock()
+        if now >= self._next_journal_log:  # kept in memory all the same: delivered unless the process dies first
+            self._next_journal_log = now + _DROP_LOG_INTERVAL
+            log.warning("usage records: cannot write ahead to %s (%s)", self._spool.directory, self._spool.last_error)
+        return None
+
+    def _leave_in_spool(self, slot: Slot) -> None:
+        self._spool.let_go(slot.segment, 1)
+        self._counts.spooled += 1
 
     def _start_spilling(self) -> None:
         self._spilling = True
         if self._closed:
             log.info("usage reporter closed: later records go to the spool in %s", self._spool.directory)
         else:
-            log.warning("usage records: memory buffer (%d) full, spilling to %s", self._room, self._spool.directory)
+            room, directory = self._config.buffer, self._spool.directory
+            log.warning("usage records: memory buffer (%d) full, spilling to %s", room, directory)
 
     def _spill(self, payload: bytes) -> None:
         if self._spool.append(payload):
@@ -263,7 +257,7 @@ class UsageReporter:
     async def _run(self) -> None:
         while True:
             try:
-                self._spool.sync()
+                self._sync_due()
                 batch = self._next_batch()
                 if batch is None:
                     await self._wait(self._wait_time())
@@ -273,13 +267,20 @@ class UsageReporter:
                 log.exception("usage reporter: unexpected error")
                 await self._sleep(self._config.retry_max)
 
-    def _next_batch(self) -> _Batch | None:
+    def _sync_due(self) -> None:
+        """Fsync the spool every `fsync_interval`: the most a power loss can take from records already written."""
+        now = self._clock()
+        if now >= self._next_sync:
+            self._next_sync = now + self._config.fsync_interval
+            self._spool.sync()
+
+    def _next_batch(self) -> Batch | None:
         self._wake.clear()
         now = self._clock()
         queue = self._queue
         if not queue and not self._closed:
             self._spilling = False
-        due = bool(queue) and (len(queue) >= self._full_batch or queue[0][0] + self._config.flush_interval <= now)
+        due = bool(queue) and (len(queue) >= self._full_batch or queue.oldest() + self._config.flush_interval <= now)
         if self._inflight is not None or due:
             return self._memory_batch()
         if now >= self._replay_at:
@@ -289,8 +290,10 @@ class UsageReporter:
     def _wait_time(self) -> float:
         now = self._clock()
         deadline = max(self._replay_at, self._next_scan)
+        if self._spool.needs_sync:
+            deadline = min(deadline, self._next_sync)
         if self._queue:
-            deadline = min(deadline, self._queue[0][0] + self._config.flush_interval)
+            deadline = min(deadline, self._queue.oldest() + self._config.flush_interval)
         return max(_MIN_WAIT, deadline - now)
 
     async def _wait(self, seconds: float) -> None:
@@ -303,41 +306,28 @@ class UsageReporter:
             waiter.cancel()
             sleeper.cancel()
 
-    def _memory_batch(self) -> _Batch:
+    def _memory_batch(self) -> Batch:
         if self._inflight is None:
-            queue = self._queue
-            payloads: list[bytes] = []
-            size = 0
-            # Bounded in bytes too: a server refuses a message over its limit (4 MiB by gRPC's default) for good.
-            while queue and len(payloads) < self._config.max_batch:
-                size += len(queue[0][1])
-                if payloads and size > _MAX_BATCH_BYTES:
-                    break
-                payloads.append(queue.popleft()[1])
-            self._inflight = _Batch(payloads, encode_report_request(payloads), None)
+            self._inflight = self._queue.take(self._config.max_batch)
         return self._inflight
 
-    def _spool_batch(self, now: float) -> _Batch | None:
+    def _spool_batch(self, now: float) -> Batch | None:
         if self._claim is None and not self._claim_next(now):
             return None
-        assert self._claim is not None
-        payloads: list[bytes] = []
-        size = 0
-        for payload in self._claim.entries[self._claim_pos : self._claim_pos + self._config.max_batch]:
-            size += len(payload)
-            if payloads and size > _MAX_BATCH_BYTES:
-                break
-            payloads.append(payload)
-        return _Batch(payloads, encode_report_request(payloads), len(payloads))
+        claim = self._claim
+        assert claim is not None
+        pos = self._claim_pos
+        return spool_batch(claim.entries[pos:], claim.indices[pos:], self._config.max_batch)
 
     def _claim_next(self, now: float) -> bool:
-        """Claim the oldest segment with records to replay, sealing our own active one when nothing else waits."""
+        """Claim the oldest segment with records to replay, sealing our own active one when it holds records memory
+        let go of and nothing else waits."""
         if now < self._next_scan:
             return False
         self._next_scan = now + max(self._config.flush_interval, _MIN_SCAN_INTERVAL)
         for _ in range(_EMPTY_SEGMENTS_PER_SCAN):
             segment = self._spool.claim()
-            if segment is None and self._spool.active_records:
+            if segment is None and self._spool.active_unheld:
                 self._spool.seal()
                 segment = self._spool.claim()
             if segment is None:
@@ -349,145 +339,57 @@ class UsageReporter:
             self._spool.delete(segment)
         return False
 
-    async def _deliver(self, batch: _Batch) -> None:
-        """Send one batch until it is stored or rejected, backing off while the server is unavailable."""
-        attempt = 0
-        while True:
-            started = time.perf_counter()
-            result = await self._report(batch.request, self._config.timeout)
-            if self.on_report is not None:
-                self.on_report(batch.payloads, started, result)
-            if not isinstance(result, grpc.aio.AioRpcError):
-                self._delivered(batch, result)
-                return
-            if result.code() not in _RETRYABLE:
-                self._rejected(batch, result)
-                return
-            self._unavailable(result, len(batch.payloads))
-            self._counts.retries += 1
-            self._spool.sync()  # an outage is when the spool holds everything: segments rotated meanwhile go to disk
-            await self._sleep(self._backoff(attempt))
-            attempt += 1
+    async def _deliver(self, batch: Batch) -> None:
+        """Send one batch until it is stored or rejected (backing off while the server is unavailable)."""
+        result = await self._delivery.send(batch, self._spool.sync)
+        if isinstance(result, grpc.aio.AioRpcError):
+            self._rejected(batch)
+        else:
+            self._delivered(batch, result)
 
-    async def _report(self, request: bytes, deadline: float) -> stats_pb2.ReportResponse | grpc.aio.AioRpcError:
-        assert self._report_call is not None
-        try:
-            response: stats_pb2.ReportResponse = await self._report_call(request, timeout=deadline)
-        except grpc.aio.AioRpcError as exc:
-            return exc
-        return response
-
-    def _backoff(self, attempt: int) -> float:
-        """Exponential from ~100 ms, capped at retry_max, with jitter so many gateways do not retry in step."""
-        ceiling = min(self._config.retry_max, _FIRST_BACKOFF * 2.0 ** min(attempt, 32))
-        return ceiling * (0.5 + self._rng.random() / 2)
-
-    def _delivered(self, batch: _Batch, response: stats_pb2.ReportResponse) -> None:
+    def _delivered(self, batch: Batch, response: stats_pb2.ReportResponse) -> None:
         self._counts.delivered += response.accepted
         self._counts.duplicates += response.duplicates
-        if self._state is _State.DOWN:
-            log.info(
-                "stats server %s answering again after %.1fs", self._config.server, self._clock() - self._down_since
-            )
-        elif self._state is _State.REJECTING:
-            log.info("stats server %s accepting batches again", self._config.server)
-        self._state = _State.UP
-        self._done_with(batch)
+        if batch.claimed is None:
+            self._inflight = None
+            _acknowledge(self._spool, batch.slots)
+            return
+        claim = self._claim
+        assert claim is not None
+        self._spool.ack_claimed(claim, batch.claimed)
+        self._claim_pos += len(batch.payloads)
+        if self._claim_pos >= len(claim.entries):
+            self._spool.delete(claim)
+            self._claim = None
+            self._next_scan = 0.0  # look for the next segment right away
 
-    def _rejected(self, batch: _Batch, error: grpc.aio.AioRpcError) -> None:
+    def _rejected(self, batch: Batch) -> None:
         self._counts.rejected += len(batch.payloads)
-        if batch.spool_entries is not None:
-            # A replay meeting the answer its records already got: nothing new to say.
-            log.debug("stats server still rejects spooled records (%s)", error.code().name)
-        elif self._state is not _State.REJECTING:
-            self._state = _State.REJECTING
-            log.error(
-                "stats server %s rejected a batch of %d records (%s: %s); it goes to the spool for a later replay",
-                self._config.server,
-                len(batch.payloads),
-                error.code().name,
-                _details(error),
-            )
         # Replaying the spool now would only meet the same answer: wait as long as for a server that is down.
         self._replay_at = self._clock() + self._config.retry_max
-        if batch.spool_entries is not None:
+        if batch.from_spool:
             # Already safe on disk: let go of the segment, unchanged, to be replayed later. Copying it would need
             # room a full spool does not have, and the original would be deleted whether or not the copy fitted.
             self._release_claim()
             return
-        for payload in batch.payloads:
-            self._spill(payload)
-        self._done_with(batch)
-
-    def _unavailable(self, error: grpc.aio.AioRpcError, size: int) -> None:
-        if self._state is not _State.DOWN:
-            self._down_since = self._clock()
-            log.warning(
-                "stats server %s unavailable (%s: %s); retrying a batch of %d records, usage records queue meanwhile",
-                self._config.server,
-                error.code().name,
-                _details(error),
-                size,
-            )
-        self._state = _State.DOWN
+        self._inflight = None
+        for payload, slot in zip(batch.payloads, batch.slots, strict=True):
+            if slot is not None:
+                self._leave_in_spool(slot)
+            else:
+                self._spill(payload)
 
     def _release_claim(self) -> None:
         if self._claim is not None:
             self._spool.release(self._claim)
             self._claim = None
 
-    def _done_with(self, batch: _Batch) -> None:
-        """The batch is stored, or safely in the spool again: forget it, and its segment once all of it is."""
-        if batch.spool_entries is None:
-            self._inflight = None
-            return
-        claim = self._claim
-        assert claim is not None
-        self._claim_pos += batch.spool_entries
-        if self._claim_pos >= len(claim.entries):
-            self._spool.delete(claim)
-            self._claim = None
-            self._next_scan = 0.0  # look for the next segment right away
 
-
-def _channel_options(config: StatsConfig) -> list[tuple[str, int]]:
-    # Reconnect on our own retry cadence, not grpc's (which backs off to 2 minutes), so recovery is seen promptly.
-    backoff_ms = max(100, int(config.retry_max * 1000))
-    return [
-        ("grpc.keepalive_time_ms", 30_000),
-        ("grpc.enable_retries", 0),
-        ("grpc.initial_reconnect_backoff_ms", 100),
-        ("grpc.max_reconnect_backoff_ms", backoff_ms),
-    ]
-
-
-def encode_report_request(payloads: Iterable[bytes]) -> bytes:
-    """A serialized ReportRequest of serialized UsageRecords: each one is field 1, length-delimited."""
-    parts: list[bytes] = []
-    for payload in payloads:
-        size = len(payload)
-        if size < 0x80:
-            parts.append(bytes((0x0A, size)))
-        elif size < 0x4000:
-            parts.append(bytes((0x0A, (size & 0x7F) | 0x80, size >> 7)))
-        else:
-            parts.append(b"\x0a" + _varint(size))
-        parts.append(payload)
-    return b"".join(parts)
-
-
-def _varint(value: int) -> bytes:
-    out = bytearray()
-    while value > 0x7F:
-        out.append((value & 0x7F) | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
-
-
-def _as_is(request: bytes) -> bytes:
-    return request
-
-
-def _details(error: grpc.aio.AioRpcError) -> str:
-    return (error.details() or "")[:_DETAILS_MAX]
+def _acknowledge(spool: Spool, slots: list[Slot | None]) -> None:
+    """Mark the journaled records of a stored batch in their segments (usually one, at most a few)."""
+    groups: dict[OwnSegment, list[int]] = {}
+    for slot in slots:
+        if slot is not None:
+            groups.setdefault(slot.segment, []).append(slot.index)
+    for segment, indices in groups.items():
+        spool.ack(segment, indices)

@@ -1,12 +1,14 @@
-"""`Spool`: an append-only on-disk store of serialized usage records, for what memory cannot hold and for restarts.
+"""`Spool`: an append-only on-disk store of serialized usage records: a write-ahead journal, and what memory cannot
+hold, for restarts and crashes.
 
-A spool directory holds segment files named `<pid>-<seq>.spool`, each a run of entries framed
-`[u32 length][u32 crc32][payload]` (little-endian; the CRC is of the payload). One writer per `Spool` appends to its
-active segment and holds an exclusive `flock` on it for as long as it is active; a reader claims only segments it can
-lock without blocking, so gateway processes sharing a directory never read a segment still being written, and the
-segments of a process that died (its locks died with it) go to whoever claims next. A claimed segment is deleted only
-when its owner says every record in it was delivered; a crash before that replays it again, which an idempotent
-server turns into duplicates, never into loss.
+A spool directory holds segment files named `<pid>-<seq>.spool` (the entry format is in `spool_format`). One writer
+per `Spool` appends to its active segment and holds an exclusive `flock` on it, and keeps holding a segment after it
+is sealed for as long as memory still holds some of its records for delivery. A reader claims only segments it can
+lock without blocking, so gateway processes sharing a directory never read a segment still being written or
+delivered, and the segments of a process that died (its locks died with it) go to whoever claims next. Records the
+stats server stored are acknowledged in their own segment, so a replay skips them; a segment is deleted once every
+record in it is acknowledged. A crash between storing and acknowledging replays a record again, which an idempotent
+server turns into a duplicate it does not store, never into loss.
 """
 
 from __future__ import annotations
@@ -16,58 +18,20 @@ import fcntl
 import logging
 import os
 import re
-import struct
-import zlib
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from gateway.stats.spool_format import Decoded, decode, frame, frame_ack
+
+__all__ = ["Decoded", "OwnSegment", "Segment", "Slot", "Spool", "decode", "frame"]
+
 log = logging.getLogger("tollgate.stats")
 
-_HEADER = struct.Struct("<II")
 _NAME = re.compile(r"^(\d+)-(\d+)\.spool$")
-# No usage record is anywhere near this: a larger length field is corruption, not a record.
-_MAX_ENTRY = 64 << 20
 _MAX_SEGMENT = 4 << 20
 _MIN_SEGMENT = 4 << 10
 # Name collisions happen only when several spools of one process share a directory (tests); a few tries suffice.
 _CREATE_TRIES = 100
-
-
-def frame(payload: bytes) -> bytes:
-    """One spool entry: the payload behind its length and CRC."""
-    return _HEADER.pack(len(payload), zlib.crc32(payload)) + payload
-
-
-@dataclass(frozen=True, slots=True)
-class Decoded:
-    """The entries read from a segment, and what was lost at its end."""
-
-    entries: list[bytes]
-    torn: int  # entries lost to a torn or corrupt tail (a crash mid-write): 0 or 1
-    skipped_bytes: int
-
-
-def decode(data: bytes) -> Decoded:
-    """Split a segment's bytes into payloads, stopping cleanly at the first torn or corrupt entry."""
-    entries: list[bytes] = []
-    view = memoryview(data)
-    offset, end = 0, len(data)
-    while offset < end:
-        if end - offset < _HEADER.size:
-            break
-        length, crc = _HEADER.unpack_from(view, offset)
-        start = offset + _HEADER.size
-        # An empty entry is corruption, not a record (a record always has its request id): a zero-filled tail, as
-        # some filesystems leave after a power loss, would otherwise decode as records and poison every batch.
-        if length == 0 or length > _MAX_ENTRY or start + length > end:
-            break
-        payload = bytes(view[start : start + length])
-        if zlib.crc32(payload) != crc:
-            break
-        entries.append(payload)
-        offset = start + length
-    skipped = end - offset
-    return Decoded(entries, 1 if skipped else 0, skipped)
 
 
 @dataclass(slots=True)
@@ -77,17 +41,32 @@ class Segment:
     path: str
     fd: int
     size: int
-    entries: list[bytes]
+    entries: list[bytes]  # the records not acknowledged yet
     torn: int
     skipped_bytes: int
+    indices: tuple[int, ...] = ()  # the record number of each entry, for its acknowledgement
+    writable: bool = False  # acknowledgements can be appended to it
 
 
-@dataclass(slots=True)
-class _Active:
+@dataclass(slots=True, eq=False)
+class OwnSegment:
+    """A segment this spool wrote: locked while it is active or memory holds records of it."""
+
     path: str
     fd: int
     size: int = 0
     records: int = 0
+    held: int = 0  # records memory holds for delivery (acknowledged, or let go, later)
+    acked: int = 0
+    dirty: bool = False  # written since its last fsync
+
+
+@dataclass(frozen=True, slots=True)
+class Slot:
+    """Where a record was written: its segment and its number there."""
+
+    segment: OwnSegment
+    index: int
 
 
 @dataclass(slots=True)
@@ -98,11 +77,11 @@ class _Listing:
 
 
 class Spool:
-    """Segments of usage records in one directory, bounded in total size; see the module docstring for the format.
+    """Segments of usage records in one directory, bounded in total size; see the module docstring.
 
-    Appends are one `write` call each (no fsync); a segment is fsynced when it is sealed by `seal` or `close`, or by
-    `sync` after the append path rotated it. Nothing here raises `OSError` to its caller: a failed append returns
-    False and leaves the reason in `last_error`.
+    Appends are one `write` call each (no fsync): a record is in the page cache at once, so it survives the process
+    being killed; `sync` (called by the reporter every `fsync_interval`) makes it survive a power loss too. Nothing
+    here raises `OSError` to its caller: a failed write returns None and leaves the reason in `last_error`.
     """
 
     def __init__(self, directory: str, max_bytes: int, *, segment_bytes: int | None = None) -> None:
@@ -113,7 +92,8 @@ class Spool:
         self._pid = os.getpid()
         self._seq = 0
         self._bytes = 0
-        self._active: _Active | None = None
+        self._active: OwnSegment | None = None
+        self._held: list[OwnSegment] = []  # sealed, but memory still holds records of them
         self._unsynced: list[str] = []
         self._opened = False
         self._scan_error = ""
@@ -127,6 +107,17 @@ class Spool:
     def active_records(self) -> int:
         """Records in the segment this spool is writing (not yet claimable)."""
         return self._active.records if self._active else 0
+
+    @property
+    def active_unheld(self) -> bool:
+        """Whether the active segment has records memory does not hold (they need a replay once it is sealed)."""
+        active = self._active
+        return active is not None and active.records > active.held + active.acked
+
+    @property
+    def needs_sync(self) -> bool:
+        """Whether something was written since the last `sync`."""
+        return bool(self._unsynced) or any(s is not None and s.dirty for s in (self._active, *self._held))
 
     def open(self) -> None:
         """Create the directory if needed and take stock of what earlier runs left in it."""
@@ -145,49 +136,87 @@ class Spool:
             log.info("usage spool %s: %d segments (%d bytes) to replay", self.directory, count, self._bytes)
 
     def append(self, payload: bytes) -> bool:
-        """Append one serialized record; False when it would pass `max_bytes` or the disk refused it."""
+        """Append one serialized record for a later replay; False when it would pass `max_bytes` or the disk
+        refused it."""
+        return self.write(payload, held=False) is not None
+
+    def write(self, payload: bytes, *, held: bool) -> Slot | None:
+        """Append one serialized record; `held`: memory keeps it for delivery and will `ack` or `let_go` of it."""
         entry = frame(payload)
         if self._bytes + len(entry) > self.max_bytes:
             self.last_error = f"over spool_max_bytes ({self.max_bytes})"
-            return False
+            return None
         active = self._active
         try:
             if active is None or (active.records and active.size + len(entry) > self.segment_bytes):
                 active = self._rotate()
-            written = os.write(active.fd, entry)
-            if written != len(entry):
-                raise OSError(28, "short write (disk full?)")
+            _write_all(active.fd, entry)
         except OSError as exc:
             self.last_error = f"{type(exc).__name__}: {exc.strerror or exc}"
             self._abandon()
-            return False
+            return None
+        slot = Slot(active, active.records)
         active.size += len(entry)
         active.records += 1
+        active.dirty = True
+        if held:
+            active.held += 1
         self._bytes += len(entry)
-        return True
+        return slot
+
+    def ack(self, segment: OwnSegment, indices: list[int]) -> None:
+        """Memory's records `indices` of `segment` were stored: say so in the segment, and let go of them."""
+        if segment.fd >= 0:
+            entry = frame_ack(indices)
+            try:
+                _write_all(segment.fd, entry)
+                segment.size += len(entry)
+                self._bytes += len(entry)
+            except OSError as exc:  # not fatal: those records are replayed again, and the server dedupes them
+                log.warning("usage spool: cannot acknowledge records in %s: %s", segment.path, exc)
+        segment.acked += len(indices)
+        self.let_go(segment, len(indices))
+        if segment is self._active and segment.acked >= segment.records:
+            self.seal()  # all of it stored: delete it now, so a spool with nothing to deliver is an empty directory
+
+    def let_go(self, segment: OwnSegment, count: int) -> None:
+        """Memory no longer holds `count` records of `segment`: stored (see `ack`), or left for a replay."""
+        segment.held -= count
+        if segment is not self._active and segment.held <= 0:
+            self._settle(segment)
 
     def seal(self) -> None:
-        """Fsync and unlock the active segment, so it can be claimed; the next append starts a new one."""
+        """Stop writing the active segment; it can be claimed once memory holds none of its records."""
         active, self._active = self._active, None
         if active is None:
             return
-        try:
-            os.fsync(active.fd)
-        except OSError as exc:
-            log.warning("usage spool: fsync of %s failed: %s", active.path, exc)
-        os.close(active.fd)
         if active.records == 0:
+            os.close(active.fd)
+            active.fd = -1
             self._unlink(active.path, active.size)
+            return
+        if active.held > 0:
+            self._held.append(active)
+        else:
+            self._settle(active)
 
     def sync(self) -> None:
-        """Fsync the segments the append path rotated without waiting for the disk, and the directory."""
+        """Fsync what was written since the last sync: the active segment, held ones, rotated ones, the directory."""
+        for segment in (self._active, *self._held):
+            if segment is not None and segment.dirty and segment.fd >= 0:
+                segment.dirty = False
+                _fsync_fd(segment.fd, segment.path)
         if self._unsynced:
             paths, self._unsynced = self._unsynced, []
             _fsync_quietly((*paths, self.directory))
 
     def close(self) -> None:
-        """Seal the active segment and make everything written durable; appends after it start a new segment."""
+        """Seal the active segment, let go of every held one (their records are replayed by the next run) and make
+        everything written durable; writes after it start a new segment."""
         self.seal()
+        for segment in list(self._held):
+            segment.held = 0
+            self._settle(segment)
         paths, self._unsynced = self._unsynced, []
         _fsync_quietly((*paths, self.directory))
 
@@ -210,6 +239,19 @@ class Spool:
                 return segment
         return None
 
+    def ack_claimed(self, segment: Segment, indices: Iterable[int]) -> None:
+        """Records of a claimed segment were stored: say so in it, so a crash before its deletion skips them."""
+        if not segment.writable:
+            return
+        entry = frame_ack(indices)
+        try:
+            _write_all(segment.fd, entry)
+        except OSError as exc:
+            log.warning("usage spool: cannot acknowledge records in %s: %s", segment.path, exc)
+            return
+        segment.size += len(entry)
+        self._bytes += len(entry)
+
     def delete(self, segment: Segment) -> None:
         """Delete a claimed segment whose every record was delivered, then let go of its lock."""
         self._unlink(segment.path, segment.size)
@@ -219,16 +261,33 @@ class Spool:
         """Let go of a claimed segment without deleting it: it is replayed again later, by any process."""
         os.close(segment.fd)
 
-    def _rotate(self) -> _Active:
-        previous, self._active = self._active, None
+    def _settle(self, segment: OwnSegment) -> None:
+        """A sealed segment memory no longer holds: deleted when all of it was stored, else unlocked for a replay."""
+        if segment in self._held:
+            self._held.remove(segment)
+        if segment.fd < 0:
+            return
+        fd, segment.fd = segment.fd, -1
+        if segment.acked >= segment.records:
+            os.close(fd)
+            self._unlink(segment.path, segment.size)
+            return
+        if segment.dirty:
+            _fsync_fd(fd, segment.path)
+        os.close(fd)
+
+    def _rotate(self) -> OwnSegment:
+        previous = self._active
         if previous is not None:
-            # On the caller's path: close now, fsync later from the background task (`sync`).
-            os.close(previous.fd)
-            self._unsynced.append(previous.path)
+            # On the caller's path: no fsync here; the background task's `sync` makes it durable.
+            if previous.dirty:
+                self._unsynced.append(previous.path)
+                previous.dirty = False
+            self.seal()
         self._active = self._create()
         return self._active
 
-    def _create(self) -> _Active:
+    def _create(self) -> OwnSegment:
         if not self._opened:
             self.open()  # records spilled before the reporter started
         for _ in range(_CREATE_TRIES):
@@ -240,20 +299,24 @@ class Spool:
                 continue
             # A reader may lock (and delete, it is empty) the file between its creation and our lock: start over.
             if _lock(fd) and _same_file(path, fd):
-                return _Active(path, fd)
+                self._unsynced.append(self.directory)  # the new name must reach the disk too
+                return OwnSegment(path, fd)
             os.close(fd)
         raise OSError(17, "no free segment name")
 
     def _abandon(self) -> None:
-        active, self._active = self._active, None
+        """A write failed: cut the active segment back to its whole entries and stop writing it."""
+        active = self._active
         if active is None:
             return
         with contextlib.suppress(OSError):  # best effort: a torn tail is also handled by the reader
             os.ftruncate(active.fd, active.size)
-        os.close(active.fd)
         if active.records:
             self._unsynced.append(active.path)
+            self.seal()
         else:
+            self._active = None
+            os.close(active.fd)
             with contextlib.suppress(OSError):  # a failed first write must not leave an empty file per record
                 os.unlink(active.path)
 
@@ -270,7 +333,7 @@ class Spool:
     def _scan(self) -> _Listing:
         found: list[tuple[int, str, int]] = []
         listing = _Listing()
-        active = self._active.path if self._active else None
+        own = {s.path for s in (self._active, *self._held) if s is not None}
         with os.scandir(self.directory) as it:
             for entry in it:
                 match = _NAME.match(entry.name)
@@ -281,10 +344,16 @@ class Spool:
                     listing.total_bytes += stat.st_size
                     if int(match[1]) == self._pid:
                         listing.max_own_seq = max(listing.max_own_seq, int(match[2]))
-                    if entry.path != active:
+                    if entry.path not in own:
                         found.append((stat.st_mtime_ns, entry.name, stat.st_size))
         listing.paths = [os.path.join(self.directory, name) for _, name, _ in sorted(found)]
         return listing
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    written = os.write(fd, data)
+    if written != len(data):
+        raise OSError(28, "short write (disk full?)")
 
 
 def _lock(fd: int) -> bool:
@@ -305,9 +374,17 @@ def _same_file(path: str, fd: int) -> bool:
     return (on_disk.st_dev, on_disk.st_ino) == (held.st_dev, held.st_ino)
 
 
+def _open_for_claim(path: str) -> tuple[int, bool]:
+    """The segment opened for reading and, where allowed, for appending acknowledgements."""
+    try:
+        return os.open(path, os.O_RDWR | os.O_APPEND), True
+    except PermissionError:
+        return os.open(path, os.O_RDONLY), False
+
+
 def _try_claim(path: str) -> Segment | None:
     try:
-        fd = os.open(path, os.O_RDONLY)
+        fd, writable = _open_for_claim(path)
     except FileNotFoundError:
         return None
     try:
@@ -321,6 +398,7 @@ def _try_claim(path: str) -> Segment | None:
         os.close(fd)
         return None
     decoded = decode(data)
+    size = len(data)
     if decoded.torn:
         log.warning(
             "usage spool: %s ends in a torn or corrupt entry: %d bytes skipped, %d records kept",
@@ -328,11 +406,23 @@ def _try_claim(path: str) -> Segment | None:
             decoded.skipped_bytes,
             len(decoded.entries),
         )
-    return Segment(path, fd, len(data), decoded.entries, decoded.torn, decoded.skipped_bytes)
+        if writable:
+            # Its writer is gone (we hold the lock): cut the tail, so acknowledgements appended after it are read.
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, decoded.valid_bytes)
+                size = decoded.valid_bytes
+    return Segment(path, fd, size, decoded.entries, decoded.torn, decoded.skipped_bytes, decoded.indices, writable)
+
+
+def _fsync_fd(fd: int, path: str) -> None:
+    try:
+        os.fsync(fd)
+    except OSError as exc:
+        log.warning("usage spool: fsync of %s failed: %s", path, exc)
 
 
 def _fsync_quietly(paths: Iterable[str]) -> None:
-    for path in paths:
+    for path in dict.fromkeys(paths):
         try:
             fd = os.open(path, os.O_RDONLY)
         except FileNotFoundError:
@@ -341,8 +431,6 @@ def _fsync_quietly(paths: Iterable[str]) -> None:
             log.warning("usage spool: cannot open %s to fsync it: %s", path, exc)
             continue
         try:
-            os.fsync(fd)
-        except OSError as exc:
-            log.warning("usage spool: fsync of %s failed: %s", path, exc)
+            _fsync_fd(fd, path)
         finally:
             os.close(fd)

@@ -13,7 +13,8 @@ import orjson
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
-from gateway.engine.contract import ENGINE_TOOK_CALL, client_request_id
+from gateway.headers import client_request_id
+from gateway.telemetry.context import ENGINE_TOOK_CALL
 from gateway.telemetry.logs import ACCESS_LOGGER
 from gateway.telemetry.metrics import Metrics
 

@@ -12,8 +12,9 @@ from aiohttp import web
 from aiohttp.typedefs import Middleware
 
 from gateway.config.telemetry import AuditConfig
-from gateway.engine.contract import TRACE_PARENT
+from gateway.credentials import mask_credentials
 from gateway.telemetry.answers import answers_middleware
+from gateway.telemetry.context import TRACE_PARENT
 from gateway.telemetry.http import add_metrics_route
 from gateway.telemetry.logs import AUDIT_LOGGER
 from gateway.telemetry.observer import Telemetry
@@ -48,10 +49,9 @@ def _traced(telemetry: Telemetry) -> Middleware:
 
     @web.middleware
     async def traced(request: web.Request, handler: Handler) -> web.StreamResponse:
+        path = mask_credentials(request.path)  # a client chooses the path: a key pasted there stays out of traces
         span = tracing.start_server_span(
-            f"{request.method} {request.path}",
-            request.headers,
-            {"http.request.method": request.method, "url.path": request.path},
+            f"{request.method} {path}", request.headers, {"http.request.method": request.method, "url.path": path}
         )
         span_context = span.get_span_context()
         if span_context.trace_flags.sampled:

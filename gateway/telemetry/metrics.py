@@ -21,9 +21,9 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.config import GatewayConfig
-from gateway.engine.contract import CallContext
-from gateway.engine.metering import MeteredCall, Spent, http_status
+from gateway.engine.record import CallRecord, Spent, http_status
 from gateway.errors import GatewayError, RateLimitError
+from gateway.telemetry.routing_metrics import RoutingMetrics
 from gateway.telemetry.sources import ScrapeSources
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -70,6 +70,7 @@ class Metrics:
 
     def __init__(self, config: GatewayConfig, multiproc_dir: str | None = None) -> None:
         self.multiproc_dir = multiproc_dir if multiproc_dir is not None else os.environ.get(MULTIPROC_ENV)
+        self.token = config.telemetry.metrics.token  # what a scrape must present (gateway.telemetry.http)
         # In multiprocess mode values live in files; the live objects are never collected from a registry.
         self.registry = CollectorRegistry()
         own = None if self.multiproc_dir else self.registry
@@ -143,6 +144,7 @@ class Metrics:
             ["route", "status"],
             registry=own,
         )
+        self.routing = RoutingMetrics(own)  # deciding route rules and backend wakes, recorded as they happen
         self.sources = ScrapeSources(self.registry if not self.multiproc_dir else None)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -154,10 +156,10 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
-    def record(self, call: MeteredCall, failure: BaseException | None, spent: Spent, now: float) -> None:
+    def record(self, call: CallRecord, failure: BaseException | None, spent: Spent, now: float) -> None:
         """Everything one finished call adds to the metrics."""
         ctx = call.ctx
-        backend = ctx.backend
+        backend = call.backend
         labels = (call.operation, self._providers.get(backend, ""), call.model, backend)
         series = self._series.get(labels)
         if series is None:
@@ -165,22 +167,22 @@ class Metrics:
         error = error_type(failure)
         elapsed = now - ctx.started
         self._child(self.duration, *labels, error).observe(elapsed)
-        status = str(http_status(ctx, failure))
+        status = str(http_status(call, failure))
         self._child(self.requests, call.operation, call.model, backend, status, error).inc()
         self._child(self.overhead, call.operation, "true" if call.stream else "false").observe(
-            max(0.0, elapsed - ctx.upstream_seconds)
+            max(0.0, elapsed - call.upstream_seconds)
         )
-        if ctx.experiment:
-            self._child(self.experiments, call.model, ctx.experiment, ctx.arm, status).inc()
-        if isinstance(failure, RateLimitError) and not ctx.tried:
+        if call.experiment:
+            self._child(self.experiments, call.model, call.experiment, call.arm, status).inc()
+        if isinstance(failure, RateLimitError) and not call.tried:
             self._child(self.rate_limited, call.model).inc()
         if spent.input_tokens or spent.output_tokens:
             _tokens(series, spent)
         if spent.cost_usd:
             series.cost.inc(spent.cost_usd)
-        if ctx.first_chunk_at:
-            _stream_timing(series, ctx, spent, now)
-        for attempt in ctx.tried:
+        if call.first_chunk_at:
+            _stream_timing(series, call, spent, now)
+        for attempt in call.tried:
             provider = self._providers.get(attempt.backend, "")
             self._child(self.attempts, attempt.backend, provider).inc()
             if attempt.error is not None:
@@ -205,7 +207,7 @@ def _tokens(series: _Series, spent: Spent) -> None:
         series.reasoning.observe(spent.reasoning_tokens)
 
 
-def _stream_timing(series: _Series, ctx: CallContext, spent: Spent, now: float) -> None:
-    series.ttft.observe(ctx.first_chunk_at - ctx.started)
+def _stream_timing(series: _Series, call: CallRecord, spent: Spent, now: float) -> None:
+    series.ttft.observe(call.first_chunk_at - call.ctx.started)
     if spent.output_tokens > 1:
-        series.tpot.observe((now - ctx.first_chunk_at) / (spent.output_tokens - 1))
+        series.tpot.observe((now - call.first_chunk_at) / (spent.output_tokens - 1))

@@ -1,7 +1,7 @@
 """`Telemetry`: what every finished engine call is told to — metrics, the access log line and (when on) spans.
 
-It is the engine's `CallObserver`: metering calls it once at the end of each call with the context the engine
-filled in, so nothing on the request's path itself records anything.
+It is the engine's `CallObserver` (`gateway.engine.record`): metering calls it once at the end of each call with the
+`CallRecord` the engine filled in, so nothing on the request's path itself records anything.
 """
 
 from __future__ import annotations
@@ -11,8 +11,8 @@ import time
 from typing import TYPE_CHECKING, Any
 
 from gateway.config import GatewayConfig
-from gateway.engine.contract import ENGINE_TOOK_CALL
-from gateway.engine.metering import MeteredCall, Spent, http_status
+from gateway.engine.record import CallRecord, Spent, http_status
+from gateway.telemetry.context import ENGINE_TOOK_CALL
 from gateway.telemetry.logs import ACCESS_LOGGER, access_line_handler
 from gateway.telemetry.metrics import Metrics, error_type
 
@@ -42,7 +42,7 @@ class Telemetry:
         if self.tracing is not None:
             self.tracing.close()
 
-    def finished(self, call: MeteredCall, failure: BaseException | None, spent: Spent) -> None:
+    def finished(self, call: CallRecord, failure: BaseException | None, spent: Spent) -> None:
         """Record one finished call everywhere it belongs."""
         now = time.perf_counter()
         if self.metrics is not None:
@@ -59,24 +59,24 @@ class Telemetry:
                 record.__dict__.update(fields)
                 access_log.handle(record)
         if self.tracing is not None:
-            self.tracing.finished(call, failure, spent, self._providers.get(call.ctx.backend, ""))
+            self.tracing.finished(call, failure, spent, self._providers.get(call.backend, ""))
 
     def access_fields(
-        self, call: MeteredCall, failure: BaseException | None, spent: Spent, now: float
+        self, call: CallRecord, failure: BaseException | None, spent: Spent, now: float
     ) -> dict[str, Any]:
         """The access log line's fields: who, what, where it went, how it ended, what it used and how long it took."""
         ctx = call.ctx
-        principal = ctx.principal
+        principal = call.principal
         return {
             "request_id": ctx.request_id,
             "client_request_id": ctx.client_request_id,
             "key_id": principal.key_id if principal is not None else "",
             "operation": call.operation,
             "model": call.model,
-            "backend": ctx.backend,
-            "provider_model": ctx.provider_model,
+            "backend": call.backend,
+            "provider_model": call.provider_model,
             "stream": call.stream,
-            "status": http_status(ctx, failure),
+            "status": http_status(call, failure),
             "error_type": error_type(failure),
             "input_tokens": spent.input_tokens,
             "output_tokens": spent.output_tokens,
@@ -84,8 +84,8 @@ class Telemetry:
             "reasoning_tokens": spent.reasoning_tokens,
             "cost_usd": round(spent.cost_usd, 8),
             "latency_ms": round((now - ctx.started) * 1000, 3),
-            "ttft_ms": round((ctx.first_chunk_at - ctx.started) * 1000, 3) if ctx.first_chunk_at else None,
-            "upstream_ms": round(ctx.upstream_seconds * 1000, 3),
-            "attempts": ctx.attempts,
-            "cache": ctx.cache_status or None,  # hit, miss or bypass; None when the model does not cache
+            "ttft_ms": round((call.first_chunk_at - ctx.started) * 1000, 3) if call.first_chunk_at else None,
+            "upstream_ms": round(call.upstream_seconds * 1000, 3),
+            "attempts": call.attempts,
+            "cache": call.cache_status or None,  # hit, miss or bypass; None when the model does not cache
         }

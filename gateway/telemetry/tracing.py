@@ -24,7 +24,7 @@ from opentelemetry.trace import Link, Span, SpanContext, SpanKind, Status, Statu
 from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapPropagator
 
 from gateway.config.telemetry import TracingConfig
-from gateway.engine.metering import MeteredCall, Spent
+from gateway.engine.record import CallRecord, Spent
 from gateway.telemetry.metrics import error_type
 
 _PROPAGATOR = TraceContextTextMapPropagator()
@@ -94,7 +94,7 @@ class Tracing:
             name, context=_PROPAGATOR.extract(headers), kind=SpanKind.SERVER, attributes=attributes
         )
 
-    def finished(self, call: MeteredCall, failure: BaseException | None, spent: Spent, provider: str) -> None:
+    def finished(self, call: CallRecord, failure: BaseException | None, spent: Spent, provider: str) -> None:
         """The engine's spans for a call that just ended, under the current span or the caller's traceparent."""
         ctx = call.ctx
         parent = otel_context.get_current()
@@ -112,21 +112,21 @@ class Tracing:
                 "gen_ai.operation.name": call.operation,
                 "gen_ai.provider.name": provider,
                 "gen_ai.request.model": call.model,
-                "gen_ai.response.model": ctx.provider_model,
+                "gen_ai.response.model": call.provider_model,
                 "gen_ai.usage.input_tokens": spent.input_tokens,
                 "gen_ai.usage.output_tokens": spent.output_tokens,
                 "tollgate.request_id": ctx.request_id,
-                "tollgate.backend": ctx.backend,
-                "tollgate.attempts": ctx.attempts,
+                "tollgate.backend": call.backend,
+                "tollgate.attempts": call.attempts,
                 "tollgate.stream": call.stream,
             },
         )
         _fail(span, failure)
         self._remember(ctx.request_id, span)
         inside = trace.set_span_in_context(span)
-        if ctx.auth_check is not None:
-            self._auth_span(inside, clock, ctx.auth_check)
-        for attempt in ctx.tried:
+        if call.auth_check is not None:
+            self._auth_span(inside, clock, call.auth_check)
+        for attempt in call.tried:
             child = self.tracer.start_span(
                 f"{call.operation} {attempt.model}",
                 context=inside,
@@ -134,7 +134,7 @@ class Tracing:
                 start_time=clock.ns(attempt.started),
                 attributes={
                     "gen_ai.operation.name": call.operation,
-                    "gen_ai.provider.name": provider if attempt.backend == ctx.backend else "",
+                    "gen_ai.provider.name": provider if attempt.backend == call.backend else "",
                     "gen_ai.request.model": attempt.model,
                     "tollgate.backend": attempt.backend,
                 },

@@ -61,6 +61,10 @@ class Fault:
     hang: float = 0.0  # >0: sleep this many seconds before answering (to trigger client timeouts)
     reset: bool = False  # close the connection without an answer
     stall_after_chunks: int = -1  # >=0 (streams only): send that many chunks, then sleep forever (idle stall)
+    # >=0 (streams only): send that many chunks, then break the stream `fail_with`: "reset" (close the connection),
+    # "error" (an in-band error event, as OpenAI and vLLM send) or "malformed" (an event that is not JSON).
+    fail_after_chunks: int = -1
+    fail_with: str = "reset"
     path: str = "/v1/chat/completions"  # which endpoint the fault applies to
     code: str | None = None  # the error body's `code`, for status faults
     times: int = 1  # how many requests it applies to before it is used up (a brown-out or an outage spans many)
@@ -76,7 +80,7 @@ class RecordedRequest:
     json: Any  # the parsed body, or None when there was none or it was not JSON
 
 
-_Endpoint = Callable[[web.Request, Any, int], Awaitable[web.StreamResponse]]
+_Endpoint = Callable[[web.Request, Any, "_Cut"], Awaitable[web.StreamResponse]]
 
 
 class FakeOpenAI(LoopbackServer):
@@ -133,20 +137,20 @@ class FakeOpenAI(LoopbackServer):
         if self.record_requests:
             headers = {name.lower(): value for name, value in request.headers.items()}
             self.requests.append(RecordedRequest(request.method, request.path, headers, body))
-        stall = -1
+        cut = _NO_CUT
         fault = self._pop_fault(request.path) if self.faults else None
         if fault is not None:
             early = await _apply_fault(request, fault)
             if early is not None:
                 return early
-            stall = fault.stall_after_chunks
+            cut = _cut_of(fault)
         if self.api_key is not None and request.headers.get("Authorization") != f"Bearer {self.api_key}":
             return _error_response(401, "Incorrect API key provided.", code="invalid_api_key")
         endpoint = self._routes.get((request.method, request.path))
         if endpoint is None:
             return self._fallback(request)
         try:
-            return await endpoint(request, body, stall)
+            return await endpoint(request, body, cut)
         except BadRequest as exc:
             return _error_response(400, exc.message, param=exc.param, code=exc.code)
 
@@ -165,7 +169,7 @@ class FakeOpenAI(LoopbackServer):
 
     # ------------------------------------------------------------------------------------------------ models
 
-    async def _models(self, request: web.Request, body: Any, stall: int) -> web.StreamResponse:
+    async def _models(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
         return _json_response({"object": "list", "data": [_model_object(model) for model in self.model_ids]})
 
     def _model(self, model: str) -> web.Response:
@@ -176,21 +180,22 @@ class FakeOpenAI(LoopbackServer):
 
     # ------------------------------------------------------------------------------------------------ chat
 
-    async def _chat(self, request: web.Request, body: Any, stall: int) -> web.StreamResponse:
+    async def _chat(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
         chat = parse_chat(body, self._ids, self.chunks)
         if chat.stream:
-            return await self._stream(request, chat, stall)
+            return await self._stream(request, chat, cut)
         if self.latency > 0:
             await asyncio.sleep(self.latency)
         return _json_response(_completion_object(chat))
 
-    async def _stream(self, request: web.Request, chat: Chat, stall: int) -> web.StreamResponse:
+    async def _stream(self, request: web.Request, chat: Chat, cut: _Cut) -> web.StreamResponse:
         response = web.StreamResponse(headers=_SSE_HEADERS)
         try:
             if self.latency > 0:
                 await asyncio.sleep(self.latency)
             await response.prepare(request)
-            await self._write_events(response, chat, stall)
+            if await self._write_events(response, chat, cut):
+                await _break(request, response, cut.how)
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client goes away while we wait (latency, delay, stall).
             self.disconnects += 1
@@ -200,29 +205,31 @@ class FakeOpenAI(LoopbackServer):
             self.disconnects += 1
         return response
 
-    async def _write_events(self, response: web.StreamResponse, chat: Chat, stall: int) -> None:
+    async def _write_events(self, response: web.StreamResponse, chat: Chat, cut: _Cut) -> bool:
+        """Write the stream's events; True when `cut` stopped it after its chunks (the caller breaks it)."""
         frame = _ChunkFramer(chat)
         reply = chat.reply
         n = chat.n
         await _write_choices(response, frame, n, reply.opening_delta, _NULL)
         delay = self.chunk_delay
         for index, delta in enumerate(reply.step_deltas):
-            if index == stall:
-                await _forever()
+            if index == cut.after:
+                return True
             if delay > 0:
                 await asyncio.sleep(delay)
             await _write_choices(response, frame, n, delta, _NULL)
-        if stall >= len(reply.step_deltas):
-            await _forever()
+        if cut.after >= len(reply.step_deltas):
+            return True
         await _write_choices(response, frame, n, _EMPTY_DELTA, orjson.dumps(reply.finish_reason))
         if chat.include_usage:
             await response.write(frame.usage(chat.usage))
         await response.write(_SSE_DONE)
         self.completed_streams += 1
+        return False
 
     # ------------------------------------------------------------------------------------------------ embeddings
 
-    async def _embeddings(self, request: web.Request, body: Any, stall: int) -> web.StreamResponse:
+    async def _embeddings(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
         if not isinstance(body, dict):
             raise BadRequest(UNPARSEABLE, None)
         model = body.get("model")
@@ -270,6 +277,39 @@ def _error_response(
 ) -> web.Response:
     body = {"error": {"message": message, "type": error_type, "param": param, "code": code}}
     return _json_response(body, status, headers)
+
+
+@dataclass(frozen=True, slots=True)
+class _Cut:
+    """Where a stream is cut (after that many chunks; -1: never) and how: stall, reset, error or malformed."""
+
+    after: int = -1
+    how: str = "stall"
+
+
+_NO_CUT = _Cut()
+_IN_BAND_ERROR = (
+    b'data: {"error": {"message": "injected fault", "type": "server_error", "param": null, "code": null}}\n\n'
+)
+
+
+def _cut_of(fault: Fault) -> _Cut:
+    if fault.stall_after_chunks >= 0:
+        return _Cut(fault.stall_after_chunks, "stall")
+    if fault.fail_after_chunks >= 0:
+        return _Cut(fault.fail_after_chunks, fault.fail_with)
+    return _NO_CUT
+
+
+async def _break(request: web.Request, response: web.StreamResponse, how: str) -> None:
+    """Break a stream that has sent its chunks: stall for ever, reset, or end it with a bad event."""
+    if how == "stall":
+        await _forever()
+    elif how == "reset":
+        if request.transport is not None:
+            request.transport.close()
+    else:
+        await response.write(_IN_BAND_ERROR if how == "error" else b"data: {not json\n\n")
 
 
 async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse | None:

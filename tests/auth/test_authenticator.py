@@ -13,8 +13,8 @@ from google.protobuf.duration_pb2 import Duration
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.auth.authenticator import Authenticator
+from gateway.call import CallContext
 from gateway.config import AuthConfig, Secret
-from gateway.engine.contract import CallContext
 from gateway.errors import AuthenticationError, PermissionDeniedError, RateLimitError, ServiceUnavailableError
 from gateway.grpc_server import GrpcServer, start_grpc_server
 from tollgate.auth.v1 import auth_pb2, auth_pb2_grpc

@@ -26,8 +26,8 @@ def test_a_gateway_without_a_semantic_cache_does_not_import_numpy() -> None:
     code = (
         "import sys\n"
         "from gateway.config import parse_config\n"
-        "from gateway.engine.core import EngineCore\n"
-        "EngineCore.from_config(parse_config('cache: {}\\nbackends: [{name: d, provider: mock}]\\n"
+        "from gateway.assemble import assemble\n"
+        "assemble(parse_config('cache: {}\\nbackends: [{name: d, provider: mock}]\\n"
         "models: [{name: d, targets: [{backend: d}], cache: {ttl: 1m}}]', {}))\n"
         "print('numpy' in sys.modules)\n"
     )

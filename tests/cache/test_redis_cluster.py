@@ -18,10 +18,6 @@ from gateway.testing.redis_cluster import LocalRedisCluster
 SEMANTIC = ModelCacheConfig(semantic=SemanticCacheConfig(embedding_model="embed", threshold=0.9))
 
 
-async def _never(model: str, text: str) -> list[float]:
-    raise AssertionError("not embedded in this test")
-
-
 def _store(url: str, prefix: str) -> TieredStore:
     return TieredStore(MemoryStore(1 << 20), RedisStore(url, prefix=prefix, timeout=1.0, compress_over=1024))
 
@@ -49,7 +45,6 @@ async def test_a_replicas_vectors_reach_the_others_through_the_cluster(redis_clu
     one, other = (
         SemanticCache(
             {"m": SEMANTIC},
-            _never,
             redis=connect(redis_cluster.url, timeout=1.0, max_connections=4),
             prefix=prefix,
             sync_interval=0.0,

@@ -15,7 +15,6 @@ from gateway.cache.redis_store import RedisStore
 from gateway.cache.response_cache import ResponseCache
 from gateway.cache.tiered import TieredStore
 from gateway.config import AuthConfig, GatewayConfig, ModelCacheConfig, ModelConfig, TargetConfig
-from gateway.engine.contract import CallContext
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 MODEL = ModelConfig("gpt-4o-mini", (TargetConfig("primary", "gpt-4o-mini"),), cache=ModelCacheConfig())
@@ -32,13 +31,16 @@ def answer(text: str) -> pb.CreateChatCompletionResponse:
 
 async def ask(cache: ResponseCache, principal: Principal, text: str) -> tuple[str, str]:
     """The answer's text (`text` when it went upstream) and the cache status."""
-    ctx = CallContext(request_id="req", principal=principal)
-
-    async def upstream() -> pb.CreateChatCompletionResponse:
-        return answer(text)
-
-    result = await cache.complete(PARAMS, ctx, upstream)
-    return result.choices[0].message.content, ctx.cache_status
+    found = await cache.lookup(PARAMS, {}, principal)
+    try:
+        if found.answer is not None:
+            result = await found.answer.as_completion()
+        else:
+            result = answer(text)
+            found.store(result)
+    finally:
+        found.release()
+    return result.choices[0].message.content, found.status
 
 
 async def test_an_authenticated_caller_with_no_id_shares_nothing() -> None:
@@ -81,13 +83,11 @@ async def test_a_stored_value_without_an_answer_is_a_miss(redis_url: str, redis_
         f"{redis_namespace}:{cache_key('global', model_fingerprint(MODEL, config), PARAMS)}", b"\x00" + stored, ex=60
     )
     try:
-        ctx = CallContext(request_id="req", principal=ANONYMOUS)
-
-        async def upstream() -> tuple[pb.StreamChatCompletionResponse, AsyncGenerator[pb.StreamChatCompletionResponse]]:
-            return _chunk("fresh"), _stream_rest()
-
-        first, rest = await cache.open_stream(PARAMS, ctx, upstream)
-        assert ctx.cache_status == "miss" and cache.counters.corrupt == 1
+        found = await cache.lookup(PARAMS, {}, ANONYMOUS)
+        assert found.answer is None
+        first = _chunk("fresh")
+        rest = found.record(first, _stream_rest())
+        assert found.status == "miss" and cache.counters.corrupt == 1
         assert first.choices[0].delta.content == "fresh" and [c async for c in rest]
         assert await ask(cache, ANONYMOUS, "unused") == ("fresh", "hit")  # the good answer replaced the damaged one
     finally:

@@ -13,13 +13,9 @@ from gateway.config import ModelCacheConfig, SemanticCacheConfig
 SETTINGS = ModelCacheConfig(semantic=SemanticCacheConfig(embedding_model="embed", threshold=0.9))
 
 
-async def _never(model: str, text: str) -> list[float]:
-    raise AssertionError("not embedded in this test")
-
-
 async def test_unreadable_shared_rows_are_skipped(redis_url: str, redis_namespace: str) -> None:
     client = aioredis.Redis.from_url(redis_url)
-    cache = SemanticCache({"m": SETTINGS}, _never, redis=client, prefix=redis_namespace)
+    cache = SemanticCache({"m": SETTINGS}, redis=client, prefix=redis_namespace)
     stream = cache._stream("m")  # the stream name is the replicas' contract; written here by hand
     writer = redis.Redis.from_url(redis_url)
     try:

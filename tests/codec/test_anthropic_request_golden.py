@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from gateway.codec.anthropic_request import decode_messages_request
-from gateway.codec.openai_request import encode_chat_params
+from gateway.codec.openai_encode import encode_chat_params
 from gateway.errors import InvalidRequestError
 from gateway.providers.anthropic_encode import encode_messages_request
 from tollgate.gateway.v1 import gateway_pb2 as pb

@@ -15,13 +15,10 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.codec.openai_request import (
-    decode_chat_params,
-    decode_embeddings_request,
-    encode_chat_params,
-    encode_embeddings_request,
-)
+from gateway.codec.openai_decode import decode_chat_params, decode_embeddings_request
+from gateway.codec.openai_encode import encode_chat_params, encode_embeddings_request
 from gateway.errors import InvalidRequestError
+from gateway.validation import validate_chat
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 GOLDEN = Path(__file__).parent / "golden"
@@ -211,6 +208,7 @@ def test_file_part_with_no_file_is_rejected_or_kept() -> None:
     body = {"model": "m", "messages": [{"role": "user", "content": [{"type": "file", "file": {}}]}]}
     try:
         params, _ = decode_chat_params(copy.deepcopy(body))
+        validate_chat(params)
     except InvalidRequestError as exc:
         assert exc.param is not None
         assert exc.param.startswith("messages[0].content[0]")

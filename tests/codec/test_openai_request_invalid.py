@@ -1,5 +1,8 @@
 """Hostile and invalid request bodies: each is an `InvalidRequestError` naming the exact bad field, never anything else.
 
+Each body goes through what the HTTP door does with it: the codec (JSON types) and then `gateway.validation` (the
+values), which the engine runs for both doors.
+
 The property test at the end is the codec's half of "bad input never gets a 5xx": whatever a client sends, decoding
 either succeeds or raises `InvalidRequestError` (which the front door renders as a 400).
 """
@@ -15,8 +18,10 @@ from typing import Any
 import orjson
 import pytest
 
-from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request, encode_chat_params
+from gateway.codec.openai_decode import decode_chat_params, decode_embeddings_request
+from gateway.codec.openai_encode import encode_chat_params
 from gateway.errors import InvalidRequestError
+from gateway.validation import validate_chat, validate_embeddings
 
 GOLDEN = Path(__file__).parent / "golden"
 
@@ -235,7 +240,7 @@ CHAT_INVALID = [
 @pytest.mark.parametrize(("body", "param"), CHAT_INVALID)
 def test_invalid_chat_body_names_the_field(body: Any, param: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        decode_chat_params(body)
+        validate_chat(decode_chat_params(body)[0])
     error = caught.value
     assert error.param == param
     assert error.http_status == 400
@@ -291,7 +296,7 @@ EMBEDDINGS_INVALID = [
 @pytest.mark.parametrize(("body", "param"), EMBEDDINGS_INVALID)
 def test_invalid_embeddings_body_names_the_field(body: Any, param: str) -> None:
     with pytest.raises(InvalidRequestError) as caught:
-        decode_embeddings_request(body)
+        validate_embeddings(decode_embeddings_request(body))
     assert caught.value.param == param
     assert caught.value.message.startswith(f"{param}: ")
 
@@ -310,11 +315,13 @@ def test_invalid_embeddings_body_names_the_field(body: Any, param: str) -> None:
 )
 def test_boundary_values_are_accepted(body: dict[str, Any]) -> None:
     params, _ = decode_chat_params(body)
+    validate_chat(params)
     assert params.model == "gpt-4o-mini"
 
 
 def test_embeddings_boundaries_are_accepted() -> None:
     decoded = decode_embeddings_request(embed(input=["x"] * 2048, dimensions=65536))
+    validate_embeddings(decoded)
     assert len(decoded.input) == 2048
     assert decoded.dimensions == 65536
 
@@ -468,6 +475,7 @@ def _check_mutants(max_depth: int) -> list[str]:
             body = mutate(SEED_BODIES[i % len(SEED_BODIES)], rng, max_depth)
         try:
             params, stream = decode_chat_params(body)
+            validate_chat(params)
             encode_chat_params(params, "m", stream=stream)
         except InvalidRequestError as exc:
             assert exc.param, f"mutant {i}: an InvalidRequestError without param: {exc}"
@@ -500,6 +508,7 @@ def test_what_the_codec_accepts_it_sends_in_a_form_it_accepts_again() -> None:
     for i in range(2000):
         try:
             params, stream = decode_chat_params(mutate(SEED_BODIES[i % len(SEED_BODIES)], rng, 20))
+            validate_chat(params)
         except InvalidRequestError:
             continue
         wire = orjson.dumps(encode_chat_params(params, params.model, stream=stream))

@@ -22,9 +22,9 @@ import pytest
 from authsvc.keyfile import KeyFile, KeyRecord, save_key_file
 from authsvc.keys import generate_key
 from authsvc.server import AuthServer, start_auth_server
+from gateway.assemble import assemble
+from gateway.call import CallContext
 from gateway.config import Secret, parse_config
-from gateway.engine.contract import CallContext
-from gateway.engine.core import EngineCore
 from gateway.grpc_server import start_grpc_server
 from gateway.testing.fake_openai import FakeOpenAI, Fault
 from statssvc.server import StatsServer, start_stats_server
@@ -135,6 +135,19 @@ async def test_models_lists_only_what_the_key_may_use(secured: RunningGateway, s
         await client(secured, "sk-wrong").models.list()
 
 
+async def test_retrieve_a_model_the_key_may_not_use_is_not_found(secured: RunningGateway, stack: Stack) -> None:
+    bob = client(secured, stack.keys["bob"])
+    assert (await bob.models.retrieve("demo")).id == "demo"
+    with pytest.raises(openai.NotFoundError) as caught:  # as unknown as a model that does not exist: nothing leaks
+        await bob.models.retrieve("gpt-4o-mini")
+    assert caught.value.body == {
+        "message": "The model 'gpt-4o-mini' does not exist",
+        "type": "invalid_request_error",
+        "param": "model",
+        "code": "model_not_found",
+    }
+
+
 async def test_decisions_are_cached(secured: RunningGateway, stack: Stack) -> None:
     alice = client(secured, stack.keys["alice"])
     await asyncio.gather(*(alice.chat.completions.create(model="demo", messages=MESSAGES) for _ in range(20)))
@@ -152,6 +165,7 @@ async def test_auth_server_down_fails_closed_but_cached_keys_keep_working(
         await client(secured, stack.keys["bob"]).chat.completions.create(model="demo", messages=MESSAGES)
     assert caught.value.status_code == 503
     assert caught.value.body["code"] == "auth_unavailable"  # type: ignore[index]
+    assert caught.value.response.headers["Retry-After"] == "1"  # every 503 says when to come back
     # A decision already cached is still good until its TTL runs out.
     await client(secured, stack.keys["alice"]).chat.completions.create(model="demo", messages=MESSAGES)
 
@@ -275,7 +289,7 @@ async def test_a_restart_with_a_spooled_backlog_loses_nothing(upstream: FakeOpen
     port, db = stack.stats.port, stack.db
     await stack.stats.stop(0)
     config = parse_config(stack.config(upstream), {})
-    first = EngineCore.from_config(config)
+    first = assemble(config).engine
     await first.start()
     params = pb.ChatCompletionParams(model="demo", messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
     for i in range(300):
@@ -285,7 +299,7 @@ async def test_a_restart_with_a_spooled_backlog_loses_nothing(upstream: FakeOpen
     assert any(stack.spool.iterdir())
 
     stack.stats = await start_stats_server(db, f"127.0.0.1:{port}")
-    second = EngineCore.from_config(config)
+    second = assemble(config).engine
     await second.start()
     try:
         await eventually(lambda: len(stack.rows()) >= 300, within=30)

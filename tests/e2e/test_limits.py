@@ -11,8 +11,9 @@ import aiohttp
 import openai
 import pytest
 
+from gateway.assemble import assemble
+from gateway.call import CallContext
 from gateway.config import Secret, parse_config
-from gateway.engine.contract import CallContext
 from gateway.engine.core import EngineCore
 from gateway.errors import RateLimitError
 from gateway.grpc_server import start_grpc_server
@@ -137,7 +138,7 @@ async def test_engines_sharing_redis_admit_exactly_the_limit(
         f"  backend: redis\n  on_redis_error: closed\n  redis_timeout: 2s\n  redis_prefix: '{prefix}'",
     )
     config = parse_config(text, os.environ)
-    engines = [EngineCore.from_config(config) for _ in range(3)]
+    engines = [assemble(config).engine for _ in range(3)]
     params = pb.ChatCompletionParams(model="demo", messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
 
     async def one(engine: EngineCore, i: int) -> bool:

@@ -11,7 +11,7 @@ from gateway.auth.principal import Principal
 from gateway.config import TargetConfig
 from gateway.config.routing import ExperimentConfig
 from gateway.engine import experiments
-from gateway.engine.contract import CallContext
+from gateway.engine.routes import Caller
 
 TREAT = (TargetConfig(backend="new", model="m"),)
 
@@ -20,8 +20,8 @@ def exp(share: float, key: str = "user", name: str = "new-model") -> ExperimentC
     return ExperimentConfig(name=name, share=share, targets=TREAT, key=key)
 
 
-def user_ctx(user: str) -> CallContext:
-    return CallContext(request_id="r", principal=Principal(key_id="k-" + user, user=user, team="t-" + user))
+def user_ctx(user: str) -> Caller:
+    return Caller(principal=Principal(key_id="k-" + user, user=user, team="t-" + user))
 
 
 @pytest.mark.parametrize("share", [0.1, 0.3, 0.5])
@@ -60,7 +60,7 @@ def test_the_key_is_the_configured_identity(key: str, expected: str) -> None:
 
 
 def test_a_header_key_sticks_to_the_header() -> None:
-    ctx = CallContext(request_id="r", headers={"x-session": "s-42"})
+    ctx = Caller(headers={"x-session": "s-42"})
     assert experiments.stable_key(exp(0.5, "header:x-session"), ctx) == "s-42"
     arms = {experiments.assign(exp(0.5, "header:x-session"), ctx, random.Random(i)) for i in range(50)}
     assert len(arms) == 1
@@ -68,6 +68,6 @@ def test_a_header_key_sticks_to_the_header() -> None:
 
 def test_a_request_without_the_key_is_assigned_at_random_in_the_share() -> None:
     rng = random.Random(5)
-    anonymous = CallContext(request_id="r")
+    anonymous = Caller()
     arms = Counter(experiments.assign(exp(0.2), anonymous, rng) for _ in range(10_000))
     assert abs(arms[experiments.TREATMENT] / 10_000 - 0.2) <= 0.02

@@ -8,9 +8,10 @@ import time
 import pytest
 
 from gateway.auth.principal import ANONYMOUS, Principal
+from gateway.call import CallContext
 from gateway.config import Price, parse_config
-from gateway.engine.contract import CallContext
 from gateway.engine.metering import Meter, estimate_prompt_tokens
+from gateway.engine.record import CallRecord
 from gateway.errors import RateLimitError, UpstreamError
 from gateway.stats.pricing import cost_usd, price_for
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -41,23 +42,37 @@ class Collected:
         pass
 
 
+class Calls:
+    """An engine observer that keeps every finished call's record, by request id."""
+
+    def __init__(self) -> None:
+        self.records: dict[str, CallRecord] = {}
+
+    def finished(self, call: CallRecord, failure: BaseException | None, spent: object) -> None:
+        self.records[call.ctx.request_id] = call
+
+    def of(self, ctx: CallContext) -> CallRecord:
+        """The record of the call made with `ctx`."""
+        return self.records[ctx.request_id]
+
+
 def params(text: str = "x" * 400) -> pb.ChatCompletionParams:
     return pb.ChatCompletionParams(model="fast", messages=[pb.ChatMessage(role=pb.ROLE_USER, content=text)])
 
 
-def answered(ctx: CallContext) -> CallContext:
-    ctx.principal = Principal(key_id="k1", user="alice", team="ml", labels={"env": "prod"})
-    ctx.backend, ctx.provider_model, ctx.route, ctx.attempts = "openai", "gpt-4o-mini", "fast>openai", 1
-    return ctx
+def answered(call: CallRecord) -> CallRecord:
+    call.principal = Principal(key_id="k1", user="alice", team="ml", labels={"env": "prod"})
+    call.backend, call.provider_model, call.route, call.attempts = "openai", "gpt-4o-mini", "fast>openai", 1
+    return call
 
 
 def test_a_completed_call_carries_exact_usage_cost_and_identity() -> None:
     sink = Collected()
     meter = Meter(CONFIG, sink)
-    ctx = answered(CallContext(request_id="req_a", started=time.perf_counter() - 0.25))
+    ctx = CallContext(request_id="req_a", started=time.perf_counter() - 0.25)
     with meter.call(ctx, "chat", "fast") as call:
-        call.params = params()
-        ctx.usage = pb.Usage(prompt_tokens=1000, completion_tokens=200, cached_tokens=400, reasoning_tokens=50)
+        answered(call).params = params()
+        call.usage = pb.Usage(prompt_tokens=1000, completion_tokens=200, cached_tokens=400, reasoning_tokens=50)
     (record,) = sink.records
     assert (record.request_id, record.key_id, record.user, record.team) == ("req_a", "k1", "alice", "ml")
     assert dict(record.labels) == {"env": "prod"}
@@ -86,8 +101,9 @@ def test_a_completed_call_carries_exact_usage_cost_and_identity() -> None:
 def test_a_failed_call_records_the_error_that_the_client_saw() -> None:
     sink = Collected()
     meter = Meter(CONFIG, sink)
-    ctx = answered(CallContext(request_id="req_b"))
-    with pytest.raises(RateLimitError), meter.call(ctx, "chat", "fast"):
+    ctx = CallContext(request_id="req_b")
+    with pytest.raises(RateLimitError), meter.call(ctx, "chat", "fast") as call:
+        answered(call)
         raise RateLimitError("slow down")
     (record,) = sink.records
     assert (record.outcome, record.http_status, record.grpc_status) == (stats_pb2.OUTCOME_FAILED, 429, 8)
@@ -98,10 +114,10 @@ def test_a_failed_call_records_the_error_that_the_client_saw() -> None:
 def test_a_stream_cut_by_the_client_is_recorded_with_estimated_usage() -> None:
     sink = Collected()
     meter = Meter(CONFIG, sink)
-    ctx = answered(CallContext(request_id="req_c"))
+    ctx = CallContext(request_id="req_c")
     with pytest.raises(asyncio.CancelledError), meter.call(ctx, "chat", "fast") as call:
-        call.params, call.stream = params("y" * 4000), True
-        ctx.first_chunk_at, ctx.chunks = time.perf_counter(), 12
+        answered(call).params, call.stream = params("y" * 4000), True
+        call.first_chunk_at, call.chunks = time.perf_counter(), 12
         raise asyncio.CancelledError
     (record,) = sink.records
     assert (record.outcome, record.http_status, record.grpc_status) == (stats_pb2.OUTCOME_CANCELLED, 499, 1)
@@ -115,10 +131,10 @@ def test_a_stream_cut_by_the_client_is_recorded_with_estimated_usage() -> None:
 def test_a_stream_failing_after_its_first_chunk_reports_the_200_the_client_got() -> None:
     sink = Collected()
     meter = Meter(CONFIG, sink)
-    ctx = answered(CallContext(request_id="req_d"))
+    ctx = CallContext(request_id="req_d")
     with pytest.raises(UpstreamError), meter.call(ctx, "chat", "fast") as call:
-        call.params, call.stream = params(), True
-        ctx.first_chunk_at, ctx.chunks = time.perf_counter(), 3
+        answered(call).params, call.stream = params(), True
+        call.first_chunk_at, call.chunks = time.perf_counter(), 3
         raise UpstreamError("cut")
     (record,) = sink.records
     assert (record.outcome, record.http_status, record.error_type) == (stats_pb2.OUTCOME_FAILED, 200, "upstream_error")
@@ -129,9 +145,8 @@ def test_unauthenticated_calls_and_a_missing_sink_record_nothing() -> None:
     with Meter(CONFIG, sink).call(CallContext(request_id="req_e"), "chat", "fast"):
         pass  # never authenticated: principal is None
     assert sink.records == []
-    ctx = CallContext(request_id="req_f", principal=ANONYMOUS)
-    with Meter(CONFIG, None).call(ctx, "chat", "fast"):
-        pass
+    with Meter(CONFIG, None).call(CallContext(request_id="req_f"), "chat", "fast") as call:
+        call.principal = ANONYMOUS
 
 
 def test_a_broken_sink_never_fails_the_call() -> None:
@@ -139,8 +154,8 @@ def test_a_broken_sink_never_fails_the_call() -> None:
         def submit(self, record: stats_pb2.UsageRecord) -> None:
             raise OSError("disk full")
 
-    with Meter(CONFIG, Broken()).call(answered(CallContext(request_id="req_g")), "chat", "fast"):
-        pass
+    with Meter(CONFIG, Broken()).call(CallContext(request_id="req_g"), "chat", "fast") as call:
+        answered(call)
 
 
 def test_prices_by_provider_model_then_requested_model() -> None:

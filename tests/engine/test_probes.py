@@ -9,16 +9,17 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.call import CallContext
 from gateway.config import BackendConfig, TargetConfig, parse_config
 from gateway.config.routing import ActiveCheckConfig, HealthConfig
-from gateway.engine.contract import CallContext
-from gateway.engine.core import EngineCore
+from gateway.engine.core import EngineCore, EngineParts
 from gateway.engine.health import HealthBoard
 from gateway.engine.probes import ActiveChecker
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai_compat import OpenAICompatibleProvider
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI, Fault
+from tests.engine.test_metering import Calls
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 MODELS = "/v1/models"
@@ -81,7 +82,8 @@ backends:
 models: [{{name: m, targets: [{{backend: a, model: gpt-4o-mini, priority: 0}}, {{backend: demo, priority: 1}}]}}]
 """
     config = parse_config(text, os.environ)
-    engine = EngineCore(config, build_providers(config))
+    calls = Calls()
+    engine = EngineCore(config, EngineParts(build_providers(config), observer=calls))
     fake.add_fault(Fault(status=500, path=MODELS, times=1000))
     await engine.start()
     try:
@@ -89,13 +91,13 @@ models: [{{name: m, targets: [{{backend: a, model: gpt-4o-mini, priority: 0}}, {
         params = pb.ChatCompletionParams(model="m", messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
         ctx = CallContext(request_id="r1")
         await engine.create_chat_completion(params, ctx)
-        assert ctx.backend == "demo", "the probed-down backend is skipped"
+        assert calls.of(ctx).backend == "demo", "the probed-down backend is skipped"
         assert not any(r.path.endswith("/chat/completions") for r in fake.requests)
         fake.faults.clear()
         await asyncio.sleep(0.2)
         ctx = CallContext(request_id="r2")
         await engine.create_chat_completion(params, ctx)
-        assert ctx.backend == "a"
+        assert calls.of(ctx).backend == "a"
     finally:
         await engine.close()
     probes = sum(r.path == MODELS for r in fake.requests)

@@ -6,7 +6,7 @@ import socket
 
 import pytest
 
-from gateway.engine.contract import CallContext
+from gateway.call import CallContext
 from gateway.engine.remote import RemoteEngine
 from gateway.errors import ServiceUnavailableError
 from tollgate.gateway.v1 import gateway_pb2 as pb

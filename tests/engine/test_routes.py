@@ -7,8 +7,7 @@ from types import MappingProxyType
 from gateway.auth.principal import Principal
 from gateway.config import GatewayConfig, ModelConfig, TargetConfig
 from gateway.config.routing import ExperimentConfig, RouteMatch, RouteRule, RoutingConfig
-from gateway.engine.contract import CallContext
-from gateway.engine.routes import RouteTable, routing_headers
+from gateway.engine.routes import Caller, RouteTable, routing_headers
 
 T = (TargetConfig(backend="b", model="x"),)
 MODELS = (
@@ -19,12 +18,12 @@ MODELS = (
 )
 
 
-def ctx(headers: dict[str, str] | None = None, **who: object) -> CallContext:
+def ctx(headers: dict[str, str] | None = None, **who: object) -> Caller:
     labels = MappingProxyType(who.pop("labels", {}))  # type: ignore[arg-type]
     principal = Principal(
         key_id=str(who.get("key_id", "k1")), user=str(who.get("user", "")), team=str(who.get("team", "")), labels=labels
     )
-    return CallContext(request_id="r", headers=headers or {}, principal=principal)
+    return Caller(headers=headers or {}, principal=principal)
 
 
 RULES = (
@@ -74,4 +73,4 @@ def test_header_names_are_what_a_split_front_door_forwards() -> None:
 
 def test_an_anonymous_caller_matches_no_identity_rule() -> None:
     table = RouteTable(RULES, MODELS)
-    assert table.resolve("gpt-4o-mini", CallContext(request_id="r")) == ("gpt-4o-mini", "")
+    assert table.resolve("gpt-4o-mini", Caller()) == ("gpt-4o-mini", "")

@@ -8,13 +8,14 @@ from collections.abc import AsyncIterator
 
 import pytest
 
+from gateway.call import CallContext
 from gateway.config import parse_config
-from gateway.engine.contract import CallContext
-from gateway.engine.core import EngineCore
+from gateway.engine.core import EngineCore, EngineParts
+from gateway.engine.routes import Caller
 from gateway.errors import UpstreamTimeoutError
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI, Fault
-from tests.engine.test_metering import Collected
+from tests.engine.test_metering import Calls, Collected
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.stats.v1 import stats_pb2
 
@@ -44,9 +45,12 @@ async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeOpenAI]]:
 async def engine(fakes: tuple[FakeOpenAI, FakeOpenAI]) -> AsyncIterator[tuple[EngineCore, Collected]]:
     config = parse_config(CONFIG.format(first=fakes[0].base_url, second=fakes[1].base_url), os.environ)
     sink = Collected()
-    core = EngineCore(config, build_providers(config), usage=sink)
+    core = EngineCore(config, EngineParts(build_providers(config), usage=sink, observer=CALLS))
     yield core, sink
     await core.close()
+
+
+CALLS = Calls()
 
 
 def chat(model: str = "small") -> pb.ChatCompletionParams:
@@ -63,7 +67,7 @@ async def test_the_record_names_the_rule_the_experiment_and_the_arm(engine: tupl
     for i in range(20):
         ctx = session_ctx(f"s{i}", **{"x-vip": "1"})
         await core.create_chat_completion(chat(), ctx)
-        arms[ctx.arm] = ctx.backend
+        arms[CALLS.of(ctx).arm] = CALLS.of(ctx).backend
     assert arms == {"control": "a", "treatment": "b"}, "both arms seen over 20 sessions, each on its own targets"
     for record in sink.records:
         assert record.labels["tollgate.route_rule"] == "vip"
@@ -80,11 +84,12 @@ async def test_a_failing_treatment_falls_back_to_the_control_targets(
     fakes[1].add_fault(Fault(status=500))
     ctx = session_ctx(treated)
     await core.create_chat_completion(chat(), ctx)
-    assert (ctx.arm, ctx.backend, ctx.attempts) == ("treatment", "a", 2)
+    call = CALLS.of(ctx)
+    assert (call.arm, call.backend, call.attempts) == ("treatment", "a", 2)
 
 
 def _arm(core: EngineCore, session: str) -> str:
-    return core._router.route("small", session_ctx(session)).arm
+    return core._router.route("small", Caller(session_ctx(session).headers)).arm
 
 
 async def test_a_stream_stalling_after_its_first_byte_reports_the_usage_so_far(
@@ -116,7 +121,8 @@ async def test_a_context_length_error_moves_to_the_larger_model(
     ctx = session_ctx(control)
     answer = await core.create_chat_completion(chat(), ctx)
     assert answer.model == "gpt-4o-mini-128k"
-    assert ctx.route == "long>b" and ctx.attempts == 2
+    call = CALLS.of(ctx)
+    assert call.route == "long>b" and call.attempts == 2
 
 
 async def test_the_health_snapshot_lists_every_target_once(

@@ -10,7 +10,7 @@ import orjson
 import pytest
 
 from gateway.config import BackendConfig, parse_config
-from gateway.engine.core import EngineCore
+from gateway.engine.core import EngineCore, EngineParts
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
@@ -63,10 +63,10 @@ async def serve(request: pytest.FixtureRequest) -> AsyncIterator[object]:
 
     async def start(provider: ScriptedProvider) -> str:
         config = parse_config(CONFIG, os.environ)
-        engine = EngineCore(config, {"scripted": provider})
+        engine = EngineCore(config, EngineParts({"scripted": provider}))
         grpc_server = await start_engine_server(engine, "127.0.0.1:0")
         front = RemoteEngine(f"127.0.0.1:{grpc_server.port}") if request.param == "split" else engine
-        http = await start_http_server(create_app(front, config.server), "127.0.0.1:0", 0.5)
+        http = await start_http_server(create_app(front, config.server), "127.0.0.1:0", config.server)
         servers.extend([grpc_server, http, front])
         return f"http://127.0.0.1:{http.port}/v1/chat/completions"
 

@@ -45,7 +45,7 @@ from typing import Any
 
 from aiohttp import web
 
-from gateway.codec.openai_request import decode_chat_params, decode_embeddings_request
+from gateway.codec.openai_decode import decode_chat_params, decode_embeddings_request
 from gateway.codec.openai_response import encode_chunk, encode_completion, encode_embeddings
 from gateway.config import BackendConfig, Secret
 from gateway.errors import GatewayError

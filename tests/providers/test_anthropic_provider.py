@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from gateway.codec.openai_request import decode_chat_params
+from gateway.codec.openai_decode import decode_chat_params
 from gateway.config import BackendConfig, ConfigError, Secret, parse_config
 from gateway.errors import (
     GatewayError,

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from gateway.codec.openai_request import decode_chat_params
+from gateway.codec.openai_decode import decode_chat_params
 from gateway.errors import InvalidRequestError
 from gateway.providers.gemini_request import encode_generate_request
 

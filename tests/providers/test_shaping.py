@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from gateway.codec.openai_request import decode_chat_params
+from gateway.codec.openai_decode import decode_chat_params
 from gateway.config import ConfigError, GatewayConfig, parse_config
 from gateway.errors import ServiceUnavailableError
 from gateway.providers.registry import build_providers
@@ -111,6 +111,6 @@ def test_backend_without_shaping_is_not_wrapped() -> None:
     ],
 )
 def test_bad_shaping_is_refused_with_its_path(shaping: str, message: str) -> None:
-    with pytest.raises(ConfigError) as info:
-        config("openai", "http://127.0.0.1:1/v1", f"    {shaping}")
+    with pytest.raises(ConfigError) as info:  # the config's shape when it is read, the values when providers are built
+        build_providers(config("openai", "http://127.0.0.1:1/v1", f"    {shaping}"))
     assert str(info.value).startswith(message), str(info.value)

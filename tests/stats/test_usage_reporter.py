@@ -7,6 +7,8 @@ import glob
 import logging
 import os
 import random
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import replace
@@ -17,7 +19,8 @@ import pytest
 
 from gateway.config import StatsConfig
 from gateway.stats import UsageReporter
-from gateway.stats.reporter import encode_report_request
+from gateway.stats.spool_format import decode
+from gateway.stats.wire import encode_report_request
 from tests.stats.fake_stats import FakeStatsServer, free_port
 from tollgate.stats.v1 import stats_pb2
 
@@ -378,3 +381,89 @@ async def test_batches_stay_under_a_megabyte_however_large_the_records(
     await eventually(lambda: len(server.service.store) == 40, within=10)
     assert max(server.service.batches) <= 3  # 3 records of 300 KB fit under 1 MiB, 4 do not
     assert reporter.counters.dropped == 0
+
+
+async def test_write_ahead_puts_each_record_on_disk_before_submit_returns(
+    server: FakeStatsServer, reporters: list[UsageReporter], tmp_path: Path
+) -> None:
+    server.service.fail = grpc.StatusCode.UNAVAILABLE
+    reporter = await started(reporters, config(server.address, tmp_path, flush_interval=10.0))
+    for i in range(3):
+        reporter.submit(record(i))
+        # What a SIGKILL right now would leave for the next start: every record submitted so far.
+        found = [stats_pb2.UsageRecord.FromString(p).request_id for s in segments(tmp_path) for p in read(s)]
+        assert found == [f"req-{j}" for j in range(i + 1)]
+    assert reporter.counters.journaled == 3
+    server.service.fail = None
+    await reporter.close()  # delivered at close: marked in the journal, which is then deleted
+    assert len(server.service.store) == 3
+    assert segments(tmp_path) == []
+
+
+async def test_without_write_ahead_memory_records_are_not_on_disk(
+    reporters: list[UsageReporter], tmp_path: Path
+) -> None:
+    reporter = await started(
+        reporters, config(f"127.0.0.1:{free_port()}", tmp_path, write_ahead=False, flush_interval=10.0)
+    )
+    reporter.submit(record(1))
+    assert segments(tmp_path) == []
+    assert reporter.counters.journaled == 0
+
+
+def read(path: str) -> list[bytes]:
+    with open(path, "rb") as file:
+        return decode(file.read()).entries
+
+
+async def test_fsync_interval_zero_syncs_each_turn_without_spinning(
+    server: FakeStatsServer, reporters: list[UsageReporter], tmp_path: Path
+) -> None:
+    sleeps: list[float] = []
+
+    async def sleep(seconds: float) -> None:
+        sleeps.append(seconds)
+        await asyncio.sleep(min(seconds, 0.01))
+
+    reporter = await started(
+        reporters, config(server.address, tmp_path, fsync_interval=0.0, flush_interval=10.0), sleep=sleep
+    )
+    reporter.submit(record(1))
+    await asyncio.sleep(0.2)
+    assert not reporter._spool.needs_sync  # synced on the task's first turn after the write
+    assert len(sleeps) < 30  # idle, it waits for the flush interval, not for the next fsync
+
+
+CRASHING_CHILD = """
+import asyncio, os, signal, sys
+from gateway.config import StatsConfig
+from gateway.stats import UsageReporter
+from tollgate.stats.v1 import stats_pb2
+
+async def main():
+    config = StatsConfig(server=sys.argv[1], spool_dir=sys.argv[2], max_batch=100, flush_interval=10.0)
+    reporter = UsageReporter(config)
+    await reporter.start()
+    # One segment: the first 100 are a full batch, sent at once, stored and acknowledged in the segment; the other
+    # 50 wait for the flush interval when the process is killed.
+    for i in range(150):
+        reporter.submit(stats_pb2.UsageRecord(request_id=f"req-{i}"))
+    while reporter.counters.delivered < 100:
+        await asyncio.sleep(0.01)
+    os.kill(os.getpid(), signal.SIGKILL)
+
+asyncio.run(main())
+"""
+
+
+async def test_sigkill_loses_nothing_and_the_next_start_resends_nothing_stored(
+    server: FakeStatsServer, reporters: list[UsageReporter], tmp_path: Path
+) -> None:
+    spool = str(tmp_path / "spool")
+    child = await asyncio.create_subprocess_exec(sys.executable, "-c", CRASHING_CHILD, server.address, spool)
+    assert await asyncio.wait_for(child.wait(), 20) == -signal.SIGKILL
+    assert len(server.service.store) == 100
+    await started(reporters, config(server.address, tmp_path))  # the same spool
+    await eventually(lambda: len(server.service.store) == 150)
+    assert server.service.duplicates == 0  # the first 100 were acknowledged in the segment: not sent again
+    await eventually(lambda: segments(tmp_path) == [])

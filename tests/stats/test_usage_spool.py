@@ -167,3 +167,62 @@ def test_a_failed_first_write_leaves_no_empty_segment(tmp_path: Path) -> None:
         os.write = real_write  # type: ignore[assignment]
         spool.close()
     assert list(tmp_path.glob("*.spool")) == []
+
+
+def test_acknowledged_records_are_skipped_by_a_replay(tmp_path: Path) -> None:
+    """Records memory holds are written ahead; those the server stored are marked, so a later replay skips them."""
+    spool = Spool(str(tmp_path), 1 << 20)
+    spool.open()
+    slots = [spool.write(p, held=True) for p in payloads(6)]
+    assert all(slots)
+    on_disk = decode(next(tmp_path.glob("*.spool")).read_bytes())
+    assert on_disk.entries == payloads(6)  # on disk (the page cache) as soon as written
+    segment = slots[0].segment  # type: ignore[union-attr]
+    spool.ack(segment, [0, 1, 3])
+    spool.close()  # a shutdown with records 2, 4 and 5 still in memory: they stay for the next run
+    claimed = spool.claim()
+    assert claimed is not None
+    assert claimed.entries == [payloads(6)[i] for i in (2, 4, 5)]
+    assert claimed.indices == (2, 4, 5)
+    spool.ack_claimed(claimed, [2])  # a replay marks what it delivered too, then crashes before the rest
+    spool.release(claimed)
+    again = spool.claim()
+    assert again is not None
+    assert again.indices == (4, 5)
+
+
+def test_a_fully_acknowledged_segment_is_deleted(tmp_path: Path) -> None:
+    spool = Spool(str(tmp_path), 1 << 20)
+    spool.open()
+    slots = [spool.write(p, held=True) for p in payloads(3)]
+    spool.ack(slots[0].segment, [0, 1, 2])  # type: ignore[union-attr]
+    assert list(tmp_path.glob("*.spool")) == []
+    assert spool.bytes_used == 0
+
+
+def test_a_sealed_segment_stays_locked_while_memory_holds_its_records(tmp_path: Path) -> None:
+    writer = Spool(str(tmp_path), 1 << 20, segment_bytes=60)
+    reader = Spool(str(tmp_path), 1 << 20)
+    first = [writer.write(p, held=True) for p in payloads(2)]
+    writer.write(b"next segment", held=True)  # rotates: the first segment is sealed but still held
+    assert reader.claim() is None
+    writer.let_go(first[0].segment, 2)  # type: ignore[union-attr]  # memory gives them up (a rejected batch)
+    claimed = reader.claim()
+    assert claimed is not None
+    assert claimed.entries == payloads(2)
+    reader.release(claimed)
+    writer.close()
+
+
+def test_ack_entries_after_a_torn_tail_are_kept_by_cutting_the_tail(tmp_path: Path) -> None:
+    path = tmp_path / "4242-00000000.spool"
+    write_segment(path, payloads(3))
+    os.truncate(path, path.stat().st_size - 3)
+    spool = Spool(str(tmp_path), 1 << 20)
+    segment = spool.claim()
+    assert segment is not None
+    spool.ack_claimed(segment, [0])
+    spool.release(segment)
+    again = spool.claim()
+    assert again is not None
+    assert (again.indices, again.torn) == ((1,), 0)

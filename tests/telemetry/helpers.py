@@ -10,16 +10,12 @@ from dataclasses import dataclass
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
-from gateway.auth.authenticator import build_authenticator
+from gateway.assemble import assemble
 from gateway.config import GatewayConfig, parse_config
 from gateway.engine.core import EngineCore
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
-from gateway.providers.registry import build_providers
-from gateway.ratelimit.build import build_limiter
-from gateway.stats.reporter import UsageReporter
-from gateway.telemetry.build import build_telemetry
 from gateway.telemetry.http import metrics_app
 from gateway.telemetry.observer import Telemetry
 from gateway.telemetry.tracing import Tracing
@@ -46,12 +42,9 @@ async def instrumented(
 ) -> AsyncIterator[Instrumented]:
     """Start tollgate from config text with its telemetry; `*_tracing` replace the configured exporters."""
     config = parse_config(text, os.environ)
-    # As EngineCore.from_config builds it, with the test's tracer in place of an OTLP exporter.
-    auth, limiter = build_authenticator(config.auth), build_limiter(config)
-    reporter = UsageReporter(config.stats) if config.stats is not None else None
-    engine = EngineCore(config, build_providers(config), auth=auth, usage=reporter, limiter=limiter)
-    engine.observe(build_telemetry(config, auth, reporter, limiter, engine_tracing))
-    assert engine.telemetry is not None
+    # As the composition root builds it, with the test's tracer in place of an OTLP exporter.
+    assembly = assemble(config, engine_tracing)
+    engine, telemetry = assembly.engine, assembly.telemetry
     await engine.start()
     grpc_server = await start_engine_server(engine, "127.0.0.1:0")
     grpc_address = f"127.0.0.1:{grpc_server.port}"
@@ -59,14 +52,16 @@ async def instrumented(
     remote = None
     try:
         if mode == "split":
-            assert engine.telemetry.metrics is not None
-            metrics_server = await start_http_server(metrics_app(engine.telemetry.metrics), "127.0.0.1:0", 1.0)
+            assert telemetry.metrics is not None
+            metrics_server = await start_http_server(metrics_app(telemetry.metrics), "127.0.0.1:0")
             remote = RemoteEngine.for_config(grpc_address, config)
             front_telemetry = Telemetry.from_config(config, front_tracing)
-            http = await start_http_server(create_app(remote, config.server, front_telemetry), "127.0.0.1:0", 1.0)
+            http = await start_http_server(
+                create_app(remote, config.server, front_telemetry), "127.0.0.1:0", config.server
+            )
             metrics_url = f"http://127.0.0.1:{metrics_server.port}/metrics"
         else:
-            http = await start_http_server(create_app(engine, config.server, engine.telemetry), "127.0.0.1:0", 1.0)
+            http = await start_http_server(create_app(engine, config.server, telemetry), "127.0.0.1:0", config.server)
             metrics_url = f"http://127.0.0.1:{http.port}/metrics"
         try:
             yield Instrumented(f"http://127.0.0.1:{http.port}", metrics_url, grpc_address, engine, config)

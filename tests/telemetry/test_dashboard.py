@@ -8,8 +8,8 @@ from typing import Any
 
 import orjson
 
+from gateway.assemble import assemble
 from gateway.config import parse_config
-from gateway.engine.core import EngineCore
 
 DASHBOARD = Path(__file__).parents[2] / "dashboards" / "grafana" / "tollgate.json"
 # Every section that brings scrape-time metrics: auth, stats, a Redis limiter (nothing is connected to), a cache.
@@ -30,9 +30,9 @@ _MATCHER = re.compile(r"([a-z_]+)\s*(?:=~|!~|!=|=)")
 
 def exported() -> dict[str, set[str]]:
     """Sample name → label names, for every metric a fully configured engine exports."""
-    engine = EngineCore.from_config(parse_config(CONFIG, {}))
-    assert engine.telemetry is not None and engine.telemetry.metrics is not None
-    metrics = engine.telemetry.metrics
+    assembly = assemble(parse_config(CONFIG, {}))
+    assert assembly.telemetry.metrics is not None
+    metrics = assembly.telemetry.metrics
     names: dict[str, set[str]] = {}
     for family in metrics.registry.collect():
         labels = _labels(metrics, family.name)
@@ -42,7 +42,7 @@ def exported() -> dict[str, set[str]]:
 
 
 def _labels(metrics: Any, name: str) -> set[str]:
-    for attribute in vars(metrics).values():
+    for attribute in [*vars(metrics).values(), *vars(metrics.routing).values()]:
         if getattr(attribute, "_name", None) == name:
             return set(attribute._labelnames)  # the instrument's declared label names
     for source in metrics.sources._metrics:

@@ -198,7 +198,7 @@ async def test_an_engine_that_is_down_gets_a_line(restore_logging: None) -> None
     configure_logging(LogsConfig(format="json"), "INFO", (), out)
     config = parse_config(config_for("http://127.0.0.1:9"), {})
     remote = RemoteEngine("127.0.0.1:1")
-    server = await start_http_server(create_app(remote, config.server, Telemetry(config)), "127.0.0.1:0", 1.0)
+    server = await start_http_server(create_app(remote, config.server, Telemetry(config)), "127.0.0.1:0", config.server)
     try:
         async with (
             aiohttp.ClientSession() as session,

@@ -3,6 +3,7 @@ stats server, the limiter's failover state with a Redis that is not there, and a
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import openai
@@ -31,6 +32,11 @@ async def test_auth_and_stats_readings(mode: str, upstream: FakeOpenAI, stack: S
             await stranger.chat.completions.create(model="gpt-4o-mini", messages=MESSAGES)
         await eventually(lambda: len(stack.rows()) == 3)
         samples = await scrape(gw.metrics_url)
+        for _ in range(50):  # the server stores a batch a moment before the gateway reads its answer and counts it
+            if value(samples, "tollgate_stats_records_total", outcome="delivered") == 3:
+                break
+            await asyncio.sleep(0.02)
+            samples = await scrape(gw.metrics_url)
     assert value(samples, "tollgate_auth_checks_total", result="allow") == 1
     assert value(samples, "tollgate_auth_checks_total", result="deny") == 1
     assert value(samples, "tollgate_auth_checks_total", result="unavailable") == 0

@@ -170,13 +170,13 @@ def test_tracing_off_imports_no_opentelemetry() -> None:
     code = (
         "import sys\n"
         "from gateway.config import parse_config\n"
-        "from gateway.engine.core import EngineCore\n"
+        "from gateway.assemble import assemble\n"
         "from gateway.frontdoor.app import create_app\n"
         "from gateway.config import default_config_text\n"
         "config = parse_config(default_config_text(), {})\n"
-        "engine = EngineCore.from_config(config)\n"
-        "app = create_app(engine, config.server, engine.telemetry)\n"
-        "assert engine.telemetry.tracing is None\n"
+        "assembly = assemble(config)\n"
+        "app = create_app(assembly.engine, config.server, assembly.telemetry)\n"
+        "assert assembly.telemetry.tracing is None\n"
         "assert [m.__name__ for m in app.middlewares] == ['answers'], app.middlewares  # no tracing one\n"
         # redis-py imports parts of the OpenTelemetry API and SDK for its own (off) metrics; tracing is ours.
         "ours = ('gateway.telemetry.tracing', 'opentelemetry.sdk.trace', 'opentelemetry.exporter')\n"

@@ -1,15 +1,15 @@
-"""OpenAI request JSON ⇄ `tollgate.gateway.v1` request messages, field by field.
+"""A client's OpenAI request JSON → `tollgate.gateway.v1` request messages, field by field (the front door's half).
 
-`decode_*` reads a client's parsed JSON body and validates every field it knows, raising `InvalidRequestError` with
-the field's path as `param`; fields it does not know are kept as JSON text in `extra_json`, never dropped.
-`encode_*` writes the message back as the dict an OpenAI-compatible server expects, extras merged in.
+`decode_*` reads a parsed JSON body and checks that every field it knows has the right JSON type, raising
+`InvalidRequestError` with the field's path as `param`; fields it does not know are kept as JSON text in
+`extra_json`, never dropped. What the values may be (ranges, counts, lengths) is checked on the decoded message by
+`gateway.validation`, which the engine runs for every call, from either door.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
-
-import orjson
 
 from gateway.codec.json_fields import (
     as_bool,
@@ -22,28 +22,17 @@ from gateway.codec.json_fields import (
     json_text,
     type_name,
 )
+from gateway.codec.openai_roles import ROLES
 from gateway.errors import InvalidRequestError
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
-ROLES: dict[str, pb.Role.ValueType] = {
-    "system": pb.ROLE_SYSTEM,
-    "user": pb.ROLE_USER,
-    "assistant": pb.ROLE_ASSISTANT,
-    "tool": pb.ROLE_TOOL,
-    "developer": pb.ROLE_DEVELOPER,
-    "function": pb.ROLE_FUNCTION,
-}
-ROLE_NAMES: dict[int, str] = {v: k for k, v in ROLES.items()}
-_TOOL_CHOICE_MODES = ("none", "auto", "required")
-_INT64_MAX = 2**63 - 1
+_INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _extra(body: dict[str, Any], known: frozenset[str], param: str) -> str:
     extra = {k: v for k, v in body.items() if k not in known}
     return json_text(extra, param or "body") if extra else ""
 
-
-# ---------------------------------------------------------------------------------------------------- decode
 
 _PARAM_KEYS = frozenset(
     [
@@ -87,8 +76,7 @@ def decode_chat_params(body: object) -> tuple[pb.ChatCompletionParams, bool]:
     body = as_dict(body, "body")
     params = pb.ChatCompletionParams(model=_model(body))
     params.messages.extend(
-        decode_message(m, f"messages[{i}]")
-        for i, m in enumerate(as_list(body.get("messages"), "messages", allow_empty=False))
+        decode_message(m, f"messages[{i}]") for i, m in enumerate(as_list(body.get("messages"), "messages"))
     )
     _decode_sampling(body, params)
     _decode_tools(body, params)
@@ -109,32 +97,21 @@ def _model(body: dict[str, Any]) -> str:
     model = body.get("model")
     if model is None:
         raise InvalidRequestError("model: required; name the model to use", code="missing_model", param="model")
-    if not as_str(model, "model"):
-        raise bad("model", "must not be empty")
-    return str(model)
+    return as_str(model, "model")
+
+
+_FLOATS = ("temperature", "top_p", "presence_penalty", "frequency_penalty")
+_INTS = ("max_tokens", "max_completion_tokens", "n", "top_logprobs", "seed")
 
 
 def _decode_sampling(body: dict[str, Any], params: pb.ChatCompletionParams) -> None:
-    floats = {
-        "temperature": (0.0, 2.0),
-        "top_p": (0.0, 1.0),
-        "presence_penalty": (-2.0, 2.0),
-        "frequency_penalty": (-2.0, 2.0),
-    }
-    for key, (low, high) in floats.items():
+    # Any number the message can hold; the allowed ranges are gateway.validation's.
+    for key in _FLOATS:
         if (value := body.get(key)) is not None:
-            setattr(params, key, as_float(value, key, low, high))
-    ints = {
-        "max_tokens": (1, _INT64_MAX),
-        "max_completion_tokens": (1, _INT64_MAX),
-        "n": (1, 128),
-        "top_logprobs": (0, 20),
-    }
-    for key, (ilow, ihigh) in ints.items():
+            setattr(params, key, as_float(value, key, -math.inf, math.inf))
+    for key in _INTS:
         if (value := body.get(key)) is not None:
-            setattr(params, key, as_int(value, key, ilow, ihigh))
-    if (seed := body.get("seed")) is not None:
-        params.seed = as_int(seed, "seed", -(2**63), _INT64_MAX)
+            setattr(params, key, as_int(value, key, _INT64_MIN, _INT64_MAX))
     _decode_flags_and_lists(body, params)
 
 
@@ -147,12 +124,10 @@ def _decode_flags_and_lists(body: dict[str, Any], params: pb.ChatCompletionParam
             setattr(params, key, as_str(text, key))
     if (stop := body.get("stop")) is not None:
         stops = [stop] if isinstance(stop, str) else as_list(stop, "stop")
-        if len(stops) > 4:
-            raise bad("stop", "at most 4 stop sequences")
         params.stop.extend(as_str(s, f"stop[{i}]") for i, s in enumerate(stops))
     if (bias := body.get("logit_bias")) is not None:
         for token, weight in as_dict(bias, "logit_bias").items():
-            params.logit_bias[token] = as_float(weight, f"logit_bias.{token}", -100.0, 100.0)
+            params.logit_bias[token] = as_float(weight, f"logit_bias.{token}", -math.inf, math.inf)
     if (metadata := body.get("metadata")) is not None:
         for key, value in as_dict(metadata, "metadata").items():
             params.metadata[key] = as_str(value, f"metadata.{key}")
@@ -165,8 +140,6 @@ def _decode_tools(body: dict[str, Any], params: pb.ChatCompletionParams) -> None
         params.tools.extend(decode_tool(t, f"tools[{i}]") for i, t in enumerate(as_list(tools, "tools")))
     if (choice := body.get("tool_choice")) is not None:
         if isinstance(choice, str):
-            if choice not in _TOOL_CHOICE_MODES:
-                raise bad("tool_choice", f"expected one of {', '.join(_TOOL_CHOICE_MODES)}, got {choice!r}")
             params.tool_choice.mode = choice
         else:
             function = as_dict(as_dict(choice, "tool_choice").get("function"), "tool_choice.function")
@@ -174,8 +147,6 @@ def _decode_tools(body: dict[str, Any], params: pb.ChatCompletionParams) -> None
     if (fmt := body.get("response_format")) is not None:
         fmt = as_dict(fmt, "response_format")
         kind = as_str(fmt.get("type"), "response_format.type")
-        if kind not in ("text", "json_object", "json_schema"):
-            raise bad("response_format.type", f"expected text, json_object or json_schema, got {kind!r}")
         params.response_format.type = kind
         if kind == "json_schema":
             schema = as_dict(fmt.get("json_schema"), "response_format.json_schema")
@@ -229,13 +200,9 @@ def decode_message(value: object, param: str) -> pb.ChatMessage:
         out.content_parts.extend(decode_part(p, f"{param}.content[{i}]") for i, p in enumerate(content))
     elif content is not None:
         raise bad(f"{param}.content", f"expected a string or an array, got {type_name(content)}")
-    elif role != pb.ROLE_ASSISTANT:
-        raise bad(f"{param}.content", "required for this role")
     for key in ("name", "tool_call_id", "refusal", "reasoning_content"):
         if (text := msg.get(key)) is not None:
             setattr(out, key, as_str(text, f"{param}.{key}"))
-    if role == pb.ROLE_TOOL and not out.HasField("tool_call_id"):
-        raise bad(f"{param}.tool_call_id", "required for a tool message")
     if (calls := msg.get("tool_calls")) is not None:
         out.tool_calls.extend(
             _decode_tool_call(c, f"{param}.tool_calls[{i}]")
@@ -281,8 +248,6 @@ def decode_part(value: object, param: str) -> pb.ContentPart:
         for key in ("file_id", "file_data", "filename"):
             if (text := file.get(key)) is not None:
                 setattr(out.file, key, as_str(text, f"{param}.file.{key}"))
-        if not out.file.file_id and not out.file.file_data:
-            raise bad(f"{param}.file", "needs a file_id or file_data")
     else:
         out.other_json = json_text(part, param)
         return out
@@ -304,156 +269,16 @@ def decode_embeddings_request(body: object) -> pb.CreateEmbeddingsRequest:
     elif isinstance(raw, list) and raw and all(isinstance(x, list) for x in raw):
         for i, ids in enumerate(raw):
             out.input_tokens.add().ids.extend(
-                as_int(x, f"input[{i}][{j}]") for j, x in enumerate(as_list(ids, f"input[{i}]", allow_empty=False))
+                as_int(x, f"input[{i}][{j}]") for j, x in enumerate(as_list(ids, f"input[{i}]"))
             )
     else:
-        items = as_list(raw, "input", allow_empty=False)
+        items = as_list(raw, "input")
         out.input.extend(as_str(x, f"input[{i}]") for i, x in enumerate(items))
-    if len(out.input) + len(out.input_tokens) > 2048:
-        raise bad("input", "at most 2048 inputs")
     if (fmt := body.get("encoding_format")) is not None:
-        if fmt not in ("float", "base64"):
-            raise bad("encoding_format", f"expected float or base64, got {fmt!r}")
-        out.encoding_format = fmt
+        out.encoding_format = as_str(fmt, "encoding_format")
     if (dimensions := body.get("dimensions")) is not None:
-        out.dimensions = as_int(dimensions, "dimensions", 1, 65536)
+        out.dimensions = as_int(dimensions, "dimensions", _INT64_MIN, _INT64_MAX)
     if (user := body.get("user")) is not None:
         out.user = as_str(user, "user")
     out.extra_json = _extra(body, frozenset(("model", "input", "encoding_format", "dimensions", "user")), "")
     return out
-
-
-# ---------------------------------------------------------------------------------------------------- encode
-
-
-def _merge_extra(out: dict[str, Any], extra_json: str) -> dict[str, Any]:
-    if extra_json:
-        for key, value in orjson.loads(extra_json).items():
-            out.setdefault(key, value)
-    return out
-
-
-def encode_chat_params(params: pb.ChatCompletionParams, model: str, *, stream: bool) -> dict[str, Any]:
-    """The OpenAI request body for `params`, asking for `model`; a stream always asks for usage."""
-    body: dict[str, Any] = {"model": model, "messages": [encode_message(m) for m in params.messages]}
-    for key in ("temperature", "top_p", "max_tokens", "max_completion_tokens", "n", "presence_penalty",
-                "frequency_penalty", "logprobs", "top_logprobs", "seed", "user", "parallel_tool_calls",
-                "reasoning_effort", "service_tier", "store"):  # fmt: skip
-        if params.HasField(key):
-            body[key] = getattr(params, key)
-    if params.stop:
-        body["stop"] = list(params.stop)
-    if params.logit_bias:
-        body["logit_bias"] = dict(params.logit_bias)
-    if params.metadata:
-        body["metadata"] = dict(params.metadata)
-    if params.modalities:
-        body["modalities"] = list(params.modalities)
-    if params.tools:
-        body["tools"] = [encode_tool(t) for t in params.tools]
-    which = params.tool_choice.WhichOneof("choice")
-    if which == "mode":
-        body["tool_choice"] = params.tool_choice.mode
-    elif which == "function_name":
-        body["tool_choice"] = {"type": "function", "function": {"name": params.tool_choice.function_name}}
-    if params.response_format.type:
-        body["response_format"] = _encode_response_format(params.response_format)
-    if stream:
-        # Usage is always asked for upstream so accounting is exact; the engine strips it for clients that did not ask.
-        body["stream"] = True
-        body["stream_options"] = {"include_usage": True}
-    return _merge_extra(body, params.extra_json)
-
-
-def _encode_response_format(fmt: pb.ResponseFormat) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": fmt.type}
-    if fmt.type == "json_schema":
-        schema: dict[str, Any] = {"name": fmt.json_schema.name}
-        if fmt.json_schema.HasField("description"):
-            schema["description"] = fmt.json_schema.description
-        if fmt.json_schema.schema_json:
-            schema["schema"] = orjson.loads(fmt.json_schema.schema_json)
-        if fmt.json_schema.HasField("strict"):
-            schema["strict"] = fmt.json_schema.strict
-        out["json_schema"] = _merge_extra(schema, fmt.json_schema.extra_json)
-    return out
-
-
-def encode_tool(tool: pb.Tool) -> dict[str, Any]:
-    """One entry of `tools`."""
-    out: dict[str, Any] = {"type": tool.type}
-    if tool.HasField("function"):
-        fn: dict[str, Any] = {"name": tool.function.name}
-        if tool.function.HasField("description"):
-            fn["description"] = tool.function.description
-        if tool.function.parameters_json:
-            fn["parameters"] = orjson.loads(tool.function.parameters_json)
-        if tool.function.HasField("strict"):
-            fn["strict"] = tool.function.strict
-        out["function"] = _merge_extra(fn, tool.function.extra_json)
-    return _merge_extra(out, tool.extra_json)
-
-
-def encode_message(msg: pb.ChatMessage) -> dict[str, Any]:
-    """One entry of `messages`."""
-    out: dict[str, Any] = {"role": ROLE_NAMES.get(msg.role, "user")}
-    if msg.content_parts:
-        out["content"] = [encode_part(p) for p in msg.content_parts]
-    else:
-        out["content"] = msg.content if msg.HasField("content") else None
-    for key in ("name", "tool_call_id", "refusal", "reasoning_content"):
-        if msg.HasField(key):
-            out[key] = getattr(msg, key)
-    if msg.tool_calls:
-        out["tool_calls"] = [encode_tool_call(c) for c in msg.tool_calls]
-    return _merge_extra(out, msg.extra_json)
-
-
-def encode_tool_call(call: pb.ToolCall) -> dict[str, Any]:
-    """A complete tool call, in a request's assistant message or a completion's."""
-    out = {
-        "id": call.id,
-        "type": call.type or "function",
-        "function": {"name": call.function.name, "arguments": call.function.arguments},
-    }
-    return _merge_extra(out, call.extra_json)
-
-
-def encode_part(part: pb.ContentPart) -> dict[str, Any]:
-    """One content part."""
-    which = part.WhichOneof("part")
-    out: dict[str, Any]
-    if which == "text":
-        out = {"type": "text", "text": part.text}
-    elif which == "image_url":
-        image: dict[str, Any] = {"url": part.image_url.url}
-        if part.image_url.detail:
-            image["detail"] = part.image_url.detail
-        out = {"type": "image_url", "image_url": _merge_extra(image, part.image_url.extra_json)}
-    elif which == "input_audio":
-        out = {"type": "input_audio", "input_audio": {"data": part.input_audio.data, "format": part.input_audio.format}}
-    elif which == "file":
-        file = {k: getattr(part.file, k) for k in ("file_id", "file_data", "filename") if getattr(part.file, k)}
-        out = {"type": "file", "file": file}
-    else:
-        return dict(orjson.loads(part.other_json or "{}"))
-    return _merge_extra(out, part.extra_json)
-
-
-def encode_embeddings_request(request: pb.CreateEmbeddingsRequest, model: str) -> dict[str, Any]:
-    """The OpenAI embeddings body for `request`, asking for `model`."""
-    inputs: Any
-    if request.input_tokens:
-        inputs = [list(t.ids) for t in request.input_tokens]
-        if request.single_input:
-            inputs = inputs[0]
-    else:
-        inputs = request.input[0] if request.single_input and request.input else list(request.input)
-    body: dict[str, Any] = {"model": model, "input": inputs}
-    if request.encoding_format:
-        body["encoding_format"] = request.encoding_format
-    if request.HasField("dimensions"):
-        body["dimensions"] = request.dimensions
-    if request.HasField("user"):
-        body["user"] = request.user
-    return _merge_extra(body, request.extra_json)

@@ -1,0 +1,121 @@
+"""`Drain`: what a stopping process knows about its requests, shared by its HTTP and gRPC servers.
+
+On SIGTERM the process begins draining (readiness and gRPC health say NOT_SERVING, HTTP answers carry
+`Connection: close`), keeps its listeners open for `server.drain_delay`, then closes them and waits for the requests
+in flight until `server.shutdown_grace` after the signal. Whatever is still running then is cut: each tracked task
+is marked as cut and cancelled, which the front door turns into an in-band error event (or a 503) and the engine's
+metering into a shutdown status, never a client cancel. See docs/operations.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+
+from gateway.errors import ShuttingDownError
+
+SHUTDOWN_CUT = "tollgate: shutdown grace is over"
+
+
+class _Cut:
+    """Whether the request of the task that set it was cut by a shutdown (one per tracked request)."""
+
+    __slots__ = ("cut",)
+
+    def __init__(self) -> None:
+        self.cut = False
+
+
+# Set by `Drain.track` in the request's own task, so that the engine's metering in that task can tell a shutdown
+# cut from a client going away, however the cut reached it: the cancellation itself, or a generator closed after.
+_REQUEST_CUT: ContextVar[_Cut | None] = ContextVar("tollgate_request_cut", default=None)
+
+
+def cut_by_shutdown(exc: BaseException | None) -> bool:
+    """Whether `exc` ended a request that a `Drain` cut when the shutdown grace was over."""
+    if not isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return False
+    cell = _REQUEST_CUT.get()
+    return cell is not None and cell.cut
+
+
+def as_shutdown(exc: BaseException | None) -> BaseException | None:
+    """`exc`, with a shutdown cut turned into the `ShuttingDownError` it stands for (for usage records)."""
+    return ShuttingDownError() if cut_by_shutdown(exc) else exc
+
+
+def absorb_cut(exc: asyncio.CancelledError) -> bool:
+    """If `exc` is a shutdown cut of the current task, take it back (so the task can still answer) and say so."""
+    if not cut_by_shutdown(exc):
+        return False
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        task.uncancel()
+    return True
+
+
+class Drain:
+    """The requests a process is serving, and whether it is stopping."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._tasks: dict[asyncio.Task[object], _Cut] = {}
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self.draining = False
+        self.cut_count = 0  # requests cut at the deadline
+
+    @property
+    def in_flight(self) -> int:
+        """Requests running now."""
+        return len(self._tasks)
+
+    def begin(self) -> None:
+        """Start draining: readiness fails, health is NOT_SERVING, connections close after their answer."""
+        self.draining = True
+
+    @contextmanager
+    def track(self) -> Iterator[None]:
+        """Count the current task as a request in flight for as long as the block runs."""
+        task = asyncio.current_task()
+        if task is None:  # not in a task: nothing to cut
+            yield
+            return
+        tasks = self._tasks
+        cell = tasks[task] = _Cut()
+        token = _REQUEST_CUT.set(cell)
+        self._idle.clear()
+        try:
+            yield
+        finally:
+            with contextlib.suppress(ValueError):  # reset in another context (a generator finalized elsewhere)
+                _REQUEST_CUT.reset(token)
+            tasks.pop(task, None)
+            if not tasks:
+                self._idle.set()
+
+    async def wait_idle(self, until: float) -> bool:
+        """Wait until no request is in flight, or until the clock reads `until`; whether it happened."""
+        remaining = until - self._clock()
+        if remaining <= 0:
+            return not self._tasks
+        try:
+            await asyncio.wait_for(self._idle.wait(), remaining)
+        except TimeoutError:
+            return False
+        return True
+
+    def cut(self) -> int:
+        """Cancel every request still in flight, marked as cut by the shutdown; how many there were."""
+        cut = 0
+        for task, cell in list(self._tasks.items()):
+            if not task.done():
+                cell.cut = True
+                task.cancel(SHUTDOWN_CUT)
+                cut += 1
+        self.cut_count += cut
+        return cut

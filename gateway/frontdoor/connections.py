@@ -1,0 +1,157 @@
+"""Connection deadlines aiohttp does not have: a time limit on a request's line and headers, and a cap on open
+connections per process.
+
+Each accepted connection's protocol (aiohttp's request handler) is wrapped by a `_Guarded` protocol that forwards
+every call to it. The header clock starts when the connection opens, and again when the first bytes of a later
+request arrive on an idle keep-alive connection; it stops when the request reaches the application (the front
+door's middleware calls `request_started`). A connection whose headers are late gets a 408 and is closed. A
+connection past `max_connections` gets a 503 with `Retry-After` and is closed at once. Idle keep-alive connections
+(aiohttp's `keepalive_timeout`) and slow bodies (`read_json`) are limited elsewhere.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Callable
+from typing import Any, cast
+
+import orjson
+
+log = logging.getLogger("tollgate.frontdoor")
+
+_LOG_INTERVAL = 60.0
+
+
+def _raw_response(status: str, message: str, code: str, extra: str = "") -> bytes:
+    body = orjson.dumps({"error": {"message": message, "type": "invalid_request_error", "param": None, "code": code}})
+    head = (
+        f"HTTP/1.1 {status}\r\nContent-Type: application/json\r\nContent-Length: {len(body)}\r\n"
+        f"Connection: close\r\n{extra}\r\n"
+    )
+    return head.encode() + body
+
+
+_HEADERS_LATE = _raw_response("408 Request Timeout", "The request's headers took too long to arrive", "request_timeout")
+_TOO_MANY = _raw_response(
+    "503 Service Unavailable", "Too many open connections; retry shortly", "too_many_connections", "Retry-After: 1\r\n"
+)
+
+
+class ConnectionGuard:
+    """The open connections of one front door, with their header deadlines."""
+
+    def __init__(self, header_timeout: float, max_connections: int) -> None:
+        self.header_timeout = header_timeout
+        self.max_connections = max_connections
+        self._open: dict[asyncio.BaseTransport, _Guarded] = {}
+        self.refused = 0  # connections closed at once: over max_connections
+        self.timed_out = 0  # connections closed with a 408: headers too late
+        self._next_log = -float("inf")
+
+    @property
+    def open_connections(self) -> int:
+        """Connections open now."""
+        return len(self._open)
+
+    def factory(self, make_handler: Callable[[], asyncio.Protocol]) -> Callable[[], asyncio.Protocol]:
+        """A protocol factory for `loop.create_server` that wraps each of `make_handler`'s protocols."""
+        return lambda: _Guarded(self, make_handler)
+
+    def request_started(self, transport: asyncio.BaseTransport | None) -> None:
+        """A request's headers arrived on `transport` and its handling begins: its header clock stops."""
+        guarded = self._open.get(transport) if transport is not None else None
+        if guarded is not None:
+            guarded.active += 1
+            guarded.disarm()
+
+    def request_finished(self, transport: asyncio.BaseTransport | None) -> None:
+        """A request on `transport` was answered."""
+        guarded = self._open.get(transport) if transport is not None else None
+        if guarded is not None:
+            guarded.active -= 1
+
+    def _admit(self, transport: asyncio.BaseTransport, guarded: _Guarded) -> bool:
+        if len(self._open) >= self.max_connections:
+            self.refused += 1
+            self._say(f"open connections at max_connections ({self.max_connections}): refusing new ones")
+            return False
+        self._open[transport] = guarded
+        return True
+
+    def _forget(self, transport: asyncio.BaseTransport | None) -> None:
+        if transport is not None:
+            self._open.pop(transport, None)
+
+    def _say(self, message: str) -> None:
+        loop_time = asyncio.get_running_loop().time()
+        if loop_time >= self._next_log:
+            self._next_log = loop_time + _LOG_INTERVAL
+            log.warning("%s (%d refused, %d timed out so far)", message, self.refused, self.timed_out)
+
+
+class _Guarded(asyncio.Protocol):
+    """One connection: forwards to aiohttp's protocol, with the header clock and the cap around it."""
+
+    def __init__(self, guard: ConnectionGuard, make_handler: Callable[[], asyncio.Protocol]) -> None:
+        self._guard = guard
+        self._make_handler = make_handler
+        self._inner: Any = None  # aiohttp's RequestHandler, made once the connection is admitted
+        self._transport: asyncio.Transport | None = None
+        self._timer: asyncio.TimerHandle | None = None
+        self.active = 0  # requests being handled on this connection
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
+        self._transport = transport
+        if not self._guard._admit(transport, self):
+            transport.write(_TOO_MANY)
+            transport.close()
+            return
+        self._arm()
+        self._inner = self._make_handler()
+        self._inner.connection_made(transport)
+
+    def data_received(self, data: bytes) -> None:
+        if self._inner is None:
+            return
+        if self.active == 0 and self._timer is None:
+            self._arm()  # the first bytes of another request on a kept-alive connection
+        self._inner.data_received(data)
+
+    def eof_received(self) -> bool | None:
+        return self._inner.eof_received() if self._inner is not None else None
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.disarm()
+        self._guard._forget(self._transport)
+        if self._inner is not None:
+            self._inner.connection_lost(exc)
+
+    def pause_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.pause_writing()
+
+    def resume_writing(self) -> None:
+        if self._inner is not None:
+            self._inner.resume_writing()
+
+    def disarm(self) -> None:
+        """Stop the header clock."""
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _arm(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._timer = loop.call_later(self._guard.header_timeout, self._headers_late)
+
+    def _headers_late(self) -> None:
+        self._timer = None
+        transport = self._transport
+        if self.active or transport is None or transport.is_closing():
+            return  # a request got in meanwhile: its body and its answer have limits of their own
+        self._guard.timed_out += 1
+        self._guard._say(f"a request's headers took over {self._guard.header_timeout:g}s: answered 408")
+        transport.write(_HEADERS_LATE)
+        transport.close()
