@@ -173,10 +173,6 @@ class RouteTable:
         if observer is not None:
             self._observer = observer
 
-    def observe(self, observer: DecisionObserver) -> None:
-        """Count decisions and fallbacks with `observer` (metrics)."""
-        self._observer = observer
-
     async def prepare(self) -> None:
         """Get every deciding rule ready (embed the examples, in batches): at engine start, and on reload."""
         if self._deciders:

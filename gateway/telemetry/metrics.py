@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import Mapping
-from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
@@ -23,6 +22,7 @@ from prometheus_client.multiprocess import MultiProcessCollector
 from gateway.config import GatewayConfig
 from gateway.engine.record import CallRecord, Spent, http_status
 from gateway.errors import GatewayError, RateLimitError
+from gateway.telemetry.children import Children
 from gateway.telemetry.routing_metrics import RoutingMetrics
 from gateway.telemetry.sources import ScrapeSources
 
@@ -147,14 +147,7 @@ class Metrics:
         self.routing = RoutingMetrics(own)  # deciding route rules and backend wakes, recorded as they happen
         self.sources = ScrapeSources(self.registry if not self.multiproc_dir else None)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
-        self._children: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self._child = Children()
 
     def record(self, call: CallRecord, failure: BaseException | None, spent: Spent, now: float) -> None:
         """Everything one finished call adds to the metrics."""

@@ -3,9 +3,9 @@ backend wakes (by result, their duration, the requests held). Recorded as things
 
 from __future__ import annotations
 
-from typing import Any
-
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from gateway.telemetry.children import Children
 
 WAKE_BUCKETS = (0.5, 1, 2, 5, 10, 20, 30, 60, 120, 300, 600)
 
@@ -44,14 +44,7 @@ class RoutingMetrics:
             registry=registry,
             multiprocess_mode="livesum",
         )
-        self._children: dict[tuple[Any, ...], Any] = {}
-
-    def _child(self, metric: Any, *labels: str) -> Any:
-        key = (id(metric), *labels)
-        child = self._children.get(key)
-        if child is None:
-            child = self._children[key] = metric.labels(*labels)
-        return child
+        self._child = Children()
 
     def decided(self, rule: str, choice: str) -> None:
         """A rule decided."""
