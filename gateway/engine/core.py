@@ -19,7 +19,7 @@ from typing import TypeVar
 from gateway.auth.authenticator import Authenticator, NoAuth
 from gateway.auth.principal import Principal
 from gateway.cache.control import CACHE_STATUS_HEADER
-from gateway.cache.embedding import vector_of
+from gateway.cache.embedding import vectors_of
 from gateway.cache.response_cache import HIT, NO_CACHE, CacheLookup, ResponseCache, replay
 from gateway.call import CallContext, new_request_id
 from gateway.config import GatewayConfig
@@ -36,7 +36,7 @@ from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, U
 from gateway.providers.base import Provider
 from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
-from gateway.routing.decision import DecisionObserver, vectors_of
+from gateway.routing.decision import DecisionObserver
 from gateway.validation import validate_chat, validate_embeddings
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
@@ -238,11 +238,8 @@ class EngineCore:
 
     async def _embedding(self, model: str, text: str) -> list[float] | None:
         """An embedding for the semantic cache; None when it failed (a miss, never a failed request)."""
-        request = pb.CreateEmbeddingsRequest(model=model, input=[text])
-        own = CallRecord(CallContext(request_id=new_request_id()), "embeddings", model)
         try:
-            plan = self._router.route(model)
-            return vector_of(await self._first_success(plan, own, lambda p, name: p.embed(name, request)))
+            return (await self._embed_texts(model, [text]))[0]
         except Exception as exc:
             log.warning("semantic cache: embedding failed, treated as a miss: %r", exc)
             return None

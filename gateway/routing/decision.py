@@ -6,13 +6,9 @@ route table counts it by `reason`.
 
 from __future__ import annotations
 
-import base64
-import struct
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
-
-from tollgate.gateway.v1 import gateway_pb2 as pb
 
 # An embedding function: (a model of this gateway, texts) -> one vector per text, in order. The engine passes one
 # that goes through its own providers, as the semantic cache's does.
@@ -78,16 +74,3 @@ class DecisionObserver(Protocol):
     def failed(self, rule: str, reason: str) -> None:
         """A rule could not decide (and fell back)."""
         ...
-
-
-def vectors_of(reply: pb.CreateEmbeddingsResponse) -> list[list[float]]:
-    """Every embedding of a reply, in input order, as floats (decoded when the provider sent base64)."""
-    items = sorted(reply.data, key=lambda item: item.index)
-    out: list[list[float]] = []
-    for item in items:
-        if item.values:
-            out.append(list(item.values))
-        else:
-            raw = base64.b64decode(item.base64)
-            out.append(list(struct.unpack(f"<{len(raw) // 4}f", raw[: len(raw) // 4 * 4])))
-    return out
