@@ -20,6 +20,7 @@ from typing import Protocol
 
 from gateway.config import Secret
 from tollgate.gateway.v1 import admin_pb2
+from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 
@@ -96,4 +97,42 @@ class Engine(Protocol):
 
     async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
         """The health of every target (admin only: the call must carry the admin token)."""
+        ...
+
+    # Legacy completions, images, audio, moderations, rerank (endpoints.proto).
+    async def create_completion(self, params: ep.CompletionParams, ctx: CallContext) -> ep.CreateCompletionResponse:
+        """A whole legacy text completion."""
+        ...
+
+    def stream_completion(
+        self, params: ep.CompletionParams, ctx: CallContext
+    ) -> AsyncGenerator[ep.StreamCompletionResponse, None]:
+        """An async generator of text completion chunks; errors before the first are raised from the first `anext`."""
+        ...
+
+    async def create_image(self, request: ep.CreateImageRequest, ctx: CallContext) -> ep.CreateImageResponse:
+        """Generated images."""
+        ...
+
+    async def create_transcription(
+        self, request: ep.CreateTranscriptionRequest, ctx: CallContext
+    ) -> ep.CreateTranscriptionResponse:
+        """The text of an audio file."""
+        ...
+
+    def stream_speech(
+        self, request: ep.StreamSpeechRequest, ctx: CallContext
+    ) -> AsyncGenerator[ep.StreamSpeechResponse, None]:
+        """Spoken audio, in pieces; the first names its media type. Errors before it are raised from the first
+        `anext`."""
+        ...
+
+    async def create_moderation(
+        self, request: ep.CreateModerationRequest, ctx: CallContext
+    ) -> ep.CreateModerationResponse:
+        """Moderation results, one per input."""
+        ...
+
+    async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
+        """Documents ordered by relevance to the query."""
         ...

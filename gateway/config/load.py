@@ -167,6 +167,16 @@ def _limit_rule(node: _Node) -> LimitRule:
     return rule
 
 
+def _audio_size(value: Any, path: str) -> int:
+    size = _size(value, path)
+    if size > _MAX_AUDIO:
+        raise ConfigError(f"{path}: at most 48MiB (it crosses the engine's 64 MiB gRPC message limit in split mode)")
+    return size
+
+
+_MAX_AUDIO = 48 * 1024 * 1024
+
+
 def _price(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ConfigError(f"{path}: expected US dollars per million tokens (a number ≥ 0), got {value!r}")
@@ -247,6 +257,7 @@ class _Builder:
             body_timeout=node.get("body_timeout", parse_duration, _SERVER.body_timeout),
             keepalive_timeout=node.get("keepalive_timeout", parse_duration, _SERVER.keepalive_timeout),
             max_connections=node.get("max_connections", _positive_int, _SERVER.max_connections),
+            max_audio_bytes=node.get("max_audio", _audio_size, _SERVER.max_audio_bytes),
         )
         node.done()
         return server
@@ -315,7 +326,12 @@ class _Builder:
         for name, raw in value.items():
             node = _Node(raw, f"{path}.{name}")
             cached = node.get("cached_input", _price, None)
-            prices[str(name)] = Price(node.require("input", _price), node.require("output", _price), cached)
+            per_image = node.get("per_image", _price, 0.0)
+            if per_image:  # a model priced per image alone (dall-e-3) needs no token prices
+                paid = node.get("input", _price, 0.0), node.get("output", _price, 0.0)
+            else:
+                paid = node.require("input", _price), node.require("output", _price)
+            prices[str(name)] = Price(*paid, cached, per_image)
             node.done()
         return MappingProxyType(prices)
 

@@ -65,6 +65,9 @@ class ServerConfig:
     body_timeout: float = 60.0  # the longest a client may take to send a request's body
     keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
     max_connections: int = 10_000  # open connections per process; past it new ones are closed at once
+    # The largest audio file a transcription may upload (OpenAI's own limit), checked by both doors. Under the
+    # engine's gRPC message limit (64 MiB), so a split front door can pass it on.
+    max_audio_bytes: int = 25 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -163,11 +166,13 @@ class StatsConfig:
 
 @dataclass(frozen=True, slots=True)
 class Price:
-    """US dollars per million tokens; cached input defaults to the input price."""
+    """US dollars per million tokens; cached input defaults to the input price; an image's price, for the models
+    that generate them (`per_image`, US dollars)."""
 
     input: float
     output: float
     cached_input: float | None = None
+    per_image: float = 0.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,6 +25,7 @@ from gateway.call import CallContext, new_request_id
 from gateway.config import GatewayConfig
 from gateway.engine.admin import backends_report, check_admin, health_snapshot
 from gateway.engine.counting import count_with_first_counter
+from gateway.engine.endpoints import Endpoints
 from gateway.engine.health import HealthBoard, TargetSnapshot
 from gateway.engine.metering import Meter, UsageSink, estimate_prompt_tokens
 from gateway.engine.probes import ActiveChecker
@@ -40,6 +41,7 @@ from gateway.routing.decision import DecisionObserver
 from gateway.validation import validate_chat, validate_embeddings
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
+from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 T = TypeVar("T")
@@ -82,6 +84,7 @@ class EngineCore:
         self._created = int(time.time())
         self._wakes = any(b.wake is not None for b in config.backends)
         self._cache = parts.cache
+        self._endpoints = Endpoints(self)
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
@@ -361,6 +364,43 @@ class EngineCore:
 
     def _context_plan(self, failed: Attempt) -> list[Attempt]:
         return self._router.context_plan(failed.model)
+
+    # Legacy completions, images, audio, moderations, rerank: their own module, over the steps above.
+    async def create_completion(self, params: ep.CompletionParams, ctx: CallContext) -> ep.CreateCompletionResponse:
+        """A whole legacy text completion (gateway.engine.endpoints)."""
+        return await self._endpoints.create_completion(params, ctx)
+
+    def stream_completion(
+        self, params: ep.CompletionParams, ctx: CallContext
+    ) -> AsyncGenerator[ep.StreamCompletionResponse, None]:
+        """A streamed legacy text completion."""
+        return self._endpoints.stream_completion(params, ctx)
+
+    async def create_image(self, request: ep.CreateImageRequest, ctx: CallContext) -> ep.CreateImageResponse:
+        """Generated images."""
+        return await self._endpoints.create_image(request, ctx)
+
+    async def create_transcription(
+        self, request: ep.CreateTranscriptionRequest, ctx: CallContext
+    ) -> ep.CreateTranscriptionResponse:
+        """The text of an audio file."""
+        return await self._endpoints.create_transcription(request, ctx)
+
+    def stream_speech(
+        self, request: ep.StreamSpeechRequest, ctx: CallContext
+    ) -> AsyncGenerator[ep.StreamSpeechResponse, None]:
+        """Spoken audio, streamed."""
+        return self._endpoints.stream_speech(request, ctx)
+
+    async def create_moderation(
+        self, request: ep.CreateModerationRequest, ctx: CallContext
+    ) -> ep.CreateModerationResponse:
+        """Moderation results."""
+        return await self._endpoints.create_moderation(request, ctx)
+
+    async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
+        """Documents ordered by relevance."""
+        return await self._endpoints.rerank(request, ctx)
 
 
 async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse, Chunks]:

@@ -124,8 +124,9 @@ class Meter:
             spent = Spent(estimate_prompt_tokens(params), call.chunks, estimated=True)
         else:
             spent = Spent()
+        spent.images = 0 if call.cache_status == "hit" else call.images
         price = price_for(self._prices, call.provider_model, call.model)
-        spent.cost_usd = cost_usd(price, spent.input_tokens, spent.output_tokens, spent.cached_tokens)
+        spent.cost_usd = cost_usd(price, spent.input_tokens, spent.output_tokens, spent.cached_tokens, spent.images)
         return spent
 
     def record(

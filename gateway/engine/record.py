@@ -65,6 +65,7 @@ class CallRecord:
     usage: pb.Usage | None = None
     first_chunk_at: float = 0.0  # perf_counter seconds when the first chunk went out; 0 when none did
     chunks: int = 0  # chunks with choices that went out
+    images: int = 0  # images generated (priced per image)
 
 
 @dataclass(slots=True)
@@ -77,6 +78,7 @@ class Spent:
     reasoning_tokens: int = 0
     estimated: bool = False
     cost_usd: float = 0.0
+    images: int = 0
 
 
 class CallObserver(Protocol):

@@ -6,7 +6,7 @@ Metadata carries the call context; an aborted call's status and trailing metadat
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -21,6 +21,7 @@ from gateway.engine.wire import adopt, call_metadata
 from gateway.errors import GatewayError
 from gateway.tls import open_channel
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
+from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -55,6 +56,25 @@ async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
     except grpc.aio.AioRpcError as exc:
         raise _rebuild(exc, ctx) from None
     return result
+
+
+async def _streamed(
+    open_call: Callable[[], grpc.aio.UnaryStreamCall[Any, T]], ctx: CallContext
+) -> AsyncGenerator[T, None]:
+    """A server stream's messages, its metadata adopted at the first; the call is made at the first `anext` (so a
+    generator closed unstarted makes none), and closing the generator cancels it, and so the upstream request."""
+    call = open_call()
+    try:
+        first = True
+        async for message in call:
+            if first:
+                adopt(ctx.reply, await call.initial_metadata())
+                first = False
+            yield message
+    except grpc.aio.AioRpcError as exc:
+        raise _rebuild(exc, ctx) from None
+    finally:
+        call.cancel()
 
 
 class RemoteEngine:
@@ -135,3 +155,42 @@ class RemoteEngine:
         """The backend's count of the request's input tokens."""
         request = pb.CountTokensRequest(params=params)
         return await _unary(self._stub.CountTokens(request, metadata=self._metadata(ctx)), ctx)
+
+    # Legacy completions, images, audio, moderations, rerank (endpoints.proto).
+    async def create_completion(self, params: ep.CompletionParams, ctx: CallContext) -> ep.CreateCompletionResponse:
+        """A whole legacy text completion."""
+        request = ep.CreateCompletionRequest(params=params)
+        return await _unary(self._stub.CreateCompletion(request, metadata=self._metadata(ctx)), ctx)
+
+    def stream_completion(
+        self, params: ep.CompletionParams, ctx: CallContext
+    ) -> AsyncGenerator[ep.StreamCompletionResponse, None]:
+        """The engine's text completion chunks."""
+        request = ep.StreamCompletionRequest(params=params)
+        return _streamed(lambda: self._stub.StreamCompletion(request, metadata=self._metadata(ctx)), ctx)
+
+    async def create_image(self, request: ep.CreateImageRequest, ctx: CallContext) -> ep.CreateImageResponse:
+        """Generated images."""
+        return await _unary(self._stub.CreateImage(request, metadata=self._metadata(ctx)), ctx)
+
+    async def create_transcription(
+        self, request: ep.CreateTranscriptionRequest, ctx: CallContext
+    ) -> ep.CreateTranscriptionResponse:
+        """The text of an audio file."""
+        return await _unary(self._stub.CreateTranscription(request, metadata=self._metadata(ctx)), ctx)
+
+    def stream_speech(
+        self, request: ep.StreamSpeechRequest, ctx: CallContext
+    ) -> AsyncGenerator[ep.StreamSpeechResponse, None]:
+        """The engine's audio pieces."""
+        return _streamed(lambda: self._stub.StreamSpeech(request, metadata=self._metadata(ctx)), ctx)
+
+    async def create_moderation(
+        self, request: ep.CreateModerationRequest, ctx: CallContext
+    ) -> ep.CreateModerationResponse:
+        """Moderation results."""
+        return await _unary(self._stub.CreateModeration(request, metadata=self._metadata(ctx)), ctx)
+
+    async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
+        """Documents ordered by relevance."""
+        return await _unary(self._stub.Rerank(request, metadata=self._metadata(ctx)), ctx)

@@ -7,7 +7,7 @@ status with trailing metadata that `RemoteEngine` turns back into the same error
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import NoReturn, TypeVar, cast
 
@@ -16,6 +16,7 @@ import grpc
 from gateway.call import CallContext, Engine
 from gateway.engine.wire import call_context, reply_metadata
 from gateway.errors import GatewayError, InternalError
+from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -52,6 +53,26 @@ async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callabl
         await _abort(context, _internal(ctx), ctx)
     context.set_trailing_metadata(reply_metadata(ctx.reply))
     return result
+
+
+async def _streamed(
+    context: grpc.aio.ServicerContext[object, object], run: Callable[[CallContext], AsyncGenerator[T, None]]
+) -> AsyncIterator[T]:
+    """Run one server-streaming call: its context from metadata, the engine's reply metadata before the first
+    message, its error (before or after the first) as a status."""
+    ctx = context_of(context)
+    try:
+        async with aclosing(run(ctx)) as messages:
+            first = True
+            async for message in messages:
+                if first:
+                    await context.send_initial_metadata(reply_metadata(ctx.reply))
+                    first = False
+                yield message
+    except GatewayError as exc:
+        await _abort(context, exc, ctx)
+    except Exception:
+        await _abort(context, _internal(ctx), ctx)
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
@@ -97,3 +118,39 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CountTokensResponse:
         return await _unary(context, lambda ctx: self._engine.count_tokens(request.params, ctx))
+
+    # Legacy completions, images, audio, moderations, rerank (endpoints.proto).
+    async def CreateCompletion(  # the gRPC method name is fixed by the proto
+        self, request: ep.CreateCompletionRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> ep.CreateCompletionResponse:
+        return await _unary(context, lambda ctx: self._engine.create_completion(request.params, ctx))
+
+    def StreamCompletion(  # the gRPC method name is fixed by the proto
+        self, request: ep.StreamCompletionRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[ep.StreamCompletionResponse]:
+        return _streamed(context, lambda ctx: self._engine.stream_completion(request.params, ctx))
+
+    async def CreateImage(  # the gRPC method name is fixed by the proto
+        self, request: ep.CreateImageRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> ep.CreateImageResponse:
+        return await _unary(context, lambda ctx: self._engine.create_image(request, ctx))
+
+    async def CreateTranscription(  # the gRPC method name is fixed by the proto
+        self, request: ep.CreateTranscriptionRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> ep.CreateTranscriptionResponse:
+        return await _unary(context, lambda ctx: self._engine.create_transcription(request, ctx))
+
+    def StreamSpeech(  # the gRPC method name is fixed by the proto
+        self, request: ep.StreamSpeechRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[ep.StreamSpeechResponse]:
+        return _streamed(context, lambda ctx: self._engine.stream_speech(request, ctx))
+
+    async def CreateModeration(  # the gRPC method name is fixed by the proto
+        self, request: ep.CreateModerationRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> ep.CreateModerationResponse:
+        return await _unary(context, lambda ctx: self._engine.create_moderation(request, ctx))
+
+    async def Rerank(  # the gRPC method name is fixed by the proto
+        self, request: ep.RerankRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> ep.RerankResponse:
+        return await _unary(context, lambda ctx: self._engine.rerank(request, ctx))

@@ -10,6 +10,7 @@ from gateway.errors import DEFAULT_RETRY_AFTER, NotFoundError
 from gateway.frontdoor.admin_http import admin_routes
 from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
 from gateway.frontdoor.body import MAX_BODY
+from gateway.frontdoor.endpoints_http import EndpointsFrontDoor
 from gateway.frontdoor.handling import json_response
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response
 from gateway.frontdoor.server import DRAIN, HttpServer, start_http_server
@@ -47,6 +48,7 @@ def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None
 
     app.add_routes(OpenAIFrontDoor(engine).routes())
     app.add_routes(AnthropicFrontDoor(engine).routes())
+    app.add_routes(EndpointsFrontDoor(engine, server.max_audio_bytes).routes())
     app.add_routes(admin_routes(engine))
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", not_found)])
     return app

@@ -14,7 +14,8 @@ from __future__ import annotations
 from urllib.parse import quote
 
 from gateway.config import BackendConfig, ConfigError
-from gateway.providers.openai_compat import OpenAICompatibleProvider
+from gateway.providers import capabilities as cap
+from gateway.providers.openai_compat import PATHS, OpenAICompatibleProvider
 
 DEFAULT_API_VERSION = "2024-10-21"
 _OPTIONS = frozenset(("api_version", "auth"))
@@ -23,6 +24,9 @@ _AUTH_MODES = ("api-key", "bearer")
 
 class AzureOpenAIProvider(OpenAICompatibleProvider):
     """An Azure OpenAI resource; the model a target names is the deployment."""
+
+    # Azure OpenAI serves completions, images and audio at deployments; it has no moderations or rerank endpoint.
+    endpoints = frozenset((cap.COMPLETIONS, cap.IMAGES, cap.TRANSCRIPTIONS, cap.SPEECH))
 
     def __init__(self, backend: BackendConfig, path: str = "backend") -> None:
         options = dict(backend.options)
@@ -45,5 +49,4 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
         self._probe_url = f"{backend.base_url}/openai/models{self._query}"
 
     def _url(self, operation: str, model: str) -> str:
-        endpoint = "chat/completions" if operation == "chat" else "embeddings"
-        return f"{self._deployments}/{quote(model, safe='')}/{endpoint}{self._query}"
+        return f"{self._deployments}/{quote(model, safe='')}/{PATHS[operation]}{self._query}"

@@ -26,7 +26,8 @@ from gateway.errors import (
     UpstreamRequestError,
     UpstreamTimeoutError,
 )
-from gateway.providers.http import MALFORMED, HttpProvider, sse_data
+from gateway.providers.http import MALFORMED, sse_data
+from gateway.providers.openai_endpoints import OpenAIEndpoints
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.providers")
@@ -36,21 +37,36 @@ _MAX_ERROR_BODY = 64 * 1024
 _DONE = b"[DONE]"
 
 
-class OpenAICompatibleProvider(HttpProvider):
-    """A backend that speaks OpenAI's chat completions and embeddings API."""
+# Where each operation lives under the base URL (chat and embeddings; the rest are gateway.providers.openai_endpoints').
+PATHS = {
+    "chat": "chat/completions",
+    "embeddings": "embeddings",
+    "completions": "completions",
+    "images": "images/generations",
+    "transcriptions": "audio/transcriptions",
+    "speech": "audio/speech",
+    "moderations": "moderations",
+    "rerank": "rerank",  # vLLM serves it at /rerank, /v1/rerank and /v2/rerank; the base URL says which
+}
+
+
+class OpenAICompatibleProvider(OpenAIEndpoints):
+    """A backend that speaks OpenAI's chat completions and embeddings API, and the endpoints beside them."""
 
     def __init__(self, backend: BackendConfig, headers: Mapping[str, str] | None = None) -> None:
         if headers is None:
             headers = {"Authorization": f"Bearer {backend.api_key.reveal()}"} if backend.api_key is not None else {}
         super().__init__(backend, headers)
         base_url = backend.base_url or OPENAI_BASE_URL
-        self._chat_url = f"{base_url}/chat/completions"
-        self._embeddings_url = f"{base_url}/embeddings"
+        self._urls = {operation: f"{base_url}/{path}" for operation, path in PATHS.items()}
         self._probe_url = f"{base_url}/models"
 
     def _url(self, operation: str, model: str) -> str:
-        """Where `operation` ("chat" or "embeddings") for `model` is sent; Azure puts the model in the path."""
-        return self._chat_url if operation == "chat" else self._embeddings_url
+        """Where `operation` (a key of PATHS) for `model` is sent; Azure puts the model in the path."""
+        return self._urls[operation]
+
+    def _in_band_error(self, error: Any) -> GatewayError:
+        return _in_band_error(error, self.backend.name)
 
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
         """A non-streaming chat completion, from the non-streaming endpoint.

@@ -1,9 +1,10 @@
 """A fake OpenAI server: the provider tollgate is tested and benchmarked against.
 
 `FakeOpenAI` speaks the documented shapes of OpenAI's chat completions (plain, streamed and tool-calling),
-embeddings and models endpoints, answers deterministically (so tests can assert exact text and token counts) and
-can inject the failures a gateway must survive: error statuses with `Retry-After`, hangs, connection resets and
-streams that stall mid-way. It records every request and counts streams the client abandoned.
+embeddings and models endpoints, and of legacy completions, images, audio transcriptions and speech, moderations and
+vLLM's rerank (`gateway.testing.endpoint_replies`), answers deterministically (so tests can assert exact text and
+token counts) and can inject the failures a gateway must survive: error statuses with `Retry-After`, hangs,
+connection resets and streams that stall mid-way. It records every request and counts streams the client abandoned.
 
 It deliberately shares no code with the gateway, so a gateway bug cannot hide behind the same bug in its double.
 
@@ -26,6 +27,7 @@ from typing import Any
 import orjson
 from aiohttp import web
 
+from gateway.testing import endpoint_replies as replies
 from gateway.testing.loopback import LoopbackServer, serve_until_stopped
 from gateway.testing.openai_replies import (
     DEFAULT_DIMENSIONS,
@@ -124,6 +126,13 @@ class FakeOpenAI(LoopbackServer):
             ("POST", "/v1/chat/completions"): self._chat,
             ("POST", "/v1/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._models,
+            ("POST", "/v1/completions"): self._completions,
+            ("POST", "/v1/images/generations"): self._images,
+            ("POST", "/v1/audio/transcriptions"): self._transcriptions,
+            ("POST", "/v1/audio/speech"): self._speech,
+            ("POST", "/v1/moderations"): self._moderations,
+            ("POST", "/v1/rerank"): self._rerank,
+            ("POST", "/rerank"): self._rerank,  # vLLM serves it without the prefix too
         }
 
     def add_fault(self, fault: Fault) -> None:
@@ -133,7 +142,7 @@ class FakeOpenAI(LoopbackServer):
     # ------------------------------------------------------------------------------------------------ dispatch
 
     async def _dispatch(self, request: web.Request) -> web.StreamResponse:
-        body = await _read_json(request)
+        body = await (_read_form(request) if request.content_type == "multipart/form-data" else _read_json(request))
         if self.record_requests:
             headers = {name.lower(): value for name, value in request.headers.items()}
             self.requests.append(RecordedRequest(request.method, request.path, headers, body))
@@ -258,6 +267,78 @@ class FakeOpenAI(LoopbackServer):
             {"object": "list", "data": data, "model": model, "usage": {"prompt_tokens": tokens, "total_tokens": tokens}}
         )
 
+    # ------------------------------------------------------------------------------- completions, images, audio…
+
+    async def _completions(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
+        completion = replies.parse_text_completion(body, self._ids, self.chunks)
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        if not completion.stream:
+            return _json_response(replies.text_completion_object(completion))
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        await response.prepare(request)
+        try:
+            steps = max(len(pieces) for pieces, _, _ in completion.choices)
+            for step in range(steps):
+                if step == cut.after:
+                    await _break(request, response, cut.how)
+                    return response
+                if self.chunk_delay > 0:
+                    await asyncio.sleep(self.chunk_delay)
+                for index, (pieces, _, echoed) in enumerate(completion.choices):
+                    if step < len(pieces):
+                        text = (echoed if step == 0 else "") + pieces[step]
+                        logprobs = replies.text_logprobs([pieces[step]], completion.logprobs or 0)
+                        chunk = replies.text_chunk(
+                            completion, index, text, None, logprobs if completion.logprobs is not None else None
+                        )
+                        await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            for index, (_, finish, _) in enumerate(completion.choices):
+                chunk = replies.text_chunk(completion, index, "", finish, None)
+                await response.write(b"data: " + orjson.dumps(chunk) + b"\n\n")
+            if completion.include_usage:
+                usage = {**replies.text_chunk(completion, 0, "", None, None), "choices": [], "usage": completion.usage}
+                await response.write(b"data: " + orjson.dumps(usage) + b"\n\n")
+            await response.write(_SSE_DONE)
+            self.completed_streams += 1
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnects += 1
+            raise
+        return response
+
+    async def _images(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
+        return _json_response(replies.images_object(body, next(self._ids)))
+
+    async def _transcriptions(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
+        payload, content_type = replies.transcription_answer(body)
+        return web.Response(body=payload, headers={"Content-Type": content_type})
+
+    async def _speech(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
+        audio, content_type = replies.speech_audio(body)
+        response = web.StreamResponse(headers={"Content-Type": content_type})
+        await response.prepare(request)
+        piece = max(1, len(audio) // 8)
+        try:
+            for index, start in enumerate(range(0, len(audio), piece)):
+                if index == cut.after:
+                    await _break(request, response, cut.how)
+                    return response
+                if self.chunk_delay > 0:
+                    await asyncio.sleep(self.chunk_delay)
+                await response.write(audio[start : start + piece])
+            await response.write_eof()
+            self.completed_streams += 1
+        except (asyncio.CancelledError, ConnectionResetError):
+            self.disconnects += 1
+            raise
+        return response
+
+    async def _moderations(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
+        return _json_response(replies.moderation_object(body, next(self._ids)))
+
+    async def _rerank(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
+        return _json_response(replies.rerank_object(body, next(self._ids)))
+
 
 # ---------------------------------------------------------------------------------------------------- responses
 
@@ -328,6 +409,21 @@ async def _apply_fault(request: web.Request, fault: Fault) -> web.StreamResponse
             fault.status, fault.message, error_type=fault.error_type, code=fault.code, headers=headers
         )
     return None
+
+
+async def _read_form(request: web.Request) -> dict[str, Any]:
+    """A multipart upload's fields (repeated ones as lists), its files as their name, size and content type."""
+    out: dict[str, Any] = {}
+    for name, value in (await request.post()).items():
+        if isinstance(value, web.FileField):
+            item: Any = {"filename": value.filename, "size": len(value.file.read()), "content_type": value.content_type}
+        else:
+            item = value
+        if name in out:
+            out[name] = [*(out[name] if isinstance(out[name], list) else [out[name]]), item]
+        else:
+            out[name] = item
+    return out
 
 
 async def _read_json(request: web.Request) -> Any:

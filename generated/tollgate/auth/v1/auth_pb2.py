@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btollgate/auth/v1/auth.proto\x12\x10tollgate.auth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x0c\x43heckRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12.\n\toperation\x18\x03 \x01(\x0e\x32\x1b.tollgate.auth.v1.Operation\x12<\n\x07headers\x18\x04 \x03(\x0b\x32+.tollgate.auth.v1.CheckRequest.HeadersEntry\x12\x16\n\x0e\x63lient_address\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xde\x02\n\rCheckResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04team\x18\x03 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\t\x12\x15\n\rdenied_models\x18\x05 \x03(\t\x12(\n\x06limits\x18\x06 \x01(\x0b\x32\x18.tollgate.auth.v1.Limits\x12;\n\x06labels\x18\x07 \x03(\x0b\x32+.tollgate.auth.v1.CheckResponse.LabelsEntry\x12,\n\tcache_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x87\x01\n\x06Limits\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\x03\x12\x19\n\x11tokens_per_minute\x18\x02 \x01(\x03\x12\x1b\n\x13\x63oncurrent_requests\x18\x03 \x01(\x03\x12(\n\x06\x62udget\x18\x04 \x01(\x0b\x32\x18.tollgate.auth.v1.Budget\"K\n\x06\x42udget\x12\x11\n\tlimit_usd\x18\x01 \x01(\x01\x12.\n\x06period\x18\x02 \x01(\x0e\x32\x1e.tollgate.auth.v1.BudgetPeriod*j\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eOPERATION_CHAT\x10\x01\x12\x18\n\x14OPERATION_EMBEDDINGS\x10\x02\x12\x14\n\x10OPERATION_MODELS\x10\x03*\x8e\x01\n\x0c\x42udgetPeriod\x12\x1d\n\x19\x42UDGET_PERIOD_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42UDGET_PERIOD_DAY\x10\x01\x12\x16\n\x12\x42UDGET_PERIOD_WEEK\x10\x02\x12\x17\n\x13\x42UDGET_PERIOD_MONTH\x10\x03\x12\x17\n\x13\x42UDGET_PERIOD_TOTAL\x10\x04\x32W\n\x0b\x41uthService\x12H\n\x05\x43heck\x12\x1e.tollgate.auth.v1.CheckRequest\x1a\x1f.tollgate.auth.v1.CheckResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1btollgate/auth/v1/auth.proto\x12\x10tollgate.auth.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xf8\x01\n\x0c\x43heckRequest\x12\x0f\n\x07\x61pi_key\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12.\n\toperation\x18\x03 \x01(\x0e\x32\x1b.tollgate.auth.v1.Operation\x12<\n\x07headers\x18\x04 \x03(\x0b\x32+.tollgate.auth.v1.CheckRequest.HeadersEntry\x12\x16\n\x0e\x63lient_address\x18\x05 \x01(\t\x12\x12\n\nrequest_id\x18\x06 \x01(\t\x1a.\n\x0cHeadersEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\xde\x02\n\rCheckResponse\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04team\x18\x03 \x01(\t\x12\x16\n\x0e\x61llowed_models\x18\x04 \x03(\t\x12\x15\n\rdenied_models\x18\x05 \x03(\t\x12(\n\x06limits\x18\x06 \x01(\x0b\x32\x18.tollgate.auth.v1.Limits\x12;\n\x06labels\x18\x07 \x03(\x0b\x32+.tollgate.auth.v1.CheckResponse.LabelsEntry\x12,\n\tcache_ttl\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\x12.\n\nexpires_at\x18\t \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"\x87\x01\n\x06Limits\x12\x1b\n\x13requests_per_minute\x18\x01 \x01(\x03\x12\x19\n\x11tokens_per_minute\x18\x02 \x01(\x03\x12\x1b\n\x13\x63oncurrent_requests\x18\x03 \x01(\x03\x12(\n\x06\x62udget\x18\x04 \x01(\x0b\x32\x18.tollgate.auth.v1.Budget\"K\n\x06\x42udget\x12\x11\n\tlimit_usd\x18\x01 \x01(\x01\x12.\n\x06period\x18\x02 \x01(\x0e\x32\x1e.tollgate.auth.v1.BudgetPeriod*\xe1\x01\n\tOperation\x12\x19\n\x15OPERATION_UNSPECIFIED\x10\x00\x12\x12\n\x0eOPERATION_CHAT\x10\x01\x12\x18\n\x14OPERATION_EMBEDDINGS\x10\x02\x12\x14\n\x10OPERATION_MODELS\x10\x03\x12\x19\n\x15OPERATION_COMPLETIONS\x10\n\x12\x14\n\x10OPERATION_IMAGES\x10\x0b\x12\x13\n\x0fOPERATION_AUDIO\x10\x0c\x12\x19\n\x15OPERATION_MODERATIONS\x10\r\x12\x14\n\x10OPERATION_RERANK\x10\x0e*\x8e\x01\n\x0c\x42udgetPeriod\x12\x1d\n\x19\x42UDGET_PERIOD_UNSPECIFIED\x10\x00\x12\x15\n\x11\x42UDGET_PERIOD_DAY\x10\x01\x12\x16\n\x12\x42UDGET_PERIOD_WEEK\x10\x02\x12\x17\n\x13\x42UDGET_PERIOD_MONTH\x10\x03\x12\x17\n\x13\x42UDGET_PERIOD_TOTAL\x10\x04\x32W\n\x0b\x41uthService\x12H\n\x05\x43heck\x12\x1e.tollgate.auth.v1.CheckRequest\x1a\x1f.tollgate.auth.v1.CheckResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,10 +37,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_CHECKREQUEST_HEADERSENTRY']._serialized_options = b'8\001'
   _globals['_CHECKRESPONSE_LABELSENTRY']._loaded_options = None
   _globals['_CHECKRESPONSE_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_OPERATION']._serialized_start=933
-  _globals['_OPERATION']._serialized_end=1039
-  _globals['_BUDGETPERIOD']._serialized_start=1042
-  _globals['_BUDGETPERIOD']._serialized_end=1184
+  _globals['_OPERATION']._serialized_start=934
+  _globals['_OPERATION']._serialized_end=1159
+  _globals['_BUDGETPERIOD']._serialized_start=1162
+  _globals['_BUDGETPERIOD']._serialized_end=1304
   _globals['_CHECKREQUEST']._serialized_start=115
   _globals['_CHECKREQUEST']._serialized_end=363
   _globals['_CHECKREQUEST_HEADERSENTRY']._serialized_start=317
@@ -53,6 +53,6 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_LIMITS']._serialized_end=854
   _globals['_BUDGET']._serialized_start=856
   _globals['_BUDGET']._serialized_end=931
-  _globals['_AUTHSERVICE']._serialized_start=1186
-  _globals['_AUTHSERVICE']._serialized_end=1273
+  _globals['_AUTHSERVICE']._serialized_start=1306
+  _globals['_AUTHSERVICE']._serialized_end=1393
 # @@protoc_insertion_point(module_scope)

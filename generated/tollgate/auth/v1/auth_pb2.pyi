@@ -36,6 +36,12 @@ class _OperationEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Operation.V
     OPERATION_CHAT: _Operation.ValueType  # 1
     OPERATION_EMBEDDINGS: _Operation.ValueType  # 2
     OPERATION_MODELS: _Operation.ValueType  # 3
+    OPERATION_COMPLETIONS: _Operation.ValueType  # 10
+    """The endpoints of endpoints.proto (numbered apart, so other additions above do not collide)."""
+    OPERATION_IMAGES: _Operation.ValueType  # 11
+    OPERATION_AUDIO: _Operation.ValueType  # 12
+    OPERATION_MODERATIONS: _Operation.ValueType  # 13
+    OPERATION_RERANK: _Operation.ValueType  # 14
 
 class Operation(_Operation, metaclass=_OperationEnumTypeWrapper):
     """Operation is what the caller is trying to do."""
@@ -44,6 +50,12 @@ OPERATION_UNSPECIFIED: Operation.ValueType  # 0
 OPERATION_CHAT: Operation.ValueType  # 1
 OPERATION_EMBEDDINGS: Operation.ValueType  # 2
 OPERATION_MODELS: Operation.ValueType  # 3
+OPERATION_COMPLETIONS: Operation.ValueType  # 10
+"""The endpoints of endpoints.proto (numbered apart, so other additions above do not collide)."""
+OPERATION_IMAGES: Operation.ValueType  # 11
+OPERATION_AUDIO: Operation.ValueType  # 12
+OPERATION_MODERATIONS: Operation.ValueType  # 13
+OPERATION_RERANK: Operation.ValueType  # 14
 Global___Operation: _TypeAlias = Operation  # noqa: Y015
 
 class _BudgetPeriod:

@@ -3,6 +3,7 @@
 import grpc
 import warnings
 
+from tollgate.gateway.v1 import endpoints_pb2 as tollgate_dot_gateway_dot_v1_dot_endpoints__pb2
 from tollgate.gateway.v1 import gateway_pb2 as tollgate_dot_gateway_dot_v1_dot_gateway__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
@@ -63,6 +64,41 @@ class GatewayServiceStub:
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.FromString,
                 _registered_method=True)
+        self.CreateCompletion = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/CreateCompletion',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateCompletionRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateCompletionResponse.FromString,
+                _registered_method=True)
+        self.StreamCompletion = channel.unary_stream(
+                '/tollgate.gateway.v1.GatewayService/StreamCompletion',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamCompletionRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamCompletionResponse.FromString,
+                _registered_method=True)
+        self.CreateImage = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/CreateImage',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateImageRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateImageResponse.FromString,
+                _registered_method=True)
+        self.CreateTranscription = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/CreateTranscription',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateTranscriptionRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateTranscriptionResponse.FromString,
+                _registered_method=True)
+        self.StreamSpeech = channel.unary_stream(
+                '/tollgate.gateway.v1.GatewayService/StreamSpeech',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamSpeechRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamSpeechResponse.FromString,
+                _registered_method=True)
+        self.CreateModeration = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/CreateModeration',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateModerationRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateModerationResponse.FromString,
+                _registered_method=True)
+        self.Rerank = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/Rerank',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -107,6 +143,56 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateCompletion(self, request, context):
+        """Legacy completions, images, audio, moderations, rerank (endpoints.proto).
+        CreateCompletion answers a legacy text completion request in one message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamCompletion(self, request, context):
+        """StreamCompletion answers a legacy text completion request as a stream of chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateImage(self, request, context):
+        """CreateImage generates images from a prompt.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateTranscription(self, request, context):
+        """CreateTranscription turns an audio file into text.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamSpeech(self, request, context):
+        """StreamSpeech turns text into audio, streamed as it is made.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def CreateModeration(self, request, context):
+        """CreateModeration classifies inputs against usage policies.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def Rerank(self, request, context):
+        """Rerank orders documents by relevance to a query.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +220,41 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CountTokens,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'CreateCompletion': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateCompletion,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateCompletionRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateCompletionResponse.SerializeToString,
+            ),
+            'StreamCompletion': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamCompletion,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamCompletionRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamCompletionResponse.SerializeToString,
+            ),
+            'CreateImage': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateImage,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateImageRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateImageResponse.SerializeToString,
+            ),
+            'CreateTranscription': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateTranscription,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateTranscriptionRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateTranscriptionResponse.SerializeToString,
+            ),
+            'StreamSpeech': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamSpeech,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamSpeechRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamSpeechResponse.SerializeToString,
+            ),
+            'CreateModeration': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateModeration,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateModerationRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateModerationResponse.SerializeToString,
+            ),
+            'Rerank': grpc.unary_unary_rpc_method_handler(
+                    servicer.Rerank,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +396,195 @@ class GatewayService:
             '/tollgate.gateway.v1.GatewayService/CountTokens',
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateCompletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/CreateCompletion',
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateCompletionRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateCompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamCompletion(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/StreamCompletion',
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamCompletionRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamCompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateImage(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/CreateImage',
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateImageRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateImageResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateTranscription(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/CreateTranscription',
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateTranscriptionRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateTranscriptionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamSpeech(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/StreamSpeech',
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamSpeechRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.StreamSpeechResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateModeration(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/CreateModeration',
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateModerationRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.CreateModerationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Rerank(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/Rerank',
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankResponse.FromString,
             options,
             channel_credentials,
             insecure,

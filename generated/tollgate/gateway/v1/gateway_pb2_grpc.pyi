@@ -11,6 +11,7 @@ dropped.
 
 from collections import abc as _abc
 from grpc import aio as _aio
+from tollgate.gateway.v1 import endpoints_pb2 as _endpoints_pb2
 from tollgate.gateway.v1 import gateway_pb2 as _gateway_pb2
 import abc as _abc_1
 import grpc as _grpc
@@ -53,6 +54,22 @@ class GatewayServiceStub:
     """ListModels lists the models the caller may use."""
     CountTokens: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CountTokensRequest, _gateway_pb2.CountTokensResponse]
     """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
+    CreateCompletion: _grpc.UnaryUnaryMultiCallable[_endpoints_pb2.CreateCompletionRequest, _endpoints_pb2.CreateCompletionResponse]
+    """Legacy completions, images, audio, moderations, rerank (endpoints.proto).
+    CreateCompletion answers a legacy text completion request in one message.
+    """
+    StreamCompletion: _grpc.UnaryStreamMultiCallable[_endpoints_pb2.StreamCompletionRequest, _endpoints_pb2.StreamCompletionResponse]
+    """StreamCompletion answers a legacy text completion request as a stream of chunks."""
+    CreateImage: _grpc.UnaryUnaryMultiCallable[_endpoints_pb2.CreateImageRequest, _endpoints_pb2.CreateImageResponse]
+    """CreateImage generates images from a prompt."""
+    CreateTranscription: _grpc.UnaryUnaryMultiCallable[_endpoints_pb2.CreateTranscriptionRequest, _endpoints_pb2.CreateTranscriptionResponse]
+    """CreateTranscription turns an audio file into text."""
+    StreamSpeech: _grpc.UnaryStreamMultiCallable[_endpoints_pb2.StreamSpeechRequest, _endpoints_pb2.StreamSpeechResponse]
+    """StreamSpeech turns text into audio, streamed as it is made."""
+    CreateModeration: _grpc.UnaryUnaryMultiCallable[_endpoints_pb2.CreateModerationRequest, _endpoints_pb2.CreateModerationResponse]
+    """CreateModeration classifies inputs against usage policies."""
+    Rerank: _grpc.UnaryUnaryMultiCallable[_endpoints_pb2.RerankRequest, _endpoints_pb2.RerankResponse]
+    """Rerank orders documents by relevance to a query."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -73,6 +90,22 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """ListModels lists the models the caller may use."""
     CountTokens: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CountTokensRequest, _gateway_pb2.CountTokensResponse]  # type: ignore[assignment]
     """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
+    CreateCompletion: _aio.UnaryUnaryMultiCallable[_endpoints_pb2.CreateCompletionRequest, _endpoints_pb2.CreateCompletionResponse]  # type: ignore[assignment]
+    """Legacy completions, images, audio, moderations, rerank (endpoints.proto).
+    CreateCompletion answers a legacy text completion request in one message.
+    """
+    StreamCompletion: _aio.UnaryStreamMultiCallable[_endpoints_pb2.StreamCompletionRequest, _endpoints_pb2.StreamCompletionResponse]  # type: ignore[assignment]
+    """StreamCompletion answers a legacy text completion request as a stream of chunks."""
+    CreateImage: _aio.UnaryUnaryMultiCallable[_endpoints_pb2.CreateImageRequest, _endpoints_pb2.CreateImageResponse]  # type: ignore[assignment]
+    """CreateImage generates images from a prompt."""
+    CreateTranscription: _aio.UnaryUnaryMultiCallable[_endpoints_pb2.CreateTranscriptionRequest, _endpoints_pb2.CreateTranscriptionResponse]  # type: ignore[assignment]
+    """CreateTranscription turns an audio file into text."""
+    StreamSpeech: _aio.UnaryStreamMultiCallable[_endpoints_pb2.StreamSpeechRequest, _endpoints_pb2.StreamSpeechResponse]  # type: ignore[assignment]
+    """StreamSpeech turns text into audio, streamed as it is made."""
+    CreateModeration: _aio.UnaryUnaryMultiCallable[_endpoints_pb2.CreateModerationRequest, _endpoints_pb2.CreateModerationResponse]  # type: ignore[assignment]
+    """CreateModeration classifies inputs against usage policies."""
+    Rerank: _aio.UnaryUnaryMultiCallable[_endpoints_pb2.RerankRequest, _endpoints_pb2.RerankResponse]  # type: ignore[assignment]
+    """Rerank orders documents by relevance to a query."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """GatewayService is the routing engine. Authenticate with the metadata `authorization: Bearer <key>`; pass
@@ -120,5 +153,63 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.CountTokensResponse, _abc.Awaitable[_gateway_pb2.CountTokensResponse]]:
         """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
+
+    @_abc_1.abstractmethod
+    def CreateCompletion(
+        self,
+        request: _endpoints_pb2.CreateCompletionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_endpoints_pb2.CreateCompletionResponse, _abc.Awaitable[_endpoints_pb2.CreateCompletionResponse]]:
+        """Legacy completions, images, audio, moderations, rerank (endpoints.proto).
+        CreateCompletion answers a legacy text completion request in one message.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamCompletion(
+        self,
+        request: _endpoints_pb2.StreamCompletionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_endpoints_pb2.StreamCompletionResponse], _abc.AsyncIterator[_endpoints_pb2.StreamCompletionResponse]]:
+        """StreamCompletion answers a legacy text completion request as a stream of chunks."""
+
+    @_abc_1.abstractmethod
+    def CreateImage(
+        self,
+        request: _endpoints_pb2.CreateImageRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_endpoints_pb2.CreateImageResponse, _abc.Awaitable[_endpoints_pb2.CreateImageResponse]]:
+        """CreateImage generates images from a prompt."""
+
+    @_abc_1.abstractmethod
+    def CreateTranscription(
+        self,
+        request: _endpoints_pb2.CreateTranscriptionRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_endpoints_pb2.CreateTranscriptionResponse, _abc.Awaitable[_endpoints_pb2.CreateTranscriptionResponse]]:
+        """CreateTranscription turns an audio file into text."""
+
+    @_abc_1.abstractmethod
+    def StreamSpeech(
+        self,
+        request: _endpoints_pb2.StreamSpeechRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_endpoints_pb2.StreamSpeechResponse], _abc.AsyncIterator[_endpoints_pb2.StreamSpeechResponse]]:
+        """StreamSpeech turns text into audio, streamed as it is made."""
+
+    @_abc_1.abstractmethod
+    def CreateModeration(
+        self,
+        request: _endpoints_pb2.CreateModerationRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_endpoints_pb2.CreateModerationResponse, _abc.Awaitable[_endpoints_pb2.CreateModerationResponse]]:
+        """CreateModeration classifies inputs against usage policies."""
+
+    @_abc_1.abstractmethod
+    def Rerank(
+        self,
+        request: _endpoints_pb2.RerankRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_endpoints_pb2.RerankResponse, _abc.Awaitable[_endpoints_pb2.RerankResponse]]:
+        """Rerank orders documents by relevance to a query."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
