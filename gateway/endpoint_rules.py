@@ -50,6 +50,13 @@ def _short(value: str, param: str) -> None:
         raise bad(param, f"at most {TEXT_MAX} characters")
 
 
+def _header_safe(value: str, param: str) -> None:
+    """A value that goes into an upstream request's headers (a file's name and media type): no control characters."""
+    _short(value, param)
+    if any(ord(c) < 0x20 or ord(c) == 0x7F for c in value):
+        raise bad(param, "must not hold control characters")
+
+
 def _each(check: Check) -> Check:
     def check_all(values: list[Any], param: str) -> None:
         for i, value in enumerate(values):
@@ -126,8 +133,8 @@ _TRANSCRIPTION_CHECKS: dict[str, Check] = {
     "temperature": _ranged(0.0, 1.0),
     "language": _short,
     "prompt": _short,
-    "filename": _short,
-    "content_type": _short,
+    "filename": _header_safe,
+    "content_type": _header_safe,
     "timestamp_granularities": _each(_one_of(*_GRANULARITIES)),
     "extra_json": _check_json,
 }

@@ -581,3 +581,123 @@ def anthropic_odd(model: str) -> Iterator[tuple[str, dict[str, Any]]]:
     yield "stream", {**plain, "messages": [hi], "stream": True}
     yield "unknown fields", {**plain, "messages": [hi], "service_tier": 5, "container": {"x": []}, "n": 3}
     yield "openai fields", {**plain, "messages": [hi], "response_format": {"type": "json_object"}, "logprobs": "yes"}
+
+
+# ------------------------------------------------------------------------ the endpoints beside chat (endpoints.proto)
+# Base bodies from OpenAI's API reference (completions, images, audio/speech, moderations) and vLLM's rerank API.
+
+
+def completions_base(model: str) -> dict[str, Any]:
+    """A valid legacy completions body using most fields."""
+    return {
+        "model": model,
+        "prompt": ["Say hi", "Say bye"],
+        "max_tokens": 5,
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "n": 1,
+        "best_of": 1,
+        "logprobs": 1,
+        "echo": False,
+        "stop": ["zz"],
+        "presence_penalty": 0.1,
+        "frequency_penalty": 0.1,
+        "logit_bias": {"50256": -100},
+        "seed": 7,
+        "suffix": "!",
+        "user": "u",
+        "stream": False,
+    }
+
+
+def completions_stream_base(model: str) -> dict[str, Any]:
+    """The same, streamed with usage."""
+    return {**completions_base(model), "stream": True, "stream_options": {"include_usage": True}}
+
+
+def images_base(model: str) -> dict[str, Any]:
+    """A valid image generation body."""
+    return {
+        "model": model,
+        "prompt": "a red fox",
+        "n": 1,
+        "size": "1024x1024",
+        "quality": "standard",
+        "response_format": "b64_json",
+        "style": "vivid",
+        "user": "u",
+    }
+
+
+def speech_base(model: str) -> dict[str, Any]:
+    """A valid speech body."""
+    return {"model": model, "input": "Hello there.", "voice": "alloy", "response_format": "mp3", "speed": 1.0}
+
+
+def moderations_base(model: str) -> dict[str, Any]:
+    """A valid moderation body with multi-modal input."""
+    return {
+        "model": model,
+        "input": [{"type": "text", "text": "hi"}, {"type": "image_url", "image_url": {"url": "https://x/a.png"}}],
+    }
+
+
+def rerank_base(model: str) -> dict[str, Any]:
+    """A valid rerank body (vLLM's Cohere/Jina shape)."""
+    return {
+        "model": model,
+        "query": "a fox",
+        "documents": ["a dog", {"text": "a fox"}],
+        "top_n": 1,
+        "return_documents": True,
+    }
+
+
+def multipart(parts: list[tuple[str, str | None, bytes]], boundary: str = "hostile") -> bytes:
+    """A multipart/form-data body of (name, filename, bytes) parts."""
+    out = b""
+    for name, filename, data in parts:
+        disposition = f'form-data; name="{name}"' + (f'; filename="{filename}"' if filename is not None else "")
+        out += f"--{boundary}\r\nContent-Disposition: {disposition}\r\n\r\n".encode() + data + b"\r\n"
+    return out + f"--{boundary}--\r\n".encode()
+
+
+def transcription_bodies(model: str, endpoint: str, max_audio: int) -> Iterator[Body]:
+    """Uploads a transcription must refuse cleanly (or serve): missing parts, fields of the wrong kind, a file over
+    the limit, and multipart that is not."""
+    form = ("content-type", "multipart/form-data; boundary=hostile")
+    audio = ("file", "a.wav", b"RIFF" + bytes(64))
+    fields = {
+        "response_format": [b"json", b"text", b"srt", b"vtt", b"verbose_json", b"xml", b""],
+        "temperature": [b"0.2", b"hot", b"NaN", b"1e999", b"-1", b""],
+        "language": [b"en", b"x" * 40_000, b"\xff\xfe"],
+        "timestamp_granularities[]": [b"word", b"segment", b"epoch"],
+        "prompt": [b"hi", b"\x00", b"\xff"],
+        "model": [model.encode(), b"", b"sk-" + b"a" * 40, b"m" * 300],
+    }
+    for name, values in fields.items():
+        for i, value in enumerate(values):
+            parts = [("model", None, model.encode()), audio] if name != "model" else [audio]
+            body = multipart([*parts, (name, None, value)])
+            yield Body(f"{endpoint} form {name}=#{i}", endpoint, body, (form,))
+    cases: dict[str, tuple[bytes, str]] = {
+        "no file": (multipart([("model", None, model.encode())]), form[1]),
+        "no model": (multipart([audio]), form[1]),
+        "empty file": (multipart([("model", None, model.encode()), ("file", "a.wav", b"")]), form[1]),
+        "file over the limit": (
+            multipart([("model", None, model.encode()), ("file", "a.wav", bytes(max_audio + 1))]),
+            form[1],
+        ),
+        "field over its limit": (multipart([("model", None, b"m" * 70_000), audio]), form[1]),
+        "file as a field": (multipart([("model", None, model.encode()), ("file", None, b"x")]), form[1]),
+        "nameless part": (b"--hostile\r\nContent-Disposition: form-data\r\n\r\nx\r\n--hostile--\r\n", form[1]),
+        "no closing boundary": (multipart([("model", None, model.encode()), audio])[:-12], form[1]),
+        "no boundary": (b"x", "multipart/form-data"),
+        "wrong boundary": (multipart([audio], "other"), form[1]),
+        "json": (dumps({"model": model, "file": "x"}), "application/json"),
+        "urlencoded": (b"model=x", "application/x-www-form-urlencoded"),
+        "empty": (b"", form[1]),
+        "garbage": (bytes(range(256)) * 4, form[1]),
+    }
+    for name, (body, content_type) in cases.items():
+        yield Body(f"{endpoint} upload {name}", endpoint, body, (("content-type", content_type),))

@@ -64,7 +64,7 @@ def _server_side(record: logging.LogRecord) -> bool:
 
 def _shape_problem(path: str, status: int, payload: Any) -> str | None:
     """What is wrong with an error body for the front door at `path`, or None."""
-    if path == CHAT:
+    if path not in (MESSAGES, COUNT):  # every other front door answers in OpenAI's error shape
         error = payload.get("error") if isinstance(payload, dict) else None
         ok = isinstance(error, dict) and isinstance(error.get("message"), str) and isinstance(error.get("type"), str)
         return None if ok else f"not an OpenAI error body: {payload!r:.200}"
