@@ -180,11 +180,13 @@ def decode_transcription(body: bytes, response_format: str) -> ep.CreateTranscri
         out.language = str(language)
     if (duration := raw.get("duration")) is not None:
         out.duration = float(duration)
-    if usage := raw.get("usage"):
+    known = _TRANSCRIPTION_KEYS
+    usage = raw.get("usage")
+    if isinstance(usage, dict) and usage.get("type", "tokens") == "tokens":
         decode_token_usage(usage, out.usage)
-        if usage.get("type") == "duration" and "duration" not in raw:
-            out.duration = float(usage.get("seconds") or 0)
-    out.extra_json = _extra_text(raw, _TRANSCRIPTION_KEYS)
+    else:  # whisper's {"type": "duration", "seconds"}: no tokens; the client gets it as the backend wrote it
+        known = known - {"usage"}
+    out.extra_json = _extra_text(raw, known)
     return out
 
 
