@@ -310,21 +310,11 @@ class WakingProvider:
         """Embeddings, once the backend is awake."""
         return await self._call(lambda: self.inner.embed(model, request))
 
-    async def stream(
+    def stream(
         self, model: str, params: pb.ChatCompletionParams
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The inner stream, opened once the backend is awake (held like any call until its first chunk)."""
-        chunks = await self._call(lambda: _first(self.inner.stream(model, params)))
-        self.waker.used(1)
-        try:
-            first, rest = chunks
-            async with aclosing(rest):
-                if first is not None:
-                    yield first
-                async for chunk in rest:
-                    yield chunk
-        finally:
-            self.waker.used(-1)
+        return self._held_stream(lambda: self.inner.stream(model, params))
 
     async def close(self) -> None:
         """Stop waking, and close the inner provider."""
@@ -344,15 +334,39 @@ class WakingProvider:
             self.waker.asleep = True
 
     def __getattr__(self, name: str) -> Any:
-        # Token counting and the like: the inner provider's own; a probe only if it has one, wrapped.
+        # Token counting and the like: the inner provider's own; a probe only if it has one, wrapped; the endpoints
+        # beside chat (gateway.providers.capabilities) held like `complete` and `stream`.
         found = getattr(self.inner, name)
-        return self._probe if name == "probe" else found
+        if name == "probe":
+            return self._probe
+        if name in _HELD_CALLS:
+            return lambda *args: self._call(lambda: found(*args))
+        if name in _HELD_STREAMS:
+            return lambda *args: self._held_stream(lambda: found(*args))
+        return found
+
+    async def _held_stream(self, open_stream: Callable[[], AsyncGenerator[T, None]]) -> AsyncGenerator[T, None]:
+        """A stream of the inner provider's, opened once the backend is awake (held like any call until its first
+        piece); the backend counts as used until the stream ends."""
+        first, rest = await self._call(lambda: _first(open_stream()))
+        self.waker.used(1)
+        try:
+            async with aclosing(rest):
+                if first is not None:
+                    yield first
+                async for piece in rest:
+                    yield piece
+        finally:
+            self.waker.used(-1)
 
 
 Chunks = AsyncGenerator[pb.StreamChatCompletionResponse, None]
+# The endpoints beside chat (gateway.providers.capabilities) that wait for a sleeping backend like chat does.
+_HELD_CALLS = frozenset(("complete_text", "generate_images", "transcribe", "moderate", "rerank"))
+_HELD_STREAMS = frozenset(("stream_text", "speak"))
 
 
-async def _first(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse | None, Chunks]:
+async def _first(chunks: AsyncGenerator[T, None]) -> tuple[T | None, AsyncGenerator[T, None]]:
     """Open the stream (its first chunk), closing it on failure; an empty stream gives None first."""
     try:
         return await anext(chunks), chunks

@@ -13,10 +13,13 @@ import pytest
 
 from gateway.config import BackendConfig, ConfigError, parse_config
 from gateway.config.routing_wake import IdleConfig, WakeAction, WakeConfig
+from gateway.providers.capabilities import RERANK, serves
 from gateway.providers.openai_compat import OpenAICompatibleProvider
 from gateway.providers.registry import build_providers
 from gateway.providers.wake import RedisFleetLock, Waker, WakingProvider
+from gateway.testing.endpoint_replies import speech_bytes
 from gateway.testing.fake_openai import FakeOpenAI
+from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 PARAMS = pb.ChatCompletionParams(model="m", messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
@@ -144,3 +147,23 @@ models: [{name: m, targets: [{backend: local-vllm}]}]
     assert (wake.timeout, wake.ready_path, wake.max_waiting) == (120.0, "/v1/models", 1000)
     assert wake.idle is not None and wake.idle.after == 900.0
     assert wake.idle.action.command == ("systemctl", "stop", "vllm")
+
+
+async def test_the_endpoints_beside_chat_wait_for_a_sleeping_backend_too(tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "wakes"
+    wake = WakeConfig(action=counting(log), timeout=10.0, poll_interval=0.05)
+    backend = sleeper("sleepy-endpoints", port, wake)
+    provider = WakingProvider(OpenAICompatibleProvider(backend), Waker(backend, wake))
+    assert serves(provider, RERANK)
+    fake = FakeOpenAI(chunks=2)
+    try:
+        booting = asyncio.create_task(boot_later(fake, port, 0.3))
+        reranked = await provider.rerank("m", ep.RerankRequest(query="fox", documents=["dog", "fox"]))
+        await booting
+        assert reranked.results[0].index == 1
+        audio = [p async for p in provider.speak("tts-1", ep.StreamSpeechRequest(input="hi", voice="v"))]
+        assert b"".join(p.audio for p in audio) == speech_bytes("hi")
+        assert log.read_text().splitlines() == ["woke"]
+    finally:
+        await provider.close()
+        await fake.stop()

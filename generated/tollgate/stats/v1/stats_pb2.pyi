@@ -141,7 +141,7 @@ class UsageRecord(_message.Message):
     user: _builtins.str
     team: _builtins.str
     operation: _builtins.str
-    """"chat" or "embeddings"."""
+    """"chat", "embeddings", "completions", "images", "transcriptions", "speech", "moderations" or "rerank"."""
     requested_model: _builtins.str
     """The model the client asked for."""
     backend: _builtins.str
