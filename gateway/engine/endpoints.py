@@ -34,6 +34,7 @@ from gateway.engine.retry import Outcome, Verdict
 from gateway.engine.router import Plan
 from gateway.errors import InvalidRequestError, UpstreamError
 from gateway.providers import capabilities as cap
+from gateway.providers.base import Provider
 from gateway.providers.capabilities import EndpointServer, serves
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import endpoints_pb2 as ep
@@ -80,6 +81,7 @@ class Endpoints:
         validate_completion(params)
         with self._core._meter.call(ctx, cap.COMPLETIONS, params.model) as call:
             call.stream = True
+            call.prompt_estimate = _prompt_tokens(params)  # what a stream cut short is billed for its prompt
             first, rest, verdict = await self._open(
                 call,
                 auth_pb2.OPERATION_COMPLETIONS,
@@ -197,7 +199,20 @@ class Endpoints:
         plan = self._plan(call)
         if outcome is not None:
             outcome.model = plan.model  # whose retry budget the attempts spend
-        return await core._first_success(plan, call, lambda p, model: run(cast(EndpointServer, p), model), outcome)
+        endpoint = call.operation
+
+        async def attempt(provider: Provider, model: str) -> R:
+            # A plan's targets serve the endpoint; a context-length fallback's may not (it is planned mid-way).
+            if not serves(provider, endpoint):
+                raise InvalidRequestError(
+                    f"The prompt is too long for '{call.model}', and its context fallback on backend "
+                    f"'{provider.backend.name}' does not serve {endpoint}",
+                    code="unsupported_endpoint",
+                    param="model",
+                )
+            return await run(cast(EndpointServer, provider), model)
+
+        return await core._first_success(plan, call, attempt, outcome)
 
     async def _open(
         self,
@@ -217,18 +232,27 @@ class Endpoints:
         plan = core._route(call)
         serving = [a for a in plan.attempts if serves(core._providers[a.target.backend], call.operation)]
         if plan.attempts and not serving:
-            raise InvalidRequestError(
-                f"The model '{call.model}' does not serve {call.operation} (none of its backends offers the endpoint)",
-                code="unsupported_endpoint",
-                param="model",
-            )
+            raise _unserved(call)
         return dataclasses.replace(plan, attempts=serving)
 
     def _completion_estimate(self, params: ep.CompletionParams) -> int:
         """Charged against token limits before the usage is known: the prompts plus their cap, per choice."""
-        prompt = sum(map(len, params.prompt)) // _CHARS_PER_TOKEN + sum(len(t.ids) for t in params.prompt_tokens)
         cap_tokens = params.max_tokens if params.HasField("max_tokens") else 16  # OpenAI's default for completions
-        return 1 + prompt + cap_tokens * max(1, params.n, params.best_of)
+        return _prompt_tokens(params) + cap_tokens * max(1, params.n, params.best_of)
+
+
+def _unserved(call: CallRecord) -> InvalidRequestError:
+    return InvalidRequestError(
+        f"The model '{call.model}' does not serve {call.operation} (none of its backends offers the endpoint)",
+        code="unsupported_endpoint",
+        param="model",
+    )
+
+
+def _prompt_tokens(params: ep.CompletionParams) -> int:
+    """A rough count of the prompts' tokens: their text, or their token ids."""
+    text = sum(map(len, params.prompt)) // _CHARS_PER_TOKEN
+    return max(1, text + sum(len(t.ids) for t in params.prompt_tokens))
 
 
 def _account(call: CallRecord, result: _HasUsage) -> None:

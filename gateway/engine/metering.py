@@ -118,10 +118,11 @@ class Meter:
                 max(0, usage.cached_tokens),
                 max(0, usage.reasoning_tokens),
             )
-        elif call.chunks and params is not None:
+        elif call.chunks and (params is not None or call.prompt_estimate):
             # A stream cut short: the provider bills the prompt and what it generated, but never said how much.
             # A streamed delta is about one token.
-            spent = Spent(estimate_prompt_tokens(params), call.chunks, estimated=True)
+            prompt = estimate_prompt_tokens(params) if params is not None else call.prompt_estimate
+            spent = Spent(prompt, call.chunks, estimated=True)
         else:
             spent = Spent()
         spent.images = 0 if call.cache_status == "hit" else call.images

@@ -66,6 +66,8 @@ class CallRecord:
     first_chunk_at: float = 0.0  # perf_counter seconds when the first chunk went out; 0 when none did
     chunks: int = 0  # chunks with choices that went out
     images: int = 0  # images generated (priced per image)
+    # The prompt's tokens as estimated from its text, for a stream cut short whose request is not chat's (`params`).
+    prompt_estimate: int = 0
 
 
 @dataclass(slots=True)

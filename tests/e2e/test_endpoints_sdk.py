@@ -25,6 +25,7 @@ MODELS = """
   - {name: omni-moderation-latest, targets: [{backend: primary}]}
   - {name: reranker, targets: [{backend: primary, model: BAAI/bge-reranker-base}]}
   - {name: demo-instruct, targets: [{backend: demo}]}
+  - {name: instruct-short, targets: [{backend: primary}], context_fallback: [demo-instruct, instruct]}
 """
 
 
@@ -108,6 +109,17 @@ async def test_a_backend_without_completions_is_a_400_naming_the_model(gateway: 
         await client(gateway).completions.create(model="demo-instruct", prompt="hi")
     assert "demo-instruct" in caught.value.message and "does not serve completions" in caught.value.message
     assert caught.value.code == "unsupported_endpoint"
+
+
+async def test_a_context_fallback_that_cannot_serve_the_endpoint_is_a_400(
+    gateway: RunningGateway, upstream: FakeOpenAI
+) -> None:
+    upstream.add_fault(Fault(status=400, path="/v1/completions", code="context_length_exceeded", message="too long"))
+    with pytest.raises(openai.BadRequestError) as caught:
+        await client(gateway).completions.create(model="instruct-short", prompt="hi")
+    # The context fallback is planned mid-way, unfiltered: its first model cannot serve completions, and says so.
+    assert caught.value.code == "unsupported_endpoint"
+    assert "context fallback on backend 'demo' does not serve completions" in caught.value.message
 
 
 async def test_bad_completion_input_names_the_field(gateway: RunningGateway) -> None:

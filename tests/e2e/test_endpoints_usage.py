@@ -138,6 +138,27 @@ async def test_one_exact_record_per_request(gateway: RunningGateway, servers: Se
     assert rows["speech"]["ttft_ms"] is not None and rows["cmpl-stream"]["ttft_ms"] is not None
 
 
+async def test_a_stream_cut_short_is_billed_an_estimate(
+    gateway: RunningGateway, servers: Servers, upstream: FakeOpenAI
+) -> None:
+    upstream.chunks, upstream.chunk_delay = 200, 0.02
+    request_id = f"cut-{gateway.mode}"
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(
+            gateway.base_url + "/completions",
+            json={"model": "instruct", "prompt": "one two three four", "max_tokens": 200, "stream": True},
+            headers={"Authorization": f"Bearer {servers.keys['all']}", "x-request-id": request_id},
+        )
+        for _ in range(3):
+            await resp.content.readline()
+        resp.close()  # the client goes away mid-stream
+    await eventually(lambda: request_id in servers.rows())
+    row = servers.rows()[request_id]
+    assert (row["outcome"], row["http_status"], row["usage_estimated"]) == ("OUTCOME_CANCELLED", 499, 1)
+    assert row["input_tokens"] == 4 and 0 < row["output_tokens"] < 200
+    assert row["cost_usd"] == pytest.approx((4 * 1.5 + row["output_tokens"] * 2.0) / 1e6)
+
+
 async def test_model_access_and_limits_apply(gateway: RunningGateway, servers: Servers) -> None:
     only = client(gateway, servers.keys["instruct-only"], "denied")
     with pytest.raises(openai.PermissionDeniedError) as caught:
