@@ -19,11 +19,14 @@ import orjson
 
 from gateway.config import BackendConfig, ConfigError
 from gateway.errors import GatewayError, UpstreamCredentialsError, UpstreamError
+from gateway.providers import capabilities as cap
 from gateway.providers.base import collect
+from gateway.providers.gemini_images import decode_imagen, encode_imagen_request
 from gateway.providers.gemini_request import encode_embed_request, encode_generate_request, model_path
 from gateway.providers.gemini_response import GeminiTranslator, decode_embeddings
 from gateway.providers.http import MALFORMED, HttpProvider, sse_data
 from gateway.providers.openai_compat import read_error_body, upstream_error
+from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 GEMINI_BASE_URL = "https://generativelanguage.googleapis.com/v1beta"
@@ -34,6 +37,8 @@ _KEY_REFUSED = frozenset(("API_KEY_INVALID", "API_KEY_SERVICE_BLOCKED"))
 
 class GeminiProvider(HttpProvider):
     """A backend that speaks the Gemini API; `clock` gives the `created` time Gemini does not send."""
+
+    endpoints = frozenset((cap.IMAGES,))  # Imagen models (gateway.providers.gemini_images)
 
     def __init__(self, backend: BackendConfig, path: str = "backend", clock: Callable[[], float] = time.time) -> None:
         if backend.options:
@@ -104,6 +109,17 @@ class GeminiProvider(HttpProvider):
     async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
         body = await read_error_body(resp, self.backend)
         return _gemini_error(body, resp.headers.get("Retry-After"), self.backend.name, resp.status)
+
+    async def generate_images(self, model: str, request: ep.CreateImageRequest) -> ep.CreateImageResponse:
+        """Images from an Imagen model's `:predict`."""
+        raw = await self._post(self._url(model, "predict"), orjson.dumps(encode_imagen_request(request)))
+        try:
+            out = decode_imagen(orjson.loads(raw), int(self._clock()))
+        except MALFORMED as exc:
+            raise self._malformed(exc) from exc
+        if not out.data:
+            raise UpstreamError(f"backend '{self.backend.name}' answered no images (all filtered, or none made)")
+        return out
 
 
 async def _aiter(chunks: list[pb.StreamChatCompletionResponse]) -> AsyncGenerator[pb.StreamChatCompletionResponse]:

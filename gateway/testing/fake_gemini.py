@@ -74,6 +74,8 @@ class FakeGemini(LoopbackServer):
         model, _, method = request.match_info["call"].partition(":")
         if method == "batchEmbedContents":
             return web.json_response({"embeddings": [_embedding(r) for r in body["requests"]]})
+        if method == "predict":
+            return _predict(body)
         if method not in ("generateContent", "streamGenerateContent"):
             return _error(404, f"method {method!r} not found for model {model!r}")
         return await self._generate(request, body, stream=method == "streamGenerateContent")
@@ -143,6 +145,24 @@ def _embedding(request: dict[str, Any]) -> dict[str, Any]:
     text = " ".join(p.get("text", "") for p in request["content"]["parts"])
     size = int(request.get("outputDimensionality") or 4)
     return {"values": [((ord(text[i % len(text)]) if text else 0) % 17) / 16 for i in range(size)]}
+
+
+PNG_1X1 = "iVBORw0KGgoAAAANSUhEUgAAAAEAAAABCAYAAAAfFcSJAAAADUlEQVR42mNk+M9QDwADhgGAWjR9awAAAABJRU5ErkJggg=="
+_ASPECT_RATIOS = ("1:1", "3:4", "4:3", "9:16", "16:9")
+
+
+def _predict(body: dict[str, Any]) -> web.Response:
+    """Imagen's `:predict`: one image per sample, as base64 PNG (https://ai.google.dev/gemini-api/docs/imagen)."""
+    instances = body.get("instances")
+    if not isinstance(instances, list) or len(instances) != 1 or not isinstance(instances[0].get("prompt"), str):
+        return _error(400, "instances must hold one instance with a prompt")
+    parameters = body.get("parameters") or {}
+    count = parameters.get("sampleCount", 4)
+    if not isinstance(count, int) or not 1 <= count <= 4:
+        return _error(400, "sampleCount must be between 1 and 4")
+    if parameters.get("aspectRatio", "1:1") not in _ASPECT_RATIOS:
+        return _error(400, "aspectRatio is not supported")
+    return web.json_response({"predictions": [{"bytesBase64Encoded": PNG_1X1, "mimeType": "image/png"}] * count})
 
 
 def _error(status: int, message: str, reason: str | None = None) -> web.Response:

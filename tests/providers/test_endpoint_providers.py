@@ -55,9 +55,10 @@ def test_which_provider_types_serve_which_endpoints() -> None:
     assert all(serves(compatible, e) for e in ALL)
     assert [e for e in ALL if serves(azure, e)] == [cap.COMPLETIONS, cap.IMAGES, cap.TRANSCRIPTIONS, cap.SPEECH]
     assert not any(serves(mock, e) for e in ALL)
-    for name in ("anthropic", "gemini"):
-        config = BackendConfig(name="x", provider=name, api_key=Secret("k"))
-        assert not any(serves(PROVIDERS[name](config, "b"), e) for e in ALL), name
+    anthropic = PROVIDERS["anthropic"](BackendConfig(name="x", provider="anthropic", api_key=Secret("k")), "b")
+    gemini = PROVIDERS["gemini"](BackendConfig(name="x", provider="gemini", api_key=Secret("k")), "b")
+    assert not any(serves(anthropic, e) for e in ALL)
+    assert [e for e in ALL if serves(gemini, e)] == [cap.IMAGES]  # Imagen
 
 
 async def test_azure_puts_each_endpoint_under_its_deployment(server: Recorder) -> None:
