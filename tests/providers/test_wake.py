@@ -83,6 +83,11 @@ async def test_idle_puts_it_to_sleep_and_the_next_call_wakes_it(tmp_path: Path) 
         assert provider.waker.asleep and log.read_text().splitlines() == ["slept"]
         # Put to sleep: the next call runs the wake action (here the server never stopped, so it is ready at once).
         assert (await provider.complete("m", PARAMS)).choices
+        # The action is started, not awaited (readiness decides): its echo may land just after the answer.
+        for _ in range(40):
+            if log.read_text().splitlines() == ["slept", "woke"]:
+                break
+            await asyncio.sleep(0.05)
         assert log.read_text().splitlines() == ["slept", "woke"]
     finally:
         await provider.close()
