@@ -295,3 +295,14 @@ async def test_upstream_failure_fails_over_and_errors_keep_their_shape(
 
 def test_the_fake_png_is_a_png() -> None:
     assert base64.b64decode(PNG_1X1).startswith(b"\x89PNG")
+
+
+async def test_a_large_upload_within_max_audio_crosses_both_modes(
+    start_gateway: StartGateway, upstream: FakeOpenAI
+) -> None:
+    """A 6 MB file, far over `server.max_body` (which bounds JSON bodies) but within `max_audio`: read in pieces by
+    the front door, and carried to a split engine in one gRPC message."""
+    gateway = await start_gateway(endpoints_config(upstream.base_url).replace("max_audio: 256KiB", "max_audio: 8MiB"))
+    audio = ("long.wav", bytes(6 * 1024 * 1024), "audio/wav")
+    transcription = await client(gateway).audio.transcriptions.create(model="whisper-1", file=audio)
+    assert transcription.text == f"Heard {6 * 1024 * 1024} bytes of long.wav"
