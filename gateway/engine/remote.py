@@ -117,24 +117,12 @@ class RemoteEngine:
         request = pb.CreateChatCompletionRequest(params=params)
         return await _unary(self._stub.CreateChatCompletion(request, metadata=self._metadata(ctx)), ctx)
 
-    async def stream_chat_completion(
+    def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The engine's chunks; closing this generator cancels the call, and so the upstream request."""
-        call = self._stub.StreamChatCompletion(
-            pb.StreamChatCompletionRequest(params=params), metadata=self._metadata(ctx)
-        )
-        try:
-            first = True
-            async for chunk in call:
-                if first:
-                    adopt(ctx.reply, await call.initial_metadata())
-                    first = False
-                yield chunk
-        except grpc.aio.AioRpcError as exc:
-            raise _rebuild(exc, ctx) from None
-        finally:
-            call.cancel()
+        request = pb.StreamChatCompletionRequest(params=params)
+        return _streamed(lambda: self._stub.StreamChatCompletion(request, metadata=self._metadata(ctx)), ctx)
 
     async def create_embeddings(
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext

@@ -58,8 +58,9 @@ async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callabl
 async def _streamed(
     context: grpc.aio.ServicerContext[object, object], run: Callable[[CallContext], AsyncGenerator[T, None]]
 ) -> AsyncIterator[T]:
-    """Run one server-streaming call: its context from metadata, the engine's reply metadata before the first
-    message, its error (before or after the first) as a status."""
+    """Run one server-streaming call: its context from metadata, the engine's reply metadata (the time to the first
+    message spent upstream, for the front door's overhead figure) before the first message, its error (before or
+    after the first) as a status."""
     ctx = context_of(context)
     try:
         async with aclosing(run(ctx)) as messages:
@@ -86,23 +87,10 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     ) -> pb.CreateChatCompletionResponse:
         return await _unary(context, lambda ctx: self._engine.create_chat_completion(request.params, ctx))
 
-    async def StreamChatCompletion(  # the gRPC method name is fixed by the proto
+    def StreamChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
-        ctx = context_of(context)
-        try:
-            async with aclosing(self._engine.stream_chat_completion(request.params, ctx)) as chunks:
-                first = True
-                async for chunk in chunks:
-                    if first:
-                        # The time to the first chunk spent upstream, for the front door's overhead figure.
-                        await context.send_initial_metadata(reply_metadata(ctx.reply))
-                        first = False
-                    yield chunk
-        except GatewayError as exc:
-            await _abort(context, exc, ctx)
-        except Exception:
-            await _abort(context, _internal(ctx), ctx)
+        return _streamed(context, lambda ctx: self._engine.stream_chat_completion(request.params, ctx))
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]
