@@ -37,7 +37,7 @@ async def ask(cache: ResponseCache, principal: Principal, text: str) -> tuple[st
             result = await found.answer.as_completion()
         else:
             result = answer(text)
-            found.store(result)
+            found.store(result, (MODEL.name,))
     finally:
         found.release()
     return result.choices[0].message.content, found.status
@@ -86,7 +86,7 @@ async def test_a_stored_value_without_an_answer_is_a_miss(redis_url: str, redis_
         found = await cache.lookup(PARAMS, {}, ANONYMOUS)
         assert found.answer is None
         first = _chunk("fresh")
-        rest = found.record(first, _stream_rest())
+        rest = found.record(first, _stream_rest(), (MODEL.name,))
         assert found.status == "miss" and cache.counters.corrupt == 1
         assert first.choices[0].delta.content == "fresh" and [c async for c in rest]
         assert await ask(cache, ANONYMOUS, "unused") == ("fresh", "hit")  # the good answer replaced the damaged one
