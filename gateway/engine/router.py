@@ -16,7 +16,7 @@ import math
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig, ModelConfig, TargetConfig
@@ -37,12 +37,11 @@ class Attempt:
     model: str
     target: TargetConfig
     arm: bool = False  # a target of the model's experiment (its treatment arm), which serves its own model
+    # The model names access is decided on for this attempt: the configured model's, and a treatment target's own.
+    serves: tuple[str, ...] = field(init=False, compare=False)
 
-    @property
-    def serves(self) -> tuple[str, ...]:
-        """The model names access is decided on for this attempt: the configured model's, and a treatment target's
-        own model."""
-        return (self.model, self.target.model) if self.arm else (self.model,)
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "serves", (self.model, self.target.model) if self.arm else (self.model,))
 
 
 @dataclass(slots=True)  # made once per request: not frozen, whose __init__ costs several times more
