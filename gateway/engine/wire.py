@@ -16,6 +16,7 @@ from gateway.call import CallContext, CallReply, new_request_id
 from gateway.headers import api_key, client_request_id, printable
 
 UPSTREAM_MS = "tollgate-upstream-ms"
+METERED = "tollgate-metered"  # present when the engine metered the call (`CallReply.metered`)
 # A split front door passes its client's address, and the HTTP headers auth wants, under these names.
 CLIENT_ADDRESS = "tollgate-client-address"
 HEADER_PREFIX = "tollgate-header-"
@@ -68,16 +69,22 @@ def call_context(
 
 
 def reply_metadata(reply: CallReply, *, upstream: bool = True) -> Metadata:
-    """The engine's request id and the answer's headers (and its time upstream) for the caller to show."""
+    """The engine's request id and the answer's headers (and its time upstream) for the caller to show, and
+    whether the engine metered the call."""
     identity = ((REQUEST_ID, reply.request_id), *reply.headers.items())
+    if reply.metered:
+        identity = ((METERED, "1"), *identity)
     return ((UPSTREAM_MS, f"{reply.upstream_seconds * 1000:.3f}"), *identity) if upstream else identity
 
 
 def adopt(reply: CallReply, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
-    """Take the engine's request id (the client sees that one), its time upstream and the answer's headers."""
+    """Take the engine's request id (the client sees that one), its time upstream, the answer's headers and whether
+    it metered the call."""
     for key, value in metadata or ():
         if key == UPSTREAM_MS:
             reply.upstream_seconds = float(value) / 1000
+        elif key == METERED:
+            reply.metered = True
         elif key == REQUEST_ID:
             reply.request_id = str(value)
         elif key.startswith(_ANSWER_HEADERS):

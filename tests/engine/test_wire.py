@@ -72,6 +72,13 @@ def test_an_errors_reply_carries_no_upstream_time_and_nothing_else_is_adopted() 
     assert front.reply.headers == {"x-tollgate-cache": "miss"}
 
 
+def test_whether_the_engine_metered_the_call_is_adopted() -> None:
+    for metered in (True, False):
+        front = CallContext(request_id="req_front")
+        adopt(front.reply, reply_metadata(CallReply(request_id="req_engine", metered=metered), upstream=False))
+        assert front.reply.metered is metered
+
+
 def test_the_split_front_door_loads_no_engine() -> None:
     code = (
         "import sys\n"
