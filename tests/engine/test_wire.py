@@ -8,7 +8,14 @@ import sys
 
 from gateway.call import CallContext, CallReply
 from gateway.config import Secret
-from gateway.engine.wire import HEADER_PREFIX, adopt, call_context, call_metadata, reply_metadata
+from gateway.engine.wire import (
+    HEADER_PREFIX,
+    adopt,
+    call_context,
+    call_metadata,
+    front_door_networks,
+    reply_metadata,
+)
 
 
 def across(ctx: CallContext, forward: tuple[str, ...] = ()) -> CallContext:
@@ -32,6 +39,16 @@ def test_the_key_travels_as_a_secret() -> None:
 def test_the_clients_address_travels_else_the_hops_peer_stands() -> None:
     assert across(CallContext(request_id="r", peer="203.0.113.9")).peer == "203.0.113.9"
     assert across(CallContext(request_id="r")).peer == "ipv4:10.0.0.1:4000"
+
+
+def test_the_clients_address_is_believed_only_from_a_front_doors_network() -> None:
+    sent = call_metadata(CallContext(request_id="r", peer="203.0.113.9"))
+    doors = front_door_networks(["10.0.0.0/8", "fd00::/8"])
+    for peer in ("ipv4:10.0.0.1:4000", "ipv6:[fd00::7]:4000", "ipv6:[::ffff:10.1.2.3]:4000"):
+        assert call_context(sent, peer=peer, front_doors=doors).peer == "203.0.113.9", peer
+    for peer in ("ipv4:192.168.1.5:4000", "ipv6:[::1]:4000", "unix:/run/tollgate.sock", "ipv4:nonsense"):
+        assert call_context(sent, peer=peer, front_doors=doors).peer == peer, "the hop's own peer stands"
+    assert call_context(sent, peer="ipv4:192.168.1.5:4000").peer == "203.0.113.9", "no front doors named: anyone's"
 
 
 def test_the_trace_parent_travels() -> None:
