@@ -200,8 +200,8 @@ class Http:
         ):
             text = await response.text()
             if response.status != 200:
-                return Answer(response.status, code=re.search(r'"code":\s*"(\w+)"', text).group(1))  # type: ignore[union-attr]
-            return Answer(200, re.search(r'"model":\s*"([\w-]+)"', text).group(1))  # type: ignore[union-attr]
+                return Answer(response.status, code=_first(r'"code":\s*"(\w+)"', text))
+            return Answer(200, _first(r'"model":\s*"([\w-]+)"', text))
 
     async def embed(self, key: str, model: str) -> Answer:
         return await self.call("/v1/embeddings", key, {"model": model, "input": "hello"}, {})
@@ -235,6 +235,12 @@ class Http:
             if r.status != 200:
                 return Answer(r.status, code=payload["error"].get("code") or "", message=payload["error"]["message"])
             return Answer(200, payload["id"])
+
+
+def _first(pattern: str, text: str) -> str:
+    found = re.search(pattern, text)
+    assert found is not None, f"{pattern} in {text!r}"
+    return found.group(1)
 
 
 class Grpc:
