@@ -40,7 +40,7 @@ def config_text(auth: AuthServer, up: FakeOpenAI, small: FakeOpenAI, dead_port: 
     return f"""
 listen: {{http: "127.0.0.1:0", grpc: "127.0.0.1:0"}}
 auth: {{server: "127.0.0.1:{auth.port}", timeout: 2s}}
-routing: {{retry: {{attempt_timeout: 2s}}}}
+routing: {{retry: {{attempt_timeout: 10s}}}}
 backends:
   - {{name: up, provider: openai, base_url: "{up.base_url}", api_key: {UPSTREAM_KEY}, connect_timeout: 1s}}
   - {{name: small, provider: openai, base_url: "{small.base_url}", api_key: {UPSTREAM_KEY}, connect_timeout: 1s}}
