@@ -37,6 +37,9 @@ class CallReply:
     upstream_seconds: float = 0.0  # time spent waiting on providers, for the overhead figure
     # Headers for the client's answer: `x-ratelimit-*` and the cache status, for every answer, error or not.
     headers: dict[str, str] = field(default_factory=dict)
+    # The engine metered the call: its usage record and access-log line are the engine's. A call refused before
+    # (bad parameters, `ListModels`) is not, so its door writes the line, in one process or split.
+    metered: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -127,7 +127,14 @@ async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_addr
     await assembly.start()
     drain = Drain()
     grpc_server = (
-        await start_engine_server(engine, grpc_address, reuse_port=shared, drain=drain, tls=config.tls.grpc)
+        await start_engine_server(
+            engine,
+            grpc_address,
+            reuse_port=shared,
+            drain=drain,
+            tls=config.tls.grpc,
+            front_doors=config.listen.front_doors,
+        )
         if grpc_address
         else None
     )
@@ -151,7 +158,9 @@ async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_addr
 async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) -> None:
     await assembly.start()
     drain = Drain()
-    server = await start_engine_server(assembly.engine, grpc_address, drain=drain, tls=config.tls.grpc)
+    server = await start_engine_server(
+        assembly.engine, grpc_address, drain=drain, tls=config.tls.grpc, front_doors=config.listen.front_doors
+    )
     _announce(config)
     log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
     metrics = assembly.telemetry.metrics

@@ -116,6 +116,14 @@ class PermissionDeniedError(GatewayError):
     default_code = "permission_denied"
 
 
+def model_not_allowed(model: str) -> PermissionDeniedError:
+    """The 403 for a model the caller's key may not use: the name it asked for, or what that name resolves to (which
+    the message does not name: where a name leads is the operator's business)."""
+    return PermissionDeniedError(
+        f"This API key may not use the model '{model}'", param="model", code="model_not_allowed"
+    )
+
+
 class NotFoundError(GatewayError):
     """The model or route does not exist."""
 

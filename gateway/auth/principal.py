@@ -25,8 +25,13 @@ class ModelAccess:
         object.__setattr__(self, "_allow", compile_globs(self.allowed))
         object.__setattr__(self, "_deny", compile_globs(self.denied))
 
+    @property
+    def unrestricted(self) -> bool:
+        """Whether every model may be used (no globs at all): then nothing needs checking."""
+        return self._allow is None and self._deny is None
+
     def permits(self, model: str) -> bool:
-        """Whether `model` (the name the client asked for) may be used."""
+        """Whether `model` (a model name: the one asked for, or one that could serve it) may be used."""
         if self._deny is not None and self._deny.fullmatch(model):
             return False
         return self._allow is None or self._allow.fullmatch(model) is not None

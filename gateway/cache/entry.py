@@ -1,7 +1,10 @@
 """`CachedAnswer`: a completed answer as stored, either a whole completion or the chunks of a stream, and the
 conversions between the two, so either kind of client can be served from either kind of entry.
 
-Stored form: one kind byte, then each message as a 4-byte little-endian length and its protobuf bytes.
+Stored form: one kind byte, then each message as a 4-byte little-endian length and its protobuf bytes. The kinds `C`
+and `S` start with one more such part: the names of the models that produced the answer (each length-prefixed the
+same way), so that a hit is served only to a caller that may use them; `c` and `s` (written before this was
+recorded) do not, and are served only to callers that may use every model.
 """
 
 from __future__ import annotations
@@ -15,7 +18,8 @@ from google.protobuf.message import DecodeError
 from gateway.providers.base import collect
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
-_COMPLETION, _CHUNKS = b"c", b"s"
+_COMPLETION, _CHUNKS = b"C", b"S"
+_OLD_COMPLETION, _OLD_CHUNKS = b"c", b"s"  # no record of what produced them
 _LENGTH = struct.Struct("<I")
 
 
@@ -25,29 +29,37 @@ class CorruptEntry(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class CachedAnswer:
-    """A completed answer: `completion` for a non-streamed one, else the `chunks` of a stream, in order."""
+    """A completed answer: `completion` for a non-streamed one, else the `chunks` of a stream, in order; and the
+    model names it was produced by (`served_by`: empty when that is not known)."""
 
     completion: pb.CreateChatCompletionResponse | None = None
     chunks: tuple[pb.StreamChatCompletionResponse, ...] = ()
+    served_by: tuple[str, ...] = ()
 
     def encode(self) -> bytes:
         """The stored bytes."""
+        served = _served(self.served_by)
         if self.completion is not None:
-            return _COMPLETION + _frame((self.completion,))
-        return _CHUNKS + _frame(self.chunks)
+            return _COMPLETION + served + _frame((self.completion,))
+        return _CHUNKS + served + _frame(self.chunks)
 
     @classmethod
     def decode(cls, data: bytes) -> CachedAnswer:
         """The answer `encode` stored; fresh messages each time, so a caller may change them freely."""
         try:
             kind, parts = data[:1], list(_unframe(memoryview(data)[1:]))
-            if kind == _COMPLETION and len(parts) == 1:
-                answer = cls(completion=pb.CreateChatCompletionResponse.FromString(parts[0]))
-            elif kind == _CHUNKS and parts:
-                answer = cls(chunks=tuple(pb.StreamChatCompletionResponse.FromString(p) for p in parts))
+            served_by: tuple[str, ...] = ()
+            if kind in (_COMPLETION, _CHUNKS) and parts:
+                served_by = tuple(name.decode() for name in _unframe(memoryview(parts.pop(0))))
+                kind = kind.lower()
+            if kind == _OLD_COMPLETION and len(parts) == 1:
+                answer = cls(pb.CreateChatCompletionResponse.FromString(parts[0]), served_by=served_by)
+            elif kind == _OLD_CHUNKS and parts:
+                chunks = tuple(pb.StreamChatCompletionResponse.FromString(p) for p in parts)
+                answer = cls(chunks=chunks, served_by=served_by)
             else:
                 raise CorruptEntry("unknown kind or empty entry")
-        except (struct.error, DecodeError) as exc:
+        except (struct.error, DecodeError, UnicodeDecodeError) as exc:
             raise CorruptEntry(str(exc)) from exc
         # Only answers with choices are stored: one without would be replayed as an empty or failed answer.
         if not (answer.completion.choices if answer.completion is not None else any(c.choices for c in answer.chunks)):
@@ -98,9 +110,15 @@ def completion_chunks(completion: pb.CreateChatCompletionResponse) -> list[pb.St
     return out
 
 
-def encode_chunks(raw: Iterable[bytes]) -> bytes:
-    """The stored form of a stream whose chunks are already serialized."""
-    return _CHUNKS + b"".join(_LENGTH.pack(len(part)) + part for part in raw)
+def encode_chunks(raw: Iterable[bytes], served_by: tuple[str, ...] = ()) -> bytes:
+    """The stored form of a stream whose chunks are already serialized, produced by the models `served_by`."""
+    return _CHUNKS + _served(served_by) + b"".join(_LENGTH.pack(len(part)) + part for part in raw)
+
+
+def _served(names: tuple[str, ...]) -> bytes:
+    """The part naming the models that produced an answer: their names, framed, as one frame."""
+    inner = b"".join(_LENGTH.pack(len(raw)) + raw for raw in (name.encode() for name in names))
+    return _LENGTH.pack(len(inner)) + inner
 
 
 def _frame(messages: Iterable[pb.CreateChatCompletionResponse | pb.StreamChatCompletionResponse]) -> bytes:

@@ -6,6 +6,9 @@ one caller per key and process goes upstream while identical callers wait (see `
 attempts itself and hands the outcome to the claim, which stores a completed answer and releases the waiters; the
 cache never calls back into the engine. A model with a semantic cache asks the engine, through the claim, for the
 embedding of the conversation (`wants`), and may still turn into a hit with it (`similar`).
+
+An answer is stored with the names of the models that produced it (a fallback's, say), and a stored answer is a hit
+only for a caller that may use them all: for any other it is a miss, and its own answer then takes the key's place.
 """
 
 from __future__ import annotations
@@ -27,7 +30,7 @@ from gateway.config import GatewayConfig, ModelConfig
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 if TYPE_CHECKING:  # numpy comes with the semantic cache: imported only when a model has one
-    from gateway.auth.principal import Principal
+    from gateway.auth.principal import ModelAccess, Principal
     from gateway.cache.semantic import Probe, SemanticCache
 
 __all__ = ["BYPASS", "CACHE_STATUS_HEADER", "HIT", "MISS", "NO_CACHE", "CacheLookup", "ResponseCache"]
@@ -59,7 +62,14 @@ class _Plan:
     scope: str
     key: str
     lookup: bool  # False for `Cache-Control: no-cache`: fetch afresh, then store
+    access: ModelAccess | None  # the caller's, when it restricts models: which stored answers it may be served
     probe: Probe | None = None  # the request's embedding, once the semantic cache made one
+
+    def serves(self, answer: CachedAnswer) -> bool:
+        """Whether the caller may be served `answer`: it may use every model that produced it (with a restricted
+        access, an answer that does not say what produced it is never served)."""
+        access = self.access
+        return access is None or (bool(answer.served_by) and all(access.permits(m) for m in answer.served_by))
 
     @property
     def ttl(self) -> float:
@@ -153,7 +163,7 @@ class ResponseCache:
             return CacheLookup(self, plan, MISS)
         while True:
             answer = await self._get(plan.key)
-            if answer is not None:
+            if answer is not None and plan.serves(answer):
                 return self._hit(CacheLookup(self, plan, MISS), answer)
             flight = await self.flights.claim(plan.key)
             if flight is not None:
@@ -184,7 +194,8 @@ class ResponseCache:
             return None
         fingerprint = self._fingerprints[model.name] + (b"\narm=" + arm.encode() if arm else b"")
         key = cache_key(scope, fingerprint, params)
-        return _Plan(model, fingerprint, params, scope, key, lookup=not control.no_cache)
+        access = principal.access if principal is not None and not principal.access.unrestricted else None
+        return _Plan(model, fingerprint, params, scope, key, lookup=not control.no_cache, access=access)
 
     def _hit(self, claim: CacheLookup, answer: CachedAnswer) -> CacheLookup:
         self.counters.hits += 1
@@ -204,8 +215,11 @@ class ResponseCache:
         value = await self.store.get(similar) if similar is not None else None
         if value is None:
             return None
+        answer = _decode(value, self.counters)
+        if answer is None or not plan.serves(answer):
+            return None
         self.store.put(plan.key, value, plan.ttl)
-        return _decode(value, self.counters)
+        return answer
 
     async def _get(self, key: str) -> CachedAnswer | None:
         value = await self.store.get(key)
@@ -261,17 +275,19 @@ class CacheLookup:
         else:
             cache.counters.misses += 1
 
-    def store(self, completion: Completion) -> None:
-        """Keep a whole answer (one with choices) for the next identical request."""
+    def store(self, completion: Completion, served_by: tuple[str, ...]) -> None:
+        """Keep a whole answer (one with choices), produced by the models `served_by`, for the next identical
+        request."""
         if self._cache is not None and self._plan is not None and completion.choices:
-            self._cache._put(self._plan, CachedAnswer(completion=completion).encode())
+            self._cache._put(self._plan, CachedAnswer(completion=completion, served_by=served_by).encode())
 
-    def record(self, first: Chunk, rest: Chunks) -> Chunks:
-        """The stream, recorded: stored once it completes, and the claim released however it ends."""
+    def record(self, first: Chunk, rest: Chunks, served_by: tuple[str, ...]) -> Chunks:
+        """The stream (produced by the models `served_by`), recorded: stored once it completes, and the claim
+        released however it ends."""
         cache, plan = self._cache, self._plan
         if cache is None or plan is None:
             return rest
-        return RecordingStream(first, rest, lambda raw: cache._put(plan, encode_chunks(raw)), self.release)
+        return RecordingStream(first, rest, lambda raw: cache._put(plan, encode_chunks(raw, served_by)), self.release)
 
     def release(self) -> None:
         """Let the requests waiting on this one look again; a second call does nothing."""

@@ -3,6 +3,7 @@ read) and the converters that check one value and name its path when it is wrong
 
 from __future__ import annotations
 
+import ipaddress
 import math
 import re
 from collections.abc import Callable, Mapping
@@ -155,6 +156,18 @@ def _globs(value: Any, path: str) -> tuple[str, ...]:
     """One glob or a list of them."""
     items = value if isinstance(value, list) else [value]
     return tuple(_str(v, f"{path}[{i}]" if isinstance(value, list) else path) for i, v in enumerate(items))
+
+
+def _networks(value: Any, path: str) -> tuple[str, ...]:
+    """IP networks in CIDR notation, or single addresses, normalized (`10.1.2.3/8` is `10.0.0.0/8`)."""
+    out = []
+    for i, item in enumerate(_list(value, path)):
+        text = _str(item, f"{path}[{i}]")
+        try:
+            out.append(str(ipaddress.ip_network(text, strict=False)))
+        except ValueError:
+            raise ConfigError(f"{path}[{i}]: expected an IP address or network (CIDR), got {text!r}") from None
+    return tuple(out)
 
 
 def _str_list(value: Any, path: str) -> list[str]:

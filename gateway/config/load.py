@@ -30,6 +30,7 @@ from gateway.config.fields import (
     _kind,
     _list,
     _name,
+    _networks,
     _Node,
     _positive_int,
     _positive_number,
@@ -245,8 +246,9 @@ class _Builder:
     def listen(self, node: _Node) -> ListenConfig:
         http = node.get("http", _address, _LISTEN.http)
         grpc = node.get("grpc", _address, _LISTEN.grpc)
+        front_doors = node.get("front_doors", _networks, _LISTEN.front_doors)
         node.done()
-        return ListenConfig(http=http, grpc=grpc)
+        return ListenConfig(http=http, grpc=grpc, front_doors=front_doors)
 
     def server(self, node: _Node) -> ServerConfig:
         server = ServerConfig(

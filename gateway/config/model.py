@@ -52,6 +52,9 @@ class ListenConfig:
 
     http: str = "127.0.0.1:8080"
     grpc: str = "127.0.0.1:50051"
+    # Networks (CIDR, or single addresses) the front doors call the engine's gRPC port from: only their
+    # `tollgate-client-address` is believed. Empty: any caller's (keep the port internal, or require mTLS).
+    front_doors: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

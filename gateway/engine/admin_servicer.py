@@ -5,7 +5,7 @@ from __future__ import annotations
 import grpc
 
 from gateway.call import Engine
-from gateway.engine.servicer import _unary
+from gateway.engine.servicer import _unary, context_of
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -20,4 +20,4 @@ class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     async def ListBackends(  # the gRPC method name is fixed by the proto
         self, request: admin_pb2.ListBackendsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> admin_pb2.ListBackendsResponse:
-        return await _unary(context, self._engine.list_backends)
+        return await _unary(context, context_of(context), self._engine.list_backends)

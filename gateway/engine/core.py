@@ -33,7 +33,7 @@ from gateway.engine.record import CallObserver, CallRecord, UpstreamAttempt
 from gateway.engine.retry import Failover, Outcome, Verdict, unanswered
 from gateway.engine.router import Attempt, Plan, Router
 from gateway.engine.routes import Caller
-from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
+from gateway.errors import GatewayError, NotFoundError, UpstreamError, model_not_allowed
 from gateway.providers.base import Provider
 from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
@@ -114,14 +114,16 @@ class EngineCore:
         return True
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
-        """The configured models the caller may use."""
+        """The configured models and aliases the caller may be served under (an alias of a model it may not use is
+        not one)."""
         principal = (await self._auth.check(ctx, "", auth_pb2.OPERATION_MODELS)).principal
+        routes = self._router.routes
         return pb.ListModelsResponse(
             models=[
                 pb.Model(id=name, created=self._created, owned_by=m.owned_by)
                 for m in self._router.models
                 for name in (m.name, *m.aliases)
-                if principal.access.permits(name)
+                if routes.serves(principal, name)
             ]
         )
 
@@ -151,7 +153,7 @@ class EngineCore:
                     result = await found.answer.as_completion()
                 else:
                     result = await self._first_success(plan, call, lambda p, model: p.complete(model, params))
-                    found.store(result)
+                    found.store(result, call.served_by)
             finally:
                 found.release()
             call.usage = result.usage
@@ -214,7 +216,7 @@ class EngineCore:
         except BaseException:
             found.release()
             raise
-        return first, found.record(first, rest), outcome.open
+        return first, found.record(first, rest, call.served_by), outcome.open
 
     async def _look_up(self, call: CallRecord, plan: Plan) -> CacheLookup:
         """The cache's hit or claim for this call; the semantic step gets its embedding from the engine's own
@@ -259,7 +261,8 @@ class EngineCore:
         call = CallRecord(ctx, "count_tokens", params.model)
         try:
             await self._admit_counting(params, call)
-            return await count_with_first_counter(self._router.plan(params.model), self._providers, params, call)
+            plan = self._router.plan(params.model, Caller(ctx.headers, call.principal))
+            return await count_with_first_counter(plan, self._providers, params, call)
         finally:
             ctx.reply.upstream_seconds = call.upstream_seconds
 
@@ -268,9 +271,7 @@ class EngineCore:
         validate_chat(params)
         principal = await self._authenticate(call, params.model, auth_pb2.OPERATION_CHAT)
         if not principal.access.permits(params.model):
-            raise PermissionDeniedError(
-                f"This API key may not use the model '{params.model}'", param="model", code="model_not_allowed"
-            )
+            raise model_not_allowed(params.model)
         if not self._router.knows(params.model):
             raise NotFoundError(f"The model '{params.model}' does not exist", param="model")
 
@@ -282,13 +283,12 @@ class EngineCore:
     async def _admit(
         self, call: CallRecord, operation: auth_pb2.Operation.ValueType, estimate: Callable[[], int]
     ) -> None:
-        """Authenticate the caller, check that it may use the model, and admit the call against its limits."""
+        """Authenticate the caller, check that it may use the name it asked for (what the name leads to is checked
+        by routing), and admit the call against its limits."""
         ctx, model = call.ctx, call.model
         principal = await self._authenticate(call, model, operation)
         if not principal.access.permits(model):
-            raise PermissionDeniedError(
-                f"This API key may not use the model '{model}'", param="model", code="model_not_allowed"
-            )
+            raise model_not_allowed(model)
         if self._limiter is None:
             return
         if not self._router.knows(model):  # before limits: an unknown name must not make counters
@@ -353,17 +353,17 @@ class EngineCore:
             finally:
                 call.upstream_seconds += tried.end()
                 ctx.reply.upstream_seconds = call.upstream_seconds
-            call.route = f"{attempt.model}>{target.backend}"
+            call.route, call.served_by = f"{attempt.model}>{target.backend}", attempt.serves
             return result
 
+        def bigger(failed: Attempt) -> list[Attempt]:  # after a context-length error: what the caller may use
+            return self._router.context_plan(failed.model, plan.access)
+
         outcome = outcome or Outcome(model=plan.model)
-        result = await self._failover.run(plan.attempts, attempt, self._context_plan, outcome)
+        result = await self._failover.run(plan.attempts, attempt, bigger, outcome)
         if result is None:
             raise unanswered(plan.requested, outcome, self._router.soonest(plan))
         return result
-
-    def _context_plan(self, failed: Attempt) -> list[Attempt]:
-        return self._router.context_plan(failed.model)
 
     # Legacy completions, images, audio, moderations, rerank: their own module, over the steps above.
     async def create_completion(self, params: ep.CompletionParams, ctx: CallContext) -> ep.CreateCompletionResponse:

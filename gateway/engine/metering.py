@@ -103,6 +103,7 @@ class Meter:
 
     def call(self, ctx: CallContext, operation: str, model: str) -> MeteredCall:
         """Meter one call of `operation` on `model`: `with meter.call(...) as record:` gives its `CallRecord`."""
+        ctx.reply.metered = True
         return MeteredCall(self, CallRecord(ctx, operation, model))
 
     def spent(self, call: CallRecord) -> Spent:

@@ -59,6 +59,7 @@ class CallRecord:
     backend: str = ""  # the backend that answered, or the last one tried
     provider_model: str = ""
     route: str = ""  # the model and backend that answered, e.g. "gpt-4o-mini>openai"; "cache" for a hit
+    served_by: tuple[str, ...] = ()  # the model names the answering attempt was allowed on (router.Attempt.serves)
     attempts: int = 0
     tried: list[UpstreamAttempt] = field(default_factory=list)  # every upstream attempt, for metrics and traces
     upstream_seconds: float = 0.0  # time spent waiting on providers, for the overhead figure

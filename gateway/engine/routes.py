@@ -2,9 +2,10 @@
 
 A rule matches on the requested model, request headers and the caller's identity from auth (key id, user, team,
 labels), all as globs (gateway.globs), and on the prompt (its estimated tokens, the features it uses); a rule without
-`match` takes every request, which makes it the default route when it is last. Access checks and limits use the
-name the client asked for; routing is the operator's business, not the client's. A deciding rule (`semantic`,
-`classifier`: gateway.routing) picks among models the caller may use.
+`match` takes every request, which makes it the default route when it is last. Limits use the name the client asked
+for; access applies to what serves the request too: a rule whose model the caller may not use does not apply to that
+caller (the next rule, or the name itself, decides; a name that is no model is then a 403), and a deciding rule
+(`semantic`, `classifier`: gateway.routing) picks among the models the caller may use.
 
 Rules that read the prompt need the chat request and, when one decides, an await: the engine then routes chat
 through `decide` (when `reads_prompts`); otherwise `resolve` stays a plain loop, and such rules never match there.
@@ -21,6 +22,7 @@ from typing import TYPE_CHECKING
 
 from gateway.config import GatewayConfig, ModelConfig
 from gateway.config.routing import RouteMatch, RouteRule
+from gateway.errors import model_not_allowed
 from gateway.globs import compile_globs
 from gateway.routing.decision import Decider, DecisionFailed, DecisionObserver, Embed, Question
 from gateway.routing.prompt import prompt_text, uses
@@ -193,39 +195,69 @@ class RouteTable:
     def resolve(self, name: str, caller: Caller) -> tuple[str, str]:
         """(the model that serves this request, the name of the rule that chose it or "").
 
-        The model may be unknown (no rule matched and it is no model): the caller answers 404.
+        A rule whose model the caller may not use is passed over. The model may be unknown (no rule matched and it
+        is no model): the caller answers 404.
         """
+        withheld = False
         for rule in self._rules:
             if rule.applies(name, caller):
-                return self._aliases.get(rule.to, rule.to), rule.name
-        return self._aliases.get(name, name), ""
+                if self.serves(caller.principal, rule.to):
+                    return self._aliases.get(rule.to, rule.to), rule.name
+                withheld = True
+        return self._itself(name, withheld)
 
     async def decide(self, params: pb.ChatCompletionParams, caller: Caller, request_id: str) -> tuple[str, str]:
         """Like `resolve`, for a chat request, with the rules that read its prompt. A deciding rule's name comes
         back as `rule>choice` (the model it picked, or `default`)."""
-        name, prompt = params.model, _Prompt(params)
+        name, prompt, principal = params.model, _Prompt(params), caller.principal
+        withheld = False
         for rule in self._rules:
             if not rule.applies(name, caller, prompt):
                 continue
             if rule.decider is None:
-                return self._aliases.get(rule.to, rule.to), rule.name
-            picked = await self._ask(rule, rule.decider, prompt, caller, request_id)
+                if self.serves(principal, rule.to):
+                    return self._aliases.get(rule.to, rule.to), rule.name
+                withheld = True
+                continue
+            allowed = tuple(m for m in _choices(rule.rule) if self.serves(principal, m))
+            picked = await self._ask(rule, rule.decider, allowed, prompt, caller, request_id) if allowed else ""
             if picked:
                 return self._aliases.get(picked, picked), f"{rule.name}>{picked}"
             default = rule.rule.default
-            if default and _permitted(caller, default):
+            if default and self.serves(principal, default):
                 self._count(rule.name, "default")
                 return self._aliases.get(default, default), f"{rule.name}>default"
+            withheld = withheld or not allowed or bool(default)  # it had a model for this caller but for access
             self._count(rule.name, "none")
-        return self._aliases.get(name, name), ""
+        return self._itself(name, withheld)
+
+    def serves(self, principal: Principal | None, name: str) -> bool:
+        """Whether a caller may be served under `name`: it may use the name, and the model the name is an alias of
+        (a principal of None is the gateway's own call, such as a semantic rule's embedding: anything)."""
+        if principal is None or principal.access.unrestricted:
+            return True
+        model = self._aliases.get(name, name)
+        return principal.access.permits(name) and (model == name or principal.access.permits(model))
+
+    def _itself(self, name: str, withheld: bool) -> tuple[str, str]:
+        """The model `name` itself is (or is an alias of), no rule having applied; when a rule did apply but was
+        passed over for access, a name that is no model is the caller's 403, not a 404."""
+        model = self._aliases.get(name, name)
+        if withheld and model not in self._models:
+            raise model_not_allowed(name)
+        return model, ""
 
     async def _ask(
-        self, rule: _CompiledRule, decider: Decider, prompt: _Prompt, caller: Caller, request_id: str
+        self,
+        rule: _CompiledRule,
+        decider: Decider,
+        allowed: tuple[str, ...],
+        prompt: _Prompt,
+        caller: Caller,
+        request_id: str,
     ) -> str:
-        """The model `decider` picks among the rule's choices the caller may use; "" when none (or it failed)."""
-        allowed = tuple(m for m in _choices(rule.rule) if _permitted(caller, m))
-        if not allowed:
-            return ""
+        """The model `decider` picks among the rule's choices the caller may use (`allowed`); "" when none (or it
+        failed)."""
         principal = caller.principal
         question = Question(
             text=prompt_text(prompt.params, rule.rule.text),
@@ -260,8 +292,3 @@ def _choices(rule: RouteRule) -> tuple[str, ...]:
     if rule.semantic is not None:
         return tuple(dict.fromkeys(c.to for c in rule.semantic.choices))
     return rule.classifier.choices if rule.classifier is not None else ()
-
-
-def _permitted(caller: Caller, model: str) -> bool:
-    """Whether the caller may use `model`: access applies to the model a deciding rule picks, too."""
-    return caller.principal is None or caller.principal.access.permits(model)

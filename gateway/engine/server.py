@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from gateway.call import Engine
 from gateway.config.tls import ServerTLS
 from gateway.drain import Drain
 from gateway.engine.admin_servicer import ADMIN_SERVICE_NAME, AdminServicer
 from gateway.engine.servicer import GatewayServicer
+from gateway.engine.wire import front_door_networks
 from gateway.grpc_server import GrpcServer, start_grpc_server
 from tollgate.gateway.v1 import admin_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -22,10 +25,12 @@ async def start_engine_server(
     reuse_port: bool = False,
     drain: Drain | None = None,
     tls: ServerTLS | None = None,
+    front_doors: Sequence[str] = (),
 ) -> GrpcServer:
     """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
-    `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA)."""
-    servicer, admin = GatewayServicer(engine), AdminServicer(engine)
+    `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA); `front_doors`
+    the networks whose `tollgate-client-address` is believed (`listen.front_doors`; none: any caller's)."""
+    servicer, admin = GatewayServicer(engine, front_door_networks(front_doors)), AdminServicer(engine)
     return await start_grpc_server(
         address,
         [

@@ -7,14 +7,14 @@ status with trailing metadata that `RemoteEngine` turns back into the same error
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import NoReturn, TypeVar, cast
 
 import grpc
 
 from gateway.call import CallContext, Engine
-from gateway.engine.wire import call_context, reply_metadata
+from gateway.engine.wire import Network, call_context, reply_metadata
 from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -24,11 +24,12 @@ T = TypeVar("T")
 log = logging.getLogger("tollgate.engine")
 
 
-def context_of(context: grpc.aio.ServicerContext[object, object]) -> CallContext:
-    """The call context of a gRPC call: its metadata, its peer and its deadline."""
+def context_of(context: grpc.aio.ServicerContext[object, object], front_doors: Sequence[Network] = ()) -> CallContext:
+    """The call context of a gRPC call: its metadata, its peer and its deadline (the client's address a front door
+    passes believed only from `front_doors`, when there are any)."""
     # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
     pairs = cast(tuple[tuple[str, str | bytes], ...], tuple(context.invocation_metadata() or ()))
-    return call_context(pairs, context.peer() or "", context.time_remaining())
+    return call_context(pairs, context.peer() or "", context.time_remaining(), front_doors)
 
 
 def _internal(ctx: CallContext) -> InternalError:
@@ -42,9 +43,11 @@ async def _abort(context: grpc.aio.ServicerContext[object, object], exc: Gateway
     raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callable[[CallContext], Awaitable[T]]) -> T:
-    """Run one unary call: its context from metadata, its error as a status, its upstream time as trailing metadata."""
-    ctx = context_of(context)
+async def _unary(
+    context: grpc.aio.ServicerContext[object, object], ctx: CallContext, run: Callable[[CallContext], Awaitable[T]]
+) -> T:
+    """Run one unary call (`ctx` its context from metadata): its error as a status, its upstream time as trailing
+    metadata."""
     try:
         result = await run(ctx)
     except GatewayError as exc:
@@ -56,12 +59,13 @@ async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callabl
 
 
 async def _streamed(
-    context: grpc.aio.ServicerContext[object, object], run: Callable[[CallContext], AsyncGenerator[T, None]]
+    context: grpc.aio.ServicerContext[object, object],
+    ctx: CallContext,
+    run: Callable[[CallContext], AsyncGenerator[T, None]],
 ) -> AsyncIterator[T]:
-    """Run one server-streaming call: its context from metadata, the engine's reply metadata (the time to the first
-    message spent upstream, for the front door's overhead figure) before the first message, its error (before or
-    after the first) as a status."""
-    ctx = context_of(context)
+    """Run one server-streaming call (`ctx` its context from metadata): the engine's reply metadata (the time to the
+    first message spent upstream, for the front door's overhead figure) before the first message, its error (before
+    or after the first) as a status."""
     try:
         async with aclosing(run(ctx)) as messages:
             first = True
@@ -79,66 +83,80 @@ async def _streamed(
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     """The engine, served."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, front_doors: Sequence[Network] = ()) -> None:
         self._engine = engine
+        self._front_doors = tuple(front_doors)  # whose `tollgate-client-address` is believed (none: anyone's)
+
+    def _context(self, context: grpc.aio.ServicerContext[object, object]) -> CallContext:
+        return context_of(context, self._front_doors)
 
     async def CreateChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CreateChatCompletionResponse:
-        return await _unary(context, lambda ctx: self._engine.create_chat_completion(request.params, ctx))
+        return await _unary(
+            context, self._context(context), lambda ctx: self._engine.create_chat_completion(request.params, ctx)
+        )
 
     def StreamChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
-        return _streamed(context, lambda ctx: self._engine.stream_chat_completion(request.params, ctx))
+        return _streamed(
+            context, self._context(context), lambda ctx: self._engine.stream_chat_completion(request.params, ctx)
+        )
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CreateEmbeddingsResponse:
-        return await _unary(context, lambda ctx: self._engine.create_embeddings(request, ctx))
+        return await _unary(context, self._context(context), lambda ctx: self._engine.create_embeddings(request, ctx))
 
     async def ListModels(  # the gRPC method name is fixed by the proto
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.ListModelsResponse:
-        return await _unary(context, self._engine.list_models)
+        return await _unary(context, self._context(context), self._engine.list_models)
 
     async def CountTokens(  # the gRPC method name is fixed by the proto
         self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CountTokensResponse:
-        return await _unary(context, lambda ctx: self._engine.count_tokens(request.params, ctx))
+        return await _unary(context, self._context(context), lambda ctx: self._engine.count_tokens(request.params, ctx))
 
     # Legacy completions, images, audio, moderations, rerank (endpoints.proto).
     async def CreateCompletion(  # the gRPC method name is fixed by the proto
         self, request: ep.CreateCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ep.CreateCompletionResponse:
-        return await _unary(context, lambda ctx: self._engine.create_completion(request.params, ctx))
+        return await _unary(
+            context, self._context(context), lambda ctx: self._engine.create_completion(request.params, ctx)
+        )
 
     def StreamCompletion(  # the gRPC method name is fixed by the proto
         self, request: ep.StreamCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[ep.StreamCompletionResponse]:
-        return _streamed(context, lambda ctx: self._engine.stream_completion(request.params, ctx))
+        return _streamed(
+            context, self._context(context), lambda ctx: self._engine.stream_completion(request.params, ctx)
+        )
 
     async def CreateImage(  # the gRPC method name is fixed by the proto
         self, request: ep.CreateImageRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ep.CreateImageResponse:
-        return await _unary(context, lambda ctx: self._engine.create_image(request, ctx))
+        return await _unary(context, self._context(context), lambda ctx: self._engine.create_image(request, ctx))
 
     async def CreateTranscription(  # the gRPC method name is fixed by the proto
         self, request: ep.CreateTranscriptionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ep.CreateTranscriptionResponse:
-        return await _unary(context, lambda ctx: self._engine.create_transcription(request, ctx))
+        return await _unary(
+            context, self._context(context), lambda ctx: self._engine.create_transcription(request, ctx)
+        )
 
     def StreamSpeech(  # the gRPC method name is fixed by the proto
         self, request: ep.StreamSpeechRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[ep.StreamSpeechResponse]:
-        return _streamed(context, lambda ctx: self._engine.stream_speech(request, ctx))
+        return _streamed(context, self._context(context), lambda ctx: self._engine.stream_speech(request, ctx))
 
     async def CreateModeration(  # the gRPC method name is fixed by the proto
         self, request: ep.CreateModerationRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ep.CreateModerationResponse:
-        return await _unary(context, lambda ctx: self._engine.create_moderation(request, ctx))
+        return await _unary(context, self._context(context), lambda ctx: self._engine.create_moderation(request, ctx))
 
     async def Rerank(  # the gRPC method name is fixed by the proto
         self, request: ep.RerankRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ep.RerankResponse:
-        return await _unary(context, lambda ctx: self._engine.rerank(request, ctx))
+        return await _unary(context, self._context(context), lambda ctx: self._engine.rerank(request, ctx))

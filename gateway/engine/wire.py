@@ -10,12 +10,14 @@ One module for both ends, so each field is written and read in one place:
 
 from __future__ import annotations
 
+import ipaddress
 from collections.abc import Iterable, Sequence
 
 from gateway.call import CallContext, CallReply, new_request_id
 from gateway.headers import api_key, client_request_id, printable
 
 UPSTREAM_MS = "tollgate-upstream-ms"
+METERED = "tollgate-metered"  # present when the engine metered the call (`CallReply.metered`)
 # A split front door passes its client's address, and the HTTP headers auth wants, under these names.
 CLIENT_ADDRESS = "tollgate-client-address"
 HEADER_PREFIX = "tollgate-header-"
@@ -44,10 +46,17 @@ def call_metadata(ctx: CallContext, forward_headers: Sequence[str] = ()) -> Meta
     return tuple(md)
 
 
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
 def call_context(
-    pairs: Iterable[tuple[str, str | bytes]], peer: str = "", deadline: float | None = None
+    pairs: Iterable[tuple[str, str | bytes]],
+    peer: str = "",
+    deadline: float | None = None,
+    front_doors: Sequence[Network] = (),
 ) -> CallContext:
-    """The call context from a call's metadata; the key is kept as a `Secret` so it never prints."""
+    """The call context from a call's metadata; the key is kept as a `Secret` so it never prints. The client's
+    address a front door passes is believed from a `peer` in `front_doors` (any peer when there are none)."""
     metadata: dict[str, str] = {}
     forwarded: dict[str, str] = {}
     for k, v in pairs:
@@ -60,7 +69,7 @@ def call_context(
         request_id=new_request_id(),
         client_request_id=client_request_id(metadata.get(REQUEST_ID)),
         api_key=api_key(metadata),
-        peer=metadata.get(CLIENT_ADDRESS) or peer,
+        peer=(metadata.get(CLIENT_ADDRESS) if _believed(peer, front_doors) else None) or peer,
         headers={**metadata, **forwarded} if forwarded else metadata,
         deadline=deadline,
         trace_parent=metadata.get(TRACE_PARENT, ""),  # the caller's span, never a forwarded client header
@@ -68,17 +77,45 @@ def call_context(
 
 
 def reply_metadata(reply: CallReply, *, upstream: bool = True) -> Metadata:
-    """The engine's request id and the answer's headers (and its time upstream) for the caller to show."""
+    """The engine's request id and the answer's headers (and its time upstream) for the caller to show, and
+    whether the engine metered the call."""
     identity = ((REQUEST_ID, reply.request_id), *reply.headers.items())
+    if reply.metered:
+        identity = ((METERED, "1"), *identity)
     return ((UPSTREAM_MS, f"{reply.upstream_seconds * 1000:.3f}"), *identity) if upstream else identity
 
 
 def adopt(reply: CallReply, metadata: Iterable[tuple[str, str | bytes]] | None) -> None:
-    """Take the engine's request id (the client sees that one), its time upstream and the answer's headers."""
+    """Take the engine's request id (the client sees that one), its time upstream, the answer's headers and whether
+    it metered the call."""
     for key, value in metadata or ():
         if key == UPSTREAM_MS:
             reply.upstream_seconds = float(value) / 1000
+        elif key == METERED:
+            reply.metered = True
         elif key == REQUEST_ID:
             reply.request_id = str(value)
         elif key.startswith(_ANSWER_HEADERS):
             reply.headers[key] = str(value)
+
+
+def front_door_networks(front_doors: Iterable[str]) -> tuple[Network, ...]:
+    """The configured `listen.front_doors`, as networks."""
+    return tuple(ipaddress.ip_network(n, strict=False) for n in front_doors)
+
+
+def _believed(peer: str, front_doors: Sequence[Network]) -> bool:
+    """Whether the gRPC `peer` (`ipv4:10.0.0.7:51234`, `ipv6:[::1]:51234`) calls from a front door's network."""
+    if not front_doors:
+        return True
+    kind, _, rest = peer.partition(":")
+    if kind not in ("ipv4", "ipv6"):
+        return False  # a Unix socket or an unknown transport: no address to check
+    host = rest.rpartition(":")[0].strip("[]").partition("%")[0]
+    try:
+        ip = ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return any(ip in network for network in front_doors)

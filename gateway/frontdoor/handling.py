@@ -94,7 +94,7 @@ def guarded(handler: Handler, render: ErrorRenderer) -> Callable[[web.Request], 
             log.exception("unhandled error", extra={"request_id": ctx.reply.request_id})
             return render(InternalError(f"Internal error (request {ctx.reply.request_id})"), ctx)
         finally:
-            if ctx.reply.request_id != ctx.request_id:  # a remote engine named the call: its access log has it
+            if ctx.reply.metered:  # an engine (a remote one too) metered the call: its access log has it
                 ENGINE_TOOK_CALL.set(True)
 
     return handle

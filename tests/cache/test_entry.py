@@ -55,3 +55,26 @@ async def test_a_stored_stream_replays_the_same_chunks_and_folds_for_a_non_strea
 def test_bytes_that_are_not_an_answer_are_refused(data: bytes) -> None:
     with pytest.raises(CorruptEntry):
         CachedAnswer.decode(data)
+
+
+def test_the_models_that_produced_an_answer_are_stored_with_it() -> None:
+    served = ("gpt-4o-mini", "qwen3-8b")
+    stored = CachedAnswer(completion=completion(), served_by=served).encode()
+    assert stored[:1] == b"C"
+    assert CachedAnswer.decode(stored) == CachedAnswer(completion=completion(), served_by=served)
+    chunks = completion_chunks(completion())
+    streamed = CachedAnswer.decode(encode_chunks((c.SerializeToString() for c in chunks), ("fällback",)))
+    assert streamed.served_by == ("fällback",) and list(streamed.chunks) == chunks
+
+
+def test_an_entry_written_before_producers_were_recorded_names_none() -> None:
+    # The earlier form: the lower-case kind, the messages straight after it.
+    raw = completion().SerializeToString()
+    old = CachedAnswer.decode(b"c" + len(raw).to_bytes(4, "little") + raw)
+    assert old.completion == completion() and old.served_by == ()
+
+
+@pytest.mark.parametrize("data", [b"C", b"C\x03\x00\x00\x00\x09\x00\x00", b"S\x05\x00\x00\x00\x01\x00\x00\x00\xff"])
+def test_a_damaged_record_of_producers_is_refused(data: bytes) -> None:
+    with pytest.raises(CorruptEntry):
+        CachedAnswer.decode(data)

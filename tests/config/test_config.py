@@ -44,6 +44,11 @@ def test_embedded_default_without_a_key_serves_only_the_demo() -> None:
     assert config.auth is None
 
 
+def test_front_doors_are_networks() -> None:
+    config = parse_config("listen: {front_doors: [10.1.2.3/8, 192.168.0.7, 'fd00::/8']}\n" + BASE, {})
+    assert config.listen.front_doors == ("10.0.0.0/8", "192.168.0.7/32", "fd00::/8")
+
+
 def test_embedded_default_with_a_key_switches_openai_on() -> None:
     config = load_config(None, {"OPENAI_API_KEY": OPENAI_KEY})
     assert [m.name for m in config.models] == ["demo", "gpt-4o-mini", "gpt-4o", "text-embedding-3-small"]
@@ -249,6 +254,16 @@ BAD = [
         "listen: {http: 'localhost:http'}\n" + BASE,
         "listen.http: expected host:port, got 'localhost:http'",
         id="address-named-port",
+    ),
+    pytest.param(
+        "listen: {front_doors: [10.0.0.0/8, front-door.internal]}\n" + BASE,
+        "listen.front_doors[1]: expected an IP address or network (CIDR), got 'front-door.internal'",
+        id="front-door-not-a-network",
+    ),
+    pytest.param(
+        "listen: {front_doors: 10.0.0.0/8}\n" + BASE,
+        "listen.front_doors: expected a list, got str",
+        id="front-doors",
     ),
     pytest.param(
         _replace("targets: [", "fallback: [ghost], targets: ["),

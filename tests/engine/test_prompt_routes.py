@@ -15,6 +15,7 @@ from gateway.call import CallContext
 from gateway.config import parse_config
 from gateway.engine.core import EngineCore, EngineParts
 from gateway.engine.routes import Caller
+from gateway.errors import PermissionDeniedError
 from gateway.providers.registry import build_providers
 from gateway.telemetry.routing_metrics import RoutingMetrics
 from gateway.testing.fake_openai import FakeOpenAI, Fault
@@ -96,8 +97,11 @@ async def test_access_applies_to_the_model_chosen(engine: tuple[EngineCore, Coll
     only_auto = Principal(key_id="k", access=ModelAccess(("auto", "coder"), ()))
     caller = Caller(principal=only_auto)
     assert await routes.decide(ask(CODE), caller, "req") == ("coder", "by-topic>coder")
-    # Not allowed to use the default either: no rule decides, the name itself is left (a 404 for "auto").
-    assert await routes.decide(ask("what is the capital of france"), caller, "req") == ("auto", "")
+    # Not allowed to use the default either: the rule had a model for this prompt, only not one for this caller,
+    # and "auto" is no model: a 403, not a 404.
+    with pytest.raises(PermissionDeniedError) as denied:
+        await routes.decide(ask("what is the capital of france"), caller, "req")
+    assert denied.value.code == "model_not_allowed"
 
 
 async def test_a_slow_or_failing_embedding_falls_back_counted(

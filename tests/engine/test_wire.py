@@ -8,7 +8,14 @@ import sys
 
 from gateway.call import CallContext, CallReply
 from gateway.config import Secret
-from gateway.engine.wire import HEADER_PREFIX, adopt, call_context, call_metadata, reply_metadata
+from gateway.engine.wire import (
+    HEADER_PREFIX,
+    adopt,
+    call_context,
+    call_metadata,
+    front_door_networks,
+    reply_metadata,
+)
 
 
 def across(ctx: CallContext, forward: tuple[str, ...] = ()) -> CallContext:
@@ -32,6 +39,16 @@ def test_the_key_travels_as_a_secret() -> None:
 def test_the_clients_address_travels_else_the_hops_peer_stands() -> None:
     assert across(CallContext(request_id="r", peer="203.0.113.9")).peer == "203.0.113.9"
     assert across(CallContext(request_id="r")).peer == "ipv4:10.0.0.1:4000"
+
+
+def test_the_clients_address_is_believed_only_from_a_front_doors_network() -> None:
+    sent = call_metadata(CallContext(request_id="r", peer="203.0.113.9"))
+    doors = front_door_networks(["10.0.0.0/8", "fd00::/8"])
+    for peer in ("ipv4:10.0.0.1:4000", "ipv6:[fd00::7]:4000", "ipv6:[::ffff:10.1.2.3]:4000"):
+        assert call_context(sent, peer=peer, front_doors=doors).peer == "203.0.113.9", peer
+    for peer in ("ipv4:192.168.1.5:4000", "ipv6:[::1]:4000", "unix:/run/tollgate.sock", "ipv4:nonsense"):
+        assert call_context(sent, peer=peer, front_doors=doors).peer == peer, "the hop's own peer stands"
+    assert call_context(sent, peer="ipv4:192.168.1.5:4000").peer == "203.0.113.9", "no front doors named: anyone's"
 
 
 def test_the_trace_parent_travels() -> None:
@@ -70,6 +87,13 @@ def test_an_errors_reply_carries_no_upstream_time_and_nothing_else_is_adopted() 
     adopt(front.reply, (*reply_metadata(sent, upstream=False), ("tollgate-error-class", "UpstreamError")))
     assert (front.reply.request_id, front.reply.upstream_seconds) == ("req_engine", 0.0)
     assert front.reply.headers == {"x-tollgate-cache": "miss"}
+
+
+def test_whether_the_engine_metered_the_call_is_adopted() -> None:
+    for metered in (True, False):
+        front = CallContext(request_id="req_front")
+        adopt(front.reply, reply_metadata(CallReply(request_id="req_engine", metered=metered), upstream=False))
+        assert front.reply.metered is metered
 
 
 def test_the_split_front_door_loads_no_engine() -> None:
