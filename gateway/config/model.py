@@ -65,6 +65,9 @@ class ServerConfig:
     body_timeout: float = 60.0  # the longest a client may take to send a request's body
     keepalive_timeout: float = 75.0  # an idle keep-alive connection is closed after this
     max_connections: int = 10_000  # open connections per process; past it new ones are closed at once
+    reload_poll: float = 2.0  # how often the config file is checked for a change (0: only SIGHUP and the admin API)
+    # After a reload, the old config's calls in flight run on at most this long before its backends are closed.
+    reload_grace: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from gateway.call import Engine
+from gateway.call import ConfigControl, Engine
 from gateway.config.tls import ServerTLS
 from gateway.drain import Drain
 from gateway.engine.admin_servicer import ADMIN_SERVICE_NAME, AdminServicer
@@ -22,10 +22,12 @@ async def start_engine_server(
     reuse_port: bool = False,
     drain: Drain | None = None,
     tls: ServerTLS | None = None,
+    control: ConfigControl | None = None,
 ) -> GrpcServer:
     """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
-    `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA)."""
-    servicer, admin = GatewayServicer(engine), AdminServicer(engine)
+    `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA); `control` for
+    the admin reload."""
+    servicer, admin = GatewayServicer(engine), AdminServicer(engine, control)
     return await start_grpc_server(
         address,
         [
