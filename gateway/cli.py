@@ -244,6 +244,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is not None:  # a command of the auth or stats packages: masked logs too (authsvc sees raw keys)
         configure_logging(LogsConfig(), level)
         return int(handler(args))
+    if args.command in ("serve", "engine"):
+        # SIGHUP means "reload" (gateway.reload): never the default "exit", even before the reloader listens.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(args.config, os.environ)
         masking = configure_logging(config.telemetry.logs, level, config_secrets(config))

@@ -41,6 +41,10 @@ models:
 """
 
 
+def write(path: Path, text: str) -> None:
+    path.write_text(text)
+
+
 def params(model: str = "gpt-4o-mini", text: str = "hello") -> pb.ChatCompletionParams:
     """A deterministic request (temperature 0: a model with `cache:` caches it)."""
     message = pb.ChatMessage(role=pb.ROLE_USER, content=text)
@@ -60,7 +64,7 @@ async def upstream() -> AsyncIterator[FakeOpenAI]:
 @pytest.fixture
 def path(tmp_path: Path, upstream: FakeOpenAI) -> Path:
     file = tmp_path / "tollgate.yaml"
-    file.write_text(config_text(upstream.base_url))
+    write(file, config_text(upstream.base_url))
     return file
 
 
@@ -97,7 +101,7 @@ async def test_a_valid_reload_serves_the_new_config(reloader: Reloader, path: Pa
     assert info(reloader) == {before: 1.0}
     names = [m.id for m in (await reloader.engine.list_models(ctx())).models]
     assert "extra" not in names
-    path.write_text(config_text(upstream.base_url, extra_models="  - {name: extra, targets: [{backend: demo}]}"))
+    write(path, config_text(upstream.base_url, extra_models="  - {name: extra, targets: [{backend: demo}]}"))
     done = await reloader.run("test")
     assert (done.result, done.previous_hash) == (SUCCESS, before)
     assert done.config_hash == reloader.config_hash() != before
@@ -117,7 +121,7 @@ async def test_an_invalid_config_is_refused_and_the_old_one_serves_on(
 ) -> None:
     before = reloader.config_hash()
     text = config_text(upstream.base_url).replace("{backend: demo, model: tollgate-demo}", "{backend: nowhere}")
-    path.write_text(text)
+    write(path, text)
     with caplog.at_level(logging.INFO, logger="tollgate"):
         done = await reloader.run("test")
     assert done.result == FAILURE
@@ -138,7 +142,7 @@ async def test_an_invalid_config_is_refused_and_the_old_one_serves_on(
         await reloader.reload(ctx("wrong"))
     assert reloads(reloader, "failure") == 2
     # A provider option its factory refuses fails in the build, before anything changes.
-    path.write_text(config_text(upstream.base_url).replace("provider: mock", "provider: nosuch"))
+    write(path, config_text(upstream.base_url).replace("provider: mock", "provider: nosuch"))
     done = await reloader.run("test")
     assert done.result == FAILURE and "backends[name=demo].provider: unknown provider" in done.error
     assert reloader.config_hash() == before
@@ -155,7 +159,7 @@ async def test_a_stream_started_before_a_reload_finishes_on_its_config(
         first = await anext(stream)
         chunks.append(first.choices[0].delta.content)
         # primary changes (a longer read timeout): a new adapter for new calls; this stream keeps the old one.
-        path.write_text(config_text(upstream.base_url).replace("read_timeout: 5s", "read_timeout: 6s"))
+        write(path, config_text(upstream.base_url).replace("read_timeout: 5s", "read_timeout: 6s"))
         done = await reloader.run("test")
         assert done.result == SUCCESS
         assert reloader.assembly.parts.providers["primary"] is not old_provider
@@ -178,7 +182,7 @@ async def test_unchanged_backends_keep_their_pool_health_limits_and_cache(tmp_pa
     path = tmp_path / "tollgate.yaml"
     limits = "limits: {rules: [{per: model, match: {model: demo}, requests: 3, window: 1h}]}"
     health = "routing: {health: {consecutive_failures: 2, ejection_base: 1m}}"
-    path.write_text(config_text(upstream.base_url, extra=f"{limits}\n{health}"))
+    write(path, config_text(upstream.base_url, extra=f"{limits}\n{health}"))
     assembly = assemble(load_config(path, os.environ))
     await assembly.start()
     reloader = Reloader(assembly, str(path), os.environ)
@@ -200,7 +204,7 @@ async def test_unchanged_backends_keep_their_pool_health_limits_and_cache(tmp_pa
         # is kept.
         text = config_text(upstream.base_url, extra=f"{limits}\n{health}")
         text = text.replace("backends:\n", "backends:\n  - {name: second, provider: mock}\n", 1)
-        path.write_text(text + "  - {name: other, targets: [{backend: second}]}\n")
+        write(path, text + "  - {name: other, targets: [{backend: second}]}\n")
         done = await reloader.run("test")
         assert done.result == SUCCESS, done.error
         handover = reloader.assembly.handover
@@ -224,16 +228,16 @@ async def test_unchanged_backends_keep_their_pool_health_limits_and_cache(tmp_pa
 
 async def test_a_secret_file_is_read_again(tmp_path: Path, upstream: FakeOpenAI) -> None:
     secret = tmp_path / "openai-key"
-    secret.write_text("sk-upstream\n")
+    write(secret, "sk-upstream\n")
     path = tmp_path / "tollgate.yaml"
-    path.write_text(config_text(upstream.base_url, key=f"${{file:{secret}}}"))
+    write(path, config_text(upstream.base_url, key=f"${{file:{secret}}}"))
     assembly = assemble(load_config(path, os.environ))
     await assembly.start()
     reloader = Reloader(assembly, str(path), os.environ)
     try:
         await reloader.engine.create_chat_completion(params(), ctx())
         upstream.api_key = "sk-rotated"
-        secret.write_text("sk-rotated\n")
+        write(secret, "sk-rotated\n")
         done = await reloader.run("test")  # the file the config names changed, not the config file itself
         assert done.result == SUCCESS and reloader.assembly.handover.rebuilt == ("primary",)
         await reloader.engine.create_chat_completion(params("gpt-4o-mini", "again"), ctx())
