@@ -138,3 +138,27 @@ async def test_every_worker_reloads_through_one_workers_admin_api(tmp_path: Path
     # One worker reloaded through the API, the other on the supervisor's SIGHUP (the first then finds nothing new).
     assert output.count("config reload (admin): config ") == 1
     assert output.count("config reload (sighup): config ") == 1
+
+
+async def test_a_split_front_door_passes_the_admin_reload_to_its_engine(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    path = tmp_path / "tollgate.yaml"
+    write(path, config(upstream).replace("server: {", "server: {reload_poll: 0s, "))
+    async with tollgate("engine", "--config", str(path)) as engine:
+        await engine.wait_listening("grpc")
+        address = f"127.0.0.1:{engine.ports['grpc']}"
+        async with tollgate("frontdoor", "--config", str(path), "--engine", address, "--http", "127.0.0.1:0") as door:
+            await door.wait_listening("http")
+            base = f"http://127.0.0.1:{door.ports['http']}"
+            async with aiohttp.ClientSession() as session:
+                async with session.get(f"{base}/readyz") as resp:
+                    assert await resp.json() == {"status": "ready"}  # the engine's hash is the engine's to say
+                write(path, config(upstream, "split").replace("server: {", "server: {reload_poll: 0s, "))
+                async with session.post(f"{base}/admin/reload", headers=AUTH) as resp:
+                    body = await resp.json()
+                    assert resp.status == 200 and body["result"] == "success", body
+                assert "split" in await models(session, base)
+                async with session.post(f"{base}/admin/reload", headers={"Authorization": "Bearer nope"}) as resp:
+                    assert resp.status == 401
+            assert await door.terminate() == 0
+        assert await engine.terminate() == 0
+    assert "config reload (admin): config " in engine.output()
