@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from authsvc.cli import add_commands as add_auth_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.digest import config_hash
 from gateway.config.fields import _address as parse_address
 from gateway.config.telemetry import LogsConfig
 from gateway.drain import Drain
@@ -256,7 +257,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"tollgate: bad configuration: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        print(f"ok: {len(config.backends)} backends, {len(config.models)} models")
+        # The hash a running gateway shows in /readyz once it serves this file (gateway.config.digest).
+        print(f"ok: {len(config.backends)} backends, {len(config.models)} models, config {config_hash(config)}")
         return 0
     http = getattr(args, "http", None) or config.listen.http
     grpc_address = getattr(args, "grpc", None) or config.listen.grpc
