@@ -333,7 +333,10 @@ def reload(fleet: Fleet, quick: bool) -> Row:
         return f"new config on {moved}/{REPLICAS} replicas; invalid one refused by {refused}/{REPLICAS}"
 
     outcomes, note = _under_load(fleet, quick, incident, seconds=4.0 if quick else 10.0, long_model="slow")
-    return _row("reload valid + invalid", fleet, outcomes, note=note, failed="; ".join(problems))
+    row = _row("reload valid + invalid", fleet, outcomes, note=note, failed="; ".join(problems))
+    # Six configs (each replica's old and new): every call recorded with the config it ran on.
+    ran_on = ", ".join(str(n) for _, n in sorted(row.records.configs.items()))
+    return dataclasses.replace(row, note=f"{note}; records by config: {ran_on}")
 
 
 def _replace_file(path: Path, text: str) -> None:

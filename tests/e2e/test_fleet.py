@@ -62,6 +62,7 @@ def test_valid_and_invalid_reloads_under_load_fail_no_request(running: Fleet) ->
     row = reload(running, True)
     assert row.failed == "", row.failed
     assert f"new config on {REPLICAS}/{REPLICAS}" in row.note and f"refused by {REPLICAS}/{REPLICAS}" in row.note
+    assert len(row.records.configs) == 2 * REPLICAS  # each replica's calls, before and after, on their own config
     assert row.requests > 0 and row.client_errors == 0
     assert row.records.stored == row.records.expected and row.records.duplicated == 0
 
