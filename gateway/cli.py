@@ -245,8 +245,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is not None:  # a command of the auth or stats packages: masked logs too (authsvc sees raw keys)
         configure_logging(LogsConfig(), level)
         return int(handler(args))
-    if args.command in ("serve", "engine"):
-        # SIGHUP means "reload" (gateway.reload): never the default "exit", even before the reloader listens.
+    if args.command in ("serve", "engine", "frontdoor"):
+        # SIGHUP means "reload" (gateway.reload), never the default "exit": ignored until the reloader listens, and
+        # by a split front door, whose settings all apply at start.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(args.config, os.environ)
