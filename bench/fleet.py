@@ -7,9 +7,10 @@ Started, each on free ports in one temp dir, every process stopped by its PID af
 - three `tollgate serve` replicas, and HAProxy in front, health-checking `/readyz`.
 
 Then the scenarios run one after the other, each with plain and streamed traffic, and a table prints: requests,
-client errors, usage records expected / stored / duplicated, and what the limiter admitted against its limit.
+client errors, usage records expected / stored / duplicated, and what the limiter admitted against its limit. A
+scenario whose own check failed (a replica on the wrong config after a reload) says so in its note and fails the run.
 
-    python -m bench.fleet [--quick] [--scenarios steady,limits,replica-killed,redis-killed,rolling-restart]
+    python -m bench.fleet [--quick] [--scenarios steady,limits,token-limits,reload,replica-killed,redis-killed,...]
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import json
+import os
 import shutil
 import signal
 import subprocess
@@ -32,6 +35,8 @@ from pathlib import Path
 
 from bench.fleet_load import Outcome, Records, Traffic, count_records, run_traffic
 from bench.procs import Service, start_service, stop_all
+from gateway.config import parse_config
+from gateway.config.digest import config_hash
 from gateway.testing.redis_cluster import LocalRedisCluster, free_port, start_cluster
 
 __all__ = ["SCENARIOS", "Fleet", "Row", "fleet", "main", "render"]
@@ -39,6 +44,7 @@ __all__ = ["SCENARIOS", "Fleet", "Row", "fleet", "main", "render"]
 REPLICAS = 3
 LIMITED_REQUESTS = 20  # the `limited` key: requests a minute
 TOKEN_BUDGET = 600  # the `metered` key: tokens an hour
+ADMIN_TOKEN = "fleet-admin-token"  # the replicas' admin API (reload)
 _READY_TIMEOUT = 30.0
 _TOLLGATE = [sys.executable, "-m", "gateway"]
 
@@ -80,6 +86,29 @@ class Fleet:
         service.proc = None
         return time.monotonic() - started
 
+    def replica_url(self, i: int, path: str) -> str:
+        """Replica `i` itself, past the load balancer."""
+        return f"http://127.0.0.1:{self.replica_ports[i]}{path}"
+
+    def config_hashes(self) -> list[str]:
+        """The config each replica serves, as its `/readyz` says."""
+        hashes = []
+        for i in range(REPLICAS):
+            with urllib.request.urlopen(self.replica_url(i, "/readyz"), timeout=5) as response:
+                hashes.append(str(json.loads(response.read())["config"]))
+        return hashes
+
+    def admin_reload(self, i: int) -> tuple[int, dict[str, object]]:
+        """`POST /admin/reload` on replica `i`: its status and JSON body."""
+        request = urllib.request.Request(
+            self.replica_url(i, "/admin/reload"), method="POST", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        )
+        try:
+            with urllib.request.urlopen(request, timeout=30) as response:
+                return response.status, json.loads(response.read())
+        except urllib.error.HTTPError as refused:
+            return refused.code, json.loads(refused.read())
+
     def wait_in_rotation(self, i: int) -> None:
         """Until HAProxy has seen replica `i` healthy again (its `rise` checks)."""
         time.sleep(_CHECK_INTERVAL * (_RISE + 1))
@@ -95,6 +124,7 @@ class Row:
     records: Records
     admitted: str  # "20 / 20" for the limits scenarios, "" otherwise
     note: str = ""
+    failed: str = ""  # the scenario's own check that did not hold (then the run fails), "" when all held
 
 
 _CHECK_INTERVAL = 0.5
@@ -133,6 +163,8 @@ def replica_config(fleet_root: Path, i: int, *, auth: str, stats: str, redis: st
     """Replica `i`'s config: shared auth, stats and Redis Cluster; its own spool."""
     return f"""
 listen: {{http: "127.0.0.1:0", grpc: "127.0.0.1:0"}}
+server: {{reload_poll: 500ms}}
+admin: {{token: {ADMIN_TOKEN}}}
 auth: {{server: "{auth}", timeout: 2s, cache_ttl: 30s}}
 stats: {{server: "{stats}", flush_interval: 200ms, spool_dir: "{fleet_root / f"spool{i}"}"}}
 redis: "{redis}"
@@ -143,7 +175,7 @@ limits:
   output_tokens_estimate: 16
   rules:
     - {{per: global, requests: 1000000, window: 1m}}
-    - {{per: key, match: {{user: [limited]}}, requests: {LIMITED_REQUESTS}, window: 1m}}
+    - {{per: key, match: {{user: [limited, limited-again]}}, requests: {LIMITED_REQUESTS}, window: 1m}}
     - {{per: key, match: {{user: [metered]}}, tokens: {TOKEN_BUDGET}, window: 1h}}
 backends:
   - {{name: fast, provider: openai, base_url: "{providers["fast"]}", api_key: sk-fleet, connect_timeout: 1s}}
@@ -197,7 +229,7 @@ def _start(root: Path, cluster: LocalRedisCluster, services: list[Service]) -> F
         services[-1].wait_for(r"listening")
         providers[name] = f"http://127.0.0.1:{port}/v1"
     keys_file = root / "keys.yaml"
-    keys = {user: _add_key(keys_file, user) for user in ("steady", "limited", "metered")}
+    keys = {user: _add_key(keys_file, user) for user in ("steady", "limited", "limited-again", "metered")}
     auth, stats, db = f"127.0.0.1:{free_port()}", f"127.0.0.1:{free_port()}", root / "usage.db"
     services.append(start_service("authsvc", [*_TOLLGATE, "authsvc", "--keys", str(keys_file), "--listen", auth], logs))
     services.append(start_service("statssvc", [*_TOLLGATE, "statssvc", "--db", str(db), "--listen", stats], logs))
@@ -231,9 +263,9 @@ def _add_key(keys_file: Path, user: str) -> str:
 # ------------------------------------------------------------------------------------------------------ scenarios
 
 
-def _row(name: str, fleet: Fleet, outcomes: list[Outcome], admitted: str = "", note: str = "") -> Row:
+def _row(name: str, fleet: Fleet, outcomes: list[Outcome], admitted: str = "", note: str = "", failed: str = "") -> Row:
     errors = [o for o in outcomes if o.error]
-    return Row(name, len(outcomes), len(errors), count_records(fleet.db, outcomes), admitted, note)
+    return Row(name, len(outcomes), len(errors), count_records(fleet.db, outcomes), admitted, note, failed)
 
 
 def _traffic(fleet: Fleet, quick: bool, **changes: object) -> Traffic:
@@ -265,6 +297,66 @@ def token_limits(fleet: Fleet, quick: bool) -> Row:
     return _row("limits: tokens/hour", fleet, outcomes, f"{used} / {TOKEN_BUDGET} tokens", f"{admitted} admitted")
 
 
+def reload(fleet: Fleet, quick: bool) -> Row:
+    """Under plain, streamed and long streamed traffic: a valid config change written to every replica's file (each
+    replica's file watch picks it up, as from a Kubernetes ConfigMap), then an invalid one (refused by every replica,
+    through its file watch and its admin API, the valid config serving on)."""
+    problems: list[str] = []
+
+    def incident() -> str:
+        time.sleep(1.0)
+        before = fleet.config_hashes()
+        files = [fleet.root / f"replica{i}.yaml" for i in range(REPLICAS)]
+        added = "models:\n  - {name: fast-b, targets: [{backend: fast, model: gpt-4o-mini}]}\n"
+        new = [path.read_text().replace("models:\n", added) for path in files]
+        # Each replica's own hash (their spools differ), as the gateway computes it.
+        expected = [config_hash(parse_config(text, os.environ)) for text in new]
+        for path, text in zip(files, new, strict=True):
+            _replace_file(path, text)
+        after = _settled(fleet, lambda hashes: hashes == expected)
+        if after is None:
+            problems.append(f"valid reload: replicas on {fleet.config_hashes()}, want {expected} (before {before})")
+        time.sleep(1.0)
+        for path, text in zip(files, new, strict=True):
+            _replace_file(path, text.replace("{backend: fast, model: gpt-4o-mini}]}", "{backend: nowhere}]}", 1))
+        refused = 0
+        for i in range(REPLICAS):
+            status, body = fleet.admin_reload(i)
+            refused += status == 400 and "unknown backend 'nowhere'" in str(body)
+        time.sleep(1.5)  # the file watches see it too
+        still = fleet.config_hashes()
+        if refused != REPLICAS or still != expected:
+            problems.append(f"invalid reload: {refused}/{REPLICAS} refused, replicas on {still} (want {expected})")
+        for path, text in zip(files, new, strict=True):
+            _replace_file(path, text)  # what a restart reads
+        moved = sum(a != b for a, b in zip(after or before, before, strict=True))
+        return f"new config on {moved}/{REPLICAS} replicas; invalid one refused by {refused}/{REPLICAS}"
+
+    outcomes, note = _under_load(fleet, quick, incident, seconds=4.0 if quick else 10.0, long_model="slow")
+    row = _row("reload valid + invalid", fleet, outcomes, note=note, failed="; ".join(problems))
+    # Six configs (each replica's old and new): every call recorded with the config it ran on.
+    ran_on = ", ".join(str(n) for _, n in sorted(row.records.configs.items()))
+    return dataclasses.replace(row, note=f"{note}; records by config: {ran_on}")
+
+
+def _replace_file(path: Path, text: str) -> None:
+    """Write `text` to `path` atomically (a reader never sees half a file), as a ConfigMap update does."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(text)
+    temporary.replace(path)
+
+
+def _settled(fleet: Fleet, done: Callable[[list[str]], bool], timeout: float = 15.0) -> list[str] | None:
+    """The replicas' config hashes once `done` holds for them, or None after `timeout` seconds."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        hashes = fleet.config_hashes()
+        if done(hashes):
+            return hashes
+        time.sleep(0.1)
+    return None
+
+
 def replica_killed(fleet: Fleet, quick: bool) -> Row:
     """SIGKILL one replica under load; HAProxy routes around it; it comes back (and delivers its spool)."""
 
@@ -280,7 +372,8 @@ def replica_killed(fleet: Fleet, quick: bool) -> Row:
 
 
 def redis_primary_killed(fleet: Fleet, quick: bool) -> Row:
-    """SIGKILL the Redis primary holding the limit counters under load; `on_redis_error: open` meanwhile."""
+    """SIGKILL the Redis primary holding the limit counters under load; `on_redis_error: open` meanwhile (no 5xx).
+    Once its replica is promoted, a fresh key's limit is exact again."""
     victim = fleet.cluster.primary_of("{tollgate:rl}:x")
 
     def incident() -> str:
@@ -293,7 +386,19 @@ def redis_primary_killed(fleet: Fleet, quick: bool) -> Row:
         return f"replica promoted in {promoted:.1f}s"
 
     outcomes, note = _under_load(fleet, quick, incident, seconds=6.0 if quick else 12.0)
-    return _row("redis primary killed", fleet, outcomes, note=note)
+    again = asyncio.run(
+        run_traffic(_traffic(fleet, quick, api_key=fleet.keys["limited-again"], total=2 * LIMITED_REQUESTS))
+    )
+    admitted = sum(1 for o in again if o.status == 200)
+    failed = f"{admitted} admitted after the promotion" if admitted != LIMITED_REQUESTS else ""
+    return _row(
+        "redis primary killed",
+        fleet,
+        outcomes + again,
+        f"{admitted} / {LIMITED_REQUESTS} after promotion",
+        note,
+        failed,
+    )
 
 
 def rolling_restart(fleet: Fleet, quick: bool) -> Row:
@@ -334,6 +439,7 @@ SCENARIOS: dict[str, Callable[[Fleet, bool], Row]] = {
     "steady": steady,
     "limits": limits,
     "token-limits": token_limits,
+    "reload": reload,
     "replica-killed": replica_killed,
     "redis-killed": redis_primary_killed,
     "rolling-restart": rolling_restart,
@@ -350,7 +456,7 @@ def render(rows: list[Row]) -> str:
             str(r.client_errors),
             f"{r.records.expected} / {r.records.stored} / {r.records.duplicated}",
             r.admitted,
-            r.note,
+            f"{r.note}; FAILED: {r.failed}" if r.failed else r.note,
         )
         for r in rows
     ]
@@ -377,7 +483,9 @@ def main(argv: list[str] | None = None) -> int:
             print(render(rows[-1:]).splitlines()[-1], flush=True)
     print()
     print(render(rows))
-    bad = [r for r in rows if r.client_errors or r.records.stored != r.records.expected or r.records.duplicated]
+    bad = [
+        r for r in rows if r.client_errors or r.records.stored != r.records.expected or r.records.duplicated or r.failed
+    ]
     return 1 if bad else 0
 
 

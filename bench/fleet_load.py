@@ -60,6 +60,7 @@ class Records:
     duplicated: int  # client ids with more than one record
     tokens: int  # total tokens of the stored records
     statuses: Counter[int] = field(default_factory=Counter)
+    configs: Counter[str] = field(default_factory=Counter)  # records by the gateway config they ran on
 
 
 async def run_traffic(traffic: Traffic) -> list[Outcome]:
@@ -137,21 +138,22 @@ def count_records(db: Path, outcomes: list[Outcome], *, wait: float = 15.0) -> R
     deadline = time.monotonic() + wait
     while True:
         rows = _rows(db, expected)
-        found = {client_id for client_id, _, _ in rows}
+        found = {client_id for client_id, _, _, _ in rows}
         if found >= expected or time.monotonic() > deadline:
             break
         time.sleep(0.25)
-    per_id = Counter(client_id for client_id, _, _ in rows)
+    per_id = Counter(client_id for client_id, _, _, _ in rows)
     return Records(
         expected=len(expected),
         stored=len(found & expected),
         duplicated=sum(1 for count in per_id.values() if count > 1),
-        tokens=sum(tokens for _, tokens, _ in rows),
-        statuses=Counter(status for _, _, status in rows),
+        tokens=sum(tokens for _, tokens, _, _ in rows),
+        statuses=Counter(status for _, _, status, _ in rows),
+        configs=Counter(config for _, _, _, config in rows),
     )
 
 
-def _rows(db: Path, ids: set[str]) -> list[tuple[str, int, int]]:
+def _rows(db: Path, ids: set[str]) -> list[tuple[str, int, int, str]]:
     if not ids or not db.exists():
         return []
     connection = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=5)
@@ -159,10 +161,10 @@ def _rows(db: Path, ids: set[str]) -> list[tuple[str, int, int]]:
         connection.execute("CREATE TEMP TABLE wanted (id TEXT PRIMARY KEY)")
         connection.executemany("INSERT INTO wanted VALUES (?)", [(i,) for i in ids])
         query = """
-            SELECT json_extract(labels, '$.client_request_id'), input_tokens + output_tokens, http_status
+            SELECT json_extract(labels, '$.client_request_id'), input_tokens + output_tokens, http_status, config_hash
             FROM usage JOIN wanted ON wanted.id = json_extract(usage.labels, '$.client_request_id')
         """
-        return [(str(a), int(b), int(c)) for a, b, c in connection.execute(query)]
+        return [(str(a), int(b), int(c), str(d)) for a, b, c, d in connection.execute(query)]
     except sqlite3.OperationalError:  # the table is not there yet
         return []
     finally:

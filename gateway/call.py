@@ -139,3 +139,16 @@ class Engine(Protocol):
     async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
         """Documents ordered by relevance to the query."""
         ...
+
+
+class ConfigControl(Protocol):
+    """The running configuration as the doors see it: its hash, and the admin reload (`gateway.reload`)."""
+
+    def config_hash(self) -> str:
+        """The running configuration's hash; empty when this process cannot know it (a split front door)."""
+        ...
+
+    async def reload(self, ctx: CallContext) -> admin_pb2.ReloadResponse:
+        """Read the configuration again and serve it if valid (admin only); a bad one raises `InvalidRequestError`
+        with the path of the bad field, and the running one serves on."""
+        ...

@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import logging
 import os
+import signal
 import sys
 from collections.abc import Callable, Sequence
 from importlib import metadata
@@ -22,6 +23,7 @@ from typing import TYPE_CHECKING
 
 from authsvc.cli import add_commands as add_auth_commands
 from gateway.config import ConfigError, GatewayConfig, load_config
+from gateway.config.digest import config_hash
 from gateway.config.fields import _address as parse_address
 from gateway.config.telemetry import LogsConfig
 from gateway.drain import Drain
@@ -40,6 +42,7 @@ from statssvc.cli import add_commands as add_stats_commands
 
 if TYPE_CHECKING:
     from gateway.assemble import Assembly
+    from gateway.reload import Reloader
 
 log = logging.getLogger("tollgate")
 
@@ -122,9 +125,11 @@ def _announce(config: GatewayConfig) -> None:
     log.info("models: %s", ", ".join(m.name for m in config.models))
 
 
-async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_address: str, shared: bool) -> None:
-    engine = assembly.engine
+async def _serve(config: GatewayConfig, reloader: Reloader, http: str, grpc_address: str, shared: bool) -> None:
+    assembly = reloader.assembly
+    engine = reloader.engine
     await assembly.start()
+    reloader.start()
     drain = Drain()
     grpc_server = (
         await start_engine_server(
@@ -134,14 +139,15 @@ async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_addr
             drain=drain,
             tls=config.tls.grpc,
             front_doors=config.listen.front_doors,
+            control=reloader,
         )
         if grpc_address
         else None
     )
-    app = create_app(engine, config.server, assembly.telemetry)
+    app = create_app(engine, config.server, assembly.telemetry, reloader)
     http_server = await start_http_server(app, http, config.server, reuse_port=shared, drain=drain, tls=config.tls.http)
     _announce(config)
-    log.info("http listening on %s:%d", http.rpartition(":")[0], http_server.port)
+    log.info("http listening on %s:%d (config %s)", http.rpartition(":")[0], http_server.port, assembly.hash)
     if grpc_server:
         log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], grpc_server.port)
     watchdog_off = _nothing
@@ -151,18 +157,25 @@ async def _serve(config: GatewayConfig, assembly: Assembly, http: str, grpc_addr
         await http_server.close()
         if grpc_server:
             await grpc_server.stop(0)
-        await assembly.close()
+        await reloader.close()
         watchdog_off()
 
 
-async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) -> None:
+async def _engine(config: GatewayConfig, reloader: Reloader, grpc_address: str) -> None:
+    assembly = reloader.assembly
     await assembly.start()
+    reloader.start()
     drain = Drain()
     server = await start_engine_server(
-        assembly.engine, grpc_address, drain=drain, tls=config.tls.grpc, front_doors=config.listen.front_doors
+        reloader.engine,
+        grpc_address,
+        drain=drain,
+        tls=config.tls.grpc,
+        front_doors=config.listen.front_doors,
+        control=reloader,
     )
     _announce(config)
-    log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], server.port)
+    log.info("grpc listening on %s:%d (config %s)", grpc_address.rpartition(":")[0], server.port, assembly.hash)
     metrics = assembly.telemetry.metrics
     listen = config.telemetry.metrics.listen
     # The engine has no front door: its /metrics gets a listener of its own when one is configured.
@@ -176,14 +189,15 @@ async def _engine(config: GatewayConfig, assembly: Assembly, grpc_address: str) 
         await server.stop(0)
         if metrics_server is not None:
             await metrics_server.close()
-        await assembly.close()
+        await reloader.close()
         watchdog_off()
 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
     engine = RemoteEngine.for_config(engine_address, config)
     telemetry = build_telemetry(config)  # no engine parts to read
-    app = create_app(engine, config.server, telemetry)
+    # Its own settings apply at start; an admin reload through it reloads the engine's config.
+    app = create_app(engine, config.server, telemetry, engine)
     drain = Drain()
     server = await start_http_server(app, http, config.server, drain=drain, tls=config.tls.http)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
@@ -221,6 +235,11 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_
         return Supervisor(argv, args.workers, metrics_dir=metrics_dir).run()
 
 
+def _signal_supervisor() -> None:
+    """A worker's admin reload: the supervisor passes SIGHUP on to every worker (this one finds nothing new)."""
+    os.kill(os.getppid(), signal.SIGHUP)
+
+
 def _assemble(config: GatewayConfig) -> Assembly:
     # Imported here: `tollgate frontdoor` (split mode) must not load the engine and every part it is built from.
     from gateway.assemble import assemble  # noqa: PLC0415
@@ -237,27 +256,39 @@ def main(argv: Sequence[str] | None = None) -> int:
     if handler is not None:  # a command of the auth or stats packages: masked logs too (authsvc sees raw keys)
         configure_logging(LogsConfig(), level)
         return int(handler(args))
+    if args.command in ("serve", "engine", "frontdoor"):
+        # SIGHUP means "reload" (gateway.reload), never the default "exit": ignored until the reloader listens, and
+        # by a split front door, whose settings all apply at start.
+        signal.signal(signal.SIGHUP, signal.SIG_IGN)
     try:
         config = load_config(args.config, os.environ)
-        configure_logging(config.telemetry.logs, level, config_secrets(config))
+        masking = configure_logging(config.telemetry.logs, level, config_secrets(config))
         # Building the engine builds every provider: an unknown type or a bad option fails here, before listening.
         assembly = _assemble(config) if args.command != "frontdoor" else None
     except ConfigError as exc:
         print(f"tollgate: bad configuration: {exc}", file=sys.stderr)
         return 2
     if args.command == "check-config":
-        print(f"ok: {len(config.backends)} backends, {len(config.models)} models")
+        # The hash a running gateway shows in /readyz once it serves this file (gateway.config.digest).
+        print(f"ok: {len(config.backends)} backends, {len(config.models)} models, config {config_hash(config)}")
         return 0
     http = getattr(args, "http", None) or config.listen.http
     grpc_address = getattr(args, "grpc", None) or config.listen.grpc
     workers = getattr(args, "workers", 1)
     if args.command == "serve" and workers > 1:
         return _supervise(args, config, http, grpc_address)
+
+    def reloader(assembly: Assembly, worker: bool = False) -> Reloader:
+        from gateway.reload import Reloader  # noqa: PLC0415  # like assemble: never loaded by `tollgate frontdoor`
+
+        notify = _signal_supervisor if worker else None
+        return Reloader(assembly, args.config, os.environ, notify=notify, secrets=masking.redactor.add_secrets)
+
     try:
         if assembly is not None and args.command == "serve":
-            run(lambda: _serve(config, assembly, http, grpc_address, shared=args.worker))
+            run(lambda: _serve(config, reloader(assembly, args.worker), http, grpc_address, shared=args.worker))
         elif assembly is not None:
-            run(lambda: _engine(config, assembly, grpc_address))
+            run(lambda: _engine(config, reloader(assembly), grpc_address))
         else:
             run(lambda: _frontdoor(config, http, args.engine))
     except OSError as exc:

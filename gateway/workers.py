@@ -1,9 +1,10 @@
 """`tollgate serve --workers N`: N copies of `serve` on one HTTP port and one gRPC port, kept running.
 
 Each worker is a whole `serve` process binding the same ports with SO_REUSEPORT, so the kernel spreads connections
-across them. The parent only supervises: it forwards SIGTERM and SIGINT, and restarts a worker that dies (giving up
-when workers keep dying right after they start). Anything a worker keeps in memory is per worker, so limits must
-live in Redis: with in-memory limits the command refuses to start rather than multiply every limit by N.
+across them. The parent only supervises: it forwards SIGTERM and SIGINT, passes SIGHUP (reload the config) to every
+worker (a worker sends it one when it was asked to reload through the admin API), and restarts a worker that dies
+(giving up when workers keep dying right after they start). Anything a worker keeps in memory is per worker, so
+limits must live in Redis: with in-memory limits the command refuses to start rather than multiply every limit by N.
 """
 
 from __future__ import annotations
@@ -71,10 +72,15 @@ class Supervisor:
         self._stopping = True
         self._signal_all()
 
+    def _reload(self, signum: int, frame: FrameType | None) -> None:
+        log.info("SIGHUP: every worker reloads its config")
+        self._signal_all(signal.SIGHUP)
+
     def run(self) -> int:
         """Supervise until SIGTERM or SIGINT (0), or until workers keep dying at start (1)."""
         signal.signal(signal.SIGTERM, self._stop)
         signal.signal(signal.SIGINT, self._stop)
+        signal.signal(signal.SIGHUP, self._reload)
         self._procs = [self._spawn() for _ in range(self._workers)]
         log.info("started %d workers: pids %s", self._workers, ", ".join(str(p.pid) for p, _ in self._procs))
         quick_deaths = 0
@@ -99,10 +105,10 @@ class Supervisor:
         self._wait()
         return 0
 
-    def _signal_all(self) -> None:
+    def _signal_all(self, signum: int = signal.SIGTERM) -> None:
         for proc, _ in self._procs:
             if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
+                proc.send_signal(signum)
 
     def _wait(self) -> None:
         for proc, _ in self._procs:

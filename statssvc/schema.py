@@ -45,6 +45,7 @@ COLUMNS = (
     "received_at",
     "experiment",
     "experiment_arm",
+    "config_hash",
 )
 
 _TEXT_COLUMNS = (
@@ -58,6 +59,7 @@ _TEXT_COLUMNS = (
     "provider_model",
     "experiment",
     "experiment_arm",
+    "config_hash",
 )
 _TOKEN_COLUMNS = ("input_tokens", "output_tokens", "cached_tokens", "reasoning_tokens")
 FAILED = pb.Outcome.Name(pb.OUTCOME_FAILED)
@@ -104,6 +106,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE usage ADD COLUMN experiment TEXT NOT NULL DEFAULT '';
     ALTER TABLE usage ADD COLUMN experiment_arm TEXT NOT NULL DEFAULT '';
+    """,
+    """
+    ALTER TABLE usage ADD COLUMN config_hash TEXT NOT NULL DEFAULT '';
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -181,6 +186,7 @@ def row_from_record(r: pb.UsageRecord, received_at_us: int) -> tuple[object, ...
         received_at_us,
         r.experiment,
         r.experiment_arm,
+        r.config_hash,
     )
 
 

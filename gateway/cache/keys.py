@@ -54,7 +54,9 @@ def model_fingerprint(model: ModelConfig, config: GatewayConfig | None = None) -
         backends = {b.name: b for b in config.backends}
         for name in sorted({t.backend for m in chain for t in m.targets} & backends.keys()):
             b = backends[name]
-            parts.append(repr((b.name, b.provider, b.base_url, sorted(b.options.items()), b.shaping)))
+            # The shaping's values, not where the backend sits in the file: moving it must not empty the cache.
+            shaping = (dict(b.shaping.defaults), dict(b.shaping.overrides), b.shaping.remove)
+            parts.append(repr((b.name, b.provider, b.base_url, sorted(b.options.items()), shaping)))
     return "\n".join(parts).encode()
 
 

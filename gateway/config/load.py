@@ -1,10 +1,12 @@
 """Load, expand and validate a YAML configuration.
 
 Every string value may use `${VAR}`, `${VAR:-default}` (default when unset or empty) and `${VAR:+word}` (word when
-set and non-empty, else empty). Expansion happens after YAML parsing, so a variable's value can never change the
-document's structure. Every problem is reported with the path of the bad field, as in
-`models[2].targets[0].backend: unknown backend 'foo'`. The converters live in `fields`; the routing, cache and
-telemetry sections are read in their own modules (`routing_load`, `cache_load`, `telemetry_load`).
+set and non-empty, else empty), and `${file:PATH}` the content of a file (a mounted Kubernetes Secret; one trailing
+newline dropped), read again at every load, so a reload picks up a rotated secret. Expansion happens after YAML
+parsing, so a variable's value can never change the document's structure. Every problem is reported with the path
+of the bad field, as in `models[2].targets[0].backend: unknown backend 'foo'`. The converters live in `fields`; the
+routing, cache and telemetry sections are read in their own modules (`routing_load`, `cache_load`,
+`telemetry_load`).
 """
 
 from __future__ import annotations
@@ -65,7 +67,8 @@ from gateway.config.telemetry_load import _telemetry
 from gateway.config.tls import TLSConfig
 from gateway.config.tls_load import client_tls, tls_config
 
-_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?\}")
+# One pass for both forms, so a variable's value or a file's content is never expanded again.
+_VAR = re.compile(r"\$\{(?:file:([^}]+)|([A-Za-z_][A-Za-z0-9_]*)(?:(:-|:\+)([^}]*))?)\}")
 # Defaults, read off instances: slotted dataclasses keep no class-level default values.
 _LISTEN, _SERVER, _BACKEND = ListenConfig(), ServerConfig(), BackendConfig(name="", provider="")
 _AUTH, _STATS, _LIMITS, _RULE = AuthConfig(server=""), StatsConfig(server=""), LimitsConfig(), LimitRule(per="")
@@ -112,7 +115,9 @@ def _expand(value: Any, env: Mapping[str, str], path: str) -> Any:
 
 def _expand_str(value: str, env: Mapping[str, str], path: str) -> str:
     def sub(m: re.Match[str]) -> str:
-        name, op, word = m.group(1), m.group(2), m.group(3) or ""
+        if m.group(1) is not None:
+            return _secret_file(m.group(1), path)
+        name, op, word = m.group(2), m.group(3), m.group(4) or ""
         current = env.get(name, "")
         if op == ":-":
             return current or word
@@ -122,7 +127,18 @@ def _expand_str(value: str, env: Mapping[str, str], path: str) -> str:
             raise ConfigError(f"{path}: environment variable {name} is not set")
         return current
 
-    return _VAR.sub(sub, value) if "${" in value else value
+    if "${" not in value:
+        return value
+    return _VAR.sub(sub, value)
+
+
+def _secret_file(name: str, path: str) -> str:
+    try:
+        text = Path(name).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) else "not UTF-8 text"
+        raise ConfigError(f"{path}: cannot read the secret file {name}: {reason}") from None
+    return text.removesuffix("\n").removesuffix("\r")
 
 
 def _shaping(node: _Node) -> RequestShaping:
@@ -260,6 +276,8 @@ class _Builder:
             keepalive_timeout=node.get("keepalive_timeout", parse_duration, _SERVER.keepalive_timeout),
             max_connections=node.get("max_connections", _positive_int, _SERVER.max_connections),
             max_audio_bytes=node.get("max_audio", _audio_size, _SERVER.max_audio_bytes),
+            reload_poll=node.get("reload_poll", duration_or_zero, _SERVER.reload_poll),
+            reload_grace=node.get("reload_grace", parse_duration, _SERVER.reload_grace),
         )
         node.done()
         return server

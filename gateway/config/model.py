@@ -71,6 +71,9 @@ class ServerConfig:
     # The largest audio file a transcription may upload (OpenAI's own limit), checked by both doors. Under the
     # engine's gRPC message limit (64 MiB), so a split front door can pass it on.
     max_audio_bytes: int = 25 * 1024 * 1024
+    reload_poll: float = 2.0  # how often the config file is checked for a change (0: only SIGHUP and the admin API)
+    # After a reload, the old config's calls in flight run on at most this long before its backends are closed.
+    reload_grace: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,11 +1,13 @@
-"""`AdminService` over grpc.aio: a thin adapter to the engine's `list_backends`, errors mapped like GatewayService's."""
+"""`AdminService` over grpc.aio: a thin adapter to the engine's `list_backends` and the process's config reload
+(`gateway.call.ConfigControl`), errors mapped like GatewayService's."""
 
 from __future__ import annotations
 
 import grpc
 
-from gateway.call import Engine
+from gateway.call import CallContext, ConfigControl, Engine
 from gateway.engine.servicer import _unary, context_of
+from gateway.errors import PermissionDeniedError
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 
 ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_name
@@ -14,10 +16,21 @@ ADMIN_SERVICE_NAME = admin_pb2.DESCRIPTOR.services_by_name["AdminService"].full_
 class AdminServicer(admin_pb2_grpc.AdminServiceServicer):
     """The engine's admin calls, served."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, control: ConfigControl | None = None) -> None:
         self._engine = engine
+        self._control = control
 
     async def ListBackends(  # the gRPC method name is fixed by the proto
         self, request: admin_pb2.ListBackendsRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> admin_pb2.ListBackendsResponse:
         return await _unary(context, context_of(context), self._engine.list_backends)
+
+    async def Reload(  # the gRPC method name is fixed by the proto
+        self, request: admin_pb2.ReloadRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> admin_pb2.ReloadResponse:
+        return await _unary(context, context_of(context), self._reload)
+
+    async def _reload(self, ctx: CallContext) -> admin_pb2.ReloadResponse:
+        if self._control is None:  # an engine served without a reloader (embedded in a test); `tollgate` has one
+            raise PermissionDeniedError("This engine has no configuration to reload", code="reload_unavailable")
+        return await self._control.reload(ctx)

@@ -11,7 +11,7 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
 from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import TypeVar
@@ -62,6 +62,7 @@ class EngineParts:
     cache: ResponseCache | None = None  # None: nothing is cached
     observer: CallObserver | None = None  # told about every finished call (telemetry)
     decisions: DecisionObserver | None = None  # told about route rules' decisions from the prompt (metrics)
+    health: HealthBoard | None = None  # None: a fresh one (a reload hands over the unchanged targets' health)
 
 
 class EngineCore:
@@ -74,7 +75,7 @@ class EngineCore:
         self._auth = parts.auth
         self._limiter = parts.limiter
         self._meter = Meter(config, parts.usage, parts.limiter, parts.observer)
-        health = HealthBoard(config.routing.health, time.monotonic)
+        health = parts.health or HealthBoard(config.routing.health, time.monotonic)
         self._router = Router(config, rng, health)
         # Semantic route rules embed through our own providers.
         self._router.routes.connect(self._embed_texts, parts.decisions)
@@ -94,20 +95,18 @@ class EngineCore:
             self._checker.start()
         await self._router.routes.prepare()  # embeds semantic rules' examples
 
-    async def close(self) -> None:
-        """Deliver or spool pending usage, then release every connection."""
+    async def close(self, keep: Collection[object] = ()) -> None:
+        """Deliver or spool pending usage, then release every connection; the parts in `keep` (which the engine of
+        a reloaded config took over) are left running."""
+        kept = {id(part) for part in keep}
         if self._checker is not None:
             await self._checker.close()
-        if self._meter.sink is not None:
-            await self._meter.sink.close()
-        await self._auth.close()
-        await self._router.routes.close()
-        if self._cache is not None:
-            await self._cache.close()
-        if self._limiter is not None:
-            await self._limiter.close()
+        for part in (self._meter.sink, self._auth, self._router.routes, self._cache, self._limiter):
+            if part is not None and id(part) not in kept:
+                await part.close()
         for provider in self._providers.values():
-            await provider.close()
+            if id(provider) not in kept:
+                await provider.close()
 
     async def ready(self) -> bool:
         """The in-process engine is ready as soon as it exists."""

@@ -14,7 +14,7 @@ the request's own fault (a 400 from the provider) count as successes: the backen
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
@@ -110,6 +110,17 @@ class HealthBoard:
         if state is None:
             state = self._targets[key] = _Target(self._config, self._clock)
         return state
+
+    def adopt(self, previous: HealthBoard, backends: Collection[str]) -> int:
+        """Take over `previous`'s state of the targets of `backends` (a reload's unchanged backends) and whether each
+        is down; the state objects are shared, so calls still running on the old config settle here too. Nothing is
+        taken when the health settings changed (the old state was judged by other rules). Returns the targets taken."""
+        if previous._config != self._config:
+            return 0
+        taken = {key: state for key, state in previous._targets.items() if key[0] in backends}
+        self._targets.update(taken)
+        self._backends_down |= previous._backends_down & set(backends)
+        return len(taken)
 
     # ---------------------------------------------------------------------------------------------- reading
 

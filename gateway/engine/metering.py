@@ -20,6 +20,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 
 from gateway.call import CallContext
 from gateway.config import GatewayConfig
+from gateway.config.digest import config_hash
 from gateway.drain import as_shutdown
 from gateway.engine.record import CallObserver, CallRecord, Spent, http_status
 from gateway.errors import GatewayError
@@ -97,6 +98,7 @@ class Meter:
     ) -> None:
         self.sink = sink
         self.limiter = limiter
+        self.config_hash = config_hash(config)  # on every record: which config the call ran on
         self.observer = observer
         self._providers: Mapping[str, str] = {b.name: b.provider for b in config.backends}
         self._prices = config.prices
@@ -148,6 +150,7 @@ class Meter:
             attempts=call.attempts,
             route=call.route,
             cache_hit=call.cache_status == "hit",
+            config_hash=self.config_hash,
         )
         principal = call.principal
         if principal is not None:

@@ -135,6 +135,14 @@ class RemoteEngine:
         request = admin_pb2.ListBackendsRequest()
         return await _unary(self._admin.ListBackends(request, metadata=self._metadata(ctx)), ctx)
 
+    async def reload(self, ctx: CallContext) -> admin_pb2.ReloadResponse:
+        """Have the engine reload its configuration (the engine checks the admin token)."""
+        return await _unary(self._admin.Reload(admin_pb2.ReloadRequest(), metadata=self._metadata(ctx)), ctx)
+
+    def config_hash(self) -> str:
+        """Unknown here: the engine's own `/readyz` (or its `tollgate_config_info`) says."""
+        return ""
+
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""
         return await _unary(self._stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata(ctx)), ctx)

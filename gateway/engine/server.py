@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from gateway.call import Engine
+from gateway.call import ConfigControl, Engine
 from gateway.config.tls import ServerTLS
 from gateway.drain import Drain
 from gateway.engine.admin_servicer import ADMIN_SERVICE_NAME, AdminServicer
@@ -18,7 +18,7 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["GatewayService"].full_name
 
 
-async def start_engine_server(
+async def start_engine_server(  # noqa: PLR0913 (each option from its own part of the config)
     engine: Engine,
     address: str,
     *,
@@ -26,11 +26,13 @@ async def start_engine_server(
     drain: Drain | None = None,
     tls: ServerTLS | None = None,
     front_doors: Sequence[str] = (),
+    control: ConfigControl | None = None,
 ) -> GrpcServer:
     """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
     `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA); `front_doors`
-    the networks whose `tollgate-client-address` is believed (`listen.front_doors`; none: any caller's)."""
-    servicer, admin = GatewayServicer(engine, front_door_networks(front_doors)), AdminServicer(engine)
+    the networks whose `tollgate-client-address` is believed (`listen.front_doors`; none: any caller's); `control`
+    for the admin reload."""
+    servicer, admin = GatewayServicer(engine, front_door_networks(front_doors)), AdminServicer(engine, control)
     return await start_grpc_server(
         address,
         [

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from gateway.call import CallContext, Engine, new_request_id
+from gateway.call import CallContext, ConfigControl, Engine, new_request_id
 from gateway.config import ServerConfig
 from gateway.errors import DEFAULT_RETRY_AFTER, NotFoundError
 from gateway.frontdoor.admin_http import admin_routes
@@ -18,9 +18,12 @@ from gateway.telemetry.frontdoor import instrument_app
 from gateway.telemetry.observer import Telemetry
 
 
-def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None = None) -> web.Application:
+def create_app(
+    engine: Engine, server: ServerConfig, telemetry: Telemetry | None = None, control: ConfigControl | None = None
+) -> web.Application:
     """The HTTP application: the OpenAI and Anthropic routes, health and readiness, `/metrics` when there are
-    metrics, and OpenAI-shaped 404s for the rest."""
+    metrics, the admin API, and OpenAI-shaped 404s for the rest. `control`: the running config's hash (in `/readyz`)
+    and the admin reload."""
     # Bodies are decompressed by read_json (gateway.frontdoor.body), where a bad one gets an API-shaped error.
     handler_args = {"max_field_size": 16384, "auto_decompress": False}
     app = web.Application(client_max_size=server.max_body_bytes, handler_args=handler_args)
@@ -40,7 +43,8 @@ def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None
             return _not_ready("draining", context(request))
         if not await engine.ready():
             return _not_ready("not ready", context(request))
-        return json_response({"status": "ready"}, context(request))
+        config = control.config_hash() if control is not None else ""
+        return json_response({"status": "ready", "config": config} if config else {"status": "ready"}, context(request))
 
     async def not_found(request: web.Request) -> web.Response:
         error = NotFoundError(f"No route for {request.method} {request.path}", code="unknown_url")
@@ -49,7 +53,7 @@ def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None
     app.add_routes(OpenAIFrontDoor(engine).routes())
     app.add_routes(AnthropicFrontDoor(engine).routes())
     app.add_routes(EndpointsFrontDoor(engine, server.max_audio_bytes).routes())
-    app.add_routes(admin_routes(engine))
+    app.add_routes(admin_routes(engine, control))
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", not_found)])
     return app
 

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from types import MappingProxyType
 
 from gateway.config import BackendConfig, ConfigError, GatewayConfig
 from gateway.providers.anthropic import build_anthropic
@@ -39,12 +40,16 @@ PROVIDERS: dict[str, Factory] = {
 }
 
 
-def build_providers(config: GatewayConfig) -> dict[str, Provider]:
+def build_providers(config: GatewayConfig, kept: Mapping[str, Provider] = MappingProxyType({})) -> dict[str, Provider]:
     """One adapter per enabled backend, shaping requests where its backend says so and waking it on demand where it
-    has `wake:`; an unknown type or bad option is a `ConfigError` naming the field."""
+    has `wake:`; an unknown type or bad option is a `ConfigError` naming the field. The backends in `kept` (a
+    reload's unchanged ones) keep the adapter they have, with its connection pool."""
     providers: dict[str, Provider] = {}
-    lock = fleet_lock(config)
+    lock = fleet_lock(config) if any(b.name not in kept for b in config.backends) else None
     for backend in config.backends:
+        if backend.name in kept:
+            providers[backend.name] = kept[backend.name]
+            continue
         path = f"backends[name={backend.name}]"
         factory = PROVIDERS.get(backend.provider)
         if factory is None:

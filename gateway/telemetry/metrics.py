@@ -16,7 +16,7 @@ import asyncio
 import os
 from collections.abc import Mapping
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 from prometheus_client.multiprocess import MultiProcessCollector
 
 from gateway.config import GatewayConfig
@@ -144,10 +144,35 @@ class Metrics:
             ["route", "status"],
             registry=own,
         )
+        self.config_reloads = Counter(
+            "tollgate_config_reloads",
+            "Config reloads by result: success (a new config serves) or failure (refused; the old one serves on).",
+            ["result"],
+            registry=own,
+        )
+        self.config_info = Gauge(
+            "tollgate_config_info",
+            "1 for the hash of the config serving now (0 for the ones it replaced).",
+            ["hash"],
+            registry=own,
+            multiprocess_mode="livemax",
+        )
         self.routing = RoutingMetrics(own)  # deciding route rules and backend wakes, recorded as they happen
         self.sources = ScrapeSources(self.registry if not self.multiproc_dir else None)
         self._series: dict[tuple[str, str, str, str], _Series] = {}
         self._child = Children()
+
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """A reloaded config's backends (for the provider label) and scrape token."""
+        self.token = config.telemetry.metrics.token
+        self._providers = {b.name: b.provider for b in config.backends}
+        self._series.clear()
+
+    def serving(self, config_hash: str, previous: str = "") -> None:
+        """`tollgate_config_info`: the config serving now is `config_hash`."""
+        if previous and previous != config_hash:
+            self.config_info.labels(previous).set(0)
+        self.config_info.labels(config_hash).set(1)
 
     def record(self, call: CallRecord, failure: BaseException | None, spent: Spent, now: float) -> None:
         """Everything one finished call adds to the metrics."""

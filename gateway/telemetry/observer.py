@@ -31,6 +31,14 @@ class Telemetry:
         self.audit = config.telemetry.audit
         self._providers = {b.name: b.provider for b in config.backends}
 
+    def reconfigure(self, config: GatewayConfig) -> None:
+        """Follow a reloaded config: its backends' provider types (metric labels), the audit settings, the metrics
+        token. Whether metrics and tracing are on, and where they go, is settled at start."""
+        self.audit = config.telemetry.audit
+        self._providers = {b.name: b.provider for b in config.backends}
+        if self.metrics is not None:
+            self.metrics.reconfigure(config)
+
     @classmethod
     def from_config(cls, config: GatewayConfig, tracing: Tracing | None = None) -> Telemetry:
         """Metrics as configured (summed over workers when PROMETHEUS_MULTIPROC_DIR is set)."""

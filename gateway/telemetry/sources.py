@@ -75,7 +75,12 @@ class ScrapeSources:
             registry.register(_Collector(self._metrics))
 
     def watch(self, metric: ScrapeMetric) -> None:
-        """Expose `metric` from now on."""
+        """Expose `metric` from now on, in place of one of the same name (a reloaded config's part replaces its
+        predecessor's reading)."""
+        for i, known in enumerate(self._metrics):
+            if known.name == metric.name:
+                self._metrics[i] = metric
+                return
         self._metrics.append(metric)
         if self._multiprocess:
             self._shared[metric.name] = (

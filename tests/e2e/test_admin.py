@@ -99,3 +99,17 @@ async def test_the_report_shows_an_ejected_target(
         with pytest.raises(grpc.aio.AioRpcError) as info:
             await stub.ListBackends(admin_pb2.ListBackendsRequest())
         assert info.value.code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_an_engine_served_without_a_reloader_refuses_reload(
+    start_gateway: StartGateway, upstream: FakeOpenAI, second: FakeOpenAI
+) -> None:
+    # The test harness serves a bare EngineCore (no config file behind it); `tollgate` always has a reloader
+    # (tests/e2e/test_reload.py).
+    gateway = await start(start_gateway, upstream, second, f"admin: {{token: {TOKEN}}}")
+    async with grpc.aio.insecure_channel(gateway.grpc_address) as channel:
+        stub = admin_pb2_grpc.AdminServiceStub(channel)
+        with pytest.raises(grpc.aio.AioRpcError) as info:
+            await stub.Reload(admin_pb2.ReloadRequest(), metadata=[("authorization", f"Bearer {TOKEN}")])
+    assert info.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    assert "no configuration to reload" in (info.value.details() or "")

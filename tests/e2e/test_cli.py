@@ -251,7 +251,7 @@ async def test_serve_embedded_default() -> None:
 async def test_check_config_ok(config_file: Path) -> None:
     code, stdout, stderr = await run("check-config", "--config", str(config_file))
     assert code == 0, stderr
-    assert stdout.strip() == "ok: 2 backends, 3 models"
+    assert re.fullmatch(r"ok: 2 backends, 3 models, config [0-9a-f]{12}", stdout.strip()), stdout
 
 
 async def test_check_config_unknown_backend(tmp_path: Path) -> None:

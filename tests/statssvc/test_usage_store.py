@@ -303,17 +303,17 @@ async def test_a_database_from_before_experiments_is_migrated(tmp_path: Path) ->
     path = tmp_path / "usage.db"
     with sqlite3.connect(path) as conn:  # schema version 1, as the first release wrote it
         conn.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
-        columns = ", ".join(f'"{c}"' for c in COLUMNS[:-2])
-        old = row_from_record(record("old"), 0)[:-2]
+        columns = ", ".join(f'"{c}"' for c in COLUMNS[:-3])  # without experiment, experiment_arm, config_hash
+        old = row_from_record(record("old"), 0)[:-3]
         conn.execute(f"INSERT INTO usage ({columns}) VALUES ({', '.join('?' * len(old))})", old)
     store = await UsageStore.open(path)
     try:
         got = await store.get("old")
-        assert got is not None and (got.experiment, got.experiment_arm) == ("", "")
-        await store.insert([record("new", experiment="e", experiment_arm="treatment")])
+        assert got is not None and (got.experiment, got.experiment_arm, got.config_hash) == ("", "", "")
+        await store.insert([record("new", experiment="e", experiment_arm="treatment", config_hash="0123456789ab")])
         got = await store.get("new")
-        assert got is not None and got.experiment_arm == "treatment"
+        assert got is not None and (got.experiment_arm, got.config_hash) == ("treatment", "0123456789ab")
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 2
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3

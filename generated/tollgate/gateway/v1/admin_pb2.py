@@ -24,19 +24,23 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftollgate/gateway/v1/admin.proto\x12\x13tollgate.gateway.v1\"\x15\n\x13ListBackendsRequest\"J\n\x14ListBackendsResponse\x12\x32\n\x07targets\x18\x01 \x03(\x0b\x32!.tollgate.gateway.v1.TargetHealth\"\xce\x02\n\x0cTargetHealth\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x11\n\tejections\x18\x05 \x01(\r\x12\x17\n\x0f\x65jections_total\x18\x06 \x01(\x04\x12\x13\n\x0boutstanding\x18\x07 \x01(\r\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\t \x01(\r\x12\x17\n\x0fwindow_requests\x18\n \x01(\r\x12\x17\n\x0fwindow_failures\x18\x0b \x01(\r\x12\x18\n\x10retry_in_seconds\x18\x0c \x01(\x01\x12\x12\n\nbackend_up\x18\r \x01(\x08\x12\x12\n\nlast_error\x18\x0e \x01(\t\x12\x15\n\rserved_models\x18\x0f \x03(\t2s\n\x0c\x41\x64minService\x12\x63\n\x0cListBackends\x12(.tollgate.gateway.v1.ListBackendsRequest\x1a).tollgate.gateway.v1.ListBackendsResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1ftollgate/gateway/v1/admin.proto\x12\x13tollgate.gateway.v1\"\x0f\n\rReloadRequest\"d\n\x0eReloadResponse\x12\x0e\n\x06result\x18\x01 \x01(\t\x12\x13\n\x0b\x63onfig_hash\x18\x02 \x01(\t\x12\x15\n\rprevious_hash\x18\x03 \x01(\t\x12\x16\n\x0erestart_needed\x18\x04 \x03(\t\"\x15\n\x13ListBackendsRequest\"J\n\x14ListBackendsResponse\x12\x32\n\x07targets\x18\x01 \x03(\x0b\x32!.tollgate.gateway.v1.TargetHealth\"\xce\x02\n\x0cTargetHealth\x12\x0f\n\x07\x62\x61\x63kend\x18\x01 \x01(\t\x12\r\n\x05model\x18\x02 \x01(\t\x12\r\n\x05state\x18\x03 \x01(\t\x12\x11\n\tavailable\x18\x04 \x01(\x08\x12\x11\n\tejections\x18\x05 \x01(\r\x12\x17\n\x0f\x65jections_total\x18\x06 \x01(\x04\x12\x13\n\x0boutstanding\x18\x07 \x01(\r\x12\x12\n\nlatency_ms\x18\x08 \x01(\x01\x12\x1c\n\x14\x63onsecutive_failures\x18\t \x01(\r\x12\x17\n\x0fwindow_requests\x18\n \x01(\r\x12\x17\n\x0fwindow_failures\x18\x0b \x01(\r\x12\x18\n\x10retry_in_seconds\x18\x0c \x01(\x01\x12\x12\n\nbackend_up\x18\r \x01(\x08\x12\x12\n\nlast_error\x18\x0e \x01(\t\x12\x15\n\rserved_models\x18\x0f \x03(\t2\xc6\x01\n\x0c\x41\x64minService\x12\x63\n\x0cListBackends\x12(.tollgate.gateway.v1.ListBackendsRequest\x1a).tollgate.gateway.v1.ListBackendsResponse\x12Q\n\x06Reload\x12\".tollgate.gateway.v1.ReloadRequest\x1a#.tollgate.gateway.v1.ReloadResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'tollgate.gateway.v1.admin_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_LISTBACKENDSREQUEST']._serialized_start=56
-  _globals['_LISTBACKENDSREQUEST']._serialized_end=77
-  _globals['_LISTBACKENDSRESPONSE']._serialized_start=79
-  _globals['_LISTBACKENDSRESPONSE']._serialized_end=153
-  _globals['_TARGETHEALTH']._serialized_start=156
-  _globals['_TARGETHEALTH']._serialized_end=490
-  _globals['_ADMINSERVICE']._serialized_start=492
-  _globals['_ADMINSERVICE']._serialized_end=607
+  _globals['_RELOADREQUEST']._serialized_start=56
+  _globals['_RELOADREQUEST']._serialized_end=71
+  _globals['_RELOADRESPONSE']._serialized_start=73
+  _globals['_RELOADRESPONSE']._serialized_end=173
+  _globals['_LISTBACKENDSREQUEST']._serialized_start=175
+  _globals['_LISTBACKENDSREQUEST']._serialized_end=196
+  _globals['_LISTBACKENDSRESPONSE']._serialized_start=198
+  _globals['_LISTBACKENDSRESPONSE']._serialized_end=272
+  _globals['_TARGETHEALTH']._serialized_start=275
+  _globals['_TARGETHEALTH']._serialized_end=609
+  _globals['_ADMINSERVICE']._serialized_start=612
+  _globals['_ADMINSERVICE']._serialized_end=810
 # @@protoc_insertion_point(module_scope)

@@ -19,6 +19,55 @@ else:
 DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
+class ReloadRequest(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    def __init__(
+        self,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadRequest: _TypeAlias = ReloadRequest  # noqa: Y015
+
+@_typing.final
+class ReloadResponse(_message.Message):
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULT_FIELD_NUMBER: _builtins.int
+    CONFIG_HASH_FIELD_NUMBER: _builtins.int
+    PREVIOUS_HASH_FIELD_NUMBER: _builtins.int
+    RESTART_NEEDED_FIELD_NUMBER: _builtins.int
+    result: _builtins.str
+    """"success" (the new configuration serves now) or "unchanged" (the file holds the configuration already serving)."""
+    config_hash: _builtins.str
+    """The configuration serving now: the first 12 hex digits of the sha256 of its canonical form."""
+    previous_hash: _builtins.str
+    """The configuration that served before the call."""
+    @_builtins.property
+    def restart_needed(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Sections that changed but apply only at a restart (listen, tls, server, stats, telemetry exporters)."""
+
+    def __init__(
+        self,
+        *,
+        result: _builtins.str = ...,
+        config_hash: _builtins.str = ...,
+        previous_hash: _builtins.str = ...,
+        restart_needed: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["config_hash", b"config_hash", "previous_hash", b"previous_hash", "restart_needed", b"restart_needed", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReloadResponse: _TypeAlias = ReloadResponse  # noqa: Y015
+
+@_typing.final
 class ListBackendsRequest(_message.Message):
     DESCRIPTOR: _descriptor.Descriptor
 

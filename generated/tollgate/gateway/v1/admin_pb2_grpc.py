@@ -42,6 +42,11 @@ class AdminServiceStub:
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_admin__pb2.ListBackendsRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_admin__pb2.ListBackendsResponse.FromString,
                 _registered_method=True)
+        self.Reload = channel.unary_unary(
+                '/tollgate.gateway.v1.AdminService/Reload',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_admin__pb2.ReloadRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_admin__pb2.ReloadResponse.FromString,
+                _registered_method=True)
 
 
 class AdminServiceServicer:
@@ -57,6 +62,15 @@ class AdminServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Reload(self, request, context):
+        """Read the configuration file again and serve it, if it is valid (every worker of `serve --workers N` follows).
+        A bad file changes nothing: the call fails INVALID_ARGUMENT with the path of the bad field, and the running
+        configuration keeps serving. Requests in flight finish on the configuration they started with.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_AdminServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -64,6 +78,11 @@ def add_AdminServiceServicer_to_server(servicer, server):
                     servicer.ListBackends,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_admin__pb2.ListBackendsRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_admin__pb2.ListBackendsResponse.SerializeToString,
+            ),
+            'Reload': grpc.unary_unary_rpc_method_handler(
+                    servicer.Reload,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_admin__pb2.ReloadRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_admin__pb2.ReloadResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -96,6 +115,33 @@ class AdminService:
             '/tollgate.gateway.v1.AdminService/ListBackends',
             tollgate_dot_gateway_dot_v1_dot_admin__pb2.ListBackendsRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_admin__pb2.ListBackendsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Reload(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.AdminService/Reload',
+            tollgate_dot_gateway_dot_v1_dot_admin__pb2.ReloadRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_admin__pb2.ReloadResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -38,6 +38,11 @@ class AdminServiceStub:
     def __new__(cls, channel: _aio.Channel) -> AdminServiceAsyncStub: ...
     ListBackends: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ListBackendsRequest, _admin_pb2.ListBackendsResponse]
     """The engine's view of every target of every model: circuit state, ejections, load, latency, last error."""
+    Reload: _grpc.UnaryUnaryMultiCallable[_admin_pb2.ReloadRequest, _admin_pb2.ReloadResponse]
+    """Read the configuration file again and serve it, if it is valid (every worker of `serve --workers N` follows).
+    A bad file changes nothing: the call fails INVALID_ARGUMENT with the path of the bad field, and the running
+    configuration keeps serving. Requests in flight finish on the configuration they started with.
+    """
 
 @_typing.type_check_only
 class AdminServiceAsyncStub(AdminServiceStub):
@@ -49,6 +54,11 @@ class AdminServiceAsyncStub(AdminServiceStub):
     def __init__(self, channel: _aio.Channel) -> None: ...
     ListBackends: _aio.UnaryUnaryMultiCallable[_admin_pb2.ListBackendsRequest, _admin_pb2.ListBackendsResponse]  # type: ignore[assignment]
     """The engine's view of every target of every model: circuit state, ejections, load, latency, last error."""
+    Reload: _aio.UnaryUnaryMultiCallable[_admin_pb2.ReloadRequest, _admin_pb2.ReloadResponse]  # type: ignore[assignment]
+    """Read the configuration file again and serve it, if it is valid (every worker of `serve --workers N` follows).
+    A bad file changes nothing: the call fails INVALID_ARGUMENT with the path of the bad field, and the running
+    configuration keeps serving. Requests in flight finish on the configuration they started with.
+    """
 
 class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
     """Operator-only calls on the routing engine. A caller authenticates with the configured admin token (metadata
@@ -63,5 +73,16 @@ class AdminServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_admin_pb2.ListBackendsResponse, _abc.Awaitable[_admin_pb2.ListBackendsResponse]]:
         """The engine's view of every target of every model: circuit state, ejections, load, latency, last error."""
+
+    @_abc_1.abstractmethod
+    def Reload(
+        self,
+        request: _admin_pb2.ReloadRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_admin_pb2.ReloadResponse, _abc.Awaitable[_admin_pb2.ReloadResponse]]:
+        """Read the configuration file again and serve it, if it is valid (every worker of `serve --workers N` follows).
+        A bad file changes nothing: the call fails INVALID_ARGUMENT with the path of the bad field, and the running
+        configuration keeps serving. Requests in flight finish on the configuration they started with.
+        """
 
 def add_AdminServiceServicer_to_server(servicer: AdminServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
