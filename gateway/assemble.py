@@ -18,6 +18,7 @@ from gateway.engine.core import EngineCore, EngineParts
 from gateway.providers.registry import build_providers
 from gateway.providers.wake import observe_wakes
 from gateway.ratelimit.build import build_limiter
+from gateway.response_store import build_response_store
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.build import build_telemetry
 from gateway.telemetry.engine_sources import watch_auth, watch_cache, watch_health, watch_limiter, watch_reporter
@@ -56,7 +57,8 @@ def assemble(config: GatewayConfig, tracing: Tracing | None = None) -> Assembly:
     cache = ResponseCache.from_config(config)
     telemetry = build_telemetry(config, tracing)
     routing = telemetry.metrics.routing if telemetry.metrics is not None else None
-    engine = EngineCore(config, EngineParts(providers, auth, reporter, limiter, cache, telemetry, routing))
+    responses = build_response_store(config)
+    engine = EngineCore(config, EngineParts(providers, auth, reporter, limiter, cache, telemetry, routing, responses))
     if telemetry.tracing is not None and reporter is not None:
         reporter.on_report = telemetry.tracing.reporter_observer()  # stats batches link to their calls' spans
     if telemetry.metrics is not None:  # the engine's own parts, read when Prometheus scrapes

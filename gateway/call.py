@@ -21,6 +21,7 @@ from typing import Protocol
 from gateway.config import Secret
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 
 def new_request_id() -> str:
@@ -96,4 +97,24 @@ class Engine(Protocol):
 
     async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
         """The health of every target (admin only: the call must carry the admin token)."""
+        ...
+
+    # The Responses API.
+
+    async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
+        """A whole response (kept for later unless `store` is false)."""
+        ...
+
+    def stream_response(
+        self, params: rpb.ResponseParams, ctx: CallContext
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """An async generator of a response's events; errors before the first are raised from the first `anext`."""
+        ...
+
+    async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
+        """A stored response of the caller's (another key's is a `NotFoundError`)."""
+        ...
+
+    async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
+        """Forget a stored response of the caller's."""
         ...

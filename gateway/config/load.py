@@ -51,6 +51,7 @@ from gateway.config.model import (
     ListenConfig,
     ModelConfig,
     Price,
+    ResponsesConfig,
     Secret,
     ServerConfig,
     StatsConfig,
@@ -167,6 +168,17 @@ def _limit_rule(node: _Node) -> LimitRule:
     return rule
 
 
+def _responses(node: _Node) -> ResponsesConfig:
+    default = ResponsesConfig()
+    responses = ResponsesConfig(
+        ttl=node.get("ttl", parse_duration, default.ttl),
+        max_items=node.get("max_items", _positive_int, default.max_items),
+        key_prefix=node.get("key_prefix", _str, default.key_prefix),
+    )
+    node.done()
+    return responses
+
+
 def _price(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ConfigError(f"{path}: expected US dollars per million tokens (a number ≥ 0), got {value!r}")
@@ -191,6 +203,7 @@ class _Builder:
         if limits.backend == "redis" and redis is None:
             raise ConfigError("limits.backend: redis needs the top-level `redis:` URL")
         cache = node.get("cache", lambda v, p: _cache(_Node(v, p)), CacheConfig())
+        responses = node.get("responses", lambda v, p: _responses(_Node(v, p)), ResponsesConfig())
         if cache.redis and redis is None:
             raise ConfigError("cache.redis: true needs the top-level `redis:` URL")
         raw_backends: list[Any] = node.get("backends", _list, [])
@@ -222,6 +235,7 @@ class _Builder:
             telemetry=telemetry,
             routing=routing,
             tls=tls,
+            responses=responses,
         )
 
     @staticmethod

@@ -29,18 +29,21 @@ from gateway.engine.health import HealthBoard, TargetSnapshot
 from gateway.engine.metering import Meter, UsageSink, estimate_prompt_tokens
 from gateway.engine.probes import ActiveChecker
 from gateway.engine.record import CallObserver, CallRecord, UpstreamAttempt
-from gateway.engine.retry import Failover, Outcome, Verdict, unanswered
+from gateway.engine.responses import ResponsesFlow
+from gateway.engine.retry import Failover, Outcome, Verdict, open_stream, unanswered
 from gateway.engine.router import Attempt, Plan, Router
 from gateway.engine.routes import Caller
 from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
 from gateway.providers.base import Provider
 from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
+from gateway.response_store import MemoryResponseStore, ResponseStore
 from gateway.routing.decision import DecisionObserver
 from gateway.validation import validate_chat, validate_embeddings
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
 Chunk = pb.StreamChatCompletionResponse
@@ -60,6 +63,7 @@ class EngineParts:
     cache: ResponseCache | None = None  # None: nothing is cached
     observer: CallObserver | None = None  # told about every finished call (telemetry)
     decisions: DecisionObserver | None = None  # told about route rules' decisions from the prompt (metrics)
+    responses: ResponseStore | None = None  # stored responses; None: this process's memory
 
 
 class EngineCore:
@@ -82,6 +86,7 @@ class EngineCore:
         self._created = int(time.time())
         self._wakes = any(b.wake is not None for b in config.backends)
         self._cache = parts.cache
+        self._responses = ResponsesFlow(self, parts.responses or MemoryResponseStore(config.responses))
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
@@ -103,6 +108,7 @@ class EngineCore:
             await self._cache.close()
         if self._limiter is not None:
             await self._limiter.close()
+        await self._responses.close()
         for provider in self._providers.values():
             await provider.close()
 
@@ -132,11 +138,12 @@ class EngineCore:
         return backends_report(self._router)
 
     async def create_chat_completion(
-        self, params: pb.ChatCompletionParams, ctx: CallContext
+        self, params: pb.ChatCompletionParams, ctx: CallContext, *, operation: str = "chat"
     ) -> pb.CreateChatCompletionResponse:
-        """One whole completion: from the cache, or from the first target that answers."""
+        """One whole completion: from the cache, or from the first target that answers (`operation`: what the call
+        is metered as; the Responses API's translated calls are "responses")."""
         validate_chat(params)
-        with self._meter.call(ctx, "chat", params.model) as call:
+        with self._meter.call(ctx, operation, params.model) as call:
             call.params = params
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             # Routed first: the cache files answers under the model and experiment arm that serve the request.
@@ -166,11 +173,13 @@ class EngineCore:
             call.usage = result.usage
             return result
 
-    async def stream_chat_completion(self, params: pb.ChatCompletionParams, ctx: CallContext) -> Chunks:
+    async def stream_chat_completion(
+        self, params: pb.ChatCompletionParams, ctx: CallContext, *, operation: str = "chat"
+    ) -> Chunks:
         """The chunks of the first target that starts answering; later failures reach the caller as errors, and
         the target's health as its attempt's outcome."""
         validate_chat(params)
-        with self._meter.call(ctx, "chat", params.model) as call:
+        with self._meter.call(ctx, operation, params.model) as call:
             call.params, call.stream = params, True
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             plan = self._route(call, await self._decide(call, params) if self._router.routes.reads_prompts else None)
@@ -206,7 +215,7 @@ class EngineCore:
         outcome = Outcome(model=plan.model, hold=True)
         try:
             first, rest = await self._first_success(
-                plan, call, lambda p, model: _open_stream(p.stream(model, params)), outcome
+                plan, call, lambda p, model: open_stream(p.stream(model, params)), outcome
             )
         except BaseException:
             found.release()
@@ -362,17 +371,25 @@ class EngineCore:
     def _context_plan(self, failed: Attempt) -> list[Attempt]:
         return self._router.context_plan(failed.model)
 
+    # The Responses API (gateway.engine.responses).
 
-async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse, Chunks]:
-    """Wait for the first chunk, so that a failure before it can still move on to another target."""
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        raise UpstreamError("the backend ended the stream without sending anything") from None
-    except BaseException:
-        await chunks.aclose()
-        raise
-    return first, chunks
+    async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
+        """A whole response."""
+        return await self._responses.create(params, ctx)
+
+    def stream_response(
+        self, params: rpb.ResponseParams, ctx: CallContext
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """A response's stream events."""
+        return self._responses.stream(params, ctx)
+
+    async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
+        """A stored response of the caller's."""
+        return await self._responses.get(response_id, ctx)
+
+    async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
+        """Forget a stored response of the caller's."""
+        return await self._responses.delete(response_id, ctx)
 
 
 def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_usage: bool) -> bool:

@@ -7,6 +7,7 @@ Metadata carries the call context; an aborted call's status and trailing metadat
 from __future__ import annotations
 
 from collections.abc import AsyncGenerator, Sequence
+from contextlib import aclosing
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -23,6 +24,7 @@ from gateway.tls import open_channel
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
 
@@ -55,6 +57,22 @@ async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
     except grpc.aio.AioRpcError as exc:
         raise _rebuild(exc, ctx) from None
     return result
+
+
+async def _streamed(call: grpc.aio.UnaryStreamCall[Any, T], ctx: CallContext) -> AsyncGenerator[T, None]:
+    """A server-streaming call's messages, with the reply metadata adopted at the first and the engine's error
+    rebuilt; closing it cancels the call."""
+    try:
+        first = True
+        async for message in call:
+            if first:
+                adopt(ctx.reply, await call.initial_metadata())
+                first = False
+            yield message
+    except grpc.aio.AioRpcError as exc:
+        raise _rebuild(exc, ctx) from None
+    finally:
+        call.cancel()
 
 
 class RemoteEngine:
@@ -104,17 +122,9 @@ class RemoteEngine:
         call = self._stub.StreamChatCompletion(
             pb.StreamChatCompletionRequest(params=params), metadata=self._metadata(ctx)
         )
-        try:
-            first = True
-            async for chunk in call:
-                if first:
-                    adopt(ctx.reply, await call.initial_metadata())
-                    first = False
+        async with aclosing(_streamed(call, ctx)) as chunks:
+            async for chunk in chunks:
                 yield chunk
-        except grpc.aio.AioRpcError as exc:
-            raise _rebuild(exc, ctx) from None
-        finally:
-            call.cancel()
 
     async def create_embeddings(
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
@@ -135,3 +145,29 @@ class RemoteEngine:
         """The backend's count of the request's input tokens."""
         request = pb.CountTokensRequest(params=params)
         return await _unary(self._stub.CountTokens(request, metadata=self._metadata(ctx)), ctx)
+
+    # The Responses API.
+
+    async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
+        """A whole response."""
+        request = rpb.CreateResponseRequest(params=params)
+        return (await _unary(self._stub.CreateResponse(request, metadata=self._metadata(ctx)), ctx)).response
+
+    async def stream_response(
+        self, params: rpb.ResponseParams, ctx: CallContext
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """The engine's events; closing this generator cancels the call, and so the upstream request."""
+        call = self._stub.StreamResponse(rpb.StreamResponseRequest(params=params), metadata=self._metadata(ctx))
+        async with aclosing(_streamed(call, ctx)) as events:
+            async for event in events:
+                yield event
+
+    async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
+        """A stored response of the caller's."""
+        request = rpb.GetResponseRequest(response_id=response_id)
+        return (await _unary(self._stub.GetResponse(request, metadata=self._metadata(ctx)), ctx)).response
+
+    async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
+        """Forget a stored response of the caller's."""
+        request = rpb.DeleteResponseRequest(response_id=response_id)
+        return await _unary(self._stub.DeleteResponse(request, metadata=self._metadata(ctx)), ctx)

@@ -7,7 +7,7 @@ status with trailing metadata that `RemoteEngine` turns back into the same error
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import NoReturn, TypeVar, cast
 
@@ -18,6 +18,7 @@ from gateway.engine.wire import call_context, reply_metadata
 from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
 log = logging.getLogger("tollgate.engine")
@@ -54,6 +55,26 @@ async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callabl
     return result
 
 
+async def _stream(
+    context: grpc.aio.ServicerContext[object, object], open_stream: Callable[[CallContext], AsyncGenerator[T, None]]
+) -> AsyncIterator[T]:
+    """Run one server-streaming call: the reply metadata with the first message, errors as a status."""
+    ctx = context_of(context)
+    try:
+        async with aclosing(open_stream(ctx)) as messages:
+            first = True
+            async for message in messages:
+                if first:
+                    # The time to the first message spent upstream, for the front door's overhead figure.
+                    await context.send_initial_metadata(reply_metadata(ctx.reply))
+                    first = False
+                yield message
+    except GatewayError as exc:
+        await _abort(context, exc, ctx)
+    except Exception:
+        await _abort(context, _internal(ctx), ctx)
+
+
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     """The engine, served."""
 
@@ -68,20 +89,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def StreamChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
-        ctx = context_of(context)
-        try:
-            async with aclosing(self._engine.stream_chat_completion(request.params, ctx)) as chunks:
-                first = True
-                async for chunk in chunks:
-                    if first:
-                        # The time to the first chunk spent upstream, for the front door's overhead figure.
-                        await context.send_initial_metadata(reply_metadata(ctx.reply))
-                        first = False
-                    yield chunk
-        except GatewayError as exc:
-            await _abort(context, exc, ctx)
-        except Exception:
-            await _abort(context, _internal(ctx), ctx)
+        async for chunk in _stream(context, lambda ctx: self._engine.stream_chat_completion(request.params, ctx)):
+            yield chunk
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]
@@ -97,3 +106,32 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CountTokensResponse:
         return await _unary(context, lambda ctx: self._engine.count_tokens(request.params, ctx))
+
+    # The Responses API.
+
+    async def CreateResponse(  # the gRPC method name is fixed by the proto
+        self, request: rpb.CreateResponseRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> rpb.CreateResponseResponse:
+        async def run(ctx: CallContext) -> rpb.CreateResponseResponse:
+            return rpb.CreateResponseResponse(response=await self._engine.create_response(request.params, ctx))
+
+        return await _unary(context, run)
+
+    async def StreamResponse(  # the gRPC method name is fixed by the proto
+        self, request: rpb.StreamResponseRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[rpb.StreamResponseResponse]:
+        async for event in _stream(context, lambda ctx: self._engine.stream_response(request.params, ctx)):
+            yield event
+
+    async def GetResponse(  # the gRPC method name is fixed by the proto
+        self, request: rpb.GetResponseRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> rpb.GetResponseResponse:
+        async def run(ctx: CallContext) -> rpb.GetResponseResponse:
+            return rpb.GetResponseResponse(response=await self._engine.get_response(request.response_id, ctx))
+
+        return await _unary(context, run)
+
+    async def DeleteResponse(  # the gRPC method name is fixed by the proto
+        self, request: rpb.DeleteResponseRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> rpb.DeleteResponseResponse:
+        return await _unary(context, lambda ctx: self._engine.delete_response(request.response_id, ctx))

@@ -12,6 +12,7 @@ from gateway.frontdoor.anthropic_http import AnthropicFrontDoor
 from gateway.frontdoor.body import MAX_BODY
 from gateway.frontdoor.handling import json_response
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response
+from gateway.frontdoor.responses_http import ResponsesFrontDoor
 from gateway.frontdoor.server import DRAIN, HttpServer, start_http_server
 from gateway.telemetry.frontdoor import instrument_app
 from gateway.telemetry.observer import Telemetry
@@ -47,6 +48,7 @@ def create_app(engine: Engine, server: ServerConfig, telemetry: Telemetry | None
 
     app.add_routes(OpenAIFrontDoor(engine).routes())
     app.add_routes(AnthropicFrontDoor(engine).routes())
+    app.add_routes(ResponsesFrontDoor(engine).routes())
     app.add_routes(admin_routes(engine))
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", not_found)])
     return app

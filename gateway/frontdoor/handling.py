@@ -14,7 +14,7 @@ import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Mapping
 from contextlib import aclosing
 from types import MappingProxyType
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from aiohttp import web
@@ -33,13 +33,14 @@ from gateway.errors import (
 from gateway.frontdoor.body import BODY_TIMEOUT, MAX_BODY, decode_body
 from gateway.headers import api_key, client_request_id, printable
 from gateway.telemetry.context import ENGINE_TOOK_CALL, TRACE_PARENT
-from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.frontdoor")
 
 OVERHEAD_HEADER = "x-tollgate-overhead-ms"
 _JSON = "application/json"
 _SSE_HEADERS = {"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+C = TypeVar("C")  # what a stream carries: chat chunks, Responses events
+C_contra = TypeVar("C_contra", contravariant=True)
 Handler = Callable[[web.Request, CallContext], Awaitable[web.StreamResponse]]
 
 
@@ -118,14 +119,14 @@ async def read_json(request: web.Request) -> Any:
         raise InvalidRequestError(f"Request body is not valid JSON: {exc.msg}", code="invalid_json") from None
 
 
-class StreamEncoder(Protocol):
+class StreamEncoder(Protocol[C_contra]):
     """How one API frames a stream: its first events, each chunk's, the end, and an error after the first byte."""
 
-    def start(self, chunk: pb.StreamChatCompletionResponse) -> bytes:
+    def start(self, chunk: C_contra) -> bytes:
         """The events of the first chunk (and whatever the API sends before them)."""
         ...
 
-    def feed(self, chunk: pb.StreamChatCompletionResponse) -> bytes:
+    def feed(self, chunk: C_contra) -> bytes:
         """The events of a later chunk; empty when it makes none."""
         ...
 
@@ -140,9 +141,9 @@ class StreamEncoder(Protocol):
 
 async def stream_events(
     request: web.Request,
-    chunks: AsyncGenerator[pb.StreamChatCompletionResponse, None],
+    chunks: AsyncGenerator[C, None],
     ctx: CallContext,
-    encoder: StreamEncoder,
+    encoder: StreamEncoder[C],
     headers: Mapping[str, str] = MappingProxyType({}),
 ) -> web.StreamResponse:
     """Answer with the engine's stream as server-sent events, each written as it comes.
@@ -181,7 +182,7 @@ async def stream_events(
         return response
 
 
-async def _cut(chunks: AsyncGenerator[pb.StreamChatCompletionResponse, None]) -> GatewayError:
+async def _cut(chunks: AsyncGenerator[Any, None]) -> GatewayError:
     """The shutdown grace ran out mid-stream: tell the stream (so its usage is recorded as cut by a shutdown, when it
     was waiting on us rather than upstream) and return the error the client gets in-band."""
     error = ShuttingDownError()

@@ -12,6 +12,7 @@ dropped.
 from collections import abc as _abc
 from grpc import aio as _aio
 from tollgate.gateway.v1 import gateway_pb2 as _gateway_pb2
+from tollgate.gateway.v1 import responses_pb2 as _responses_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -53,6 +54,16 @@ class GatewayServiceStub:
     """ListModels lists the models the caller may use."""
     CountTokens: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CountTokensRequest, _gateway_pb2.CountTokensResponse]
     """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
+    CreateResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.CreateResponseRequest, _responses_pb2.CreateResponseResponse]
+    """The Responses API (responses.proto).
+    CreateResponse answers a Responses request in one message.
+    """
+    StreamResponse: _grpc.UnaryStreamMultiCallable[_responses_pb2.StreamResponseRequest, _responses_pb2.StreamResponseResponse]
+    """StreamResponse answers a Responses request as a stream of events."""
+    GetResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.GetResponseRequest, _responses_pb2.GetResponseResponse]
+    """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND)."""
+    DeleteResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _responses_pb2.DeleteResponseResponse]
+    """DeleteResponse deletes a stored response of the caller's."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -73,6 +84,16 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """ListModels lists the models the caller may use."""
     CountTokens: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CountTokensRequest, _gateway_pb2.CountTokensResponse]  # type: ignore[assignment]
     """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
+    CreateResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.CreateResponseRequest, _responses_pb2.CreateResponseResponse]  # type: ignore[assignment]
+    """The Responses API (responses.proto).
+    CreateResponse answers a Responses request in one message.
+    """
+    StreamResponse: _aio.UnaryStreamMultiCallable[_responses_pb2.StreamResponseRequest, _responses_pb2.StreamResponseResponse]  # type: ignore[assignment]
+    """StreamResponse answers a Responses request as a stream of events."""
+    GetResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.GetResponseRequest, _responses_pb2.GetResponseResponse]  # type: ignore[assignment]
+    """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND)."""
+    DeleteResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _responses_pb2.DeleteResponseResponse]  # type: ignore[assignment]
+    """DeleteResponse deletes a stored response of the caller's."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """GatewayService is the routing engine. Authenticate with the metadata `authorization: Bearer <key>`; pass
@@ -120,5 +141,39 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_gateway_pb2.CountTokensResponse, _abc.Awaitable[_gateway_pb2.CountTokensResponse]]:
         """CountTokens counts a chat request's input tokens, as the model's backend counts them (Anthropic backends)."""
+
+    @_abc_1.abstractmethod
+    def CreateResponse(
+        self,
+        request: _responses_pb2.CreateResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.CreateResponseResponse, _abc.Awaitable[_responses_pb2.CreateResponseResponse]]:
+        """The Responses API (responses.proto).
+        CreateResponse answers a Responses request in one message.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamResponse(
+        self,
+        request: _responses_pb2.StreamResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_responses_pb2.StreamResponseResponse], _abc.AsyncIterator[_responses_pb2.StreamResponseResponse]]:
+        """StreamResponse answers a Responses request as a stream of events."""
+
+    @_abc_1.abstractmethod
+    def GetResponse(
+        self,
+        request: _responses_pb2.GetResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.GetResponseResponse, _abc.Awaitable[_responses_pb2.GetResponseResponse]]:
+        """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND)."""
+
+    @_abc_1.abstractmethod
+    def DeleteResponse(
+        self,
+        request: _responses_pb2.DeleteResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.DeleteResponseResponse, _abc.Awaitable[_responses_pb2.DeleteResponseResponse]]:
+        """DeleteResponse deletes a stored response of the caller's."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
