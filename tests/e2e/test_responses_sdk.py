@@ -1,0 +1,260 @@
+"""The official `openai` SDK's Responses API, unchanged, against tollgate: in one process and split over gRPC.
+
+Three models: `gpt-4o-mini` on an OpenAI backend (called with the Responses API itself), `chat-model` on an
+OpenAI-compatible chat backend (the same fake, reached through chat completions: the translated path) and `demo`
+on the built-in mock.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import openai
+import pytest
+
+from gateway.testing.fake_openai import FakeOpenAI
+from tests.conftest import UPSTREAM_KEY, RunningGateway, StartGateway
+
+REPLY = "This is a reply from the fake OpenAI "  # the fake's answer in 8 one-word pieces
+TOOLS: Any = [
+    {
+        "type": "function",
+        "name": "lookup",
+        "description": "Look a thing up.",
+        "parameters": {"type": "object", "properties": {"echo": {"type": "string"}}},
+    }
+]
+MODELS = ("gpt-4o-mini", "chat-model")  # native, translated
+
+
+def config(upstream_url: str) -> str:
+    return f"""
+listen: {{http: "127.0.0.1:0", grpc: "127.0.0.1:0"}}
+auth: none
+server: {{max_body: 256KiB, shutdown_grace: 1s, drain_delay: 0s}}
+responses: {{ttl: 1h, max_items: 100}}
+backends:
+  - {{name: primary, provider: openai, base_url: "{upstream_url}", api_key: {UPSTREAM_KEY}, read_timeout: 5s}}
+  - {{name: compat, provider: vllm, base_url: "{upstream_url}", api_key: {UPSTREAM_KEY}, read_timeout: 5s}}
+  - {{name: demo, provider: mock, options: {{chunks: 5}}}}
+models:
+  - {{name: gpt-4o-mini, targets: [{{backend: primary, model: gpt-4o-mini}}]}}
+  - {{name: chat-model, targets: [{{backend: compat, model: gpt-4o-mini}}]}}
+  - {{name: demo, targets: [{{backend: demo, model: tollgate-demo}}]}}
+"""
+
+
+@pytest.fixture
+async def gateway(start_gateway: StartGateway, upstream: FakeOpenAI) -> RunningGateway:
+    return await start_gateway(config(upstream.base_url))
+
+
+def client(gateway: RunningGateway, key: str = "sk-client") -> openai.AsyncOpenAI:
+    return openai.AsyncOpenAI(base_url=gateway.base_url, api_key=key, max_retries=0, timeout=10)
+
+
+def last_request(upstream: FakeOpenAI, path: str) -> Any:
+    return next(r.json for r in reversed(upstream.requests) if r.path == path)
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_create(gateway: RunningGateway, upstream: FakeOpenAI, model: str) -> None:
+    raw = await client(gateway).responses.with_raw_response.create(
+        model=model, input="hello there", instructions="Be brief.", temperature=0.5
+    )
+    response = raw.parse()
+    assert response.id.startswith("resp_") and "fake" not in response.id  # the gateway's id, never the backend's
+    assert response.status == "completed"
+    assert response.output_text == REPLY
+    assert response.instructions == "Be brief." and response.temperature == 0.5
+    assert response.usage is not None and response.usage.output_tokens == 8
+    assert response.usage.total_tokens == response.usage.input_tokens + 8
+    assert raw.headers["x-request-id"].startswith("req_")
+    if model == "gpt-4o-mini":  # the Responses API upstream, statelessly
+        sent = last_request(upstream, "/v1/responses")
+        assert sent["input"] == "hello there" and sent["instructions"] == "Be brief."
+        assert sent["store"] is False and sent["stream"] is True and "previous_response_id" not in sent
+    else:  # chat completions upstream
+        sent = last_request(upstream, "/v1/chat/completions")
+        assert sent["messages"] == [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "hello there"},
+        ]
+        assert sent["temperature"] == 0.5
+
+
+@pytest.mark.parametrize("model", [*MODELS, "demo"])
+async def test_stream(gateway: RunningGateway, model: str) -> None:
+    stream = await client(gateway).responses.create(model=model, input="hello there", stream=True)
+    events = [event async for event in stream]
+    types = [e.type for e in events]
+    assert types[:4] == [
+        "response.created",
+        "response.in_progress",
+        "response.output_item.added",
+        "response.content_part.added",
+    ]
+    assert types[-4:] == [
+        "response.output_text.done",
+        "response.content_part.done",
+        "response.output_item.done",
+        "response.completed",
+    ]
+    assert [e.sequence_number for e in events] == list(range(len(events)))
+    text = "".join(e.delta for e in events if e.type == "response.output_text.delta")
+    done = events[-1].response  # type: ignore[union-attr]
+    assert done.output_text == text and done.status == "completed"
+    assert done.id == events[0].response.id  # type: ignore[union-attr]
+    assert done.usage is not None and done.usage.output_tokens == (5 if model == "demo" else 8)
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_function_tool_round_trip(gateway: RunningGateway, upstream: FakeOpenAI, model: str) -> None:
+    api = client(gateway)
+    first = await api.responses.create(model=model, input="hello there", tools=TOOLS)
+    call = first.output[-1]
+    assert call.type == "function_call" and call.name == "lookup"
+    assert json.loads(call.arguments) == {"echo": "hello there"}
+    output = {"type": "function_call_output", "call_id": call.call_id, "output": "found it"}
+    second = await api.responses.create(
+        model=model,
+        previous_response_id=first.id,
+        input=[output],
+        tools=TOOLS,  # type: ignore[list-item]
+    )
+    assert second.output_text == REPLY and second.previous_response_id == first.id
+    if model == "gpt-4o-mini":
+        sent = last_request(upstream, "/v1/responses")["input"]
+        assert [item.get("type") for item in sent] == ["message", "function_call", "function_call_output"]
+        assert sent[1]["call_id"] == call.call_id and sent[2]["output"] == "found it"
+    else:
+        sent = last_request(upstream, "/v1/chat/completions")["messages"]
+        assert [m["role"] for m in sent] == ["user", "assistant", "tool"]
+        assert sent[1]["tool_calls"][0]["id"] == call.call_id and sent[2] == {
+            "role": "tool",
+            "tool_call_id": call.call_id,
+            "content": "found it",
+        }
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_streamed_function_call(gateway: RunningGateway, model: str) -> None:
+    stream = await client(gateway).responses.create(model=model, input="hello there", tools=TOOLS, stream=True)
+    events = [event async for event in stream]
+    arguments = "".join(e.delta for e in events if e.type == "response.function_call_arguments.delta")
+    assert json.loads(arguments) == {"echo": "hello there"}
+    done = next(e for e in events if e.type == "response.function_call_arguments.done")
+    assert done.arguments == arguments  # type: ignore[union-attr]
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.output[-1].type == "function_call" and final.output[-1].arguments == arguments  # type: ignore[union-attr]
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_previous_response_id_carries_the_conversation(
+    gateway: RunningGateway, upstream: FakeOpenAI, model: str
+) -> None:
+    api = client(gateway)
+    first = await api.responses.create(model=model, input="hello there", instructions="Be brief.")
+    second = await api.responses.create(model=model, input="and again", previous_response_id=first.id)
+    assert second.output_text.startswith("This is a reply")
+    if model == "gpt-4o-mini":
+        sent = last_request(upstream, "/v1/responses")
+        assert "instructions" not in sent  # as OpenAI: instructions do not carry over
+        assert [(i.get("role"), i["type"]) for i in sent["input"]] == [
+            ("user", "message"),
+            ("assistant", "message"),
+            ("user", "message"),
+        ]
+    else:
+        sent = last_request(upstream, "/v1/chat/completions")
+        assert sent["messages"] == [
+            {"role": "user", "content": "hello there"},
+            {"role": "assistant", "content": first.output_text},
+            {"role": "user", "content": "and again"},
+        ]
+
+
+async def test_retrieve_and_delete(gateway: RunningGateway) -> None:
+    api = client(gateway)
+    made = await api.responses.create(model="gpt-4o-mini", input="hello there")
+    got = await api.responses.retrieve(made.id)
+    assert got.id == made.id and got.output_text == made.output_text and got.status == "completed"
+    assert got.usage is not None and got.usage.output_tokens == 8
+    await api.responses.delete(made.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        await api.responses.retrieve(made.id)
+    assert caught.value.body["param"] == "response_id"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        await api.responses.delete(made.id)
+
+
+async def test_another_key_gets_404(gateway: RunningGateway) -> None:
+    mine, theirs = client(gateway, "sk-alice"), client(gateway, "sk-mallory")
+    made = await mine.responses.create(model="chat-model", input="hello there")
+    with pytest.raises(openai.NotFoundError):
+        await theirs.responses.retrieve(made.id)
+    with pytest.raises(openai.NotFoundError) as caught:
+        await theirs.responses.create(model="chat-model", input="hi", previous_response_id=made.id)
+    assert caught.value.body["param"] == "previous_response_id"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        await theirs.responses.delete(made.id)
+    assert (await mine.responses.retrieve(made.id)).id == made.id  # still there for its owner
+
+
+async def test_store_false_keeps_nothing(gateway: RunningGateway) -> None:
+    api = client(gateway)
+    made = await api.responses.create(model="gpt-4o-mini", input="hello there", store=False)
+    assert made.store is False
+    with pytest.raises(openai.NotFoundError):
+        await api.responses.retrieve(made.id)
+
+
+async def test_reasoning_summary_streams_through(gateway: RunningGateway) -> None:
+    stream = await client(gateway).responses.create(
+        model="gpt-4o-mini", input="hello there", reasoning={"effort": "low", "summary": "auto"}, stream=True
+    )
+    events = [event async for event in stream]
+    summary = "".join(e.delta for e in events if e.type == "response.reasoning_summary_text.delta")
+    assert summary == "Thinking about: hello there "
+    final = events[-1].response  # type: ignore[union-attr]
+    assert final.output[0].type == "reasoning" and final.reasoning is not None
+    assert final.usage is not None and final.usage.output_tokens_details.reasoning_tokens == 4
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_bad_input_is_a_400_naming_the_field(gateway: RunningGateway, model: str) -> None:
+    api = client(gateway)
+    cases: list[tuple[dict[str, Any], str]] = [
+        ({"input": "hi", "temperature": 3}, "temperature"),
+        ({"input": []}, "input"),
+        ({"input": [{"role": "robot", "content": "hi"}]}, "input[0].role"),
+        ({"input": [{"type": "function_call_output", "output": "x"}]}, "input[0].call_id"),
+        ({"input": "hi", "tools": [{"type": "function"}]}, "tools[0].name"),
+        ({"input": "hi", "max_output_tokens": 0}, "max_output_tokens"),
+        ({"input": "hi", "text": {"format": {"type": "yaml"}}}, "text.format.type"),
+    ]
+    for body, param in cases:
+        with pytest.raises(openai.BadRequestError) as caught:
+            await api.responses.create(model=model, **body)
+        assert caught.value.body["param"] == param, body  # type: ignore[index]
+        assert caught.value.body["type"] == "invalid_request_error"  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        await api.responses.create(model=model, input="hi", previous_response_id="resp_nope")
+
+
+async def test_built_in_tools_need_a_responses_backend(gateway: RunningGateway, upstream: FakeOpenAI) -> None:
+    api = client(gateway)
+    with pytest.raises(openai.BadRequestError) as caught:
+        await api.responses.create(model="chat-model", input="hi", tools=[{"type": "web_search"}])
+    assert caught.value.body["param"] == "tools[0].type"  # type: ignore[index]
+    # An OpenAI backend gets it unchanged.
+    await api.responses.create(model="gpt-4o-mini", input="hi", tools=[{"type": "web_search"}], include=["x"])
+    sent = last_request(upstream, "/v1/responses")
+    assert sent["tools"] == [{"type": "web_search"}] and sent["include"] == ["x"]
+
+
+async def test_unknown_model_is_a_404(gateway: RunningGateway) -> None:
+    with pytest.raises(openai.NotFoundError) as caught:
+        await client(gateway).responses.create(model="no-such-model", input="hi")
+    assert caught.value.body["param"] == "model"  # type: ignore[index]
