@@ -27,6 +27,7 @@ from gateway.engine.record import CallRecord
 from gateway.engine.responses_chat import chat_params, chat_usage, fill_from_completion
 from gateway.engine.responses_events import ChunkEvents
 from gateway.engine.retry import Outcome, open_stream
+from gateway.engine.router import Plan
 from gateway.errors import GatewayError, NotFoundError
 from gateway.providers.base import Provider, ResponsesProvider
 from gateway.response_store import ResponseStore
@@ -66,9 +67,7 @@ class ResponsesFlow:
         history = await self._history(params, owner)
         response = _new_response(params)
         if self._native(params.model):
-            async with aclosing(self._native_events(params, history, response, ctx, stream=False)) as events:
-                async for _ in events:
-                    pass  # the terminal event fills `response`
+            await self._native_whole(params, history, response, ctx)
         else:
             chat = chat_params(params, history, stream=False)
             fill_from_completion(response, await self._core.create_chat_completion(chat, ctx, operation=OPERATION))
@@ -82,7 +81,7 @@ class ResponsesFlow:
         history = await self._history(params, owner)
         response = _new_response(params)
         if self._native(params.model):
-            events = self._native_events(params, history, response, ctx, stream=True)
+            events = self._native_events(params, history, response, ctx)
         else:
             events = self._chat_events(params, history, response, ctx)
         async with aclosing(events):
@@ -168,29 +167,46 @@ class ResponsesFlow:
         for event in events.closing():
             yield event
 
-    async def _native_events(
-        self,
-        params: rpb.ResponseParams,
-        history: Sequence[rpb.ResponseItem],
-        response: rpb.Response,
-        ctx: CallContext,
-        *,
-        stream: bool,
-    ) -> Events:
-        """The engine's steps around a Responses backend's events (a chat target's, translated, on failover)."""
+    async def _plan(self, call: CallRecord, prompt: pb.ChatCompletionParams) -> Plan:
+        """The engine's steps before the attempts: auth, model access and limits, then the route."""
+        core = self._core
+        call.params = prompt  # the prompt as chat: the limits' estimate, rules that read it, a cut stream's usage
+        await core._admit(call, auth_pb2.OPERATION_CHAT, lambda: core._chat_estimate(prompt))
+        return core._route(call, await core._decide(call, prompt) if core._router.routes.reads_prompts else None)
+
+    async def _native_whole(
+        self, params: rpb.ResponseParams, history: Sequence[rpb.ResponseItem], response: rpb.Response, ctx: CallContext
+    ) -> None:
+        """A whole response from a Responses backend (a chat target's, translated, on failover) into `response`."""
         core = self._core
         upstream = _upstream_params(params, history)
-        prompt = chat_params(params, history, stream=False, strict=False)  # the prompt as chat: estimates, rules
+
+        async def attempt(provider: Provider, model: str) -> rpb.Response:
+            if isinstance(provider, ResponsesProvider):
+                return await provider.respond(model, upstream)
+            answer = rpb.Response()
+            fill_from_completion(answer, await provider.complete(model, chat_params(params, history, stream=False)))
+            return answer
+
+        with core._meter.call(ctx, OPERATION, params.model) as call:
+            plan = await self._plan(call, chat_params(params, history, stream=False, strict=False))
+            _adopt(await core._first_success(plan, call, attempt), response, call)
+
+    async def _native_events(
+        self, params: rpb.ResponseParams, history: Sequence[rpb.ResponseItem], response: rpb.Response, ctx: CallContext
+    ) -> Events:
+        """A Responses backend's events (a chat target's, translated, on failover), with the engine's steps."""
+        core = self._core
+        upstream = _upstream_params(params, history)
 
         def attempt(provider: Provider, model: str) -> Events:
             if isinstance(provider, ResponsesProvider):
-                return provider.respond(model, upstream)
+                return provider.respond_stream(model, upstream)
             return _translated(provider.stream(model, chat_params(params, history, stream=True)), response)
 
         with core._meter.call(ctx, OPERATION, params.model) as call:
-            call.params, call.stream = prompt, stream
-            await core._admit(call, auth_pb2.OPERATION_CHAT, lambda: core._chat_estimate(prompt))
-            plan = core._route(call, await core._decide(call, prompt) if core._router.routes.reads_prompts else None)
+            call.stream = True
+            plan = await self._plan(call, chat_params(params, history, stream=False, strict=False))
             outcome = Outcome(model=plan.model, hold=True)
             first, rest = await core._first_success(plan, call, lambda p, m: open_stream(attempt(p, m)), outcome)
             failure: BaseException | None = None
@@ -246,22 +262,32 @@ def _upstream_params(params: rpb.ResponseParams, history: Sequence[rpb.ResponseI
     return out
 
 
+def _adopt(answer: rpb.Response, response: rpb.Response, call: CallRecord) -> None:
+    """`response` becomes the backend's `answer` with the gateway's id and the client's request; its usage the
+    call's."""
+    answer.id, answer.created_at = response.id, response.created_at
+    answer.request.CopyFrom(response.request)
+    response.CopyFrom(answer)
+    if answer.HasField("usage"):
+        call.usage = chat_usage(answer.usage)
+
+
 def _account(event: Event, call: CallRecord, response: rpb.Response) -> None:
-    """Give a backend's event the gateway's response id and the client's request; take the usage and the whole
-    response from the event that ends it."""
+    """Give a backend's event the gateway's response id and the client's request; the event that ends the response
+    is the whole response, and its usage the call's."""
     if not call.chunks:
-        call.first_chunk_at = time.perf_counter() if call.stream else 0.0
+        call.first_chunk_at = time.perf_counter()
     if event.type.endswith(".delta") or not call.chunks:
         call.chunks += 1  # a delta is about one token, should the stream be cut short
     if not event.HasField("response"):
         return
     answer = event.response
-    answer.id, answer.created_at = response.id, response.created_at
-    answer.request.CopyFrom(response.request)
     if event.type in _TERMINAL:
-        response.CopyFrom(answer)
-        if answer.HasField("usage"):
-            call.usage = chat_usage(answer.usage)
+        _adopt(answer, response, call)
+        answer.CopyFrom(response)
+    else:
+        answer.id, answer.created_at = response.id, response.created_at
+        answer.request.CopyFrom(response.request)
 
 
 async def _translated(chunks: AsyncGenerator[pb.StreamChatCompletionResponse, None], response: rpb.Response) -> Events:

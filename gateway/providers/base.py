@@ -152,7 +152,13 @@ class ResponsesProvider(Protocol):
     """A provider whose backend serves OpenAI's Responses API itself (`provider: openai`): a Responses request is
     sent to it unchanged, where other providers get it translated to chat."""
 
-    def respond(self, model: str, params: rpb.ResponseParams) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
-        """The backend's stream events for `params` (always streamed upstream; the engine collects for a whole
-        response). The upstream request is opened inside the generator, so closing it closes the connection."""
+    async def respond(self, model: str, params: rpb.ResponseParams) -> rpb.Response:
+        """The backend's whole response for `params`."""
+        ...
+
+    def respond_stream(
+        self, model: str, params: rpb.ResponseParams
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """The backend's stream events for `params`. The upstream request is opened inside the generator, so
+        closing it closes the connection."""
         ...

@@ -1,7 +1,7 @@
 """OpenAI itself (`provider: openai`): the OpenAI-compatible adapter, plus the Responses API called as it is.
 
 A Responses request goes to `POST {base_url}/responses` unchanged (nothing is lost: built-in tools, reasoning items,
-`include`, every newer field), always streamed, with `store: false`: the gateway keeps the conversation itself, so
+`include`, every newer field), with `store: false`: the gateway keeps the conversation itself, so
 `previous_response_id` works across backends and replicas. Shapes from OpenAI's API reference
 (https://platform.openai.com/docs/api-reference/responses and /responses-streaming).
 """
@@ -13,7 +13,7 @@ from collections.abc import AsyncGenerator
 import orjson
 
 from gateway.codec.responses_request import encode_response_params
-from gateway.codec.responses_response import decode_event
+from gateway.codec.responses_response import decode_event, decode_response
 from gateway.config import BackendConfig
 from gateway.errors import InvalidRequestError, UpstreamError
 from gateway.providers.http import MALFORMED, sse_data
@@ -32,7 +32,19 @@ class OpenAIProvider(OpenAICompatibleProvider):
         super().__init__(backend)
         self._responses_url = f"{backend.base_url or OPENAI_BASE_URL}/responses"
 
-    async def respond(self, model: str, params: rpb.ResponseParams) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+    async def respond(self, model: str, params: rpb.ResponseParams) -> rpb.Response:
+        """The backend's whole response, from the non-streaming call (one JSON body: far cheaper to read than the
+        events of the same answer)."""
+        body = orjson.dumps(encode_response_params(params, model, stream=False))
+        raw = await self._post(self._responses_url, body)
+        try:
+            return decode_response(orjson.loads(raw))
+        except (*MALFORMED, InvalidRequestError) as exc:
+            raise self._malformed(exc) from exc
+
+    async def respond_stream(
+        self, model: str, params: rpb.ResponseParams
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
         """The backend's events for `params`, up to the one that ends the response."""
         body = orjson.dumps(encode_response_params(params, model, stream=True))
         with self._translate_errors():
