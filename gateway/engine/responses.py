@@ -86,8 +86,9 @@ class ResponsesFlow:
             events = self._chat_events(params, history, response, ctx)
         async with aclosing(events):
             async for event in events:
+                if event.type in _TERMINAL:  # stored before the client has it: it may fetch or continue it at once
+                    await self._keep(params, owner, history, response)
                 yield event
-        await self._keep(params, owner, history, response)
 
     async def get(self, response_id: str, ctx: CallContext) -> rpb.Response:
         """A stored response of the caller's."""

@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import aiohttp
 import openai
 import pytest
 
@@ -290,3 +291,17 @@ async def test_a_stream_cut_after_its_first_bytes_ends_with_an_error_event(
     assert len(deltas) == 3 and events[-1].type == "error"
     assert events[-1].code == "upstream_timeout"  # type: ignore[union-attr]
     assert events[-1].sequence_number == events[-2].sequence_number + 1
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_streamed_response_is_stored_before_its_last_event(gateway: RunningGateway, model: str) -> None:
+    body = {"model": model, "input": "hello there", "stream": True}
+    headers = {"Authorization": "Bearer sk-client"}  # the owner: the same key as the SDK client's below
+    url = f"{gateway.base_url}/responses"
+    async with aiohttp.ClientSession() as session, session.post(url, json=body, headers=headers) as resp:
+        async for line in resp.content:
+            if line.startswith(b"data: ") and b'"response.completed"' in line:
+                made = json.loads(line[6:])["response"]
+                break
+        # The client left at the completed event: the response is there already.
+    assert (await client(gateway).responses.retrieve(made["id"])).output_text == REPLY
