@@ -1,6 +1,6 @@
 """The Responses API in the engine: stored conversations, and the two ways a response is made.
 
-- A model whose first target is a backend that serves the Responses API itself (an OpenAI backend) is asked with
+- A model whose first target is a backend that serves the Responses API itself (OpenAI, Azure) is asked with
   the Responses API, unchanged but for the conversation, which the gateway keeps: the backend gets the whole input
   (`previous_response_id` expanded) with `store: false`. The call takes the engine's own steps (auth, model access,
   limits, routing, failover with health verdicts, metering); a later target that does not serve the Responses API

@@ -36,7 +36,7 @@ def item_id(prefix: str) -> str:
 def unsupported(param: str, what: str) -> InvalidRequestError:
     """A request a chat backend cannot serve as asked: a 400 naming the field."""
     return InvalidRequestError(
-        f"{param}: {what} needs a backend that serves the Responses API itself (an OpenAI backend); "
+        f"{param}: {what} needs a backend that serves the Responses API itself (OpenAI, Azure); "
         "this model is served through chat completions",
         code="unsupported_parameter",
         param=param,

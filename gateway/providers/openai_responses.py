@@ -8,7 +8,7 @@ A Responses request goes to `POST {base_url}/responses` unchanged (nothing is lo
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Mapping
 
 import orjson
 
@@ -26,11 +26,14 @@ _DONE = b"[DONE]"
 
 
 class OpenAIProvider(OpenAICompatibleProvider):
-    """OpenAI's API: chat completions and embeddings as the compatible adapter calls them, and the Responses API."""
+    """OpenAI's API: chat completions and embeddings as the compatible adapter calls them, and the Responses API
+    (at `responses_url`: Azure's differs)."""
 
-    def __init__(self, backend: BackendConfig) -> None:
-        super().__init__(backend)
-        self._responses_url = f"{backend.base_url or OPENAI_BASE_URL}/responses"
+    def __init__(
+        self, backend: BackendConfig, headers: Mapping[str, str] | None = None, responses_url: str = ""
+    ) -> None:
+        super().__init__(backend, headers)
+        self._responses_url = responses_url or f"{backend.base_url or OPENAI_BASE_URL}/responses"
 
     async def respond(self, model: str, params: rpb.ResponseParams) -> rpb.Response:
         """The backend's whole response, from the non-streaming call (one JSON body: far cheaper to read than the

@@ -127,6 +127,8 @@ class FakeOpenAI(LoopbackServer):
             ("POST", "/v1/embeddings"): self._embeddings,
             ("GET", "/v1/models"): self._models,
             ("POST", "/v1/responses"): self._responses,
+            # Azure's v1 API serves the Responses API here (the server's root as an Azure endpoint).
+            ("POST", "/openai/v1/responses"): self._responses,
         }
 
     def add_fault(self, fault: Fault) -> None:

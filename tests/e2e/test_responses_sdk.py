@@ -305,3 +305,23 @@ async def test_a_streamed_response_is_stored_before_its_last_event(gateway: Runn
                 break
         # The client left at the completed event: the response is there already.
     assert (await client(gateway).responses.retrieve(made["id"])).output_text == REPLY
+
+
+async def test_azure_is_called_at_its_v1_responses_path(start_gateway: StartGateway) -> None:
+    async with FakeOpenAI(chunks=8) as fake:
+        root = fake.base_url.removesuffix("/v1")  # the fake's root stands for an Azure resource's endpoint
+        gateway = await start_gateway(f"""
+listen: {{http: "127.0.0.1:0", grpc: "127.0.0.1:0"}}
+auth: none
+backends:
+  - {{name: az, provider: azure, base_url: "{root}", api_key: az-secret, read_timeout: 5s}}
+models:
+  - {{name: gpt-4o-mini, targets: [{{backend: az, model: my-deployment}}]}}
+""")
+        api = client(gateway)
+        whole = await api.responses.create(model="gpt-4o-mini", input="hello there", tools=[{"type": "web_search"}])
+        events = [e async for e in await api.responses.create(model="gpt-4o-mini", input="hello there", stream=True)]
+        assert whole.output_text == REPLY and events[-1].response.output_text == REPLY  # type: ignore[union-attr]
+        sent = [r for r in fake.requests if r.path == "/openai/v1/responses"]
+        assert len(sent) == 2 and all(r.headers["api-key"] == "az-secret" for r in sent)
+        assert sent[0].json["model"] == "my-deployment" and sent[0].json["tools"] == [{"type": "web_search"}]
