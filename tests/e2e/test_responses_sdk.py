@@ -44,6 +44,7 @@ models:
   - {{name: chat-model, targets: [{{backend: compat, model: gpt-4o-mini}}]}}
   - {{name: demo, targets: [{{backend: demo, model: tollgate-demo}}]}}
   - {{name: with-fallback, targets: [{{backend: primary, model: gpt-4o-mini}}], fallback: [chat-model]}}
+  - {{name: cached-chat, targets: [{{backend: compat, model: gpt-4o-mini}}], cache: {{ttl: 1m}}}}
 """
 
 
@@ -325,3 +326,16 @@ models:
         sent = [r for r in fake.requests if r.path == "/openai/v1/responses"]
         assert len(sent) == 2 and all(r.headers["api-key"] == "az-secret" for r in sent)
         assert sent[0].json["model"] == "my-deployment" and sent[0].json["tools"] == [{"type": "web_search"}]
+
+
+async def test_a_translated_call_takes_the_chat_flow_cache_included(
+    gateway: RunningGateway, upstream: FakeOpenAI
+) -> None:
+    api = client(gateway)
+    statuses, ids = [], set()
+    for _ in range(2):
+        raw = await api.responses.with_raw_response.create(model="cached-chat", input="hello there", temperature=0)
+        statuses.append(raw.headers["x-tollgate-cache"])
+        ids.add(raw.parse().id)
+    assert statuses == ["miss", "hit"] and len(ids) == 2  # the answer is the cache's, the response a new one
+    assert sum(1 for r in upstream.requests if r.path == "/v1/chat/completions") == 1
