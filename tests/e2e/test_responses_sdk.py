@@ -7,6 +7,7 @@ on the built-in mock.
 
 from __future__ import annotations
 
+import asyncio
 import json
 from typing import Any
 
@@ -339,3 +340,20 @@ async def test_a_translated_call_takes_the_chat_flow_cache_included(
         ids.add(raw.parse().id)
     assert statuses == ["miss", "hit"] and len(ids) == 2  # the answer is the cache's, the response a new one
     assert sum(1 for r in upstream.requests if r.path == "/v1/chat/completions") == 1
+
+
+@pytest.mark.parametrize("model", MODELS)
+async def test_a_client_that_leaves_cancels_the_upstream_call(
+    gateway: RunningGateway, upstream: FakeOpenAI, model: str
+) -> None:
+    upstream.chunks, upstream.chunk_delay = 200, 0.02
+    body = {"model": model, "input": "hello there", "stream": True}
+    async with aiohttp.ClientSession() as session:
+        resp = await session.post(f"{gateway.base_url}/responses", json=body)
+        await resp.content.readline()
+        resp.close()  # the client goes away mid-stream
+    for _ in range(100):
+        if upstream.disconnects:
+            break
+        await asyncio.sleep(0.02)
+    assert upstream.disconnects == 1 and upstream.completed_streams == 0
