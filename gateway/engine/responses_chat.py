@@ -76,7 +76,8 @@ def _add_item(out: pb.ChatCompletionParams, item: rpb.ResponseItem, param: str, 
         message = (
             last if last is not None and last.role == pb.ROLE_ASSISTANT else out.messages.add(role=pb.ROLE_ASSISTANT)
         )
-        call = message.tool_calls.add(id=item.call_id, type="function")
+        # The call's own fields (Gemini's thought signature) go back as the backend sent them.
+        call = message.tool_calls.add(id=item.call_id, type="function", extra_json=item.extra_json)
         call.function.name, call.function.arguments = item.name, item.arguments
     elif item.type == "function_call_output":
         out.messages.add(role=pb.ROLE_TOOL, tool_call_id=item.call_id, content=_output_text(item))
@@ -230,6 +231,7 @@ def fill_from_completion(response: rpb.Response, completion: pb.CreateChatComple
             call_id=call.id,
             name=call.function.name,
             arguments=call.function.arguments,
+            extra_json=call.extra_json,  # a provider's own fields, for the next turn (Gemini's thought signature)
         )
     finish(response, choice.finish_reason)
     if completion.HasField("usage"):

@@ -135,6 +135,8 @@ class ChunkEvents:
             events.append(added)
         elif call.function.name:
             opened.item.name += call.function.name
+        if call.extra_json:  # a provider's own fields ride on the call (Gemini's thought signature)
+            opened.item.extra_json = call.extra_json
         if call.function.arguments:
             opened.pieces.append(call.function.arguments)
             events.append(
