@@ -357,3 +357,25 @@ async def test_a_client_that_leaves_cancels_the_upstream_call(
             break
         await asyncio.sleep(0.02)
     assert upstream.disconnects == 1 and upstream.completed_streams == 0
+
+
+async def test_limits_apply_on_both_paths(start_gateway: StartGateway, upstream: FakeOpenAI) -> None:
+    limits = "limits: {rules: [{per: global, requests: 2, window: 1m}]}\nmodels:"
+    gateway = await start_gateway(config(upstream.base_url).replace("models:", limits, 1))
+    api = client(gateway)
+    await api.responses.create(model="gpt-4o-mini", input="hi")  # the Responses API upstream
+    await api.responses.create(model="chat-model", input="hi")  # the chat flow
+    for model in MODELS:
+        with pytest.raises(openai.RateLimitError) as caught:
+            await api.responses.create(model=model, input="hi")
+        assert caught.value.response.headers["retry-after"]
+
+
+async def test_no_key_is_the_anonymous_owner(gateway: RunningGateway) -> None:
+    async with aiohttp.ClientSession() as session:
+        async with session.post(f"{gateway.base_url}/responses", json={"model": "demo", "input": "hi"}) as resp:
+            made = await resp.json()
+        async with session.get(f"{gateway.base_url}/responses/{made['id']}") as resp:
+            assert resp.status == 200 and (await resp.json())["id"] == made["id"]
+    with pytest.raises(openai.NotFoundError):  # a key is someone else
+        await client(gateway).responses.retrieve(made["id"])
