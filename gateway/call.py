@@ -118,3 +118,9 @@ class Engine(Protocol):
     async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
         """Forget a stored response of the caller's."""
         ...
+
+    async def list_response_input_items(
+        self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
+    ) -> rpb.ListResponseInputItemsResponse:
+        """A page of the input items of a stored response of the caller's."""
+        ...

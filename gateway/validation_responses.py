@@ -20,7 +20,8 @@ from gateway.validation import (
 )
 from tollgate.gateway.v1 import responses_pb2 as rpb
 
-ID_MAX = 256  # characters of a response id; ours are 37
+ID_MAX = 256  # characters of a response id; ours are 53
+DEFAULT_PAGE, MAX_PAGE = 20, 100  # input items a page lists, as OpenAI
 MESSAGE_ROLES = ("user", "assistant", "system", "developer")
 _TOOL_CHOICE_MODES = ("none", "auto", "required")
 _TEXT_FORMATS = ("text", "json_object", "json_schema")
@@ -46,6 +47,17 @@ def check_response_id(response_id: str, param: str) -> None:
         raise bad(param, "must not be empty")
     if len(response_id) > ID_MAX:
         raise bad(param, f"at most {ID_MAX} characters")
+
+
+def check_page(request: rpb.ListResponseInputItemsRequest) -> None:
+    """A page request of input items: a response id, a limit of 1 to 100 (0: the default), an order."""
+    check_response_id(request.response_id, "response_id")
+    if not 0 <= request.limit <= MAX_PAGE:
+        raise bad("limit", f"must be between 1 and {MAX_PAGE}, got {request.limit}")
+    if request.order not in ("", "asc", "desc"):
+        raise bad("order", f"expected asc or desc, got {request.order!r}")
+    if len(request.after) > ID_MAX:
+        raise bad("after", f"at most {ID_MAX} characters")
 
 
 def check_item(item: rpb.ResponseItem, param: str) -> None:

@@ -391,6 +391,12 @@ class EngineCore:
         """Forget a stored response of the caller's."""
         return await self._responses.delete(response_id, ctx)
 
+    async def list_response_input_items(
+        self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
+    ) -> rpb.ListResponseInputItemsResponse:
+        """A page of a stored response's input items."""
+        return await self._responses.input_items(request, ctx)
+
 
 def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_usage: bool) -> bool:
     """Record the usage a chunk carries; whether the caller gets the chunk (a usage-only one only if it asked)."""

@@ -171,3 +171,9 @@ class RemoteEngine:
         """Forget a stored response of the caller's."""
         request = rpb.DeleteResponseRequest(response_id=response_id)
         return await _unary(self._stub.DeleteResponse(request, metadata=self._metadata(ctx)), ctx)
+
+    async def list_response_input_items(
+        self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
+    ) -> rpb.ListResponseInputItemsResponse:
+        """A page of a stored response's input items."""
+        return await _unary(self._stub.ListResponseInputItems(request, metadata=self._metadata(ctx)), ctx)

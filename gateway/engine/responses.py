@@ -31,7 +31,8 @@ from gateway.engine.router import Plan
 from gateway.errors import GatewayError, NotFoundError
 from gateway.providers.base import Provider, ResponsesProvider
 from gateway.response_store import ResponseStore
-from gateway.validation_responses import check_response_id, validate_responses
+from gateway.validation import bad
+from gateway.validation_responses import DEFAULT_PAGE, check_page, check_response_id, validate_responses
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import responses_pb2 as rpb
@@ -101,6 +102,23 @@ class ResponsesFlow:
         await self._load(response_id, await self._owner(ctx, ""), "response_id")
         await self._store.delete(response_id)
         return rpb.DeleteResponseResponse(id=response_id, deleted=True)
+
+    async def input_items(
+        self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
+    ) -> rpb.ListResponseInputItemsResponse:
+        """A page of the items a stored response of the caller's answered (its whole conversation's input)."""
+        check_page(request)
+        stored = await self._load(request.response_id, await self._owner(ctx, ""), "response_id")
+        items = [_listed(item, request.response_id, i) for i, item in enumerate(stored.input)]
+        if request.order != "asc":
+            items.reverse()
+        if request.after:
+            at = next((i for i, item in enumerate(items) if item.id == request.after), None)
+            if at is None:
+                raise bad("after", f"no input item {request.after!r} in this response")
+            items = items[at + 1 :]
+        limit = request.limit or DEFAULT_PAGE
+        return rpb.ListResponseInputItemsResponse(data=items[:limit], has_more=len(items) > limit)
 
     # ------------------------------------------------------------------------------------------------ the store
 
@@ -235,6 +253,24 @@ def _new_response(params: rpb.ResponseParams) -> rpb.Response:
     for name in ("model", "input", "input_text"):
         response.request.ClearField(name)
     return response
+
+
+_ID_PREFIXES = {"message": "msg", "function_call": "fc", "function_call_output": "fco"}
+
+
+def _listed(item: rpb.ResponseItem, response_id: str, index: int) -> rpb.ResponseItem:
+    """An input item as listed: with an id (a stable one of the gateway's when the client's had none), and a
+    message's text as a text part, as OpenAI lists them."""
+    out = rpb.ResponseItem()
+    out.CopyFrom(item)
+    if not out.id:
+        digest = hashlib.sha256(f"{response_id}\0{index}".encode()).hexdigest()[:32]
+        out.id = f"{_ID_PREFIXES.get(item.type, 'item')}_{digest}"
+    if out.HasField("content_text"):
+        kind = "output_text" if out.role == "assistant" else "input_text"
+        out.content.add(type=kind, text=out.content_text)
+        out.ClearField("content_text")
+    return out
 
 
 def _input_items(params: rpb.ResponseParams) -> list[rpb.ResponseItem]:

@@ -135,3 +135,8 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: rpb.DeleteResponseRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> rpb.DeleteResponseResponse:
         return await _unary(context, lambda ctx: self._engine.delete_response(request.response_id, ctx))
+
+    async def ListResponseInputItems(  # the gRPC method name is fixed by the proto
+        self, request: rpb.ListResponseInputItemsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> rpb.ListResponseInputItemsResponse:
+        return await _unary(context, lambda ctx: self._engine.list_response_input_items(request, ctx))

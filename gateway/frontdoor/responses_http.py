@@ -12,6 +12,8 @@ import orjson
 from aiohttp import web
 
 from gateway.call import CallContext, Engine
+from gateway.codec.json_fields import bad
+from gateway.codec.responses_items import encode_item
 from gateway.codec.responses_request import decode_response_params
 from gateway.codec.responses_response import encode_event, encode_response
 from gateway.errors import GatewayError
@@ -61,6 +63,7 @@ class ResponsesFrontDoor:
             ("POST", "/responses", self.create),
             ("GET", "/responses/{response_id}", self.retrieve),
             ("DELETE", "/responses/{response_id}", self.delete),
+            ("GET", "/responses/{response_id}/input_items", self.input_items),
         ]
         return [
             web.route(method, prefix + path, guarded(handler, error_response))
@@ -85,3 +88,31 @@ class ResponsesFrontDoor:
         """`DELETE /v1/responses/{id}`."""
         deleted = await self._engine.delete_response(request.match_info["response_id"], ctx)
         return json_response({"id": deleted.id, "object": "response.deleted", "deleted": deleted.deleted}, ctx)
+
+    async def input_items(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
+        """`GET /v1/responses/{id}/input_items?after=&limit=&order=`: a page of a stored response's input items."""
+        query = request.query
+        page = rpb.ListResponseInputItemsRequest(
+            response_id=request.match_info["response_id"],
+            after=query.get("after", ""),
+            limit=_limit(query.get("limit")),
+            order=query.get("order", ""),
+        )
+        listed = await self._engine.list_response_input_items(page, ctx)
+        data = [encode_item(item) for item in listed.data]
+        first, last = (data[0]["id"], data[-1]["id"]) if data else (None, None)
+        body = {"object": "list", "data": data, "first_id": first, "last_id": last, "has_more": listed.has_more}
+        return json_response(body, ctx)
+
+
+def _limit(value: str | None) -> int:
+    """The `limit` query parameter: an integer (its range is the engine's rule), absent: 0."""
+    if value is None:
+        return 0
+    try:
+        limit = int(value)
+    except ValueError:
+        raise bad("limit", f"expected an integer, got {value[:32]!r}") from None
+    if not -(2**63) <= limit < 2**63:
+        raise bad("limit", "must be between 1 and 100")
+    return limit

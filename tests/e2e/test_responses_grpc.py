@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import aiohttp
 import grpc
 import pytest
 
@@ -89,3 +90,20 @@ async def test_bad_input_is_invalid_argument_naming_the_field(stub: pb_grpc.Gate
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetResponse(rpb.GetResponseRequest(response_id=""), metadata=ALICE, timeout=TIMEOUT)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_list_input_items(stub: pb_grpc.GatewayServiceStub, gateway: RunningGateway) -> None:
+    params = rpb.ResponseParams(model="demo", input_text="hello there")
+    made = (await stub.CreateResponse(rpb.CreateResponseRequest(params=params), metadata=ALICE)).response
+    page = await stub.ListResponseInputItems(
+        rpb.ListResponseInputItemsRequest(response_id=made.id, order="asc"), metadata=ALICE, timeout=TIMEOUT
+    )
+    assert [(i.type, i.content[0].text) for i in page.data] == [("message", "hello there")] and not page.has_more
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await stub.ListResponseInputItems(rpb.ListResponseInputItemsRequest(response_id=made.id, limit=-1))
+    assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    async with aiohttp.ClientSession() as session:
+        for query in ("limit=abc", "limit=99999999999999999999999", "order=sideways"):
+            url = f"{gateway.base_url}/responses/{made.id}/input_items?{query}"
+            async with session.get(url, headers={"Authorization": "Bearer sk-alice"}) as resp:
+                assert resp.status == 400 and (await resp.json())["error"]["param"] in ("limit", "order"), query

@@ -379,3 +379,25 @@ async def test_no_key_is_the_anonymous_owner(gateway: RunningGateway) -> None:
             assert resp.status == 200 and (await resp.json())["id"] == made["id"]
     with pytest.raises(openai.NotFoundError):  # a key is someone else
         await client(gateway).responses.retrieve(made["id"])
+
+
+async def test_input_items_list_the_conversation(gateway: RunningGateway) -> None:
+    api = client(gateway)
+    first = await api.responses.create(model="chat-model", input="hello there")
+    second = await api.responses.create(model="gpt-4o-mini", input="and again", previous_response_id=first.id)
+    items = [item async for item in api.responses.input_items.list(second.id)]  # newest first, as OpenAI
+    assert [(i.type, i.role) for i in items] == [("message", "user"), ("message", "assistant"), ("message", "user")]
+    assert items[0].content[0].text == "and again" and items[2].content[0].type == "input_text"  # type: ignore[union-attr]
+    assert items[1].id == first.output[0].id and len({i.id for i in items}) == 3
+    again = [item.id async for item in api.responses.input_items.list(second.id)]
+    assert again == [i.id for i in items]  # ids are stable
+    page = await api.responses.input_items.list(second.id, limit=2, order="asc")
+    assert [i.id for i in page.data] == [items[2].id, items[1].id] and page.has_more
+    rest = await api.responses.input_items.list(second.id, limit=2, order="asc", after=page.data[-1].id)
+    assert [i.id for i in rest.data] == [items[0].id] and not rest.has_more
+    for query, param in (({"limit": 101}, "limit"), ({"order": "up"}, "order"), ({"after": "nope"}, "after")):
+        with pytest.raises(openai.BadRequestError) as caught:
+            await api.responses.input_items.list(second.id, **query)  # type: ignore[arg-type]
+        assert caught.value.body["param"] == param  # type: ignore[index]
+    with pytest.raises(openai.NotFoundError):
+        await client(gateway, "sk-mallory").responses.input_items.list(second.id)

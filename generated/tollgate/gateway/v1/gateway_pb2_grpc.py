@@ -84,6 +84,11 @@ class GatewayServiceStub:
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseResponse.FromString,
                 _registered_method=True)
+        self.ListResponseInputItems = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/ListResponseInputItems',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -157,6 +162,13 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListResponseInputItems(self, request, context):
+        """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -204,6 +216,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.DeleteResponse,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseResponse.SerializeToString,
+            ),
+            'ListResponseInputItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResponseInputItems,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -453,6 +470,33 @@ class GatewayService:
             '/tollgate.gateway.v1.GatewayService/DeleteResponse',
             tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResponseInputItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/ListResponseInputItems',
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

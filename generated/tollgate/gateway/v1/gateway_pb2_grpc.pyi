@@ -64,6 +64,8 @@ class GatewayServiceStub:
     """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND)."""
     DeleteResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _responses_pb2.DeleteResponseResponse]
     """DeleteResponse deletes a stored response of the caller's."""
+    ListResponseInputItems: _grpc.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _responses_pb2.ListResponseInputItemsResponse]
+    """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -94,6 +96,8 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND)."""
     DeleteResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _responses_pb2.DeleteResponseResponse]  # type: ignore[assignment]
     """DeleteResponse deletes a stored response of the caller's."""
+    ListResponseInputItems: _aio.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _responses_pb2.ListResponseInputItemsResponse]  # type: ignore[assignment]
+    """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """GatewayService is the routing engine. Authenticate with the metadata `authorization: Bearer <key>`; pass
@@ -175,5 +179,13 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_responses_pb2.DeleteResponseResponse, _abc.Awaitable[_responses_pb2.DeleteResponseResponse]]:
         """DeleteResponse deletes a stored response of the caller's."""
+
+    @_abc_1.abstractmethod
+    def ListResponseInputItems(
+        self,
+        request: _responses_pb2.ListResponseInputItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.ListResponseInputItemsResponse, _abc.Awaitable[_responses_pb2.ListResponseInputItemsResponse]]:
+        """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -780,6 +780,66 @@ class DeleteResponseResponse(_message.Message):
 Global___DeleteResponseResponse: _TypeAlias = DeleteResponseResponse  # noqa: Y015
 
 @_typing.final
+class ListResponseInputItemsRequest(_message.Message):
+    """ListResponseInputItemsRequest asks for a page of a stored response's input items."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESPONSE_ID_FIELD_NUMBER: _builtins.int
+    AFTER_FIELD_NUMBER: _builtins.int
+    LIMIT_FIELD_NUMBER: _builtins.int
+    ORDER_FIELD_NUMBER: _builtins.int
+    response_id: _builtins.str
+    after: _builtins.str
+    """The id of the item the page starts after; empty: from the first."""
+    limit: _builtins.int
+    """Items on the page, 1 to 100; 0: 20."""
+    order: _builtins.str
+    """"asc" or "desc" (empty: "desc", newest first, as OpenAI)."""
+    def __init__(
+        self,
+        *,
+        response_id: _builtins.str = ...,
+        after: _builtins.str = ...,
+        limit: _builtins.int = ...,
+        order: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["after", b"after", "limit", b"limit", "order", b"order", "response_id", b"response_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResponseInputItemsRequest: _TypeAlias = ListResponseInputItemsRequest  # noqa: Y015
+
+@_typing.final
+class ListResponseInputItemsResponse(_message.Message):
+    """ListResponseInputItemsResponse is one page of input items, each with an id (the gateway's, when the client's
+    item had none).
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DATA_FIELD_NUMBER: _builtins.int
+    HAS_MORE_FIELD_NUMBER: _builtins.int
+    has_more: _builtins.bool
+    @_builtins.property
+    def data(self) -> _containers.RepeatedCompositeFieldContainer[Global___ResponseItem]: ...
+    def __init__(
+        self,
+        *,
+        data: _abc.Iterable[Global___ResponseItem] | None = ...,
+        has_more: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "has_more", b"has_more"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListResponseInputItemsResponse: _TypeAlias = ListResponseInputItemsResponse  # noqa: Y015
+
+@_typing.final
 class StoredResponse(_message.Message):
     """StoredResponse is what the gateway keeps of a stored response: its owner, the response, and the whole input it
     answered (a previous response's input and output, then the request's own input), for `previous_response_id`.
