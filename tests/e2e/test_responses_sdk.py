@@ -283,8 +283,9 @@ async def test_a_failed_responses_backend_falls_back_to_a_chat_one(
 async def test_a_stream_cut_after_its_first_bytes_ends_with_an_error_event(
     start_gateway: StartGateway, upstream: FakeOpenAI
 ) -> None:
-    # A stall (as tests/e2e/test_http_errors.py's for chat): split mode loses the messages an immediate reset
-    # follows too closely, for chat as for Responses (a gRPC matter of its own, see the report).
+    # A stall (as tests/e2e/test_http_errors.py's for chat), so the count is exact: after a reset, the upstream
+    # client raises its payload error before the events still in its buffer are read, which a slower reader (the
+    # gRPC hop) sees more often; chat streams behave the same.
     gateway = await start_gateway(config(upstream.base_url).replace("read_timeout: 5s", "read_timeout: 300ms"))
     upstream.add_fault(Fault(stall_after_chunks=3, path="/v1/responses"))
     api = client(gateway)
