@@ -8,6 +8,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 DIRECT = "direct"
+# A target measured against a direct call of its own API (the Responses API's upstream answers differ from chat's).
+DIRECT_OF = {"responses": "responses-direct"}
 FLOOR = "floor"
 TOLLGATE = "tollgate"
 SECURED = "secured"  # tollgate with an auth server and a stats server
@@ -148,10 +150,10 @@ def compare(runs: Sequence[RunFigures]) -> list[Comparison]:
     by_key = _index(runs)
     out: list[Comparison] = []
     for run in runs:
-        if run.target == DIRECT:
+        if run.target in (DIRECT, *DIRECT_OF.values()):
             continue
         key = (run.scenario, run.concurrency)
-        direct = by_key.get((DIRECT, *key))
+        direct = by_key.get((DIRECT_OF.get(run.target, DIRECT), *key))
         floor = by_key.get((FLOOR, *key))
         marginal = _marginal(by_key, run.target, run.concurrency) if run.scenario == "stream" else None
         floor_marginal = _marginal(by_key, FLOOR, run.concurrency) if run.scenario == "stream" else None

@@ -37,7 +37,18 @@ class Scenario:
     model: str = "gpt-4o-mini"
     include_usage: bool = False
 
-    def body(self) -> bytes:
+    def body(self, api: str = "chat") -> bytes:
+        """The request body, for the chat completions API or (`api="responses"`) the Responses API."""
+        if api == "responses":
+            responses: dict[str, Any] = {
+                "model": self.model,
+                "instructions": "You are a benchmark.",
+                "input": "Say hello to the gateway benchmark.",
+                "store": False,  # a benchmark's answers are never continued
+            }
+            if self.stream:
+                responses["stream"] = True
+            return orjson.dumps(responses)
         request: dict[str, Any] = {
             "model": self.model,
             "messages": [
@@ -64,6 +75,7 @@ class Endpoint:
     url: str
     headers: Mapping[str, str]
     sample_header: str | None = None  # a response header whose value to note on the first good answers of a run
+    api: str = "chat"  # "chat" (/chat/completions) or "responses" (/responses)
 
 
 @dataclass
@@ -131,11 +143,45 @@ async def _plain(session: ClientSession, endpoint: Endpoint, body: bytes, result
     elapsed = time.perf_counter() - start
     if status != 200:
         result.bad_status(status, data)
-    elif not data.startswith(b"{") or b'"choices"' not in data:
-        result.error(f"not a chat completion: {data[:200]!r}")
+    elif not data.startswith(b"{") or (b'"output"' if endpoint.api == "responses" else b'"choices"') not in data:
+        result.error(f"not a {endpoint.api} answer: {data[:200]!r}")
     else:
         result.latencies.append(elapsed)
         result.note_header(endpoint, resp.headers)
+
+
+_TEXT_DELTA = b'"type":"response.output_text.delta"'
+_COMPLETED = b'"type":"response.completed"'
+
+
+async def _responses_stream(
+    session: ClientSession, endpoint: Endpoint, body: bytes, result: LoadResult, chunks: int
+) -> None:
+    """A Responses stream: it must end with `response.completed`, after at least `chunks` text deltas."""
+    start = time.perf_counter()
+    ttft = 0.0
+    deltas = 0
+    last = b""
+    async with session.post(endpoint.url, data=body, headers=endpoint.headers) as resp:
+        if resp.status != 200:
+            result.bad_status(resp.status, await resp.read())
+            return
+        result.note_header(endpoint, resp.headers)
+        async for line in resp.content:
+            if not line.startswith(_DATA):
+                continue
+            last = line
+            if _TEXT_DELTA in line:
+                deltas += 1
+                ttft = ttft or time.perf_counter() - start
+    elapsed = time.perf_counter() - start
+    if _COMPLETED not in last:
+        result.error(f"stream did not end with response.completed (last event {last[:200]!r})")
+    elif deltas < chunks:
+        result.error(f"short stream: {deltas} text deltas, expected at least {chunks}")
+    else:
+        result.latencies.append(elapsed)
+        result.ttfts.append(ttft)
 
 
 async def _stream(session: ClientSession, endpoint: Endpoint, body: bytes, result: LoadResult, chunks: int) -> None:
@@ -178,13 +224,14 @@ async def run_load(
     on_start: Callable[[], None] | None = None,
 ) -> LoadResult:
     """Send `requests` requests from `concurrency` closed-loop workers; `on_start` runs just before the first."""
-    body = scenario.body()
+    body = scenario.body(endpoint.api)
     result = LoadResult(requests=requests, wall=0.0)
     remaining = requests
 
     def one() -> Awaitable[None]:
         if scenario.stream:
-            return _stream(session, endpoint, body, result, scenario.chunks)
+            stream = _responses_stream if endpoint.api == "responses" else _stream
+            return stream(session, endpoint, body, result, scenario.chunks)
         return _plain(session, endpoint, body, result)
 
     async def worker() -> None:

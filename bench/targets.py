@@ -9,7 +9,9 @@
 - `anthropic`: `tollgate serve` translating the same OpenAI requests to a fake Anthropic backend
   (gateway.testing.fake_anthropic), so its CPU against `tollgate`'s is the translation's cost.
 - `telemetry-off` / `tracing`: `tollgate serve` with metrics and the access log off / every request traced
-  (bench.telemetry).
+  (bench.telemetry);
+- `responses-direct` / `responses`: the Responses API (`POST /responses`), to the fake upstream itself / through
+  `tollgate serve` with the `tollgate` target's configuration (an OpenAI backend: the Responses API passed through).
 
 Every gateway gets the same configuration as the `tollgate` target plus its own section, so their figures differ by
 that section alone. Every process is started at once and waited for afterwards, so they start in parallel.
@@ -44,6 +46,8 @@ ALL_TARGETS = (
     "split",
     "anthropic",
     *telemetry.TARGETS,
+    "responses-direct",
+    "responses",
 )
 MODEL = "gpt-4o-mini"
 _REPO = Path(__file__).resolve().parents[1]
@@ -71,16 +75,19 @@ class Target:
     sample_header: str | None = None  # a response header the load generator notes on the first answers of each run
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request, besides the key
     warmup_headers: dict[str, str] = field(default_factory=dict)  # and with every warm-up request
+    api: str = "chat"  # which API the load speaks: "chat" or "responses"
 
     @property
     def endpoint(self) -> Endpoint:
         headers = {**request_headers(self.api_key), **self.headers}
-        return Endpoint(f"{self.base_url}/chat/completions", headers, self.sample_header)
+        path = "/responses" if self.api == "responses" else "/chat/completions"
+        return Endpoint(f"{self.base_url}{path}", headers, self.sample_header, self.api)
 
     @property
     def warmup_endpoint(self) -> Endpoint:
         endpoint = self.endpoint
-        return Endpoint(endpoint.url, {**endpoint.headers, **self.warmup_headers}, endpoint.sample_header)
+        headers = {**endpoint.headers, **self.warmup_headers}
+        return Endpoint(endpoint.url, headers, endpoint.sample_header, endpoint.api)
 
 
 _Pending = tuple[Target, Service, str]  # a target, its first process, and the log line that says it is ready
@@ -120,8 +127,8 @@ def start_targets(
     if "floor" in wanted:
         argv = _python("-m", "bench.floor_proxy", "--upstream", base, "--host", _HOST, "--port", "0")
         pending.append((Target("floor", ""), start_service("floor", argv, log_dir, _REPO), _URL_READY))
-    if "tollgate" in wanted:
-        pending.append(_serve(Target("tollgate", ""), config_path, log_dir))
+    plain = (Target("tollgate", ""), Target("responses", "", api="responses"))  # one config, two APIs
+    pending += [_serve(target, config_path, log_dir) for target in plain if target.name in wanted]
     if "limits" in wanted:
         limits_path = _write_config(log_dir, "limits", limits.limits_config(config, MODEL))
         pending.append(_serve(Target("limits", "", sample_header=LIMIT_HEADER), limits_path, log_dir))
@@ -149,10 +156,16 @@ def start_targets(
     if "anthropic" in wanted:
         pending.append(_start_translated(chunks, log_dir, services))
     services += [service for _, service, _ in pending]
-    targets = [Target("direct", base)] if "direct" in wanted else []
+    targets = _direct_targets(wanted, base)
     targets += [_ready(pending_target, log_dir, services) for pending_target in pending]
     targets.sort(key=lambda target: ALL_TARGETS.index(target.name))
     return upstream, targets
+
+
+def _direct_targets(wanted: Sequence[str], base: str) -> list[Target]:
+    """The fake upstream itself, called with the chat API and with the Responses API."""
+    direct = (Target("direct", base), Target("responses-direct", base, api="responses"))
+    return [target for target in direct if target.name in wanted]
 
 
 def _ready(pending: _Pending, log_dir: Path, services: list[Service]) -> Target:

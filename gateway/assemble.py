@@ -29,6 +29,7 @@ from gateway.providers.base import Provider
 from gateway.providers.registry import build_providers
 from gateway.providers.wake import observe_wakes
 from gateway.ratelimit.build import build_limiter, same_store
+from gateway.response_store import build_response_store
 from gateway.stats.reporter import UsageReporter
 from gateway.telemetry.build import build_telemetry
 from gateway.telemetry.engine_sources import watch_auth, watch_cache, watch_health, watch_limiter, watch_reporter
@@ -118,6 +119,7 @@ def assemble(config: GatewayConfig, tracing: Tracing | None = None) -> Assembly:
         telemetry,
         telemetry.metrics.routing if telemetry.metrics is not None else None,
         HealthBoard(config.routing.health, time.monotonic),
+        build_response_store(config),
     )
     assembly = Assembly(config, EngineCore(config, parts), telemetry, parts, config_hash(config))
     assembly.wire()
@@ -145,6 +147,8 @@ def successor(previous: Assembly, config: GatewayConfig) -> Assembly:
     keep_counters = before.limiter is not None and same_store(old, config)
     limiter = build_limiter(config, before.limiter.backend if keep_counters and before.limiter else None)
     cache = _cache(previous, config)
+    same_responses = (old.responses, old.redis_url) == (config.responses, config.redis_url)
+    responses = before.responses if same_responses and before.responses else build_response_store(config)
     telemetry = previous.telemetry
     parts = EngineParts(
         providers,
@@ -155,6 +159,7 @@ def successor(previous: Assembly, config: GatewayConfig) -> Assembly:
         telemetry,
         before.decisions,
         health,
+        responses,  # stored responses outlive a reload unless their store's settings changed
     )
     carried: list[object] = [*kept.values(), before.usage]
     if auth is before.auth:
@@ -163,6 +168,8 @@ def successor(previous: Assembly, config: GatewayConfig) -> Assembly:
         carried.append(before.limiter)  # its backend (the counters) serves the new limiter
     if cache is not None and before.cache is not None and cache.store is before.cache.store:
         carried.append(before.cache)
+    if responses is before.responses:
+        carried.append(responses)
     handover = Handover(
         parts=tuple(p for p in carried if p is not None),
         backends=tuple(same),

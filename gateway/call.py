@@ -22,6 +22,7 @@ from gateway.config import Secret
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 
 def new_request_id() -> str:
@@ -138,6 +139,32 @@ class Engine(Protocol):
 
     async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
         """Documents ordered by relevance to the query."""
+        ...
+
+    # The Responses API.
+
+    async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
+        """A whole response (kept for later unless `store` is false)."""
+        ...
+
+    def stream_response(
+        self, params: rpb.ResponseParams, ctx: CallContext
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """An async generator of a response's events; errors before the first are raised from the first `anext`."""
+        ...
+
+    async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
+        """A stored response of the caller's (another key's is a `NotFoundError`)."""
+        ...
+
+    async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
+        """Forget a stored response of the caller's."""
+        ...
+
+    async def list_response_input_items(
+        self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
+    ) -> rpb.ListResponseInputItemsResponse:
+        """A page of the input items of a stored response of the caller's."""
         ...
 
 

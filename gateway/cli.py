@@ -36,7 +36,7 @@ from gateway.telemetry.build import build_telemetry, config_secrets
 from gateway.telemetry.http import metrics_app
 from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.multiproc import shared_metrics_dir
-from gateway.workers import Supervisor, refusal, reserve, worker_argv
+from gateway.workers import Supervisor, caveats, refusal, reserve, worker_argv
 from routersvc.cli import add_commands as add_router_commands
 from statssvc.cli import add_commands as add_stats_commands
 
@@ -220,6 +220,8 @@ def _supervise(args: argparse.Namespace, config: GatewayConfig, http: str, grpc_
     if problem is not None:
         print(f"tollgate: {problem}", file=sys.stderr)
         return 2
+    for caveat in caveats(config, args.workers):
+        log.warning(caveat)
     try:
         # Held (bound, never listening) while the workers run, so that port 0 means one port for all of them.
         http_socket, http = reserve(http)

@@ -35,6 +35,7 @@ from gateway.telemetry.build import config_secrets
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 log = logging.getLogger("tollgate")
 
@@ -201,6 +202,32 @@ class ServingEngine:
     async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
         """Documents ordered by relevance."""
         return await self._call(lambda g: g.assembly.engine.rerank(request, ctx))
+
+    # The Responses API, on the config serving when the call came.
+    async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
+        """A whole response."""
+        return await self._call(lambda g: g.assembly.engine.create_response(params, ctx))
+
+    def stream_response(
+        self, params: rpb.ResponseParams, ctx: CallContext
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """A response's stream events."""
+        generation = self.current
+        return _Tracked(generation.assembly.engine.stream_response(params, ctx), generation)
+
+    async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
+        """A stored response of the caller's."""
+        return await self._call(lambda g: g.assembly.engine.get_response(response_id, ctx))
+
+    async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
+        """Forget a stored response of the caller's."""
+        return await self._call(lambda g: g.assembly.engine.delete_response(response_id, ctx))
+
+    async def list_response_input_items(
+        self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
+    ) -> rpb.ListResponseInputItemsResponse:
+        """A page of a stored response's input items."""
+        return await self._call(lambda g: g.assembly.engine.list_response_input_items(request, ctx))
 
 
 @dataclass(frozen=True, slots=True)

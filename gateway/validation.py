@@ -203,3 +203,7 @@ _CHAT_CHECKS: dict[str, Callable[[Any, str], None]] = {
     "thinking_json": _check_json,
     "anthropic_extra_json": _check_json,
 }
+
+
+# Shared with the Responses API's rules (gateway.validation_responses).
+check_json, check_range = _check_json, _check_range

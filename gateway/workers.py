@@ -41,6 +41,16 @@ def refusal(config: GatewayConfig, workers: int) -> str | None:
     return None
 
 
+def caveats(config: GatewayConfig, workers: int) -> list[str]:
+    """What `workers` processes serving `config` do differently from one, worth a warning."""
+    if workers > 1 and config.redis_url is None:
+        return [
+            f"--workers {workers} without `redis:` keeps stored responses (/v1/responses) in each worker: a GET or a "
+            "previous_response_id answered by another worker is a 404; set `redis:` to share them"
+        ]
+    return []
+
+
 def reserve(address: str) -> tuple[socket.socket, str]:
     """Bind `address` (port 0: any free port) with SO_REUSEPORT, so the workers can bind the same port after it."""
     host, _, port = address.rpartition(":")

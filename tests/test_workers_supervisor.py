@@ -8,7 +8,8 @@ import subprocess
 import sys
 import time
 
-from gateway.workers import Supervisor
+from gateway.config import parse_config
+from gateway.workers import Supervisor, caveats
 
 # A stand-in worker: exits at once on SIGTERM, else would sleep far longer than the test may take.
 WORKER = [
@@ -50,3 +51,11 @@ def test_a_stop_during_startup_reaches_every_worker() -> None:
     assert len(supervisor.spawned) == 3
     # Each stopped (by its handler, or by SIGTERM's default action if it came before the handler was set).
     assert all(proc.returncode in (0, -signal.SIGTERM) for proc in supervisor.spawned)
+
+
+def test_workers_without_redis_are_warned_that_stored_responses_are_per_worker() -> None:
+    text = "auth: none\nbackends: [{name: d, provider: mock}]\nmodels: [{name: d, targets: [{backend: d}]}]\n"
+    config = parse_config(text, {})
+    assert caveats(config, 1) == []
+    assert "stored responses" in caveats(config, 2)[0]
+    assert caveats(parse_config("redis: redis://127.0.0.1:6379/0\n" + text, {}), 2) == []

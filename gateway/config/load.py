@@ -54,6 +54,7 @@ from gateway.config.model import (
     ListenConfig,
     ModelConfig,
     Price,
+    ResponsesConfig,
     Secret,
     ServerConfig,
     StatsConfig,
@@ -194,6 +195,17 @@ def _audio_size(value: Any, path: str) -> int:
 _MAX_AUDIO = 48 * 1024 * 1024
 
 
+def _responses(node: _Node) -> ResponsesConfig:
+    default = ResponsesConfig()
+    responses = ResponsesConfig(
+        ttl=node.get("ttl", parse_duration, default.ttl),
+        max_items=node.get("max_items", _positive_int, default.max_items),
+        key_prefix=node.get("key_prefix", _str, default.key_prefix),
+    )
+    node.done()
+    return responses
+
+
 def _price(value: Any, path: str) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < math.inf:
         raise ConfigError(f"{path}: expected US dollars per million tokens (a number ≥ 0), got {value!r}")
@@ -218,6 +230,7 @@ class _Builder:
         if limits.backend == "redis" and redis is None:
             raise ConfigError("limits.backend: redis needs the top-level `redis:` URL")
         cache = node.get("cache", lambda v, p: _cache(_Node(v, p)), CacheConfig())
+        responses = node.get("responses", lambda v, p: _responses(_Node(v, p)), ResponsesConfig())
         if cache.redis and redis is None:
             raise ConfigError("cache.redis: true needs the top-level `redis:` URL")
         raw_backends: list[Any] = node.get("backends", _list, [])
@@ -249,6 +262,7 @@ class _Builder:
             telemetry=telemetry,
             routing=routing,
             tls=tls,
+            responses=responses,
         )
 
     @staticmethod

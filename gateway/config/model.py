@@ -223,6 +223,16 @@ class CacheConfig:
 
 
 @dataclass(frozen=True, slots=True)
+class ResponsesConfig:
+    """Where stored responses (`POST /v1/responses` with `store`) are kept: in Redis when the config names one (every
+    replica sees them), else in this process, for `ttl` seconds."""
+
+    ttl: float = 30 * 86400.0  # as long as OpenAI keeps a stored response
+    max_items: int = 10_000  # in process: the oldest go first beyond this many (Redis keeps them all, for the TTL)
+    key_prefix: str = "tollgate:responses"  # every Redis key starts with it
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """The whole configuration."""
 
@@ -246,6 +256,7 @@ class GatewayConfig:
     telemetry: TelemetryConfig = field(default_factory=TelemetryConfig)
     routing: RoutingConfig = field(default_factory=RoutingConfig)
     tls: TLSConfig = field(default_factory=TLSConfig)
+    responses: ResponsesConfig = field(default_factory=ResponsesConfig)
 
     def backend(self, name: str) -> BackendConfig:
         """The backend called `name` (validated to exist at load)."""

@@ -30,19 +30,22 @@ from gateway.engine.health import HealthBoard, TargetSnapshot
 from gateway.engine.metering import Meter, UsageSink, estimate_prompt_tokens
 from gateway.engine.probes import ActiveChecker
 from gateway.engine.record import CallObserver, CallRecord, UpstreamAttempt
-from gateway.engine.retry import Failover, Outcome, Verdict, unanswered
+from gateway.engine.responses import ResponsesFlow
+from gateway.engine.retry import Failover, Outcome, Verdict, open_stream, unanswered
 from gateway.engine.router import Attempt, Plan, Router
 from gateway.engine.routes import Caller
 from gateway.errors import GatewayError, NotFoundError, UpstreamError, model_not_allowed
 from gateway.providers.base import Provider
 from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
+from gateway.response_store import MemoryResponseStore, ResponseStore
 from gateway.routing.decision import DecisionObserver
 from gateway.validation import validate_chat, validate_embeddings
 from tollgate.auth.v1 import auth_pb2
 from tollgate.gateway.v1 import admin_pb2
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
 Chunk = pb.StreamChatCompletionResponse
@@ -63,6 +66,7 @@ class EngineParts:
     observer: CallObserver | None = None  # told about every finished call (telemetry)
     decisions: DecisionObserver | None = None  # told about route rules' decisions from the prompt (metrics)
     health: HealthBoard | None = None  # None: a fresh one (a reload hands over the unchanged targets' health)
+    responses: ResponseStore | None = None  # stored responses; None: this process's memory
 
 
 class EngineCore:
@@ -86,6 +90,8 @@ class EngineCore:
         self._wakes = any(b.wake is not None for b in config.backends)
         self._cache = parts.cache
         self._endpoints = Endpoints(self)
+        self._response_store = parts.responses or MemoryResponseStore(config.responses)
+        self._responses = ResponsesFlow(self, self._response_store)
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
@@ -101,7 +107,14 @@ class EngineCore:
         kept = {id(part) for part in keep}
         if self._checker is not None:
             await self._checker.close()
-        for part in (self._meter.sink, self._auth, self._router.routes, self._cache, self._limiter):
+        for part in (
+            self._meter.sink,
+            self._auth,
+            self._router.routes,
+            self._cache,
+            self._limiter,
+            self._response_store,
+        ):
             if part is not None and id(part) not in kept:
                 await part.close()
         for provider in self._providers.values():
@@ -136,11 +149,12 @@ class EngineCore:
         return backends_report(self._router)
 
     async def create_chat_completion(
-        self, params: pb.ChatCompletionParams, ctx: CallContext
+        self, params: pb.ChatCompletionParams, ctx: CallContext, *, operation: str = "chat"
     ) -> pb.CreateChatCompletionResponse:
-        """One whole completion: from the cache, or from the first target that answers."""
+        """One whole completion: from the cache, or from the first target that answers (`operation`: what the call
+        is metered as; the Responses API's translated calls are "responses")."""
         validate_chat(params)
-        with self._meter.call(ctx, "chat", params.model) as call:
+        with self._meter.call(ctx, operation, params.model) as call:
             call.params = params
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             # Routed first: the cache files answers under the model and experiment arm that serve the request.
@@ -170,11 +184,13 @@ class EngineCore:
             call.usage = result.usage
             return result
 
-    async def stream_chat_completion(self, params: pb.ChatCompletionParams, ctx: CallContext) -> Chunks:
+    async def stream_chat_completion(
+        self, params: pb.ChatCompletionParams, ctx: CallContext, *, operation: str = "chat"
+    ) -> Chunks:
         """The chunks of the first target that starts answering; later failures reach the caller as errors, and
         the target's health as its attempt's outcome."""
         validate_chat(params)
-        with self._meter.call(ctx, "chat", params.model) as call:
+        with self._meter.call(ctx, operation, params.model) as call:
             call.params, call.stream = params, True
             await self._admit(call, auth_pb2.OPERATION_CHAT, lambda: self._chat_estimate(params))
             plan = self._route(call, await self._decide(call, params) if self._router.routes.reads_prompts else None)
@@ -210,7 +226,7 @@ class EngineCore:
         outcome = Outcome(model=plan.model, hold=True)
         try:
             first, rest = await self._first_success(
-                plan, call, lambda p, model: _open_stream(p.stream(model, params)), outcome
+                plan, call, lambda p, model: open_stream(p.stream(model, params)), outcome
             )
         except BaseException:
             found.release()
@@ -401,17 +417,31 @@ class EngineCore:
         """Documents ordered by relevance."""
         return await self._endpoints.rerank(request, ctx)
 
+    # The Responses API (gateway.engine.responses).
 
-async def _open_stream(chunks: Chunks) -> tuple[pb.StreamChatCompletionResponse, Chunks]:
-    """Wait for the first chunk, so that a failure before it can still move on to another target."""
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        raise UpstreamError("the backend ended the stream without sending anything") from None
-    except BaseException:
-        await chunks.aclose()
-        raise
-    return first, chunks
+    async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
+        """A whole response."""
+        return await self._responses.create(params, ctx)
+
+    def stream_response(
+        self, params: rpb.ResponseParams, ctx: CallContext
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """A response's stream events."""
+        return self._responses.stream(params, ctx)
+
+    async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
+        """A stored response of the caller's."""
+        return await self._responses.get(response_id, ctx)
+
+    async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
+        """Forget a stored response of the caller's."""
+        return await self._responses.delete(response_id, ctx)
+
+    async def list_response_input_items(
+        self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
+    ) -> rpb.ListResponseInputItemsResponse:
+        """A page of a stored response's input items."""
+        return await self._responses.input_items(request, ctx)
 
 
 def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_usage: bool) -> bool:

@@ -30,7 +30,7 @@ from gateway.endpoint_rules import (
     validate_transcription,
 )
 from gateway.engine.record import CallRecord
-from gateway.engine.retry import Outcome, Verdict
+from gateway.engine.retry import Outcome, Verdict, open_stream
 from gateway.engine.router import Plan
 from gateway.errors import InvalidRequestError, UpstreamError
 from gateway.providers import capabilities as cap
@@ -223,7 +223,9 @@ class Endpoints:
     ) -> tuple[C, AsyncGenerator[C, None], Verdict | None]:
         """The first piece of the first target that starts answering, the rest, and its open health verdict."""
         outcome = Outcome(hold=True)
-        first, rest = await self._answer(call, operation, estimate, lambda p, model: _first(stream(p, model)), outcome)
+        first, rest = await self._answer(
+            call, operation, estimate, lambda p, model: open_stream(stream(p, model)), outcome
+        )
         return first, rest, outcome.open
 
     def _plan(self, call: CallRecord) -> Plan:
@@ -279,18 +281,6 @@ def _account_text(chunk: ep.StreamCompletionResponse, call: CallRecord, include_
             return True
         chunk.ClearField("usage")
     return len(chunk.choices) > 0
-
-
-async def _first(pieces: AsyncGenerator[C, None]) -> tuple[C, AsyncGenerator[C, None]]:
-    """Wait for the first piece, so that a failure before it can still move on to another target."""
-    try:
-        first = await anext(pieces)
-    except StopAsyncIteration:
-        raise UpstreamError("the backend ended the stream without sending anything") from None
-    except BaseException:
-        await pieces.aclose()
-        raise
-    return first, pieces
 
 
 async def _settled(first: C, rest: AsyncGenerator[C, None], verdict: Verdict | None) -> AsyncGenerator[C, None]:

@@ -24,6 +24,7 @@ from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
 
@@ -190,3 +191,33 @@ class RemoteEngine:
     async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
         """Documents ordered by relevance."""
         return await _unary(self._stub.Rerank(request, metadata=self._metadata(ctx)), ctx)
+
+    # The Responses API.
+
+    async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
+        """A whole response."""
+        request = rpb.CreateResponseRequest(params=params)
+        return (await _unary(self._stub.CreateResponse(request, metadata=self._metadata(ctx)), ctx)).response
+
+    def stream_response(
+        self, params: rpb.ResponseParams, ctx: CallContext
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """The engine's events; closing this generator cancels the call, and so the upstream request."""
+        request = rpb.StreamResponseRequest(params=params)
+        return _streamed(lambda: self._stub.StreamResponse(request, metadata=self._metadata(ctx)), ctx)
+
+    async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
+        """A stored response of the caller's."""
+        request = rpb.GetResponseRequest(response_id=response_id)
+        return (await _unary(self._stub.GetResponse(request, metadata=self._metadata(ctx)), ctx)).response
+
+    async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
+        """Forget a stored response of the caller's."""
+        request = rpb.DeleteResponseRequest(response_id=response_id)
+        return await _unary(self._stub.DeleteResponse(request, metadata=self._metadata(ctx)), ctx)
+
+    async def list_response_input_items(
+        self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
+    ) -> rpb.ListResponseInputItemsResponse:
+        """A page of a stored response's input items."""
+        return await _unary(self._stub.ListResponseInputItems(request, metadata=self._metadata(ctx)), ctx)

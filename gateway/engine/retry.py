@@ -19,7 +19,7 @@ import asyncio
 import math
 import random
 from collections import deque
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import TypeVar
 
@@ -28,7 +28,13 @@ from gateway.config.routing import RetryConfig
 from gateway.engine.health import HealthBoard, Slot
 from gateway.engine.router import Attempt
 from gateway.engine.window import WindowCounts
-from gateway.errors import GatewayError, RateLimitError, ServiceUnavailableError, UpstreamTimeoutError
+from gateway.errors import (
+    GatewayError,
+    RateLimitError,
+    ServiceUnavailableError,
+    UpstreamError,
+    UpstreamTimeoutError,
+)
 
 T = TypeVar("T")
 CONTEXT_LENGTH_EXCEEDED = "context_length_exceeded"  # OpenAI's documented error code, which vLLM also uses
@@ -228,3 +234,18 @@ def unanswered(model: str, outcome: Outcome, soonest: float | None) -> GatewayEr
         return RateLimitError(message, code=last.code, retry_after=retry_after)
     # Several targets failed: nothing can answer right now, whatever the last one's failure was.
     return ServiceUnavailableError(message, code=last.code, retry_after=retry_after)
+
+
+S = TypeVar("S")
+
+
+async def open_stream(stream: AsyncGenerator[S, None]) -> tuple[S, AsyncGenerator[S, None]]:
+    """Wait for a stream's first item, so that a failure before it can still move on to another target."""
+    try:
+        first = await anext(stream)
+    except StopAsyncIteration:
+        raise UpstreamError("the backend ended the stream without sending anything") from None
+    except BaseException:
+        await stream.aclose()
+        raise
+    return first, stream

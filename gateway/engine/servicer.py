@@ -19,6 +19,7 @@ from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
 log = logging.getLogger("tollgate.engine")
@@ -160,3 +161,39 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: ep.RerankRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> ep.RerankResponse:
         return await _unary(context, self._context(context), lambda ctx: self._engine.rerank(request, ctx))
+
+    # The Responses API (responses.proto).
+    async def CreateResponse(  # the gRPC method name is fixed by the proto
+        self, request: rpb.CreateResponseRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> rpb.CreateResponseResponse:
+        async def run(ctx: CallContext) -> rpb.CreateResponseResponse:
+            return rpb.CreateResponseResponse(response=await self._engine.create_response(request.params, ctx))
+
+        return await _unary(context, self._context(context), run)
+
+    def StreamResponse(  # the gRPC method name is fixed by the proto
+        self, request: rpb.StreamResponseRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[rpb.StreamResponseResponse]:
+        return _streamed(context, self._context(context), lambda ctx: self._engine.stream_response(request.params, ctx))
+
+    async def GetResponse(  # the gRPC method name is fixed by the proto
+        self, request: rpb.GetResponseRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> rpb.GetResponseResponse:
+        async def run(ctx: CallContext) -> rpb.GetResponseResponse:
+            return rpb.GetResponseResponse(response=await self._engine.get_response(request.response_id, ctx))
+
+        return await _unary(context, self._context(context), run)
+
+    async def DeleteResponse(  # the gRPC method name is fixed by the proto
+        self, request: rpb.DeleteResponseRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> rpb.DeleteResponseResponse:
+        return await _unary(
+            context, self._context(context), lambda ctx: self._engine.delete_response(request.response_id, ctx)
+        )
+
+    async def ListResponseInputItems(  # the gRPC method name is fixed by the proto
+        self, request: rpb.ListResponseInputItemsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> rpb.ListResponseInputItemsResponse:
+        return await _unary(
+            context, self._context(context), lambda ctx: self._engine.list_response_input_items(request, ctx)
+        )

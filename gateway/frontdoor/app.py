@@ -13,6 +13,7 @@ from gateway.frontdoor.body import MAX_BODY
 from gateway.frontdoor.endpoints_http import EndpointsFrontDoor
 from gateway.frontdoor.handling import json_response
 from gateway.frontdoor.openai_http import OpenAIFrontDoor, error_response
+from gateway.frontdoor.responses_http import ResponsesFrontDoor
 from gateway.frontdoor.server import DRAIN, HttpServer, start_http_server
 from gateway.telemetry.frontdoor import instrument_app
 from gateway.telemetry.observer import Telemetry
@@ -53,6 +54,7 @@ def create_app(
     app.add_routes(OpenAIFrontDoor(engine).routes())
     app.add_routes(AnthropicFrontDoor(engine).routes())
     app.add_routes(EndpointsFrontDoor(engine, server.max_audio_bytes).routes())
+    app.add_routes(ResponsesFrontDoor(engine).routes())
     app.add_routes(admin_routes(engine, control))
     app.add_routes([web.get("/healthz", healthz), web.get("/readyz", readyz), web.route("*", "/{tail:.*}", not_found)])
     return app

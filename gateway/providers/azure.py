@@ -7,6 +7,10 @@ Entra ID token as `Authorization: Bearer`). A target's `model` is the deployment
 
 Options: `api_version` (default below, the latest GA version), `auth`: `api-key` (default) or `bearer` (the backend's
 `api_key` is then an Entra ID access token; such tokens expire, so whatever refreshes it must reload the config).
+
+The Responses API is served by Azure's v1 API only: `POST {endpoint}/openai/v1/responses` (no api-version, the
+deployment name as the body's `model`), so that is where a Responses request goes, unchanged as for OpenAI
+(https://learn.microsoft.com/en-us/azure/ai-foundry/openai/how-to/responses).
 """
 
 from __future__ import annotations
@@ -15,14 +19,15 @@ from urllib.parse import quote
 
 from gateway.config import BackendConfig, ConfigError
 from gateway.providers import capabilities as cap
-from gateway.providers.openai_compat import PATHS, OpenAICompatibleProvider
+from gateway.providers.openai_compat import PATHS
+from gateway.providers.openai_responses import OpenAIProvider
 
 DEFAULT_API_VERSION = "2024-10-21"
 _OPTIONS = frozenset(("api_version", "auth"))
 _AUTH_MODES = ("api-key", "bearer")
 
 
-class AzureOpenAIProvider(OpenAICompatibleProvider):
+class AzureOpenAIProvider(OpenAIProvider):
     """An Azure OpenAI resource; the model a target names is the deployment."""
 
     # Azure OpenAI serves completions, images and audio at deployments; it has no moderations or rerank endpoint.
@@ -43,7 +48,8 @@ class AzureOpenAIProvider(OpenAICompatibleProvider):
         if backend.api_key is None:
             raise ConfigError(f"{path}.api_key: required for provider 'azure'")
         secret = backend.api_key.reveal()
-        super().__init__(backend, {"api-key": secret} if auth == "api-key" else {"Authorization": f"Bearer {secret}"})
+        headers = {"api-key": secret} if auth == "api-key" else {"Authorization": f"Bearer {secret}"}
+        super().__init__(backend, headers, responses_url=f"{backend.base_url}/openai/v1/responses")
         self._deployments = f"{backend.base_url}/openai/deployments"
         self._query = f"?api-version={quote(version, safe='')}"
         self._probe_url = f"{backend.base_url}/openai/models{self._query}"

@@ -11,6 +11,7 @@ from typing import Protocol, runtime_checkable
 
 from gateway.config import BackendConfig
 from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.gateway.v1 import responses_pb2 as rpb
 
 
 class Provider(Protocol):
@@ -143,4 +144,21 @@ class TokenCounter(Protocol):
 
     async def count_tokens(self, model: str, params: pb.ChatCompletionParams) -> int:
         """The input tokens `params` would use with `model`."""
+        ...
+
+
+@runtime_checkable
+class ResponsesProvider(Protocol):
+    """A provider whose backend serves OpenAI's Responses API itself (`provider: openai`): a Responses request is
+    sent to it unchanged, where other providers get it translated to chat."""
+
+    async def respond(self, model: str, params: rpb.ResponseParams) -> rpb.Response:
+        """The backend's whole response for `params`."""
+        ...
+
+    def respond_stream(
+        self, model: str, params: rpb.ResponseParams
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        """The backend's stream events for `params`. The upstream request is opened inside the generator, so
+        closing it closes the connection."""
         ...

@@ -12,6 +12,7 @@ from gateway.providers.base import Provider
 from gateway.providers.gemini import GeminiProvider
 from gateway.providers.mock import MockProvider
 from gateway.providers.openai_compat import OpenAICompatibleProvider
+from gateway.providers.openai_responses import OpenAIProvider
 from gateway.providers.shaping import with_shaping
 from gateway.providers.wake import fleet_lock, with_wake
 
@@ -21,7 +22,8 @@ Factory = Callable[[BackendConfig, str], Provider]
 def _openai_compatible(backend: BackendConfig, path: str) -> Provider:
     if backend.provider != "openai" and not backend.base_url:
         raise ConfigError(f"{path}.base_url: required for provider '{backend.provider}'")
-    return OpenAICompatibleProvider(backend)
+    # OpenAI itself also serves the Responses API; the compatible servers get Responses requests as chat.
+    return OpenAIProvider(backend) if backend.provider == "openai" else OpenAICompatibleProvider(backend)
 
 
 PROVIDERS: dict[str, Factory] = {

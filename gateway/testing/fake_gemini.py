@@ -104,7 +104,11 @@ class FakeGemini(LoopbackServer):
         if declarations:
             declaration = declarations[0]
             schema = declaration.get("parametersJsonSchema") or declaration.get("parameters") or {}
-            args = {k: text for k, v in (schema.get("properties") or {}).items() if v.get("type") == "string"}
+            properties = schema.get("properties") or {} if isinstance(schema, dict) else None
+            if not isinstance(properties, dict) or not all(isinstance(v, dict) for v in properties.values()):
+                # As Gemini refuses a schema that is not one.
+                return _error(400, "Invalid JSON payload received. Invalid function parameters schema.")
+            args = {k: text for k, v in properties.items() if v.get("type") == "string"}
             signature = f"sig-{len(self.signatures) + 1}"
             self.signatures.add(signature)
             return [{"functionCall": {"name": declaration["name"], "args": args}, "thoughtSignature": signature}]

@@ -1,10 +1,11 @@
 """A fake OpenAI server: the provider tollgate is tested and benchmarked against.
 
-`FakeOpenAI` speaks the documented shapes of OpenAI's chat completions (plain, streamed and tool-calling),
-embeddings and models endpoints, and of legacy completions, images, audio transcriptions and speech, moderations and
-vLLM's rerank (`gateway.testing.endpoint_replies`), answers deterministically (so tests can assert exact text and
-token counts) and can inject the failures a gateway must survive: error statuses with `Retry-After`, hangs,
-connection resets and streams that stall mid-way. It records every request and counts streams the client abandoned.
+`FakeOpenAI` speaks the documented shapes of OpenAI's chat completions (plain, streamed and tool-calling), Responses
+API (`/v1/responses`, whole and streamed), embeddings and models endpoints, and of legacy completions, images, audio
+transcriptions and speech, moderations and vLLM's rerank (`gateway.testing.endpoint_replies`), answers
+deterministically (so tests can assert exact text and token counts) and can inject the failures a gateway must
+survive: error statuses with `Retry-After`, hangs, connection resets and streams that stall mid-way. It records every
+request and counts streams the client abandoned.
 
 It deliberately shares no code with the gateway, so a gateway bug cannot hide behind the same bug in its double.
 
@@ -42,6 +43,7 @@ from gateway.testing.openai_replies import (
     positive_int,
     word_embedding,
 )
+from gateway.testing.responses_replies import ResponsesReply, parse_responses
 
 __all__ = ["FakeOpenAI", "Fault", "RecordedRequest", "main"]
 
@@ -133,6 +135,9 @@ class FakeOpenAI(LoopbackServer):
             ("POST", "/v1/moderations"): self._moderations,
             ("POST", "/v1/rerank"): self._rerank,
             ("POST", "/rerank"): self._rerank,  # vLLM serves it without the prefix too
+            ("POST", "/v1/responses"): self._responses,
+            # Azure's v1 API serves the Responses API here (the server's root as an Azure endpoint).
+            ("POST", "/openai/v1/responses"): self._responses,
         }
 
     def add_fault(self, fault: Fault) -> None:
@@ -233,6 +238,41 @@ class FakeOpenAI(LoopbackServer):
         if chat.include_usage:
             await response.write(frame.usage(chat.usage))
         await response.write(_SSE_DONE)
+        self.completed_streams += 1
+        return False
+
+    # ------------------------------------------------------------------------------------------------ responses
+
+    async def _responses(self, request: web.Request, body: Any, cut: _Cut) -> web.StreamResponse:
+        reply = parse_responses(body, next(self._ids), self.chunks)
+        if self.latency > 0:
+            await asyncio.sleep(self.latency)
+        if not reply.stream:
+            return _json_response(reply.response)
+        response = web.StreamResponse(headers=_SSE_HEADERS)
+        try:
+            await response.prepare(request)
+            if await self._write_response_events(response, reply, cut):
+                await _break(request, response, cut.how)
+        except asyncio.CancelledError:
+            self.disconnects += 1
+            raise
+        except ConnectionResetError:
+            self.disconnects += 1
+        return response
+
+    async def _write_response_events(self, response: web.StreamResponse, reply: ResponsesReply, cut: _Cut) -> bool:
+        """Write the events (`event:` then `data:`, as OpenAI frames them); True when `cut` stopped them after that
+        many deltas (the caller breaks the stream)."""
+        deltas = 0
+        for event in reply.events:
+            if event["type"].endswith(".delta"):
+                if deltas == cut.after:
+                    return True
+                deltas += 1
+                if self.chunk_delay > 0:
+                    await asyncio.sleep(self.chunk_delay)
+            await response.write(b"event: " + event["type"].encode() + b"\ndata: " + orjson.dumps(event) + b"\n\n")
         self.completed_streams += 1
         return False
 

@@ -124,7 +124,9 @@ def parse_chat(body: Any, ids: Iterator[int], chunks: int) -> Chat:
 
 
 def _reply(body: dict[str, Any], user_text: str, call_id: str, chunks: int) -> Reply:
-    tool = _tool_name(body)
+    messages = body["messages"]
+    # After a tool's result the model answers in text, as a real one would (rather than calling it again).
+    tool = None if messages[-1].get("role") == "tool" else _tool_name(body)
     if tool is not None:
         return _tool_reply(user_text, tool, call_id)
     limit = _token_limit(body)

@@ -35,7 +35,7 @@ class Body:
     """One request to send: where, what, and a label that names it in a failure report."""
 
     label: str
-    path: str  # /v1/chat/completions, /v1/messages, /v1/messages/count_tokens
+    path: str  # /v1/chat/completions, /v1/messages, /v1/messages/count_tokens, /v1/responses
     raw: bytes
     headers: tuple[tuple[str, str], ...] = (("content-type", "application/json"),)
 
@@ -91,6 +91,93 @@ def openai_base(model: str) -> dict[str, Any]:
 def openai_stream_base(model: str) -> dict[str, Any]:
     """The same body, streamed with usage: its fields mutated reach the streaming paths."""
     return {**openai_base(model), "stream": True, "stream_options": {"include_usage": True}}
+
+
+def responses_base(model: str) -> dict[str, Any]:
+    """A valid Responses API body using most fields (https://platform.openai.com/docs/api-reference/responses)."""
+    return {
+        "model": model,
+        "instructions": "Be brief.",
+        "input": [
+            {
+                "role": "user",
+                "content": [
+                    {"type": "input_text", "text": "hi"},
+                    {"type": "input_image", "image_url": f"data:image/png;base64,{PNG}", "detail": "low"},
+                ],
+            },
+            {"type": "function_call", "call_id": "call_1", "name": "lookup", "arguments": "{}"},
+            {"type": "function_call_output", "call_id": "call_1", "output": "42"},
+            {"role": "user", "content": "thanks"},
+        ],
+        "tools": [
+            {
+                "type": "function",
+                "name": "lookup",
+                "description": "d",
+                "parameters": {"type": "object", "properties": {}},
+            }
+        ],
+        "tool_choice": {"type": "function", "name": "lookup"},
+        "temperature": 0.5,
+        "top_p": 0.9,
+        "max_output_tokens": 50,
+        "parallel_tool_calls": True,
+        "reasoning": {"effort": "low"},
+        "text": {"format": {"type": "json_schema", "name": "s", "schema": {"type": "object"}}},
+        "metadata": {"k": "v"},
+        "user": "u",
+        "store": False,
+        "stream": False,
+    }
+
+
+def responses_stream_base(model: str) -> dict[str, Any]:
+    """The Responses body, streamed."""
+    return {**responses_base(model), "stream": True}
+
+
+def responses_odd(model: str) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Valid Responses requests that a translating backend must refuse cleanly or carry across."""
+    plain = {"model": model, "max_output_tokens": 20}
+    yield "string input", {**plain, "input": "hi"}
+    yield "item without type", {**plain, "input": [{"role": "user", "content": "hi"}]}
+    yield "built-in tool", {**plain, "input": "hi", "tools": [{"type": "web_search"}]}
+    yield "built-in tool choice", {**plain, "input": "hi", "tool_choice": {"type": "web_search_preview"}}
+    yield "reasoning item", {**plain, "input": [{"type": "reasoning", "id": "rs_1", "summary": []}, "hi"]}
+    yield "unknown item", {**plain, "input": [{"type": "hologram", "x": 1}]}
+    yield "unknown part", {**plain, "input": [{"role": "user", "content": [{"type": "input_hologram"}]}]}
+    yield "image file id", {**plain, "input": [{"role": "user", "content": [{"type": "input_image", "file_id": "f"}]}]}
+    yield "file", {**plain, "input": [{"role": "user", "content": [{"type": "input_file", "file_id": "file-1"}]}]}
+    yield (
+        "output as parts",
+        {
+            **plain,
+            "input": [
+                {"type": "function_call", "call_id": "c", "name": "f", "arguments": "{oops"},
+                {"type": "function_call_output", "call_id": "c", "output": [{"type": "input_text", "text": "1"}]},
+            ],
+        },
+    )
+    yield "output without a call", {**plain, "input": [{"type": "function_call_output", "call_id": "x", "output": "1"}]}
+    yield "unknown previous", {**plain, "input": "hi", "previous_response_id": "resp_unknown"}
+    yield "previous of wrong type", {**plain, "input": "hi", "previous_response_id": 7}
+    yield "text verbosity", {**plain, "input": "hi", "text": {"verbosity": "low", "format": {"type": "text"}}}
+    yield "reasoning newer shape", {**plain, "input": "hi", "reasoning": {"effort": "high", "budget": 5}}
+    yield "include", {**plain, "input": "hi", "include": ["reasoning.encrypted_content"]}
+    yield (
+        "assistant parts",
+        {
+            **plain,
+            "input": [
+                {
+                    "role": "assistant",
+                    "content": [{"type": "output_text", "text": "a"}, {"type": "refusal", "refusal": "no"}],
+                },
+                {"role": "user", "content": "hi"},
+            ],
+        },
+    )
 
 
 def anthropic_stream_base(model: str) -> dict[str, Any]:

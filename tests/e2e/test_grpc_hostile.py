@@ -240,10 +240,23 @@ UNDECODABLE = [
 
 
 @pytest.mark.parametrize("data", UNDECODABLE)
-@pytest.mark.parametrize("method", ["CreateChatCompletion", "StreamChatCompletion", "CreateEmbeddings", "CountTokens"])
+@pytest.mark.parametrize(
+    "method",
+    [
+        "CreateChatCompletion",
+        "StreamChatCompletion",
+        "CreateEmbeddings",
+        "CountTokens",
+        "CreateResponse",
+        "StreamResponse",
+        "GetResponse",
+        "DeleteResponse",
+        "ListResponseInputItems",
+    ],
+)
 async def test_undecodable_requests_are_invalid_arguments(engine_address: str, method: str, data: bytes) -> None:
     async with grpc.aio.insecure_channel(engine_address) as channel:
-        if method == "StreamChatCompletion":
+        if method.startswith("Stream"):
             call: Any = channel.unary_stream(SERVICE + method)(data, timeout=10)
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 async for _ in call:

@@ -32,6 +32,7 @@ MODELS = ("gpt", "claude", "flash")  # an OpenAI-compatible backend (shaped), An
 CHAT = "/v1/chat/completions"
 MESSAGES = "/v1/messages"
 COUNT = "/v1/messages/count_tokens"
+RESPONSES = "/v1/responses"
 
 
 def config(openai_url: str, anthropic_url: str, gemini_url: str) -> str:
@@ -134,6 +135,8 @@ def all_bodies() -> Iterator[hb.Body]:
         (MESSAGES, hb.anthropic_base),
         (MESSAGES, hb.anthropic_stream_base),
         (COUNT, hb.anthropic_base),
+        (RESPONSES, hb.responses_base),
+        (RESPONSES, hb.responses_stream_base),
     )
     for endpoint, base in bases:
         streamed = "stream" in base.__name__
@@ -160,6 +163,9 @@ def all_bodies() -> Iterator[hb.Body]:
                     f"{MESSAGES} odd {label} (stream) → {model}", MESSAGES, hb.dumps({**body, "stream": True})
                 )
             yield hb.Body(f"{COUNT} odd {label} → {model}", COUNT, hb.dumps(body))
+        for label, body in hb.responses_odd(model):
+            yield hb.Body(f"{RESPONSES} odd {label} → {model}", RESPONSES, hb.dumps(body))
+            yield hb.Body(f"{RESPONSES} odd {label} (stream) → {model}", RESPONSES, hb.dumps({**body, "stream": True}))
 
 
 @pytest.mark.parametrize("start_gateway", ["one-process"], indirect=True)

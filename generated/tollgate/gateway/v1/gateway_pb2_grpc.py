@@ -5,6 +5,7 @@ import warnings
 
 from tollgate.gateway.v1 import endpoints_pb2 as tollgate_dot_gateway_dot_v1_dot_endpoints__pb2
 from tollgate.gateway.v1 import gateway_pb2 as tollgate_dot_gateway_dot_v1_dot_gateway__pb2
+from tollgate.gateway.v1 import responses_pb2 as tollgate_dot_gateway_dot_v1_dot_responses__pb2
 
 GRPC_GENERATED_VERSION = '1.85.1'
 GRPC_VERSION = grpc.__version__
@@ -98,6 +99,31 @@ class GatewayServiceStub:
                 '/tollgate.gateway.v1.GatewayService/Rerank',
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankResponse.FromString,
+                _registered_method=True)
+        self.CreateResponse = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/CreateResponse',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.CreateResponseRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.CreateResponseResponse.FromString,
+                _registered_method=True)
+        self.StreamResponse = channel.unary_stream(
+                '/tollgate.gateway.v1.GatewayService/StreamResponse',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.StreamResponseRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.StreamResponseResponse.FromString,
+                _registered_method=True)
+        self.GetResponse = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/GetResponse',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.GetResponseRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.GetResponseResponse.FromString,
+                _registered_method=True)
+        self.DeleteResponse = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/DeleteResponse',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseResponse.FromString,
+                _registered_method=True)
+        self.ListResponseInputItems = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/ListResponseInputItems',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.FromString,
                 _registered_method=True)
 
 
@@ -193,6 +219,42 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CreateResponse(self, request, context):
+        """The Responses API (responses.proto).
+        CreateResponse answers a Responses request in one message.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamResponse(self, request, context):
+        """StreamResponse answers a Responses request as a stream of events.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetResponse(self, request, context):
+        """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DeleteResponse(self, request, context):
+        """DeleteResponse deletes a stored response of the caller's.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListResponseInputItems(self, request, context):
+        """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -255,6 +317,31 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.Rerank,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankResponse.SerializeToString,
+            ),
+            'CreateResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.CreateResponse,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.CreateResponseRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.CreateResponseResponse.SerializeToString,
+            ),
+            'StreamResponse': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamResponse,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.StreamResponseRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.StreamResponseResponse.SerializeToString,
+            ),
+            'GetResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetResponse,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.GetResponseRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.GetResponseResponse.SerializeToString,
+            ),
+            'DeleteResponse': grpc.unary_unary_rpc_method_handler(
+                    servicer.DeleteResponse,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseResponse.SerializeToString,
+            ),
+            'ListResponseInputItems': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListResponseInputItems,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -585,6 +672,141 @@ class GatewayService:
             '/tollgate.gateway.v1.GatewayService/Rerank',
             tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_endpoints__pb2.RerankResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CreateResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/CreateResponse',
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.CreateResponseRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.CreateResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/StreamResponse',
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.StreamResponseRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.StreamResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/GetResponse',
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.GetResponseRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.GetResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DeleteResponse(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/DeleteResponse',
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.DeleteResponseResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListResponseInputItems(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/ListResponseInputItems',
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -13,6 +13,7 @@ from collections import abc as _abc
 from grpc import aio as _aio
 from tollgate.gateway.v1 import endpoints_pb2 as _endpoints_pb2
 from tollgate.gateway.v1 import gateway_pb2 as _gateway_pb2
+from tollgate.gateway.v1 import responses_pb2 as _responses_pb2
 import abc as _abc_1
 import grpc as _grpc
 import sys
@@ -70,6 +71,18 @@ class GatewayServiceStub:
     """CreateModeration classifies inputs against usage policies."""
     Rerank: _grpc.UnaryUnaryMultiCallable[_endpoints_pb2.RerankRequest, _endpoints_pb2.RerankResponse]
     """Rerank orders documents by relevance to a query."""
+    CreateResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.CreateResponseRequest, _responses_pb2.CreateResponseResponse]
+    """The Responses API (responses.proto).
+    CreateResponse answers a Responses request in one message.
+    """
+    StreamResponse: _grpc.UnaryStreamMultiCallable[_responses_pb2.StreamResponseRequest, _responses_pb2.StreamResponseResponse]
+    """StreamResponse answers a Responses request as a stream of events."""
+    GetResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.GetResponseRequest, _responses_pb2.GetResponseResponse]
+    """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND)."""
+    DeleteResponse: _grpc.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _responses_pb2.DeleteResponseResponse]
+    """DeleteResponse deletes a stored response of the caller's."""
+    ListResponseInputItems: _grpc.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _responses_pb2.ListResponseInputItemsResponse]
+    """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -106,6 +119,18 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """CreateModeration classifies inputs against usage policies."""
     Rerank: _aio.UnaryUnaryMultiCallable[_endpoints_pb2.RerankRequest, _endpoints_pb2.RerankResponse]  # type: ignore[assignment]
     """Rerank orders documents by relevance to a query."""
+    CreateResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.CreateResponseRequest, _responses_pb2.CreateResponseResponse]  # type: ignore[assignment]
+    """The Responses API (responses.proto).
+    CreateResponse answers a Responses request in one message.
+    """
+    StreamResponse: _aio.UnaryStreamMultiCallable[_responses_pb2.StreamResponseRequest, _responses_pb2.StreamResponseResponse]  # type: ignore[assignment]
+    """StreamResponse answers a Responses request as a stream of events."""
+    GetResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.GetResponseRequest, _responses_pb2.GetResponseResponse]  # type: ignore[assignment]
+    """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND)."""
+    DeleteResponse: _aio.UnaryUnaryMultiCallable[_responses_pb2.DeleteResponseRequest, _responses_pb2.DeleteResponseResponse]  # type: ignore[assignment]
+    """DeleteResponse deletes a stored response of the caller's."""
+    ListResponseInputItems: _aio.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _responses_pb2.ListResponseInputItemsResponse]  # type: ignore[assignment]
+    """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """GatewayService is the routing engine. Authenticate with the metadata `authorization: Bearer <key>`; pass
@@ -211,5 +236,47 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_endpoints_pb2.RerankResponse, _abc.Awaitable[_endpoints_pb2.RerankResponse]]:
         """Rerank orders documents by relevance to a query."""
+
+    @_abc_1.abstractmethod
+    def CreateResponse(
+        self,
+        request: _responses_pb2.CreateResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.CreateResponseResponse, _abc.Awaitable[_responses_pb2.CreateResponseResponse]]:
+        """The Responses API (responses.proto).
+        CreateResponse answers a Responses request in one message.
+        """
+
+    @_abc_1.abstractmethod
+    def StreamResponse(
+        self,
+        request: _responses_pb2.StreamResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_responses_pb2.StreamResponseResponse], _abc.AsyncIterator[_responses_pb2.StreamResponseResponse]]:
+        """StreamResponse answers a Responses request as a stream of events."""
+
+    @_abc_1.abstractmethod
+    def GetResponse(
+        self,
+        request: _responses_pb2.GetResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.GetResponseResponse, _abc.Awaitable[_responses_pb2.GetResponseResponse]]:
+        """GetResponse returns a stored response of the caller's (another key's is NOT_FOUND)."""
+
+    @_abc_1.abstractmethod
+    def DeleteResponse(
+        self,
+        request: _responses_pb2.DeleteResponseRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.DeleteResponseResponse, _abc.Awaitable[_responses_pb2.DeleteResponseResponse]]:
+        """DeleteResponse deletes a stored response of the caller's."""
+
+    @_abc_1.abstractmethod
+    def ListResponseInputItems(
+        self,
+        request: _responses_pb2.ListResponseInputItemsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_responses_pb2.ListResponseInputItemsResponse, _abc.Awaitable[_responses_pb2.ListResponseInputItemsResponse]]:
+        """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
