@@ -45,6 +45,7 @@ COLUMNS = (
     "received_at",
     "experiment",
     "experiment_arm",
+    "resumed",
 )
 
 _TEXT_COLUMNS = (
@@ -104,6 +105,9 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE usage ADD COLUMN experiment TEXT NOT NULL DEFAULT '';
     ALTER TABLE usage ADD COLUMN experiment_arm TEXT NOT NULL DEFAULT '';
+    """,
+    """
+    ALTER TABLE usage ADD COLUMN resumed INTEGER NOT NULL DEFAULT 0;  -- streams continued by another target
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -181,6 +185,7 @@ def row_from_record(r: pb.UsageRecord, received_at_us: int) -> tuple[object, ...
         received_at_us,
         r.experiment,
         r.experiment_arm,
+        r.resumed,
     )
 
 
@@ -198,6 +203,7 @@ def record_from_row(row: sqlite3.Row) -> pb.UsageRecord:
         stream=bool(row["stream"]),
         cache_hit=bool(row["cache_hit"]),
         attempts=row["attempts"],
+        resumed=row["resumed"],
         route=row["route"],
         outcome=pb.Outcome.ValueType(int(outcome)) if outcome.lstrip("-").isdigit() else pb.Outcome.Value(outcome),
         labels=orjson.loads(row["labels"]),

@@ -118,12 +118,17 @@ class Meter:
                 max(0, usage.cached_tokens),
                 max(0, usage.reasoning_tokens),
             )
-        elif call.chunks and params is not None:
+        elif call.chunks > call.carried_chunks and params is not None:
             # A stream cut short: the provider bills the prompt and what it generated, but never said how much.
             # A streamed delta is about one token.
-            spent = Spent(estimate_prompt_tokens(params), call.chunks, estimated=True)
+            spent = Spent(estimate_prompt_tokens(params), call.chunks - call.carried_chunks, estimated=True)
         else:
             spent = Spent()
+        carried = call.carried
+        if carried is not None:  # attempts cut mid-stream and continued by another target: billed too
+            spent.input_tokens += carried.input_tokens
+            spent.output_tokens += carried.output_tokens
+            spent.estimated = True
         price = price_for(self._prices, call.provider_model, call.model)
         spent.cost_usd = cost_usd(price, spent.input_tokens, spent.output_tokens, spent.cached_tokens)
         return spent
@@ -143,6 +148,7 @@ class Meter:
             provider_model=call.provider_model,
             stream=call.stream,
             attempts=call.attempts,
+            resumed=call.resumed,
             route=call.route,
             cache_hit=call.cache_status == "hit",
         )

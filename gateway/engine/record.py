@@ -65,6 +65,16 @@ class CallRecord:
     usage: pb.Usage | None = None
     first_chunk_at: float = 0.0  # perf_counter seconds when the first chunk went out; 0 when none did
     chunks: int = 0  # chunks with choices that went out
+    # Mid-stream failover: each time a stream's target failed after its first byte, what became of it ("resumed",
+    # "unanswered", "no_target", "not_continuable"; see gateway.engine.resume), for the usage record and metrics.
+    resumes: list[str] = field(default_factory=list)
+    carried: Spent | None = None  # the estimated usage of the attempts that were cut and continued by another
+    carried_chunks: int = 0  # the chunks those attempts sent (the last attempt's own estimate counts the rest)
+
+    @property
+    def resumed(self) -> int:
+        """Times the answer was continued by another target after its own failed mid-stream."""
+        return self.resumes.count("resumed")
 
 
 @dataclass(slots=True)

@@ -10,7 +10,8 @@ multiply its own load, and one model's outage cannot spend the retries another m
 
 A stream's attempt is not over at its first chunk: with `Outcome.hold` the answering attempt's `Verdict` is handed
 back open and the engine settles it when the stream ends, so a reset, a stall or an error event after the first byte
-counts against the target's health like any other failure.
+counts against the target's health like any other failure. Continuing such a stream on another target
+(`Outcome.resume`, mid-stream failover) spends the retry budget on every attempt.
 """
 
 from __future__ import annotations
@@ -91,6 +92,7 @@ class Outcome:
     budget_exhausted: bool = False
     failures: dict[Attempt, int] = field(default_factory=dict)  # retryable failures per attempt
     open: Verdict | None = None  # with `hold`, the verdict of the attempt that answered, for the caller to settle
+    resume: bool = False  # continuing a stream cut mid-way: not a new request, and every attempt is a retry
 
 
 class Failover:
@@ -130,7 +132,8 @@ class Failover:
         could fix is raised at once. `context_plan(attempt)` lists what to try after a context-length error."""
         deadline = self._clock() + self._config.deadline if self._config.deadline else math.inf
         budget = self.budget(outcome.model)
-        budget.request()
+        if not outcome.resume:
+            budget.request()
         queue = deque(attempts)
         retries: deque[Attempt] = deque()
         while queue or retries:
@@ -143,7 +146,7 @@ class Failover:
             slot = self._health.acquire(attempt.target)
             if slot is None:
                 continue  # ejected meanwhile, or another request is probing it
-            if outcome.tried and not budget.try_retry():
+            if (outcome.tried or outcome.resume) and not budget.try_retry():
                 self._health.abandoned(attempt.target, slot)
                 outcome.budget_exhausted = True
                 return None

@@ -31,7 +31,7 @@ import aiohttp
 from gateway.config import BackendConfig, GatewayConfig
 from gateway.config.routing_wake import WakeAction, WakeConfig
 from gateway.errors import ServiceUnavailableError, UpstreamConnectionError
-from gateway.providers.base import Provider
+from gateway.providers.base import Continuer, Provider
 from gateway.providers.wake_actions import ActionFailed, CommandRun, is_ready, ready_url, run_action
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -310,11 +310,23 @@ class WakingProvider:
         """Embeddings, once the backend is awake."""
         return await self._call(lambda: self.inner.embed(model, request))
 
-    async def stream(
+    def stream(
         self, model: str, params: pb.ChatCompletionParams
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The inner stream, opened once the backend is awake (held like any call until its first chunk)."""
-        chunks = await self._call(lambda: _first(self.inner.stream(model, params)))
+        return self._held(lambda: self.inner.stream(model, params))
+
+    def continue_stream(
+        self, model: str, params: pb.ChatCompletionParams, prefix: str
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """The inner provider's continuation, opened once the backend is awake (asked only of one that can)."""
+        inner = self.inner
+        if not isinstance(inner, Continuer):
+            raise TypeError(f"backend '{self.backend.name}' cannot continue an answer")
+        return self._held(lambda: inner.continue_stream(model, params, prefix))
+
+    async def _held(self, open_stream: Callable[[], Chunks]) -> Chunks:
+        chunks = await self._call(lambda: _first(open_stream()))
         self.waker.used(1)
         try:
             first, rest = chunks
