@@ -448,11 +448,19 @@ def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_u
             call.first_chunk_at = time.perf_counter()
         call.chunks += 1
     if chunk.HasField("usage"):
+        if call.carried is not None:  # a continued stream: what its cut attempts used counts too
+            _add_usage(chunk.usage, call.carried)
         call.usage = chunk.usage
         if include_usage:
             return True
         chunk.ClearField("usage")
     return len(chunk.choices) > 0
+
+
+def _add_usage(usage: pb.Usage, spent: Spent) -> None:
+    usage.prompt_tokens += spent.input_tokens
+    usage.completion_tokens += spent.output_tokens
+    usage.total_tokens += spent.input_tokens + spent.output_tokens
 
 
 def _embeddings_estimate(request: pb.CreateEmbeddingsRequest) -> int:

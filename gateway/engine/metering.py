@@ -126,8 +126,9 @@ class Meter:
             spent = Spent()
         carried = call.carried
         if carried is not None:  # attempts cut mid-stream and continued by another target: billed too
-            spent.input_tokens += carried.input_tokens
-            spent.output_tokens += carried.output_tokens
+            if usage is None:  # else the engine added them to the usage the caller was shown
+                spent.input_tokens += carried.input_tokens
+                spent.output_tokens += carried.output_tokens
             spent.estimated = True
         price = price_for(self._prices, call.provider_model, call.model)
         spent.cost_usd = cost_usd(price, spent.input_tokens, spent.output_tokens, spent.cached_tokens)
