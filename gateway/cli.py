@@ -180,7 +180,7 @@ async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> N
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     watchdog_off = _nothing
     try:
-        watchdog_off = await serve_until_stopped(config.server, drain, server)
+        watchdog_off = await serve_until_stopped(config.server, drain, server, engine_cut=engine.cut_calls)
     finally:
         await server.close()
         await engine.close()

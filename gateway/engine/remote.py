@@ -1,12 +1,17 @@
 """`RemoteEngine`: the `Engine` protocol over a grpc.aio channel, for a front door split from its engine.
 
 Metadata carries the call context; an aborted call's status and trailing metadata are rebuilt into the very
-`GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process.
+`GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process. Each
+metered call also carries a random name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs out, it
+first asks the engine to cut those calls (`cut_calls`, GatewayService.CutCalls), so that their usage records say
+shutdown, and the client still gets the in-band error; cancelled, they would read as clients that went away.
 """
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Sequence
+import contextlib
+import secrets
+from collections.abc import AsyncGenerator, Iterator, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -16,8 +21,9 @@ from gateway.cache.control import CACHE_REQUEST_HEADERS
 from gateway.call import CallContext
 from gateway.config import GatewayConfig
 from gateway.config.tls import ClientTLS
+from gateway.drain import CALL_KEY
 from gateway.engine.routes import routing_headers
-from gateway.engine.wire import adopt, call_metadata
+from gateway.engine.wire import Metadata, adopt, call_metadata
 from gateway.errors import GatewayError
 from gateway.tls import open_channel
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
@@ -26,6 +32,7 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 
+_CUT_TIMEOUT = 0.2  # the longest a shutdown's cut waits for the engine to cut our calls first
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.keepalive_time_ms", 30_000),
@@ -67,6 +74,7 @@ class RemoteEngine:
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._calls: set[str] = set()  # the names of the metered calls in flight
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
@@ -77,6 +85,28 @@ class RemoteEngine:
 
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)
+
+    @contextlib.contextmanager
+    def _named(self, ctx: CallContext) -> Iterator[Metadata]:
+        """The metadata of a call the engine meters, with a fresh name for it, known while the call runs (see
+        `cut_calls`)."""
+        name = secrets.token_urlsafe(12)
+        self._calls.add(name)
+        try:
+            yield (*self._metadata(ctx), (CALL_KEY, name))
+        finally:
+            self._calls.discard(name)
+
+    async def cut_calls(self) -> int:
+        """Our shutdown grace is over: ask the engine to cut our calls in flight itself, as a shutdown (cancelling
+        them would read as clients that went away), before we cut what is left. How many it cut."""
+        if not self._calls:
+            return 0
+        request = pb.CutCallsRequest(calls=sorted(self._calls))
+        try:
+            return (await self._stub.CutCalls(request, timeout=_CUT_TIMEOUT)).cut
+        except grpc.aio.AioRpcError:
+            return 0  # the engine is gone or too slow: the cancels that follow are all it will see
 
     async def close(self) -> None:
         """Close the channel."""
@@ -95,32 +125,33 @@ class RemoteEngine:
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion."""
         request = pb.CreateChatCompletionRequest(params=params)
-        return await _unary(self._stub.CreateChatCompletion(request, metadata=self._metadata(ctx)), ctx)
+        with self._named(ctx) as metadata:
+            return await _unary(self._stub.CreateChatCompletion(request, metadata=metadata), ctx)
 
     async def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The engine's chunks; closing this generator cancels the call, and so the upstream request."""
-        call = self._stub.StreamChatCompletion(
-            pb.StreamChatCompletionRequest(params=params), metadata=self._metadata(ctx)
-        )
-        try:
-            first = True
-            async for chunk in call:
-                if first:
-                    adopt(ctx.reply, await call.initial_metadata())
-                    first = False
-                yield chunk
-        except grpc.aio.AioRpcError as exc:
-            raise _rebuild(exc, ctx) from None
-        finally:
-            call.cancel()
+        with self._named(ctx) as metadata:
+            call = self._stub.StreamChatCompletion(pb.StreamChatCompletionRequest(params=params), metadata=metadata)
+            try:
+                first = True
+                async for chunk in call:
+                    if first:
+                        adopt(ctx.reply, await call.initial_metadata())
+                        first = False
+                    yield chunk
+            except grpc.aio.AioRpcError as exc:
+                raise _rebuild(exc, ctx) from None
+            finally:
+                call.cancel()
 
     async def create_embeddings(
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
-        return await _unary(self._stub.CreateEmbeddings(request, metadata=self._metadata(ctx)), ctx)
+        with self._named(ctx) as metadata:
+            return await _unary(self._stub.CreateEmbeddings(request, metadata=metadata), ctx)
 
     async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
         """The engine's health report (the engine checks the admin token)."""

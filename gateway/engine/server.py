@@ -25,7 +25,7 @@ async def start_engine_server(
 ) -> GrpcServer:
     """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
     `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA)."""
-    servicer, admin = GatewayServicer(engine), AdminServicer(engine)
+    servicer, admin = GatewayServicer(engine, drain), AdminServicer(engine)
     return await start_grpc_server(
         address,
         [

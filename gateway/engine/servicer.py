@@ -14,6 +14,7 @@ from typing import NoReturn, TypeVar, cast
 import grpc
 
 from gateway.call import CallContext, Engine
+from gateway.drain import Drain
 from gateway.engine.wire import call_context, reply_metadata
 from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -57,8 +58,9 @@ async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callabl
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     """The engine, served."""
 
-    def __init__(self, engine: Engine) -> None:
+    def __init__(self, engine: Engine, drain: Drain | None = None) -> None:
         self._engine = engine
+        self._drain = drain
 
     async def CreateChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
@@ -97,3 +99,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         self, request: pb.CountTokensRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> pb.CountTokensResponse:
         return await _unary(context, lambda ctx: self._engine.count_tokens(request.params, ctx))
+
+    async def CutCalls(  # the gRPC method name is fixed by the proto
+        self, request: pb.CutCallsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.CutCallsResponse:
+        # A split front door cutting its calls at its own shutdown deadline: they end as this engine's own cuts do.
+        return pb.CutCallsResponse(cut=self._drain.cut_calls(request.calls) if self._drain is not None else 0)

@@ -63,6 +63,11 @@ class GatewayServiceStub:
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.FromString,
                 _registered_method=True)
+        self.CutCalls = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/CutCalls',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -107,6 +112,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CutCalls(self, request, context):
+        """CutCalls says that the caller is cutting calls of its own because it is shutting down (a split front door at
+        the end of its shutdown grace): the engine ends them as cut by a shutdown, and their usage records say so
+        rather than calling them client cancels. A call is named by the `tollgate-call` metadata its caller sent with
+        it (a random token); names the engine does not know are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -134,6 +149,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CountTokens,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.SerializeToString,
+            ),
+            'CutCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CutCalls,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -275,6 +295,33 @@ class GatewayService:
             '/tollgate.gateway.v1.GatewayService/CountTokens',
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CountTokensResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CutCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/CutCalls',
+            tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,
