@@ -33,7 +33,13 @@ from gateway.engine.resume import Transcript
 from gateway.engine.retry import Failover, Outcome, Verdict, unanswered
 from gateway.engine.router import Attempt, Plan, Router
 from gateway.engine.routes import Caller
-from gateway.errors import GatewayError, NotFoundError, PermissionDeniedError, UpstreamError
+from gateway.errors import (
+    DeadlineExceededError,
+    GatewayError,
+    NotFoundError,
+    PermissionDeniedError,
+    UpstreamError,
+)
 from gateway.providers.base import Continuer, Provider, can_continue, with_prefix
 from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
@@ -420,6 +426,10 @@ class EngineCore:
             return result
 
         outcome = outcome or Outcome(model=plan.model)
+        if ctx.deadline is not None:  # a gRPC caller's own deadline
+            outcome.caller_left = ctx.deadline - (time.perf_counter() - ctx.started)
+            if outcome.caller_left <= 0:
+                raise DeadlineExceededError()
         result = await self._failover.run(plan.attempts, attempt, self._context_plan, outcome)
         if result is None:
             raise unanswered(plan.requested, outcome, self._router.soonest(plan))

@@ -22,7 +22,7 @@ from gateway.call import CallContext
 from gateway.config import GatewayConfig
 from gateway.drain import as_shutdown
 from gateway.engine.record import CallObserver, CallRecord, Spent, http_status
-from gateway.errors import GatewayError
+from gateway.errors import DeadlineExceededError, GatewayError
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.pricing import cost_usd, price_for
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -66,6 +66,7 @@ class MeteredCall:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         exc = as_shutdown(exc)  # cut when the shutdown grace ran out: a shutdown status, not a client cancel
+        exc = _past_deadline(self.record, exc)  # cut by the caller's own deadline: not a cancel either
         meter, call = self.meter, self.record
         lease = call.lease
         # Unauthenticated requests are nobody's usage; they are counted by metrics, not billed.
@@ -167,6 +168,15 @@ class Meter:
         record.cached_tokens, record.reasoning_tokens = spent.cached_tokens, spent.reasoning_tokens
         record.usage_estimated, record.cost_usd = spent.estimated, spent.cost_usd
         return record
+
+
+def _past_deadline(call: CallRecord, exc: BaseException | None) -> BaseException | None:
+    """`exc`, or the `DeadlineExceededError` it stands for when it is the cancellation of a call whose caller's
+    deadline (a gRPC deadline: grpc cancels the call then) has passed."""
+    deadline = call.ctx.deadline
+    if deadline is None or not isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return exc
+    return DeadlineExceededError() if time.perf_counter() - call.ctx.started >= deadline else exc
 
 
 def _routing_labels(record: stats_pb2.UsageRecord, call: CallRecord) -> None:
