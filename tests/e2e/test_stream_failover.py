@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator
 
+import anthropic
 import openai
 import pytest
 
@@ -70,3 +71,21 @@ async def test_the_sdk_reads_one_whole_answer(
     # 1) and the continuation's own count (the words left; its prompt, the words said as the assistant's message).
     prompt = 1 + (1 + 3) + (words + 3 if words else 0)
     assert (usage.prompt_tokens, usage.completion_tokens) == (prompt, (1 + words) + (12 - words))
+
+
+async def test_the_anthropic_sdk_reads_one_whole_message(
+    start_gateway: StartGateway, fakes: tuple[FakeOpenAI, FakeOpenAI]
+) -> None:
+    faulty, sound = fakes
+    gateway = await start_gateway(config(faulty.base_url, sound.base_url))
+    faulty.add_fault(Fault(fail_after_chunks=4, fail_with="malformed"))
+    client = anthropic.AsyncAnthropic(base_url=gateway.http_url, api_key="sk-client", max_retries=0, timeout=10)
+    async with client.messages.stream(
+        model="qwen", max_tokens=100, messages=[{"role": "user", "content": "hello"}]
+    ) as stream:
+        events = [event async for event in stream]
+        message = await stream.get_final_message()
+    assert [e.type for e in events].count("message_start") == 1
+    assert [block.type for block in message.content] == ["text"], "one text block: no second start"
+    assert message.content[0].text == "".join(WORDS[i % len(WORDS)] + " " for i in range(12))  # type: ignore[union-attr]
+    assert message.stop_reason == "end_turn"
