@@ -3,6 +3,7 @@ caller gets one whole answer; where it cannot be continued, the caller gets the 
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 from collections.abc import AsyncIterator
@@ -17,6 +18,7 @@ from gateway.engine.metering import estimate_prompt_tokens
 from gateway.errors import GatewayError
 from gateway.providers.base import collect
 from gateway.providers.registry import build_providers
+from gateway.telemetry.observer import Telemetry
 from gateway.testing.fake_anthropic import AnthropicFault, FakeAnthropic
 from gateway.testing.fake_openai import FakeOpenAI, Fault
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -306,3 +308,27 @@ def test_stream_failover_is_a_boolean() -> None:
             "models: [{name: m, stream_failover: sometimes, targets: [{backend: b}]}]\n",
             os.environ,
         )
+
+
+async def test_resumes_are_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+    async with FakeOpenAI(chunks=CHUNKS) as faulty, FakeOpenAI(chunks=CHUNKS) as sound:
+        conf = parse_config(config(faulty.base_url, sound.base_url), os.environ)
+        telemetry = Telemetry.from_config(conf)
+        engine = EngineCore(conf, EngineParts(build_providers(conf), observer=telemetry))
+        try:
+            faulty.add_fault(cut("malformed"))
+            faulty.add_fault(cut("malformed", after=1))
+            with caplog.at_level(logging.INFO, logger="tollgate.access"):
+                assert (await answer(engine, params())).error is None
+                tool = pb.Tool(type="function", function=pb.FunctionDefinition(name="f", parameters_json="{}"))
+                assert (await answer(engine, params(tools=(tool,)))).error is not None
+            assert telemetry.metrics is not None
+            sample = telemetry.metrics.registry.get_sample_value
+            assert sample("tollgate_stream_resumes_total", {"model": "m", "result": "resumed"}) == 1
+            assert sample("tollgate_stream_resumes_total", {"model": "m", "result": "not_continuable"}) == 1
+            failed = {"backend": "faulty", "provider": "vllm", "error_type": "upstream_error"}
+            assert sample("tollgate_upstream_failures_total", failed) == 2, "mid-stream failures count as failures"
+            lines = [r for r in caplog.records if r.getMessage() == "request"]
+            assert [getattr(r, "resumed", None) for r in lines] == [1, 0]
+        finally:
+            await engine.close()
