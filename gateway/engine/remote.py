@@ -2,16 +2,16 @@
 
 Metadata carries the call context; an aborted call's status and trailing metadata are rebuilt into the very
 `GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process. Each
-metered call also carries a random name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs out, it
+metered call also carries an unguessable name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs out, it
 first asks the engine to cut those calls (`cut_calls`, GatewayService.CutCalls), so that their usage records say
 shutdown, and the client still gets the in-band error; cancelled, they would read as clients that went away.
 """
 
 from __future__ import annotations
 
-import contextlib
+import itertools
 import secrets
-from collections.abc import AsyncGenerator, Iterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -75,6 +75,7 @@ class RemoteEngine:
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._calls: set[str] = set()  # the names of the metered calls in flight
+        self._prefix, self._serial = secrets.token_urlsafe(12) + ".", itertools.count()
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
@@ -86,16 +87,12 @@ class RemoteEngine:
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)
 
-    @contextlib.contextmanager
-    def _named(self, ctx: CallContext) -> Iterator[Metadata]:
-        """The metadata of a call the engine meters, with a fresh name for it, known while the call runs (see
-        `cut_calls`)."""
-        name = secrets.token_urlsafe(12)
+    def _named(self, ctx: CallContext) -> tuple[str, Metadata]:
+        """A name for a call the engine meters, known until the caller discards it from `_calls` (see `cut_calls`),
+        and the call's metadata carrying it: unguessable (a random prefix per front door), cheap (a counter)."""
+        name = f"{self._prefix}{next(self._serial)}"
         self._calls.add(name)
-        try:
-            yield (*self._metadata(ctx), (CALL_KEY, name))
-        finally:
-            self._calls.discard(name)
+        return name, (*self._metadata(ctx), (CALL_KEY, name))
 
     async def cut_calls(self) -> int:
         """Our shutdown grace is over: ask the engine to cut our calls in flight itself, as a shutdown (cancelling
@@ -125,33 +122,40 @@ class RemoteEngine:
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion."""
         request = pb.CreateChatCompletionRequest(params=params)
-        with self._named(ctx) as metadata:
+        name, metadata = self._named(ctx)
+        try:
             return await _unary(self._stub.CreateChatCompletion(request, metadata=metadata), ctx)
+        finally:
+            self._calls.discard(name)
 
     async def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The engine's chunks; closing this generator cancels the call, and so the upstream request."""
-        with self._named(ctx) as metadata:
-            call = self._stub.StreamChatCompletion(pb.StreamChatCompletionRequest(params=params), metadata=metadata)
-            try:
-                first = True
-                async for chunk in call:
-                    if first:
-                        adopt(ctx.reply, await call.initial_metadata())
-                        first = False
-                    yield chunk
-            except grpc.aio.AioRpcError as exc:
-                raise _rebuild(exc, ctx) from None
-            finally:
-                call.cancel()
+        name, metadata = self._named(ctx)
+        call = self._stub.StreamChatCompletion(pb.StreamChatCompletionRequest(params=params), metadata=metadata)
+        try:
+            first = True
+            async for chunk in call:
+                if first:
+                    adopt(ctx.reply, await call.initial_metadata())
+                    first = False
+                yield chunk
+        except grpc.aio.AioRpcError as exc:
+            raise _rebuild(exc, ctx) from None
+        finally:
+            self._calls.discard(name)
+            call.cancel()
 
     async def create_embeddings(
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
-        with self._named(ctx) as metadata:
+        name, metadata = self._named(ctx)
+        try:
             return await _unary(self._stub.CreateEmbeddings(request, metadata=metadata), ctx)
+        finally:
+            self._calls.discard(name)
 
     async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
         """The engine's health report (the engine checks the admin token)."""
