@@ -2,9 +2,9 @@
 
 Metadata carries the call context; an aborted call's status and trailing metadata are rebuilt into the very
 `GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process. Each
-metered call also carries an unguessable name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs out, it
-first asks the engine to cut those calls (`cut_calls`, GatewayService.CutCalls), so that their usage records say
-shutdown, and the client still gets the in-band error; cancelled, they would read as clients that went away.
+metered call also carries an unguessable name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs
+out, it first asks the engine to cut those calls (`cut_calls`, GatewayService.CutCalls), so that their usage records
+say shutdown, and the client still gets the in-band error; cancelled, they would read as clients that went away.
 """
 
 from __future__ import annotations
