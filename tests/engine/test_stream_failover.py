@@ -3,9 +3,9 @@ caller gets one whole answer; where it cannot be continued, the caller gets the 
 
 from __future__ import annotations
 
-import logging
 import os
 import re
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 
@@ -15,6 +15,7 @@ from gateway.call import CallContext, new_request_id
 from gateway.config import ConfigError, parse_config
 from gateway.engine.core import EngineCore, EngineParts
 from gateway.engine.metering import estimate_prompt_tokens
+from gateway.engine.record import CallRecord, Spent
 from gateway.errors import GatewayError
 from gateway.providers.base import collect
 from gateway.providers.registry import build_providers
@@ -310,25 +311,33 @@ def test_stream_failover_is_a_boolean() -> None:
         )
 
 
-async def test_resumes_are_counted_and_logged(caplog: pytest.LogCaptureFixture) -> None:
+async def test_resumes_are_counted_and_logged() -> None:
     async with FakeOpenAI(chunks=CHUNKS) as faulty, FakeOpenAI(chunks=CHUNKS) as sound:
         conf = parse_config(config(faulty.base_url, sound.base_url), os.environ)
         telemetry = Telemetry.from_config(conf)
-        engine = EngineCore(conf, EngineParts(build_providers(conf), observer=telemetry))
+        finished: list[tuple[CallRecord, BaseException | None, Spent]] = []
+
+        class Observer:
+            def finished(self, call: CallRecord, failure: BaseException | None, spent: Spent) -> None:
+                finished.append((call, failure, spent))
+                telemetry.finished(call, failure, spent)
+
+        engine = EngineCore(conf, EngineParts(build_providers(conf), observer=Observer()))
         try:
             faulty.add_fault(cut("malformed"))
             faulty.add_fault(cut("malformed", after=1))
-            with caplog.at_level(logging.INFO, logger="tollgate.access"):
-                assert (await answer(engine, params())).error is None
-                tool = pb.Tool(type="function", function=pb.FunctionDefinition(name="f", parameters_json="{}"))
-                assert (await answer(engine, params(tools=(tool,)))).error is not None
+            assert (await answer(engine, params())).error is None
+            tool = pb.Tool(type="function", function=pb.FunctionDefinition(name="f", parameters_json="{}"))
+            assert (await answer(engine, params(tools=(tool,)))).error is not None
             assert telemetry.metrics is not None
             sample = telemetry.metrics.registry.get_sample_value
             assert sample("tollgate_stream_resumes_total", {"model": "m", "result": "resumed"}) == 1
             assert sample("tollgate_stream_resumes_total", {"model": "m", "result": "not_continuable"}) == 1
             failed = {"backend": "faulty", "provider": "vllm", "error_type": "upstream_error"}
             assert sample("tollgate_upstream_failures_total", failed) == 2, "mid-stream failures count as failures"
-            lines = [r for r in caplog.records if r.getMessage() == "request"]
-            assert [getattr(r, "resumed", None) for r in lines] == [1, 0]
+            lines = [
+                telemetry.access_fields(call, failure, spent, time.perf_counter()) for call, failure, spent in finished
+            ]
+            assert [line["resumed"] for line in lines] == [1, 0], "the access log line says it"
         finally:
             await engine.close()
