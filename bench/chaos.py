@@ -10,9 +10,10 @@ without an in-band error.
 
     python -m bench.chaos [--quick] [--only NAME ...]
 
-The e2e suite runs the same scenarios small (`tests/e2e/test_chaos.py`). Mid-stream faults (a target that resets,
-stalls or sends a malformed event after its first byte) get their rows here once mid-stream failover lands: add a
-function to `SCENARIOS`.
+Mid-stream faults (a target that resets, stalls, sends an error event or a malformed event after its first bytes,
+before a sound target, with `stream_failover: true`) must cost no client an error: every stream is continued by the
+sound target, and every record counts both attempts once (`resumed` is their count in the stats server). The e2e
+suite runs the same scenarios small (`tests/e2e/test_chaos.py`).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import json
 import os
 import re
 import signal
@@ -37,6 +39,8 @@ import aiohttp
 from bench.procs import Service, start_service, stop_all
 
 GRACE = 2.0  # server.shutdown_grace of the gateways under test
+CHUNKS = 20  # words in each of the fake upstream's answers
+CUT_AFTER = 3  # words a faulty upstream sends before it breaks a stream
 DRAIN_DELAY = 0.5
 EXIT_TARGET = GRACE + 1.0
 _DELIVERY_TIMEOUT = 20.0
@@ -50,9 +54,10 @@ class Sizes:
     requests: int = 200  # per SIGKILL scenario
     concurrency: int = 10
     streams: int = 8  # in flight at SIGTERM
+    cut_streams: int = 100  # per mid-stream scenario
 
 
-QUICK = Sizes(requests=40, concurrency=5, streams=3)
+QUICK = Sizes(requests=40, concurrency=5, streams=3, cut_streams=20)
 
 
 @dataclass
@@ -68,6 +73,7 @@ class Row:
     resent: int | None = None  # records the restarted gateway sent that were stored already (the server's count)
     recover_s: float = 0.0
     truncated: int = 0  # streams that ended without an in-band error or their end marker
+    resumed: int | None = None  # for mid-stream faults: streams another target continued (the records' count)
     exit_s: float | None = None  # for shutdowns: from the signal to the process's exit
     notes: list[str] = field(default_factory=list)
 
@@ -95,11 +101,17 @@ class Cluster:
         self.db = root / "usage.db"
         self.upstream_url = ""
 
-    async def start_upstream(self, chunk_delay: float = 0.0, latency: float = 0.0) -> None:
-        argv = [sys.executable, "-m", "gateway.testing.fake_openai", "--port", "0", "--chunks", "20"]
+    async def start_upstream(self, chunk_delay: float = 0.0, latency: float = 0.0, cut: str = "") -> str:
+        """A fake OpenAI upstream (the first one started is the gateway's in `config`); `cut` breaks every stream
+        after CUT_AFTER chunks that way. Its base URL."""
+        argv = [sys.executable, "-m", "gateway.testing.fake_openai", "--port", "0", "--chunks", str(CHUNKS)]
         argv += ["--chunk-delay", str(chunk_delay), "--latency", str(latency)]
+        if cut:
+            argv += ["--cut", cut, "--cut-after", str(CUT_AFTER)]
         service = self._start("upstream", argv)
-        self.upstream_url = (await _wait_for(service, r"listening (\S+)")).group(1)
+        url = (await _wait_for(service, r"listening (\S+)")).group(1)
+        self.upstream_url = self.upstream_url or url
+        return url
 
     async def start_stats(self) -> Service:
         argv = [sys.executable, "-m", "gateway", "statssvc", "--db", str(self.db)]
@@ -125,6 +137,39 @@ models:
   - {{name: gpt-4o-mini, targets: [{{backend: up, model: gpt-4o-mini}}]}}
 """)
         return path
+
+    def failover_config(self, faulty: str, sound: str) -> Path:
+        """Two vLLM-like upstreams for one model with mid-stream failover, the faulty one first. Ejection is off so
+        that every stream meets the fault (outlier ejection is tested in tests/engine/test_stream_health.py), and
+        the retry budget allows a retry per request (by default 10 + 20% of requests: with ejection on, the faulty
+        target is out after 5 failures and the budget is not reached)."""
+        path = self.root / "tollgate.yaml"
+        path.write_text(f"""
+listen: {{http: "127.0.0.1:0", grpc: "127.0.0.1:0"}}
+auth: none
+server: {{shutdown_grace: {GRACE}s, drain_delay: {DRAIN_DELAY}s}}
+stats: {{server: "127.0.0.1:{self.stats_port}", flush_interval: 100ms, retry_max: 300ms, timeout: 1s,
+        spool_dir: "{self.root / "spool"}"}}
+routing:
+  health: {{consecutive_failures: 1000000, error_rate_min_requests: 1000000}}
+  retry: {{budget_ratio: 1.0}}
+backends:
+  - {{name: faulty, provider: vllm, base_url: "{faulty}", api_key: sk-chaos, read_timeout: 500ms}}
+  - {{name: sound, provider: vllm, base_url: "{sound}", api_key: sk-chaos, read_timeout: 60s}}
+models:
+  - name: gpt-4o-mini
+    stream_failover: true
+    targets: [{{backend: faulty, model: qwen, priority: 0}}, {{backend: sound, model: qwen, priority: 1}}]
+""")
+        return path
+
+    def usage(self) -> dict[str, tuple[int, int, int, int]]:
+        """Stored usage by request id: (resumed, input tokens, output tokens, usage estimated)."""
+        if not self.db.exists():
+            return {}
+        with contextlib.closing(sqlite3.connect(self.db)) as db:
+            query = "SELECT request_id, resumed, input_tokens, output_tokens, usage_estimated FROM usage"
+            return {row[0]: tuple(row[1:]) for row in db.execute(query)}
 
     async def start_gateway(self, *args: str, name: str = "tollgate") -> tuple[Service, str]:
         """`tollgate ARGS --config ...`; the service and its HTTP base URL (empty for `engine`)."""
@@ -218,6 +263,15 @@ class StreamResult:
             return any(e.startswith(b"event: error") for e in self.events[-1:])
         return len(self.events) >= 2 and self.events[-1] == b"data: [DONE]" and b'"error"' in self.events[-2]
 
+    def text(self) -> str:
+        """The content the stream's chunks carried, joined."""
+        out = []
+        for event in self.events:
+            if event.startswith(b"data: {"):
+                payload = json.loads(event[6:])
+                out += [choice["delta"].get("content") or "" for choice in payload.get("choices", ())]
+        return "".join(out)
+
     def completed(self, anthropic: bool) -> bool:
         """The stream ended as a whole answer does."""
         if anthropic:
@@ -287,7 +341,7 @@ async def sigkill(cluster: Cluster, sizes: Sizes, *, stats_up: bool) -> Row:
 async def sigterm_streams(cluster: Cluster, sizes: Sizes, *, topology: str = "serve") -> Row:
     """SIGTERM with long streams in flight (OpenAI and Anthropic framing): readiness fails at once, the listener
     serves through drain_delay, streams are cut in-band at the grace, the process exits by grace + 1 s, and each cut
-    stream's record says it was a shutdown (a front door stopping alone: a client cancel, see docs/operations.md)."""
+    stream's record says it was a shutdown (a front door stopping alone too: it names its cuts to its engine)."""
     row = Row(f"SIGTERM, {sizes.streams} streams in flight ({topology})")
     await cluster.start_upstream(chunk_delay=1.0)  # 20 chunks: 20 s streams, far past the grace
     await cluster.start_stats()
@@ -316,10 +370,56 @@ async def sigterm_streams(cluster: Cluster, sizes: Sizes, *, topology: str = "se
     await cluster.until_stored(expected)
     _fill(row, cluster, expected)
     statuses = {cluster.records().get(i, (0, "", 0))[1] for i in expected}
-    # A front door stopping alone cancels its calls: its engine records a client cancel (docs/operations.md).
-    wanted = {""} if topology == "frontdoor" else {"shutting_down"}
+    # A front door stopping alone names the calls it cuts to its engine, which records them as shutdown cuts too.
+    wanted = {"shutting_down"}
     if statuses != wanted:
         row.notes.append(f"records' error types: {sorted(statuses)}")
+    return row
+
+
+# What the fake upstream answers "hello" with, and the usage a stream cut after its first K words and continued by
+# the second upstream must be recorded with: the cut attempt's estimate (the prompt's characters / 4, at least 1; the
+# role chunk and K words) plus the continuation's own count (the fake's: words + 3 a message, the K words' message
+# included; the CHUNKS - K words it added). K is CUT_AFTER, or fewer when a reset lost what the socket still held.
+_WORDS = ["This", "is", "a", "reply", "from", "the", "fake", "OpenAI", "server", "to:", "hello"]
+WHOLE = "".join(_WORDS[i % len(_WORDS)] + " " for i in range(CHUNKS))
+RESUMED_USAGE = {(1, 1 + (1 + 3) + (k + 3 if k else 0), 1 + k + CHUNKS - k, 1) for k in range(CUT_AFTER + 1)}
+
+
+async def midstream(cluster: Cluster, sizes: Sizes, *, how: str) -> Row:
+    """A target that breaks every stream after its first words (`how`: reset, stall past the read timeout, an
+    error event, a malformed event) before a sound one, with mid-stream failover on: every client gets the whole
+    answer, seamless, and every record counts both attempts once and says it was resumed."""
+    row = Row(f"mid-stream {how}, failover on")
+    faulty = await cluster.start_upstream(cut=how)
+    sound = await cluster.start_upstream()
+    await cluster.start_stats()
+    cluster.failover_config(faulty, sound)
+    _, base = await cluster.start_gateway("serve")
+    results = [StreamResult() for _ in range(sizes.cut_streams)]
+    slots = asyncio.Semaphore(sizes.concurrency)
+    slowest = 0.0
+
+    async def one(result: StreamResult) -> None:
+        nonlocal slowest
+        async with slots:
+            began = time.monotonic()
+            await _stream(base, False, asyncio.Event(), result)
+            slowest = max(slowest, time.monotonic() - began)
+
+    await asyncio.gather(*(one(r) for r in results))
+    row.requests = len(results)
+    row.truncated = sum(1 for r in results if not r.completed(False) and not r.ended_honestly(False))
+    row.client_errors = sum(1 for r in results if not r.completed(False) or r.text() != WHOLE)
+    expected = {r.request_id for r in results if r.request_id}
+    await cluster.until_stored(expected)
+    _fill(row, cluster, expected)
+    usage = cluster.usage()
+    row.resumed = sum(usage[i][0] for i in expected if i in usage)
+    inexact = sum(1 for i in expected if i in usage and usage[i] not in RESUMED_USAGE)
+    if inexact:
+        row.notes.append(f"{inexact} records without both attempts' usage (resumed, in, out, estimated)")
+    row.recover_s = slowest  # for a mid-stream fault, the longest a client waited for its whole answer
     return row
 
 
@@ -373,7 +473,10 @@ SCENARIOS: dict[str, Scenario] = {
     "sigterm-engine": lambda c, s: sigterm_streams(c, s, topology="split"),
     "sigterm-workers": lambda c, s: sigterm_streams(c, s, topology="workers"),
     "sigterm-frontdoor": lambda c, s: sigterm_streams(c, s, topology="frontdoor"),
-    # Mid-stream rows (reset, stall, malformed event after the first byte, with failover on) go here.
+    "midstream-reset": lambda c, s: midstream(c, s, how="reset"),
+    "midstream-stall": lambda c, s: midstream(c, s, how="stall"),
+    "midstream-malformed": lambda c, s: midstream(c, s, how="malformed"),
+    "midstream-error": lambda c, s: midstream(c, s, how="error"),
 }
 
 
@@ -400,12 +503,13 @@ async def run_scenarios(names: Sequence[str], sizes: Sizes) -> list[Row]:
 def render(rows: Sequence[Row]) -> str:
     """The matrix, one line per fault, with the targets each row misses."""
     head = f"{'fault':<40} {'requests':>8} {'client errors':>13} {'expected':>8} {'stored':>6} {'dup':>4} "
-    head += f"{'resent':>6} {'recover':>8}"
+    head += f"{'resent':>6} {'resumed':>7} {'recover':>8}"
     lines = [head, "-" * len(head)]
     for row in rows:
         lines.append(
             f"{row.fault:<40} {row.requests:>8} {row.client_errors:>13} {row.expected:>8} {row.stored:>6} "
-            f"{row.duplicated:>4} {'-' if row.resent is None else row.resent:>6} {row.recover_s:>7.2f}s"
+            f"{row.duplicated:>4} {'-' if row.resent is None else row.resent:>6} "
+            f"{'-' if row.resumed is None else row.resumed:>7} {row.recover_s:>7.2f}s"
         )
         lines.extend(f"    ! {note}" for note in [*row.check(), *row.notes])
     return "\n".join(lines)

@@ -55,8 +55,8 @@ class CallContext:
     # The request's headers (HTTP headers, or gRPC metadata); the engine forwards the configured few to auth.
     headers: Mapping[str, str] = field(default_factory=dict)
     started: float = field(default_factory=time.perf_counter)  # when the call arrived (perf_counter seconds)
-    # Seconds the caller gives the whole call (a gRPC deadline), None: no limit. Carried, not yet applied: the
-    # failover deadline would blame a target for a caller's short deadline (see docs/architecture.md).
+    # Seconds the caller gives the whole call (a gRPC deadline), None: no limit. The engine's attempts stop at it
+    # without blaming a target (gateway.engine.retry), and a call it cuts is recorded as `deadline_exceeded`.
     deadline: float | None = None
     trace_parent: str = ""  # a W3C traceparent from the front door across the gRPC hop (split mode)
     reply: CallReply = field(default_factory=CallReply)

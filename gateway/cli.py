@@ -33,6 +33,7 @@ from gateway.frontdoor.app import create_app, start_http_server
 from gateway.lifecycle import serve_until_stopped
 from gateway.process import run
 from gateway.telemetry.build import build_telemetry, config_secrets
+from gateway.telemetry.frontdoor import watch_connections
 from gateway.telemetry.http import metrics_app
 from gateway.telemetry.logs import configure_logging
 from gateway.telemetry.multiproc import shared_metrics_dir
@@ -146,6 +147,7 @@ async def _serve(config: GatewayConfig, reloader: Reloader, http: str, grpc_addr
     )
     app = create_app(engine, config.server, assembly.telemetry, reloader)
     http_server = await start_http_server(app, http, config.server, reuse_port=shared, drain=drain, tls=config.tls.http)
+    watch_connections(assembly.telemetry, http_server.connections.closed)
     _announce(config)
     log.info("http listening on %s:%d (config %s)", http.rpartition(":")[0], http_server.port, assembly.hash)
     if grpc_server:
@@ -200,10 +202,11 @@ async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> N
     app = create_app(engine, config.server, telemetry, engine)
     drain = Drain()
     server = await start_http_server(app, http, config.server, drain=drain, tls=config.tls.http)
+    watch_connections(telemetry, server.connections.closed)
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     watchdog_off = _nothing
     try:
-        watchdog_off = await serve_until_stopped(config.server, drain, server)
+        watchdog_off = await serve_until_stopped(config.server, drain, server, engine_cut=engine.cut_calls)
     finally:
         await server.close()
         await engine.close()

@@ -4,7 +4,9 @@ On SIGTERM the process begins draining (readiness and gRPC health say NOT_SERVIN
 `Connection: close`), keeps its listeners open for `server.drain_delay`, then closes them and waits for the requests
 in flight until `server.shutdown_grace` after the signal. Whatever is still running then is cut: each tracked task
 is marked as cut and cancelled, which the front door turns into an in-band error event (or a 503) and the engine's
-metering into a shutdown status, never a client cancel. See docs/operations.md.
+metering into a shutdown status, never a client cancel. A split front door's cuts reach its engine the same way:
+it names the calls it cuts (`CALL_KEY`, GatewayService.CutCalls) and the engine's `Drain.cut_calls` cuts them as its
+own. See docs/operations.md.
 """
 
 from __future__ import annotations
@@ -12,13 +14,17 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 
 from gateway.errors import ShuttingDownError
 
 SHUTDOWN_CUT = "tollgate: shutdown grace is over"
+# The metadata that names a gRPC call for `Drain.cut_calls`: a split front door sends a random token with each call,
+# and names the calls it cuts at its own shutdown deadline (GatewayService.CutCalls), so that the engine records
+# them as cut by a shutdown rather than as client cancels.
+CALL_KEY = "tollgate-call"
 
 
 class _Cut:
@@ -64,6 +70,7 @@ class Drain:
     def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
         self._clock = clock
         self._tasks: dict[asyncio.Task[object], _Cut] = {}
+        self._named: dict[str, asyncio.Task[object]] = {}  # requests by the name their caller gave them
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
@@ -79,14 +86,17 @@ class Drain:
         self.draining = True
 
     @contextmanager
-    def track(self) -> Iterator[None]:
-        """Count the current task as a request in flight for as long as the block runs."""
+    def track(self, name: str = "") -> Iterator[None]:
+        """Count the current task as a request in flight for as long as the block runs; `name` (its caller's
+        `CALL_KEY`) lets `cut_calls` find it."""
         task = asyncio.current_task()
         if task is None:  # not in a task: nothing to cut
             yield
             return
         tasks = self._tasks
         cell = tasks[task] = _Cut()
+        if name:
+            self._named[name] = task
         token = _REQUEST_CUT.set(cell)
         self._idle.clear()
         try:
@@ -95,6 +105,8 @@ class Drain:
             with contextlib.suppress(ValueError):  # reset in another context (a generator finalized elsewhere)
                 _REQUEST_CUT.reset(token)
             tasks.pop(task, None)
+            if name:
+                self._named.pop(name, None)
             if not tasks:
                 self._idle.set()
 
@@ -111,9 +123,17 @@ class Drain:
 
     def cut(self) -> int:
         """Cancel every request still in flight, marked as cut by the shutdown; how many there were."""
+        return self._cut(list(self._tasks))
+
+    def cut_calls(self, names: Iterable[str]) -> int:
+        """Cancel the named requests, marked as cut by a shutdown (their caller's); how many were still running."""
+        return self._cut([task for name in names if (task := self._named.get(name)) is not None])
+
+    def _cut(self, tasks: list[asyncio.Task[object]]) -> int:
         cut = 0
-        for task, cell in list(self._tasks.items()):
-            if not task.done():
+        for task in tasks:
+            cell = self._tasks.get(task)
+            if cell is not None and not task.done():
                 cell.cut = True
                 task.cancel(SHUTDOWN_CUT)
                 cut += 1

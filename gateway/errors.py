@@ -216,6 +216,18 @@ class UpstreamTimeoutError(GatewayError):
     retryable = True
 
 
+class DeadlineExceededError(GatewayError):
+    """The caller's own deadline (a gRPC deadline) passed before the answer was complete: no target's fault."""
+
+    status = 504
+    grpc_code = grpc.StatusCode.DEADLINE_EXCEEDED
+    error_type = "api_error"
+    default_code = "deadline_exceeded"
+
+    def __init__(self, message: str = "The request's deadline passed before the answer was complete", **kwargs: Any):
+        super().__init__(message, **kwargs)
+
+
 class UpstreamRequestError(GatewayError):
     """The provider rejected the request itself (a 4xx other than auth and limits); the client sees its status."""
 

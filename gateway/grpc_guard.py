@@ -6,7 +6,8 @@
   are left alone.)
 - With a `Drain`, every call (health and reflection aside) is tracked as a request in flight, and a call cut when the
   shutdown grace is over ends with `UNAVAILABLE` and the `ShuttingDownError` metadata, which a split front door
-  renders as an in-band error event.
+  renders as an in-band error event. A call that carries `CALL_KEY` metadata is tracked under that name, so its
+  caller can cut it as a shutdown (`Drain.cut_calls`).
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 
 import grpc
 
-from gateway.drain import Drain, absorb_cut
+from gateway.drain import CALL_KEY, Drain, absorb_cut
 from gateway.errors import ShuttingDownError
 
 log = logging.getLogger("tollgate.grpc")
@@ -96,7 +97,7 @@ class GuardInterceptor(_Interceptor):
         async def behavior(request: Any, context: Context) -> Any:
             if request is UNDECODABLE:
                 await self._refuse(context, method)
-            with drain.track() if drain is not None else nullcontext():
+            with drain.track(_call_name(context)) if drain is not None else nullcontext():
                 try:
                     return await inner(request, context)
                 except asyncio.CancelledError as exc:
@@ -110,7 +111,7 @@ class GuardInterceptor(_Interceptor):
         async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
             if request is UNDECODABLE:
                 await self._refuse(context, method)
-            with drain.track() if drain is not None else nullcontext():
+            with drain.track(_call_name(context)) if drain is not None else nullcontext():
                 try:
                     result = inner(request, context)
                     if inspect.isasyncgen(result):
@@ -138,6 +139,14 @@ class GuardInterceptor(_Interceptor):
             )
         await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
         raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+def _call_name(context: Context) -> str:
+    """The name the caller gave the call (`CALL_KEY`), for `Drain.cut_calls`; empty when it gave none."""
+    for key, value in context.invocation_metadata() or ():
+        if key == CALL_KEY:
+            return value if isinstance(value, str) else ""
+    return ""
 
 
 def _guarded_parser(parse: Callable[[bytes], Any] | None) -> Callable[[bytes], Any] | None:

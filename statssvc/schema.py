@@ -46,6 +46,7 @@ COLUMNS = (
     "experiment",
     "experiment_arm",
     "config_hash",
+    "resumed",
 )
 
 _TEXT_COLUMNS = (
@@ -109,6 +110,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     ALTER TABLE usage ADD COLUMN config_hash TEXT NOT NULL DEFAULT '';
+    """,
+    """
+    ALTER TABLE usage ADD COLUMN resumed INTEGER NOT NULL DEFAULT 0;  -- streams continued by another target
     """,
 )
 SCHEMA_VERSION = len(MIGRATIONS)
@@ -187,6 +191,7 @@ def row_from_record(r: pb.UsageRecord, received_at_us: int) -> tuple[object, ...
         r.experiment,
         r.experiment_arm,
         r.config_hash,
+        r.resumed,
     )
 
 
@@ -204,6 +209,7 @@ def record_from_row(row: sqlite3.Row) -> pb.UsageRecord:
         stream=bool(row["stream"]),
         cache_hit=bool(row["cache_hit"]),
         attempts=row["attempts"],
+        resumed=row["resumed"],
         route=row["route"],
         outcome=pb.Outcome.ValueType(int(outcome)) if outcome.lstrip("-").isdigit() else pb.Outcome.Value(outcome),
         labels=orjson.loads(row["labels"]),

@@ -7,6 +7,7 @@ import pytest
 
 from gateway.errors import (
     AuthenticationError,
+    DeadlineExceededError,
     GatewayError,
     InternalError,
     InvalidRequestError,
@@ -42,6 +43,7 @@ CLASSES: list[tuple[type[GatewayError], int, grpc.StatusCode, str, str, bool]] =
     (ServiceUnavailableError, 503, grpc.StatusCode.UNAVAILABLE, "api_error", "service_unavailable", True),
     (ShuttingDownError, 503, grpc.StatusCode.UNAVAILABLE, "api_error", "shutting_down", True),
     (UpstreamTimeoutError, 504, grpc.StatusCode.DEADLINE_EXCEEDED, "api_error", "upstream_timeout", True),
+    (DeadlineExceededError, 504, grpc.StatusCode.DEADLINE_EXCEEDED, "api_error", "deadline_exceeded", False),
     (
         UpstreamRequestError,
         400,

@@ -387,6 +387,7 @@ class _Builder:
             options=MappingProxyType(dict(options)),
             shaping=_shaping(node),
             wake=node.get("wake", lambda v, p: wake_config(_Node(v, p)), None),
+            continuation=node.get("continue", _str, ""),
         )
         node.done()
         return backend, enabled

@@ -95,6 +95,9 @@ class BackendConfig:
     # Request fields set when absent, forced, or dropped before the adapter translates (gateway.providers.shaping).
     shaping: RequestShaping = field(default_factory=RequestShaping)
     wake: WakeConfig | None = None  # on-demand boot of a backend that sleeps (gateway.providers.wake)
+    # How the backend continues an answer from its beginning (mid-stream failover): "prefill", "vllm", "prefix" or
+    # "none"; empty: its provider type's default (the registry resolves it, gateway.providers.registry).
+    continuation: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +141,8 @@ class ModelConfig:
     balancing: str = "weighted"  # "weighted", "least_outstanding" or "latency" (peak-EWMA, power of two choices)
     context_fallback: tuple[str, ...] = ()  # models with a larger context window, for context-length errors
     experiment: ExperimentConfig | None = None
+    # A stream cut after its first byte is continued by another target that can continue it (docs/routing.md).
+    stream_failover: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -9,6 +9,7 @@ from typing import Any
 
 from gateway.config.fields import (
     ConfigError,
+    _bool,
     _globs,
     _list,
     _name,
@@ -181,6 +182,7 @@ def model_routing(node: _Node, read_target: TargetReader) -> dict[str, Any]:
         "aliases": tuple(_name(a, f"{node.at('aliases')}[{i}]") for i, a in enumerate(raw_aliases)),
         "context_fallback": tuple(_name(m, f"{node.at('context_fallback')}[{i}]") for i, m in enumerate(raw_context)),
         "experiment": node.get("experiment", lambda v, p: _experiment(_Node(v, p), read_target), None),
+        "stream_failover": node.get("stream_failover", _bool, False),
     }
 
 

@@ -13,8 +13,8 @@ import random
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable, Collection, Mapping
 from contextlib import aclosing
-from dataclasses import dataclass, field
-from typing import TypeVar
+from dataclasses import dataclass, field, replace
+from typing import TypeVar, cast
 
 from gateway.auth.authenticator import Authenticator, NoAuth
 from gateway.auth.principal import Principal
@@ -29,13 +29,20 @@ from gateway.engine.endpoints import Endpoints
 from gateway.engine.health import HealthBoard, TargetSnapshot
 from gateway.engine.metering import Meter, UsageSink, estimate_prompt_tokens
 from gateway.engine.probes import ActiveChecker
-from gateway.engine.record import CallObserver, CallRecord, UpstreamAttempt
+from gateway.engine.record import CallObserver, CallRecord, Spent, UpstreamAttempt
 from gateway.engine.responses import ResponsesFlow
+from gateway.engine.resume import Transcript
 from gateway.engine.retry import Failover, Outcome, Verdict, open_stream, unanswered
 from gateway.engine.router import Attempt, Plan, Router
 from gateway.engine.routes import Caller
-from gateway.errors import GatewayError, NotFoundError, UpstreamError, model_not_allowed
-from gateway.providers.base import Provider
+from gateway.errors import (
+    DeadlineExceededError,
+    GatewayError,
+    NotFoundError,
+    UpstreamError,
+    model_not_allowed,
+)
+from gateway.providers.base import Continuer, Provider, can_continue, with_prefix
 from gateway.providers.wake import MORE_ATTEMPTS
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.response_store import MemoryResponseStore, ResponseStore
@@ -92,6 +99,7 @@ class EngineCore:
         self._endpoints = Endpoints(self)
         self._response_store = parts.responses or MemoryResponseStore(config.responses)
         self._responses = ResponsesFlow(self, self._response_store)
+        self._stream_failover = {m.name for m in config.models if m.stream_failover}
 
     async def start(self) -> None:
         """Start the usage reporter (which replays what an earlier run spooled) and the active health checks."""
@@ -196,22 +204,32 @@ class EngineCore:
             plan = self._route(call, await self._decide(call, params) if self._router.routes.reads_prompts else None)
             first, chunks, verdict = await self._open(plan, call, params)
             include_usage = params.stream_options.include_usage
-            failure: BaseException | None = None
-            try:
-                async with aclosing(chunks):
-                    if _account(first, call, include_usage):
-                        yield first
-                    async for chunk in chunks:
-                        if _account(chunk, call, include_usage):
-                            yield chunk
-            except (GeneratorExit, asyncio.CancelledError):
-                raise  # the caller went away from a target that was answering
-            except BaseException as exc:  # a failure after the first byte: the target's, unless it is a bug
-                failure = exc
-                raise
-            finally:
-                if verdict is not None:
-                    verdict.settle(failure)
+            # With mid-stream failover, what the caller has of the answer, for another target to continue it.
+            said = Transcript(params) if plan.model in self._stream_failover else None
+            while True:
+                failure: BaseException | None = None
+                try:
+                    async with aclosing(chunks):
+                        if (said is None or said.take(first)) and _account(first, call, include_usage):
+                            yield first
+                        async for chunk in chunks:
+                            if (said is None or said.take(chunk)) and _account(chunk, call, include_usage):
+                                yield chunk
+                except (GeneratorExit, asyncio.CancelledError):
+                    raise  # the caller went away from a target that was answering
+                except BaseException as exc:  # a failure after the first byte: the target's, unless it is a bug
+                    failure = exc
+                finally:
+                    if verdict is not None:
+                        verdict.settle(failure)
+                if failure is None:
+                    break
+                if call.tried and call.tried[-1].error is None:
+                    call.tried[-1].error = failure
+                resumed = await self._resume(plan, call, said, failure) if said is not None else None
+                if resumed is None:
+                    raise failure
+                first, chunks, verdict = resumed
             if not call.chunks:
                 raise UpstreamError(f"backend '{call.backend}' streamed no choices")
 
@@ -232,6 +250,60 @@ class EngineCore:
             found.release()
             raise
         return first, found.record(first, rest, call.served_by), outcome.open
+
+    async def _resume(
+        self, plan: Plan, call: CallRecord, said: Transcript, failure: BaseException
+    ) -> tuple[Chunk, Chunks, Verdict | None] | None:
+        """Another target's continuation of an answer whose target failed after its first byte (mid-stream
+        failover), or None when there is none: the caller then gets `failure` in-band, as without failover."""
+        if not isinstance(failure, GatewayError) or not failure.retryable or not call.tried:
+            return None  # a bug, or an answer the upstream refused to give (another target would refuse it too)
+        cut = call.tried[-1]
+        said.cut.append((cut.backend, cut.model))
+        if said.blocked:
+            call.resumes.append("not_continuable")
+            return None
+        prefix = said.prefix
+        # With nothing said yet, any target can start the answer afresh; after that, only one that can continue it.
+        attempts = [
+            a
+            for a in plan.attempts
+            if (a.target.backend, a.target.model) not in said.cut
+            and (not prefix or can_continue(self._providers[a.target.backend]))
+        ]
+        if not attempts:
+            call.resumes.append("no_target")
+            return None
+        assert call.params is not None
+        self._carry(call, call.params)
+        params = said.params
+        continued = with_prefix(params, prefix) if prefix else params
+        outcome = Outcome(model=plan.model, hold=True, resume=True)
+        try:
+            first, rest = await self._first_success(
+                replace(plan, attempts=attempts),
+                call,
+                lambda p, model: open_stream(
+                    cast(Continuer, p).continue_stream(model, params, prefix) if prefix else p.stream(model, params)
+                ),
+                outcome,
+            )
+        except GatewayError as exc:
+            log.warning("stream not continued", extra={"request_id": call.ctx.request_id, "error": repr(exc)})
+            call.resumes.append("unanswered")
+            return None
+        call.resumes.append("resumed")
+        call.params = continued  # what the continuing target was asked: its prompt, should it be cut too
+        said.continuing()
+        return first, rest, outcome.open
+
+    @staticmethod
+    def _carry(call: CallRecord, params: pb.ChatCompletionParams) -> None:
+        """Bill the cut attempt on the call: its prompt and what it streamed, estimated (it never said its usage)."""
+        carried = call.carried or Spent(estimated=True)
+        carried.input_tokens += estimate_prompt_tokens(params)
+        carried.output_tokens += call.chunks - call.carried_chunks
+        call.carried, call.carried_chunks = carried, call.chunks
 
     async def _look_up(self, call: CallRecord, plan: Plan) -> CacheLookup:
         """The cache's hit or claim for this call; the semantic step gets its embedding from the engine's own
@@ -375,6 +447,10 @@ class EngineCore:
             return self._router.context_plan(failed.model, plan.access)
 
         outcome = outcome or Outcome(model=plan.model)
+        if ctx.deadline is not None:  # a gRPC caller's own deadline
+            outcome.caller_left = ctx.deadline - (time.perf_counter() - ctx.started)
+            if outcome.caller_left <= 0:
+                raise DeadlineExceededError()
         result = await self._failover.run(plan.attempts, attempt, bigger, outcome)
         if result is None:
             raise unanswered(plan.requested, outcome, self._router.soonest(plan))
@@ -451,11 +527,19 @@ def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_u
             call.first_chunk_at = time.perf_counter()
         call.chunks += 1
     if chunk.HasField("usage"):
+        if call.carried is not None:  # a continued stream: what its cut attempts used counts too
+            _add_usage(chunk.usage, call.carried)
         call.usage = chunk.usage
         if include_usage:
             return True
         chunk.ClearField("usage")
     return len(chunk.choices) > 0
+
+
+def _add_usage(usage: pb.Usage, spent: Spent) -> None:
+    usage.prompt_tokens += spent.input_tokens
+    usage.completion_tokens += spent.output_tokens
+    usage.total_tokens += spent.input_tokens + spent.output_tokens
 
 
 def _embeddings_estimate(request: pb.CreateEmbeddingsRequest) -> int:

@@ -23,7 +23,7 @@ from gateway.config import GatewayConfig
 from gateway.config.digest import config_hash
 from gateway.drain import as_shutdown
 from gateway.engine.record import CallObserver, CallRecord, Spent, http_status
-from gateway.errors import GatewayError
+from gateway.errors import DeadlineExceededError, GatewayError
 from gateway.ratelimit.limiter import RateLimiter
 from gateway.stats.pricing import cost_usd, price_for
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -67,6 +67,7 @@ class MeteredCall:
         self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
     ) -> None:
         exc = as_shutdown(exc)  # cut when the shutdown grace ran out: a shutdown status, not a client cancel
+        exc = _past_deadline(self.record, exc)  # cut by the caller's own deadline: not a cancel either
         meter, call = self.meter, self.record
         lease = call.lease
         # Unauthenticated requests are nobody's usage; they are counted by metrics, not billed.
@@ -121,14 +122,20 @@ class Meter:
                 max(0, usage.cached_tokens),
                 max(0, usage.reasoning_tokens),
             )
-        elif call.chunks and (params is not None or call.prompt_estimate):
+        elif call.chunks > call.carried_chunks and (params is not None or call.prompt_estimate):
             # A stream cut short: the provider bills the prompt and what it generated, but never said how much.
             # A streamed delta is about one token.
             prompt = estimate_prompt_tokens(params) if params is not None else call.prompt_estimate
-            spent = Spent(prompt, call.chunks, estimated=True)
+            spent = Spent(prompt, call.chunks - call.carried_chunks, estimated=True)
         else:
             spent = Spent()
         spent.images = 0 if call.cache_status == "hit" else call.images
+        carried = call.carried
+        if carried is not None:  # attempts cut mid-stream and continued by another target: billed too
+            if usage is None:  # else the engine added them to the usage the caller was shown
+                spent.input_tokens += carried.input_tokens
+                spent.output_tokens += carried.output_tokens
+            spent.estimated = True
         price = price_for(self._prices, call.provider_model, call.model)
         spent.cost_usd = cost_usd(price, spent.input_tokens, spent.output_tokens, spent.cached_tokens, spent.images)
         return spent
@@ -148,6 +155,7 @@ class Meter:
             provider_model=call.provider_model,
             stream=call.stream,
             attempts=call.attempts,
+            resumed=call.resumed,
             route=call.route,
             cache_hit=call.cache_status == "hit",
             config_hash=self.config_hash,
@@ -166,6 +174,15 @@ class Meter:
         record.cached_tokens, record.reasoning_tokens = spent.cached_tokens, spent.reasoning_tokens
         record.usage_estimated, record.cost_usd = spent.estimated, spent.cost_usd
         return record
+
+
+def _past_deadline(call: CallRecord, exc: BaseException | None) -> BaseException | None:
+    """`exc`, or the `DeadlineExceededError` it stands for when it is the cancellation of a call whose caller's
+    deadline (a gRPC deadline: grpc cancels the call then) has passed."""
+    deadline = call.ctx.deadline
+    if deadline is None or not isinstance(exc, asyncio.CancelledError | GeneratorExit):
+        return exc
+    return DeadlineExceededError() if time.perf_counter() - call.ctx.started >= deadline else exc
 
 
 def _routing_labels(record: stats_pb2.UsageRecord, call: CallRecord) -> None:

@@ -69,6 +69,16 @@ class CallRecord:
     images: int = 0  # images generated (priced per image)
     # The prompt's tokens as estimated from its text, for a stream cut short whose request is not chat's (`params`).
     prompt_estimate: int = 0
+    # Mid-stream failover: each time a stream's target failed after its first byte, what became of it ("resumed",
+    # "unanswered", "no_target", "not_continuable"; see gateway.engine.resume), for the usage record and metrics.
+    resumes: list[str] = field(default_factory=list)
+    carried: Spent | None = None  # the estimated usage of the attempts that were cut and continued by another
+    carried_chunks: int = 0  # the chunks those attempts sent (the last attempt's own estimate counts the rest)
+
+    @property
+    def resumed(self) -> int:
+        """Times the answer was continued by another target after its own failed mid-stream."""
+        return self.resumes.count("resumed")
 
 
 @dataclass(slots=True)

@@ -1,11 +1,16 @@
 """`RemoteEngine`: the `Engine` protocol over a grpc.aio channel, for a front door split from its engine.
 
 Metadata carries the call context; an aborted call's status and trailing metadata are rebuilt into the very
-`GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process.
+`GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process. Each
+metered call also carries an unguessable name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs
+out, it first asks the engine to cut those calls (`cut_calls`, GatewayService.CutCalls), so that their usage records
+say shutdown, and the client still gets the in-band error; cancelled, they would read as clients that went away.
 """
 
 from __future__ import annotations
 
+import itertools
+import secrets
 from collections.abc import AsyncGenerator, Callable, Sequence
 from typing import Any, TypeVar, cast
 
@@ -16,8 +21,9 @@ from gateway.cache.control import CACHE_REQUEST_HEADERS
 from gateway.call import CallContext
 from gateway.config import GatewayConfig
 from gateway.config.tls import ClientTLS
+from gateway.drain import CALL_KEY
 from gateway.engine.routes import routing_headers
-from gateway.engine.wire import adopt, call_metadata
+from gateway.engine.wire import Metadata, adopt, call_metadata
 from gateway.errors import GatewayError
 from gateway.tls import open_channel
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
@@ -28,6 +34,7 @@ from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
 
+_CUT_TIMEOUT = 0.2  # the longest a shutdown's cut waits for the engine to cut our calls first
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.keepalive_time_ms", 30_000),
@@ -59,25 +66,6 @@ async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
     return result
 
 
-async def _streamed(
-    open_call: Callable[[], grpc.aio.UnaryStreamCall[Any, T]], ctx: CallContext
-) -> AsyncGenerator[T, None]:
-    """A server stream's messages, its metadata adopted at the first; the call is made at the first `anext` (so a
-    generator closed unstarted makes none), and closing the generator cancels it, and so the upstream request."""
-    call = open_call()
-    try:
-        first = True
-        async for message in call:
-            if first:
-                adopt(ctx.reply, await call.initial_metadata())
-                first = False
-            yield message
-    except grpc.aio.AioRpcError as exc:
-        raise _rebuild(exc, ctx) from None
-    finally:
-        call.cancel()
-
-
 class RemoteEngine:
     """The routing engine in another process."""
 
@@ -88,6 +76,8 @@ class RemoteEngine:
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._calls: set[str] = set()  # the names of the metered calls in flight
+        self._prefix, self._serial = secrets.token_urlsafe(12) + ".", itertools.count()
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
@@ -98,6 +88,45 @@ class RemoteEngine:
 
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)
+
+    def _named(self, ctx: CallContext) -> tuple[str, Metadata]:
+        """A name for a call the engine meters, known until the caller discards it from `_calls` (see `cut_calls`),
+        and the call's metadata carrying it: unguessable (a random prefix per front door), cheap (a counter)."""
+        name = f"{self._prefix}{next(self._serial)}"
+        self._calls.add(name)
+        return name, (*self._metadata(ctx), (CALL_KEY, name))
+
+    async def _streamed(
+        self, open_call: Callable[[Metadata], grpc.aio.UnaryStreamCall[Any, T]], ctx: CallContext
+    ) -> AsyncGenerator[T, None]:
+        """A server stream's messages, its metadata adopted at the first; the call, named (see `cut_calls`), is made
+        at the first `anext` (so a generator closed unstarted makes none), and closing the generator cancels it, and
+        so the upstream request."""
+        name, metadata = self._named(ctx)
+        call = open_call(metadata)
+        try:
+            first = True
+            async for message in call:
+                if first:
+                    adopt(ctx.reply, await call.initial_metadata())
+                    first = False
+                yield message
+        except grpc.aio.AioRpcError as exc:
+            raise _rebuild(exc, ctx) from None
+        finally:
+            self._calls.discard(name)
+            call.cancel()
+
+    async def cut_calls(self) -> int:
+        """Our shutdown grace is over: ask the engine to cut our calls in flight itself, as a shutdown (cancelling
+        them would read as clients that went away), before we cut what is left. How many it cut."""
+        if not self._calls:
+            return 0
+        request = pb.CutCallsRequest(calls=sorted(self._calls))
+        try:
+            return (await self._stub.CutCalls(request, timeout=_CUT_TIMEOUT)).cut
+        except grpc.aio.AioRpcError:
+            return 0  # the engine is gone or too slow: the cancels that follow are all it will see
 
     async def close(self) -> None:
         """Close the channel."""
@@ -116,20 +145,28 @@ class RemoteEngine:
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion."""
         request = pb.CreateChatCompletionRequest(params=params)
-        return await _unary(self._stub.CreateChatCompletion(request, metadata=self._metadata(ctx)), ctx)
+        name, metadata = self._named(ctx)
+        try:
+            return await _unary(self._stub.CreateChatCompletion(request, metadata=metadata), ctx)
+        finally:
+            self._calls.discard(name)
 
     def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The engine's chunks; closing this generator cancels the call, and so the upstream request."""
         request = pb.StreamChatCompletionRequest(params=params)
-        return _streamed(lambda: self._stub.StreamChatCompletion(request, metadata=self._metadata(ctx)), ctx)
+        return self._streamed(lambda metadata: self._stub.StreamChatCompletion(request, metadata=metadata), ctx)
 
     async def create_embeddings(
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
-        return await _unary(self._stub.CreateEmbeddings(request, metadata=self._metadata(ctx)), ctx)
+        name, metadata = self._named(ctx)
+        try:
+            return await _unary(self._stub.CreateEmbeddings(request, metadata=metadata), ctx)
+        finally:
+            self._calls.discard(name)
 
     async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
         """The engine's health report (the engine checks the admin token)."""
@@ -164,7 +201,7 @@ class RemoteEngine:
     ) -> AsyncGenerator[ep.StreamCompletionResponse, None]:
         """The engine's text completion chunks."""
         request = ep.StreamCompletionRequest(params=params)
-        return _streamed(lambda: self._stub.StreamCompletion(request, metadata=self._metadata(ctx)), ctx)
+        return self._streamed(lambda metadata: self._stub.StreamCompletion(request, metadata=metadata), ctx)
 
     async def create_image(self, request: ep.CreateImageRequest, ctx: CallContext) -> ep.CreateImageResponse:
         """Generated images."""
@@ -180,7 +217,7 @@ class RemoteEngine:
         self, request: ep.StreamSpeechRequest, ctx: CallContext
     ) -> AsyncGenerator[ep.StreamSpeechResponse, None]:
         """The engine's audio pieces."""
-        return _streamed(lambda: self._stub.StreamSpeech(request, metadata=self._metadata(ctx)), ctx)
+        return self._streamed(lambda metadata: self._stub.StreamSpeech(request, metadata=metadata), ctx)
 
     async def create_moderation(
         self, request: ep.CreateModerationRequest, ctx: CallContext
@@ -204,7 +241,7 @@ class RemoteEngine:
     ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
         """The engine's events; closing this generator cancels the call, and so the upstream request."""
         request = rpb.StreamResponseRequest(params=params)
-        return _streamed(lambda: self._stub.StreamResponse(request, metadata=self._metadata(ctx)), ctx)
+        return self._streamed(lambda metadata: self._stub.StreamResponse(request, metadata=metadata), ctx)
 
     async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
         """A stored response of the caller's."""

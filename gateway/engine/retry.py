@@ -10,7 +10,10 @@ multiply its own load, and one model's outage cannot spend the retries another m
 
 A stream's attempt is not over at its first chunk: with `Outcome.hold` the answering attempt's `Verdict` is handed
 back open and the engine settles it when the stream ends, so a reset, a stall or an error event after the first byte
-counts against the target's health like any other failure.
+counts against the target's health like any other failure. Continuing such a stream on another target
+(`Outcome.resume`, mid-stream failover) spends the retry budget on every attempt. A caller's own deadline
+(`Outcome.caller_left`, a gRPC deadline) bounds the attempts too, but its expiry is the caller's, not the target's:
+the attempt it cuts is abandoned, and the caller gets `DeadlineExceededError`.
 """
 
 from __future__ import annotations
@@ -29,6 +32,7 @@ from gateway.engine.health import HealthBoard, Slot
 from gateway.engine.router import Attempt
 from gateway.engine.window import WindowCounts
 from gateway.errors import (
+    DeadlineExceededError,
     GatewayError,
     RateLimitError,
     ServiceUnavailableError,
@@ -97,6 +101,10 @@ class Outcome:
     budget_exhausted: bool = False
     failures: dict[Attempt, int] = field(default_factory=dict)  # retryable failures per attempt
     open: Verdict | None = None  # with `hold`, the verdict of the attempt that answered, for the caller to settle
+    resume: bool = False  # continuing a stream cut mid-way: not a new request, and every attempt is a retry
+    # Seconds the caller's own deadline (a gRPC deadline) leaves, None: none. No attempt starts or waits past it,
+    # and an attempt it cuts is abandoned, not the target's failure: the caller gets a `DeadlineExceededError`.
+    caller_left: float | None = None
 
 
 class Failover:
@@ -134,9 +142,12 @@ class Failover:
     ) -> T | None:
         """The first success among `attempts`, else None with `outcome` saying why; a failure that no other attempt
         could fix is raised at once. `context_plan(attempt)` lists what to try after a context-length error."""
-        deadline = self._clock() + self._config.deadline if self._config.deadline else math.inf
+        now = self._clock()
+        deadline = now + self._config.deadline if self._config.deadline else math.inf
+        until = now + outcome.caller_left if outcome.caller_left is not None else math.inf
         budget = self.budget(outcome.model)
-        budget.request()
+        if not outcome.resume:
+            budget.request()
         queue = deque(attempts)
         retries: deque[Attempt] = deque()
         while queue or retries:
@@ -144,18 +155,20 @@ class Failover:
             wait = self._wait(attempt, outcome)
             if wait is None or (deadline < math.inf and self._clock() + wait >= deadline):
                 continue
+            if until < math.inf and self._clock() + wait >= until:
+                break  # the caller would be gone before it answers: the failures so far are the answer
             if wait:
                 await self._sleep(wait)
             slot = self._health.acquire(attempt.target)
             if slot is None:
                 continue  # ejected meanwhile, or another request is probing it
-            if outcome.tried and not budget.try_retry():
+            if (outcome.tried or outcome.resume) and not budget.try_retry():
                 self._health.abandoned(attempt.target, slot)
                 outcome.budget_exhausted = True
                 return None
             outcome.tried += 1
             try:
-                return await self._one(attempt, slot, call, deadline, outcome)
+                return await self._one(attempt, slot, call, (deadline, until), outcome)
             except GatewayError as exc:
                 if exc.code == CONTEXT_LENGTH_EXCEEDED and (bigger := context_plan(attempt)):
                     queue, retries = deque(bigger), deque()
@@ -170,13 +183,22 @@ class Failover:
         return None
 
     async def _one(
-        self, attempt: Attempt, slot: Slot, call: Callable[[Attempt], Awaitable[T]], deadline: float, outcome: Outcome
+        self,
+        attempt: Attempt,
+        slot: Slot,
+        call: Callable[[Attempt], Awaitable[T]],
+        deadlines: tuple[float, float],
+        outcome: Outcome,
     ) -> T:
-        """One attempt, bounded by the attempt timeout and the deadline, reported to the health board (an answer that
-        is still going, a stream, through the open verdict it leaves on `outcome`)."""
+        """One attempt, bounded by the attempt timeout, the deadline and the caller's own deadline (`deadlines`: the
+        second two, clock times), reported to the health board (an answer that is still going, a stream, through the
+        open verdict it leaves on `outcome`)."""
         target = attempt.target
         started = self._clock()
+        deadline, until = deadlines
         limit = min(deadline - started, self._config.attempt_timeout or math.inf)
+        callers = until - started <= limit  # the caller's deadline is the nearest: its expiry is not the target's
+        limit = min(limit, until - started)
         try:
             if limit == math.inf:  # unbounded but for the backend's own timeouts: no timer to pay for
                 result = await call(attempt)
@@ -184,6 +206,9 @@ class Failover:
                 async with asyncio.timeout(limit):
                     result = await call(attempt)
         except TimeoutError:
+            if callers:
+                self._health.abandoned(target, slot)
+                raise DeadlineExceededError() from None
             error = UpstreamTimeoutError(f"backend '{target.backend}' did not start answering within {limit:.3g}s")
             self._health.failed(target, error, self._clock() - started, slot)
             raise error from None

@@ -29,10 +29,11 @@ async def start_engine_server(  # noqa: PLR0913 (each option from its own part o
     control: ConfigControl | None = None,
 ) -> GrpcServer:
     """Serve `engine` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
-    `drain` to track calls for a bounded shutdown; `tls` for TLS (mutual when it names a client CA); `front_doors`
-    the networks whose `tollgate-client-address` is believed (`listen.front_doors`; none: any caller's); `control`
-    for the admin reload."""
-    servicer, admin = GatewayServicer(engine, front_door_networks(front_doors)), AdminServicer(engine, control)
+    `drain` to track calls for a bounded shutdown (and the calls a front door cuts at its own shutdown); `tls` for
+    TLS (mutual when it names a client CA); `front_doors` the networks whose `tollgate-client-address` is believed
+    (`listen.front_doors`; none: any caller's); `control` for the admin reload."""
+    servicer = GatewayServicer(engine, front_door_networks(front_doors), drain)
+    admin = AdminServicer(engine, control)
     return await start_grpc_server(
         address,
         [

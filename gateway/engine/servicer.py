@@ -14,6 +14,7 @@ from typing import NoReturn, TypeVar, cast
 import grpc
 
 from gateway.call import CallContext, Engine
+from gateway.drain import Drain
 from gateway.engine.wire import Network, call_context, reply_metadata
 from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import endpoints_pb2 as ep
@@ -84,9 +85,10 @@ async def _streamed(
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     """The engine, served."""
 
-    def __init__(self, engine: Engine, front_doors: Sequence[Network] = ()) -> None:
+    def __init__(self, engine: Engine, front_doors: Sequence[Network] = (), drain: Drain | None = None) -> None:
         self._engine = engine
         self._front_doors = tuple(front_doors)  # whose `tollgate-client-address` is believed (none: anyone's)
+        self._drain = drain  # the calls a front door cuts at its shutdown (`CutCalls`) are ended through it
 
     def _context(self, context: grpc.aio.ServicerContext[object, object]) -> CallContext:
         return context_of(context, self._front_doors)
@@ -197,3 +199,9 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
         return await _unary(
             context, self._context(context), lambda ctx: self._engine.list_response_input_items(request, ctx)
         )
+
+    async def CutCalls(  # the gRPC method name is fixed by the proto
+        self, request: pb.CutCallsRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> pb.CutCallsResponse:
+        # A split front door cutting its calls at its own shutdown deadline: they end as this engine's own cuts do.
+        return pb.CutCallsResponse(cut=self._drain.cut_calls(request.calls) if self._drain is not None else 0)

@@ -6,7 +6,9 @@ every call to it. The header clock starts when the connection opens, and again w
 request arrive on an idle keep-alive connection; it stops when the request reaches the application (the front
 door's middleware calls `request_started`). A connection whose headers are late gets a 408 and is closed. A
 connection past `max_connections` gets a 503 with `Retry-After` and is closed at once. Idle keep-alive connections
-(aiohttp's `keepalive_timeout`) and slow bodies (`read_json`) are limited elsewhere.
+(aiohttp's `keepalive_timeout`) and slow bodies (`read_json`) are limited elsewhere; every close is counted by
+reason in `closed` (`tollgate_http_connections_closed_total{reason}`), the keep-alive ones told apart by the
+connection having been idle that long when it closed without an error or an end from the client.
 """
 
 from __future__ import annotations
@@ -17,10 +19,12 @@ from collections.abc import Callable
 from typing import Any, cast
 
 import orjson
+from aiohttp import web
 
 log = logging.getLogger("tollgate.frontdoor")
 
 _LOG_INTERVAL = 60.0
+_KEEPALIVE_SLACK = 0.9  # aiohttp's keep-alive timer fires on the loop's clock, a little early or late
 
 
 def _raw_response(status: str, message: str, code: str, extra: str = "") -> bytes:
@@ -38,16 +42,34 @@ _TOO_MANY = _raw_response(
 )
 
 
-class ConnectionGuard:
-    """The open connections of one front door, with their header deadlines."""
+# Why the front door closed a connection, for `tollgate_http_connections_closed_total{reason}`.
+MAX_CONNECTIONS = "max_connections"  # refused at once: over the cap
+HEADER_TIMEOUT = "header_timeout"  # a 408: the request's line and headers too late
+BODY_TIMEOUT = "body_timeout"  # a 408: the body too late (counted by the front door's body reader)
+KEEPALIVE_TIMEOUT = "keepalive_timeout"  # idle between requests for keepalive_timeout
 
-    def __init__(self, header_timeout: float, max_connections: int) -> None:
+
+class ConnectionGuard:
+    """The open connections of one front door, with their header deadlines, and why it closed the ones it did."""
+
+    def __init__(self, header_timeout: float, max_connections: int, keepalive_timeout: float = 75.0) -> None:
         self.header_timeout = header_timeout
         self.max_connections = max_connections
+        self._keepalive_after = keepalive_timeout * _KEEPALIVE_SLACK
         self._open: dict[asyncio.BaseTransport, _Guarded] = {}
-        self.refused = 0  # connections closed at once: over max_connections
-        self.timed_out = 0  # connections closed with a 408: headers too late
+        self.closed = dict.fromkeys((MAX_CONNECTIONS, HEADER_TIMEOUT, BODY_TIMEOUT, KEEPALIVE_TIMEOUT), 0)
+        self.stopping = False  # the server closes idle connections itself now: not keep-alive timeouts
         self._next_log = -float("inf")
+
+    @property
+    def refused(self) -> int:
+        """Connections closed at once: over max_connections."""
+        return self.closed[MAX_CONNECTIONS]
+
+    @property
+    def timed_out(self) -> int:
+        """Connections closed with a 408 because their headers were late."""
+        return self.closed[HEADER_TIMEOUT]
 
     @property
     def open_connections(self) -> int:
@@ -70,24 +92,39 @@ class ConnectionGuard:
         guarded = self._open.get(transport) if transport is not None else None
         if guarded is not None:
             guarded.active -= 1
+            if not guarded.active:
+                guarded.idle_since = asyncio.get_running_loop().time()
 
     def _admit(self, transport: asyncio.BaseTransport, guarded: _Guarded) -> bool:
         if len(self._open) >= self.max_connections:
-            self.refused += 1
+            self.closed[MAX_CONNECTIONS] += 1
             self._say(f"open connections at max_connections ({self.max_connections}): refusing new ones")
             return False
         self._open[transport] = guarded
         return True
 
-    def _forget(self, transport: asyncio.BaseTransport | None) -> None:
-        if transport is not None:
-            self._open.pop(transport, None)
+    def _forget(self, guarded: _Guarded, exc: Exception | None) -> None:
+        if guarded.transport is not None:
+            self._open.pop(guarded.transport, None)
+        # aiohttp closes a keep-alive connection idle for keepalive_timeout without telling anyone: a connection we
+        # closed (no error, no end from the client), idle between requests about that long, is one of those.
+        idle = guarded.idle_since
+        ours = exc is None and not guarded.ended and not guarded.active and not self.stopping
+        if ours and idle is not None and asyncio.get_running_loop().time() - idle >= self._keepalive_after:
+            self.closed[KEEPALIVE_TIMEOUT] += 1
 
     def _say(self, message: str) -> None:
         loop_time = asyncio.get_running_loop().time()
         if loop_time >= self._next_log:
             self._next_log = loop_time + _LOG_INTERVAL
             log.warning("%s (%d refused, %d timed out so far)", message, self.refused, self.timed_out)
+
+    def body_late(self) -> None:
+        """A request's body took longer than body_timeout: answered 408, its connection closed."""
+        self.closed[BODY_TIMEOUT] += 1
+
+
+CONNECTIONS = web.AppKey("connections", ConnectionGuard)  # the front door's guard, for the body reader
 
 
 class _Guarded(asyncio.Protocol):
@@ -97,13 +134,15 @@ class _Guarded(asyncio.Protocol):
         self._guard = guard
         self._make_handler = make_handler
         self._inner: Any = None  # aiohttp's RequestHandler, made once the connection is admitted
-        self._transport: asyncio.Transport | None = None
+        self.transport: asyncio.Transport | None = None
         self._timer: asyncio.TimerHandle | None = None
         self.active = 0  # requests being handled on this connection
+        self.idle_since: float | None = None  # loop time its last request was answered; None: none was yet
+        self.ended = False  # the client ended its side
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         transport = cast(asyncio.Transport, transport)  # uvloop's transports are not asyncio.Transport subclasses
-        self._transport = transport
+        self.transport = transport
         if not self._guard._admit(transport, self):
             transport.write(_TOO_MANY)
             transport.close()
@@ -120,11 +159,12 @@ class _Guarded(asyncio.Protocol):
         self._inner.data_received(data)
 
     def eof_received(self) -> bool | None:
+        self.ended = True
         return self._inner.eof_received() if self._inner is not None else None
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.disarm()
-        self._guard._forget(self._transport)
+        self._guard._forget(self, exc)
         if self._inner is not None:
             self._inner.connection_lost(exc)
 
@@ -148,10 +188,10 @@ class _Guarded(asyncio.Protocol):
 
     def _headers_late(self) -> None:
         self._timer = None
-        transport = self._transport
+        transport = self.transport
         if self.active or transport is None or transport.is_closing():
             return  # a request got in meanwhile: its body and its answer have limits of their own
-        self._guard.timed_out += 1
+        self._guard.closed[HEADER_TIMEOUT] += 1
         self._guard._say(f"a request's headers took over {self._guard.header_timeout:g}s: answered 408")
         transport.write(_HEADERS_LATE)
         transport.close()

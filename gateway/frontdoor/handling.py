@@ -31,6 +31,7 @@ from gateway.errors import (
     ShuttingDownError,
 )
 from gateway.frontdoor.body import BODY_TIMEOUT, MAX_BODY, decode_body
+from gateway.frontdoor.connections import CONNECTIONS
 from gateway.headers import api_key, client_request_id, printable
 from gateway.telemetry.context import ENGINE_TOOK_CALL, TRACE_PARENT
 
@@ -109,6 +110,8 @@ async def read_json(request: web.Request) -> Any:
         raise RequestTooLargeError(f"Request body is too large: {exc.text}") from None
     except TimeoutError:
         request.protocol.close()  # the rest of the body may never come: close the connection after the answer
+        if (guard := request.config_dict.get(CONNECTIONS)) is not None:
+            guard.body_late()
         raise RequestTimeoutError("The request body took too long to arrive") from None
     raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.config_dict.get(MAX_BODY, len(raw)))
     if not raw:

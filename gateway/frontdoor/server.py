@@ -19,7 +19,7 @@ from gateway.config import ServerConfig
 from gateway.config.tls import ServerTLS
 from gateway.drain import Drain
 from gateway.frontdoor.body import BODY_TIMEOUT
-from gateway.frontdoor.connections import ConnectionGuard
+from gateway.frontdoor.connections import CONNECTIONS, ConnectionGuard
 from gateway.tls import http_server_context
 
 DRAIN = web.AppKey("drain", Drain)
@@ -44,6 +44,7 @@ class HttpServer:
 
     async def stop_listening(self) -> None:
         """Accept no more connections, and close the idle ones; requests in flight go on."""
+        self.connections.stopping = True
         if self._listener is not None:
             self._listener.close()
             self._listener = None
@@ -104,9 +105,10 @@ async def start_http_server(
     """Serve `app` on `address` (`host:port`, port 0 for any free port); `reuse_port` to share it with workers;
     HTTPS only with `tls` (its certificate re-read when the files change, see gateway.tls)."""
     host, _, port = address.rpartition(":")
-    guard = ConnectionGuard(server.header_timeout, server.max_connections)
+    guard = ConnectionGuard(server.header_timeout, server.max_connections, server.keepalive_timeout)
     app.middlewares.insert(0, _middleware(guard, drain))
     app[BODY_TIMEOUT] = server.body_timeout
+    app[CONNECTIONS] = guard
     if drain is not None:
         app[DRAIN] = drain
         app.on_response_prepare.append(_close_when_draining)

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import AsyncGenerator, Callable, Mapping
+from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
@@ -25,6 +26,7 @@ from gateway.config import BackendConfig, ConfigError
 from gateway.errors import GatewayError, InvalidRequestError, UpstreamError
 from gateway.providers.anthropic_decode import StreamTranslator, anthropic_error, decode_message
 from gateway.providers.anthropic_encode import encode_messages_request
+from gateway.providers.base import with_prefix
 from gateway.providers.http import MALFORMED, HttpProvider, sse_data
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -95,11 +97,34 @@ class AnthropicProvider(HttpProvider):
         except MALFORMED as exc:
             raise self._malformed(exc) from exc
 
-    async def stream(
+    def stream(
         self, model: str, params: pb.ChatCompletionParams
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """A streamed message, translated event by event; the last chunk carries the usage."""
-        body, headers = self._request(model, params, stream=True)
+        return self._stream(*self._request(model, params, stream=True))
+
+    async def continue_stream(
+        self, model: str, params: pb.ChatCompletionParams, prefix: str
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """The rest of an answer that began with `prefix`: a trailing assistant message is a prefill, which Claude
+        continues. Anthropic refuses one that ends in whitespace, so that is left off, and the continuation's own
+        leading whitespace dropped (the caller has it already)."""
+        trimmed = prefix.rstrip()
+        continued = with_prefix(params, trimmed) if trimmed else params
+        chunks = self._stream(*self._request(model, continued, stream=True))
+        seam = len(prefix) > len(trimmed)
+        async with aclosing(chunks):
+            async for chunk in chunks:
+                if seam and chunk.choices and chunk.choices[0].delta.content:
+                    delta = chunk.choices[0].delta
+                    delta.content, seam = delta.content.lstrip(), False
+                    if not delta.content and not chunk.choices[0].finish_reason:
+                        continue
+                yield chunk
+
+    async def _stream(
+        self, body: bytes, headers: dict[str, str]
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         translator = StreamTranslator(int(self._clock()))
         name = self.backend.name
         with self._translate_errors():

@@ -162,3 +162,31 @@ class ResponsesProvider(Protocol):
         """The backend's stream events for `params`. The upstream request is opened inside the generator, so
         closing it closes the connection."""
         ...
+
+
+@runtime_checkable
+class Continuer(Protocol):
+    """A provider that can continue an answer from the text already given (mid-stream failover): its backend's
+    `continuation` says how, and "none" that it cannot."""
+
+    backend: BackendConfig
+
+    def continue_stream(
+        self, model: str, params: pb.ChatCompletionParams, prefix: str
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """The rest of the answer to `params` whose first `prefix` was already said: a stream like `stream`'s,
+        whose text starts where `prefix` ends (the model may still rephrase the seam)."""
+        ...
+
+
+def can_continue(provider: Provider) -> bool:
+    """Whether `provider` can continue an answer from a prefix of it."""
+    return isinstance(provider, Continuer) and provider.backend.continuation not in ("", "none")
+
+
+def with_prefix(params: pb.ChatCompletionParams, prefix: str) -> pb.ChatCompletionParams:
+    """A copy of `params` ending with `prefix` as the assistant's own beginning of its answer."""
+    out = pb.ChatCompletionParams()
+    out.CopyFrom(params)
+    out.messages.add(role=pb.ROLE_ASSISTANT, content=prefix)
+    return out

@@ -27,7 +27,7 @@ from typing import Any
 import orjson
 
 from gateway.config import BackendConfig, ConfigError, parse_duration
-from gateway.providers.base import collect
+from gateway.providers.base import collect, with_prefix
 from gateway.providers.schema_instance import instance
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -84,11 +84,30 @@ class MockProvider:
         reason = pb.FINISH_REASON_LENGTH if len(pieces) < len(self._pieces) else pb.FINISH_REASON_STOP
         return [pb.Delta(content=p) for p in pieces], reason, len(pieces)
 
-    async def stream(
+    def stream(
         self, model: str, params: pb.ChatCompletionParams
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The answer as chunks (text, JSON or a tool call, see the module's doc), then a usage chunk."""
         deltas, reason, tokens = self._answer(params)
+        return self._chunks(model, params, deltas, reason, tokens)
+
+    def continue_stream(
+        self, model: str, params: pb.ChatCompletionParams, prefix: str
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """The rest of the answer after `prefix` (all of it when `prefix` is not how it begins), like a provider's
+        prefill: the prefix counts as input, and only the new pieces as output."""
+        deltas, reason, _ = self._answer(params)
+        rest = _after(deltas, prefix)
+        return self._chunks(model, with_prefix(params, prefix), rest, reason, len(rest))
+
+    async def _chunks(
+        self,
+        model: str,
+        params: pb.ChatCompletionParams,
+        deltas: list[pb.Delta],
+        reason: pb.FinishReason.ValueType,
+        tokens: int,
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         response_id, created, indexes = f"chatcmpl-mock-{next(self._ids)}", int(time.time()), range(params.n or 1)
 
         def chunk(
@@ -141,6 +160,21 @@ def _prompt_tokens(params: pb.ChatCompletionParams) -> int:
     )
     chars += len(params.response_format.json_schema.schema_json)
     return max(1, chars // 4) + 3 * len(params.messages)
+
+
+def _after(deltas: list[pb.Delta], prefix: str) -> list[pb.Delta]:
+    """The text deltas that follow `prefix` (a delta it ends inside keeps its rest); all of them when the text does
+    not begin with `prefix`."""
+    if not "".join(d.content for d in deltas).startswith(prefix):
+        return deltas
+    rest: list[pb.Delta] = []
+    seen = 0
+    for delta in deltas:
+        end = seen + len(delta.content)
+        if end > len(prefix):
+            rest.append(pb.Delta(content=delta.content[max(0, len(prefix) - seen) :]))
+        seen = end
+    return rest
 
 
 def _tool_to_call(params: pb.ChatCompletionParams) -> pb.Tool | None:

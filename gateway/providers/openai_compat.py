@@ -90,11 +90,32 @@ class OpenAICompatibleProvider(OpenAIEndpoints):
         except MALFORMED as exc:
             raise self._malformed(exc) from exc
 
-    async def stream(
+    def stream(
         self, model: str, params: pb.ChatCompletionParams
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """A streaming chat completion; usage is always requested so the last chunk carries it."""
-        body = orjson.dumps(encode_chat_params(params, model, stream=True))
+        return self._stream(model, encode_chat_params(params, model, stream=True))
+
+    def continue_stream(
+        self, model: str, params: pb.ChatCompletionParams, prefix: str
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """The rest of an answer that began with `prefix`, as the backend's `continuation` says: vLLM continues the
+        last assistant message with `continue_final_message` (no new generation prompt); Mistral and DeepSeek take
+        it with `"prefix": true`. Either way the stream carries only the new text."""
+        body = encode_chat_params(params, model, stream=True)
+        message: dict[str, Any] = {"role": "assistant", "content": prefix}
+        if self.backend.continuation == "prefix":
+            message["prefix"] = True
+        else:
+            body["continue_final_message"] = True
+            body["add_generation_prompt"] = False
+        body["messages"].append(message)
+        return self._stream(model, body)
+
+    async def _stream(
+        self, model: str, request: dict[str, Any]
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        body = orjson.dumps(request)
         # Which choices started and which finished, to tell a stream cut short from one that ended without [DONE].
         started: set[int] = set()
         finished: set[int] = set()

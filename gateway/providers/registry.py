@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
+from dataclasses import replace
 from types import MappingProxyType
 
 from gateway.config import BackendConfig, ConfigError, GatewayConfig
@@ -41,6 +42,34 @@ PROVIDERS: dict[str, Factory] = {
     "together": _openai_compatible,
 }
 
+# How each provider type can continue an answer from a prefix of it (mid-stream failover), its default first:
+# "prefill" a trailing assistant message (Anthropic; the mock), "vllm" the same with vLLM's
+# `continue_final_message`, "prefix" with Mistral's and DeepSeek's `"prefix": true`, "none" not at all.
+_OPENAI_CONTINUES = ("none", "vllm", "prefix")
+CONTINUATIONS: dict[str, tuple[str, ...]] = {
+    "mock": ("prefill", "none"),
+    "anthropic": ("prefill", "none"),
+    "vllm": ("vllm", "none", "prefix"),
+    "mistral": ("prefix", "none"),
+    "openai": ("none",),  # OpenAI's API starts a new turn after a trailing assistant message
+    "azure": ("none",),
+    "gemini": ("none",),
+}
+
+
+def _continuation(backend: BackendConfig, path: str) -> BackendConfig:
+    """`backend` with its `continuation` resolved: its provider type's default, or the configured one if the type
+    supports it."""
+    known = CONTINUATIONS.get(backend.provider, _OPENAI_CONTINUES)
+    if not backend.continuation:
+        return replace(backend, continuation=known[0])
+    if backend.continuation not in known:
+        raise ConfigError(
+            f"{path}.continue: provider '{backend.provider}' cannot continue with {backend.continuation!r} "
+            f"(it takes: {', '.join(known)})"
+        )
+    return backend
+
 
 def build_providers(config: GatewayConfig, kept: Mapping[str, Provider] = MappingProxyType({})) -> dict[str, Provider]:
     """One adapter per enabled backend, shaping requests where its backend says so and waking it on demand where it
@@ -59,5 +88,6 @@ def build_providers(config: GatewayConfig, kept: Mapping[str, Provider] = Mappin
             raise ConfigError(f"{path}.provider: unknown provider {backend.provider!r} (known: {known})")
         if backend.wake is not None and not backend.base_url:
             raise ConfigError(f"{path}.wake: needs the backend's base_url (its ready_path is polled there)")
-        providers[backend.name] = with_wake(with_shaping(factory(backend, path)), lock)
+        resolved = _continuation(backend, path)
+        providers[backend.name] = with_wake(with_shaping(factory(resolved, path)), lock)
     return providers

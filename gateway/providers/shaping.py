@@ -19,7 +19,7 @@ from gateway.codec.openai_decode import decode_chat_params
 from gateway.config import BackendConfig, ConfigError
 from gateway.config.shaping import RequestShaping
 from gateway.errors import InvalidRequestError
-from gateway.providers.base import Provider, TokenCounter
+from gateway.providers.base import Continuer, Provider, TokenCounter
 from gateway.validation import validate_chat
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -107,6 +107,14 @@ class ShapedProvider:
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The inner provider's stream of the shaped request (the same generator, so closing it closes the socket)."""
         return self.inner.stream(model, self.shape(params))
+
+    def continue_stream(
+        self, model: str, params: pb.ChatCompletionParams, prefix: str
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """The inner provider's continuation of the shaped request (asked only of one that can continue)."""
+        if not isinstance(self.inner, Continuer):
+            raise TypeError(f"backend '{self.backend.name}' cannot continue an answer")
+        return self.inner.continue_stream(model, self.shape(params), prefix)
 
     async def embed(self, model: str, request: pb.CreateEmbeddingsRequest) -> pb.CreateEmbeddingsResponse:
         """Embeddings, unshaped."""

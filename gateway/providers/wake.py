@@ -31,7 +31,7 @@ import aiohttp
 from gateway.config import BackendConfig, GatewayConfig
 from gateway.config.routing_wake import WakeAction, WakeConfig
 from gateway.errors import ServiceUnavailableError, UpstreamConnectionError
-from gateway.providers.base import Provider
+from gateway.providers.base import Continuer, Provider
 from gateway.providers.wake_actions import ActionFailed, CommandRun, is_ready, ready_url, run_action
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -315,6 +315,15 @@ class WakingProvider:
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """The inner stream, opened once the backend is awake (held like any call until its first chunk)."""
         return self._held_stream(lambda: self.inner.stream(model, params))
+
+    def continue_stream(
+        self, model: str, params: pb.ChatCompletionParams, prefix: str
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        """The inner provider's continuation, opened once the backend is awake (asked only of one that can)."""
+        inner = self.inner
+        if not isinstance(inner, Continuer):
+            raise TypeError(f"backend '{self.backend.name}' cannot continue an answer")
+        return self._held_stream(lambda: inner.continue_stream(model, params, prefix))
 
     async def close(self) -> None:
         """Stop waking, and close the inner provider."""

@@ -1,4 +1,5 @@
-"""The front door's telemetry: `/metrics`, the request span and `x-trace-id` (tracing on), audit logging (on).
+"""The front door's telemetry: `/metrics`, the request span and `x-trace-id` (tracing on), audit logging (on), and
+the connections it closed (`watch_connections`).
 
 Each piece is added only when configured, so a front door without them runs no extra code per request.
 """
@@ -6,7 +7,7 @@ Each piece is added only when configured, so a front door without them runs no e
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 
 from aiohttp import web
 from aiohttp.typedefs import Middleware
@@ -18,6 +19,7 @@ from gateway.telemetry.context import TRACE_PARENT
 from gateway.telemetry.http import add_metrics_route
 from gateway.telemetry.logs import AUDIT_LOGGER
 from gateway.telemetry.observer import Telemetry
+from gateway.telemetry.sources import ScrapeMetric
 
 TRACE_HEADER = "x-trace-id"
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -35,6 +37,22 @@ def instrument_app(app: web.Application, telemetry: Telemetry) -> None:
         app.on_response_prepare.append(_trace_header)
     if telemetry.audit.enabled:
         app.middlewares.append(_audited(telemetry.audit))
+
+
+def watch_connections(telemetry: Telemetry, closed: Mapping[str, int]) -> None:
+    """Count the connections the front door closed, by reason (`closed` is its guard's live tally)."""
+    if telemetry.metrics is None:
+        return
+    telemetry.metrics.sources.watch(
+        ScrapeMetric(
+            "tollgate_http_connections_closed",
+            "Connections the front door closed: refused over max_connections, 408 for late headers or body, idle "
+            "past keepalive_timeout.",
+            "counter",
+            lambda: [((reason,), float(n)) for reason, n in closed.items()],
+            ("reason",),
+        )
+    )
 
 
 def _traced(telemetry: Telemetry) -> Middleware:

@@ -122,6 +122,13 @@ class Metrics:
             ["backend", "provider", "error_type"],
             registry=own,
         )
+        self.resumes = Counter(
+            "tollgate_stream_resumes",
+            "Streams whose target failed after the first byte, with mid-stream failover on, by what became of them: "
+            "resumed (another target continued the answer), unanswered, no_target, not_continuable.",
+            ["model", "result"],
+            registry=own,
+        )
         self.rate_limited = Counter(
             "tollgate_ratelimit_rejections", "Requests refused by a rate limit (429).", ["model"], registry=own
         )
@@ -200,6 +207,8 @@ class Metrics:
             series.cost.inc(spent.cost_usd)
         if call.first_chunk_at:
             _stream_timing(series, call, spent, now)
+        for result in call.resumes:
+            self._child(self.resumes, call.model, result).inc()
         for attempt in call.tried:
             provider = self._providers.get(attempt.backend, "")
             self._child(self.attempts, attempt.backend, provider).inc()

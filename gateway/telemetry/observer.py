@@ -95,5 +95,6 @@ class Telemetry:
             "ttft_ms": round((call.first_chunk_at - ctx.started) * 1000, 3) if call.first_chunk_at else None,
             "upstream_ms": round(call.upstream_seconds * 1000, 3),
             "attempts": call.attempts,
+            "resumed": call.resumed,  # times another target continued the stream (mid-stream failover)
             "cache": call.cache_status or None,  # hit, miss or bypass; None when the model does not cache
         }

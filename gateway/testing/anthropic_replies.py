@@ -61,6 +61,9 @@ def validate(body: Any) -> None:
         budget = thinking.get("budget_tokens")
         valid_budget = isinstance(budget, int) and not isinstance(budget, bool) and budget >= 1
         _require(thinking["type"] == "disabled" or valid_budget, "thinking.budget_tokens: Field required")
+    if messages[-1]["role"] == "assistant":  # a prefill, which the answer continues
+        prefill = "".join(_texts(messages[-1]["content"]))
+        _require(prefill == prefill.rstrip(), "messages: final assistant content cannot end with trailing whitespace")
     first_ok = messages[0]["role"] == "user" or isinstance(system, str | list)
     _require(first_ok, "messages: the first message must use the user role")
     for i, tool in enumerate(body.get("tools") or ()):
@@ -112,9 +115,15 @@ def input_tokens(body: dict[str, Any]) -> int:
     return total + 10 * len(body.get("tools") or ())
 
 
+def _prefill(messages: list[dict[str, Any]]) -> str:
+    """The beginning of the answer a trailing assistant message gives (empty: none)."""
+    last = messages[-1]
+    return "".join(_texts(last["content"])) if last["role"] == "assistant" else ""
+
+
 def _last_user_text(messages: list[dict[str, Any]]) -> tuple[str, bool]:
     """The last user turn's text, and whether that turn carried tool results."""
-    last = messages[-1]
+    last = messages[-2] if messages[-1]["role"] == "assistant" and len(messages) > 1 else messages[-1]
     has_results = isinstance(last["content"], list) and any(b.get("type") == "tool_result" for b in last["content"])
     return " ".join(_texts(last["content"])), has_results
 
@@ -161,6 +170,7 @@ def make_reply(body: dict[str, Any], message_id: str, pieces: int, cache_seen: s
         stop_reason, output = "tool_use", 12
     else:
         text_pieces, stop_reason, stop_sequence = _text(body, user_text, pieces)
+        text_pieces = _after(text_pieces, _prefill(body["messages"]))
         blocks.append({"type": "text", "text": "".join(text_pieces)})
         output = len(text_pieces)
     usage["output_tokens"] = output + sum(_words(b["thinking"]) for b in blocks if b["type"] == "thinking")
@@ -178,6 +188,19 @@ def _text(body: dict[str, Any], user_text: str, pieces: int) -> tuple[list[str],
     if len(words) > body["max_tokens"]:
         return words[: body["max_tokens"]], "max_tokens", None
     return words, "end_turn", None
+
+
+def _after(pieces: list[str], prefill: str) -> list[str]:
+    """The pieces that follow `prefill` (the one it ends inside keeps its rest); all of them when the text does not
+    begin with it (Claude, given a beginning it would not have written, goes on in its own words)."""
+    if not prefill or not "".join(pieces).startswith(prefill):
+        return pieces
+    rest, seen = [], 0
+    for piece in pieces:
+        if seen + len(piece) > len(prefill):
+            rest.append(piece[max(0, len(prefill) - seen) :])
+        seen += len(piece)
+    return rest
 
 
 def message_object(reply: Reply) -> dict[str, Any]:

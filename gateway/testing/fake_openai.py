@@ -13,7 +13,12 @@ Run it standalone for benchmarks::
 
     python -m gateway.testing.fake_openai --host 127.0.0.1 --port 9000 --chunks 20
 
-which prints ``listening <base_url>`` once it accepts connections and runs until SIGTERM or SIGINT.
+which prints ``listening <base_url>`` once it accepts connections and runs until SIGTERM or SIGINT; with
+``--cut reset|stall|error|malformed`` every stream breaks after ``--cut-after`` chunks (for `make chaos`).
+
+Like vLLM, it continues the last assistant message when a request sets ``continue_final_message`` (with
+``add_generation_prompt: false``), and like Mistral and DeepSeek when that message has ``"prefix": true``: the
+answer is then the rest of what it would have said after that beginning.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import itertools
+import sys
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -566,6 +572,13 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before the first byte")
     parser.add_argument("--api-key", default=None, help="require 'Authorization: Bearer <key>'")
     parser.add_argument("--record", action="store_true", help="keep every request in memory (off for benchmarks)")
+    parser.add_argument(
+        "--cut",
+        choices=("reset", "stall", "error", "malformed"),
+        default=None,
+        help="break every stream after --cut-after chunks: a reset, a stall, an error event or a malformed event",
+    )
+    parser.add_argument("--cut-after", type=int, default=3, help="chunks a stream sends before --cut breaks it")
     return parser.parse_args(argv)
 
 
@@ -577,6 +590,12 @@ async def _serve(args: argparse.Namespace) -> None:
         api_key=args.api_key,
         record_requests=args.record,
     )
+    if args.cut is not None:  # every stream, for as long as the server runs
+        fault = (
+            Fault(stall_after_chunks=args.cut_after) if args.cut == "stall" else Fault(fail_after_chunks=args.cut_after)
+        )
+        fault.fail_with, fault.times = args.cut, sys.maxsize
+        server.add_fault(fault)
     await serve_until_stopped(server, args.host, args.port)
 
 

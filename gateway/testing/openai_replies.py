@@ -106,7 +106,11 @@ def parse_chat(body: Any, ids: Iterator[int], chunks: int) -> Chat:
     messages = _messages(body)
     n = positive_int(body, "n", 1, _MAX_N)
     serial = next(ids)
-    reply = _reply(body, _last_user_text(messages), f"call_fake_{serial}", chunks)
+    prefix = _continued(body, messages)
+    if prefix is None:
+        reply = _reply(body, _last_user_text(messages), f"call_fake_{serial}", chunks)
+    else:
+        reply = _continuation(body, _last_user_text(messages), chunks, prefix)
     stream = body.get("stream") is True
     options = body.get("stream_options")
     include_usage = stream and isinstance(options, dict) and options.get("include_usage") is True
@@ -133,6 +137,36 @@ def _reply(body: dict[str, Any], user_text: str, call_id: str, chunks: int) -> R
     if limit is not None and limit < chunks:
         return _text_reply(user_text, limit, "length")
     return _text_reply(user_text, chunks, "stop")
+
+
+def _continued(body: dict[str, Any], messages: list[dict[str, Any]]) -> str | None:
+    """The beginning of the answer the request asks to have continued (vLLM's `continue_final_message`, Mistral's
+    and DeepSeek's `"prefix": true` on the last message), or None for a new answer."""
+    last = messages[-1]
+    if body.get("continue_final_message") is not True and last.get("prefix") is not True:
+        return None
+    if body.get("continue_final_message") is True and body.get("add_generation_prompt", True) is not False:
+        # vLLM's own rule: the last message is either continued or followed by a new turn.
+        raise BadRequest("Cannot set both `continue_final_message` and `add_generation_prompt` to True.", None)
+    if last.get("role") != "assistant":
+        raise BadRequest("Only an assistant message can be continued.", "messages")
+    return _content_text(last.get("content"))
+
+
+def _continuation(body: dict[str, Any], user_text: str, chunks: int, prefix: str) -> Reply:
+    """The rest of the text answer after `prefix`, when the answer begins with it (else the whole answer: a model
+    given a beginning it would not have written answers in its own words)."""
+    limit = _token_limit(body)
+    count, finish_reason = (limit, "length") if limit is not None and limit < chunks else (chunks, "stop")
+    pieces = _pieces(user_text, count)
+    if "".join(pieces).startswith(prefix):
+        rest, seen = [], 0
+        for piece in pieces:
+            if seen + len(piece) > len(prefix):
+                rest.append(piece[max(0, len(prefix) - seen) :])
+            seen += len(piece)
+        pieces = rest
+    return _reply_of(pieces, finish_reason)
 
 
 def _messages(body: dict[str, Any]) -> list[dict[str, Any]]:
@@ -220,8 +254,16 @@ def _prompt_tokens(messages: list[dict[str, Any]]) -> int:
 @functools.lru_cache(maxsize=4096)
 def _text_reply(user_text: str, count: int, finish_reason: str) -> Reply:
     """`count` pieces of one word and a space each, cycling through the prefix and the user's words."""
+    return _reply_of(_pieces(user_text, count), finish_reason)
+
+
+def _pieces(user_text: str, count: int) -> list[str]:
     words = _PREFIX_WORDS + tuple(user_text.split())
-    pieces = [words[index % len(words)] + " " for index in range(count)]
+    return [words[index % len(words)] + " " for index in range(count)]
+
+
+def _reply_of(pieces: list[str], finish_reason: str) -> Reply:
+    count = len(pieces)
     return Reply(
         opening_delta=_TEXT_OPENING,
         step_deltas=tuple(b'{"content":' + orjson.dumps(piece) + b"}" for piece in pieces),

@@ -1,5 +1,6 @@
 """The front door's connection deadlines, with raw sockets: an idle keep-alive connection, headers that never end, a
-chunked body that never ends, and one connection over `server.max_connections`."""
+chunked body that never ends, and one connection over `server.max_connections`; each close counted by its reason
+(`tollgate_http_connections_closed_total`), and the metric scraped from a running `tollgate serve`."""
 
 from __future__ import annotations
 
@@ -66,7 +67,24 @@ async def test_idle_keepalive_connection_is_closed(server: HttpServer) -> None:
     rest, took = await closed_within(reader, 0.4 + SLACK)  # then nothing: closed at keepalive_timeout
     assert rest == b""
     assert took >= 0.3
+    await asyncio.sleep(0.01)  # the server's side of the close
+    assert server.connections.closed == {
+        "keepalive_timeout": 1,
+        "header_timeout": 0,
+        "body_timeout": 0,
+        "max_connections": 0,
+    }
     writer.close()
+
+
+async def test_a_connection_the_client_closes_is_not_counted(server: HttpServer) -> None:
+    reader, writer = await connect(server)
+    writer.write(post(REQUEST))
+    await reader.readuntil(b"\r\n\r\n")
+    writer.close()
+    await writer.wait_closed()
+    await asyncio.sleep(0.05)
+    assert sum(server.connections.closed.values()) == 0
 
 
 async def test_headers_that_never_end_get_408(server: HttpServer) -> None:
@@ -96,6 +114,7 @@ async def test_chunked_body_that_never_ends_gets_408_and_the_connection_closes(s
     assert b'"request_timeout"' in data
     assert b"Connection: close" in data or b"connection: close" in data.lower()
     assert took < 0.3 + 2.0 + SLACK
+    assert server.connections.closed["body_timeout"] == 1
     writer.close()
 
 

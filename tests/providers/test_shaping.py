@@ -114,3 +114,19 @@ def test_bad_shaping_is_refused_with_its_path(shaping: str, message: str) -> Non
     with pytest.raises(ConfigError) as info:  # the config's shape when it is read, the values when providers are built
         build_providers(config("openai", "http://127.0.0.1:1/v1", f"    {shaping}"))
     assert str(info.value).startswith(message), str(info.value)
+
+
+async def test_a_continuation_is_shaped_like_any_request() -> None:
+    async with recording_server({"status": 503, "body": {"error": {"message": "enough"}}}) as (url, received):
+        providers = build_providers(config("vllm", url + "/v1"))
+        params, _ = decode_chat_params({"model": "m", "messages": [{"role": "user", "content": "hi"}], "seed": 1})
+        try:
+            with pytest.raises(ServiceUnavailableError):
+                async for _ in providers["b"].continue_stream("upstream-model", params, "Hel"):  # type: ignore[attr-defined]
+                    pass
+        finally:
+            await providers["b"].close()
+    body = received[0].body
+    assert body["messages"][-1] == {"role": "assistant", "content": "Hel"}
+    assert body["continue_final_message"] is True and body["add_generation_prompt"] is False
+    assert (body["temperature"], body["max_tokens"], "seed" in body) == (0.2, 256, False), "shaped"

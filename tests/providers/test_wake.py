@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import socket
+from dataclasses import replace
 from pathlib import Path
 from uuid import uuid4
 
@@ -13,6 +14,7 @@ import pytest
 
 from gateway.config import BackendConfig, ConfigError, parse_config
 from gateway.config.routing_wake import IdleConfig, WakeAction, WakeConfig
+from gateway.providers.base import collect
 from gateway.providers.capabilities import RERANK, serves
 from gateway.providers.openai_compat import OpenAICompatibleProvider
 from gateway.providers.registry import build_providers
@@ -169,6 +171,24 @@ async def test_the_endpoints_beside_chat_wait_for_a_sleeping_backend_too(tmp_pat
         audio = [p async for p in provider.speak("tts-1", ep.StreamSpeechRequest(input="hi", voice="v"))]
         assert b"".join(p.audio for p in audio) == speech_bytes("hi")
         assert log.read_text().splitlines() == ["woke"]
+    finally:
+        await provider.close()
+        await fake.stop()
+
+
+async def test_a_sleeping_backend_is_woken_to_continue_an_answer(tmp_path: Path) -> None:
+    port, log = free_port(), tmp_path / "wakes"
+    wake = WakeConfig(action=counting(log), timeout=10.0, poll_interval=0.05)
+    backend = replace(sleeper("sleepy", port, wake), continuation="vllm")
+    provider = WakingProvider(OpenAICompatibleProvider(backend), Waker(backend, wake))
+    fake = FakeOpenAI(chunks=6)
+    try:
+        booting = asyncio.create_task(boot_later(fake, port, 0.3))
+        answer = await collect(provider.continue_stream("m", PARAMS, "This is a "))
+        await booting
+        assert answer.choices[0].message.content == "reply from the ", "the last three of its six words"
+        assert log.read_text().splitlines() == ["woke"]
+        assert fake.requests[-1].json["continue_final_message"] is True
     finally:
         await provider.close()
         await fake.stop()

@@ -303,8 +303,8 @@ async def test_a_database_from_before_experiments_is_migrated(tmp_path: Path) ->
     path = tmp_path / "usage.db"
     with sqlite3.connect(path) as conn:  # schema version 1, as the first release wrote it
         conn.executescript(MIGRATIONS[0] + "PRAGMA user_version = 1;")
-        columns = ", ".join(f'"{c}"' for c in COLUMNS[:-3])  # without experiment, experiment_arm, config_hash
-        old = row_from_record(record("old"), 0)[:-3]
+        columns = ", ".join(f'"{c}"' for c in COLUMNS[:-4])  # without experiment, experiment_arm, config_hash, resumed
+        old = row_from_record(record("old"), 0)[:-4]
         conn.execute(f"INSERT INTO usage ({columns}) VALUES ({', '.join('?' * len(old))})", old)
     store = await UsageStore.open(path)
     try:
@@ -316,4 +316,22 @@ async def test_a_database_from_before_experiments_is_migrated(tmp_path: Path) ->
     finally:
         await store.close()
     with sqlite3.connect(path) as conn:
-        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 3
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == SCHEMA_VERSION == 4
+
+
+async def test_a_database_from_before_stream_failover_is_migrated_and_keeps_resumes(tmp_path: Path) -> None:
+    path = tmp_path / "usage.db"
+    with sqlite3.connect(path) as conn:  # schema version 3: experiments and config_hash, no `resumed`
+        conn.executescript(MIGRATIONS[0] + MIGRATIONS[1] + MIGRATIONS[2] + "PRAGMA user_version = 3;")
+        columns = ", ".join(f'"{c}"' for c in COLUMNS[:-1])
+        old = row_from_record(record("old"), 0)[:-1]
+        conn.execute(f"INSERT INTO usage ({columns}) VALUES ({', '.join('?' * len(old))})", old)
+    store = await UsageStore.open(path)
+    try:
+        got = await store.get("old")
+        assert got is not None and got.resumed == 0
+        await store.insert([record("new", resumed=2)])
+        got = await store.get("new")
+        assert got is not None and got.resumed == 2
+    finally:
+        await store.close()

@@ -59,3 +59,20 @@ async def test_an_unreachable_collector_harms_no_request(tmp_path: Path, upstrea
         await gateway.wait_listening("http")
         await complete_and_stream(gateway.base_url, upstream)
         assert await gateway.terminate() == 0, gateway.output()
+
+
+async def test_the_front_door_counts_the_connections_it_closes(tmp_path: Path, upstream: FakeOpenAI) -> None:
+    config = tmp_path / "tollgate.yaml"
+    text = config_for(upstream.base_url).replace("shutdown_grace: 1s", "shutdown_grace: 1s, header_timeout: 200ms")
+    config.write_text(text)
+    async with tollgate("serve", "--config", str(config)) as gateway:
+        await gateway.wait_listening("http")
+        port = gateway.ports["http"]
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(b"GET /v1/models HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # headers that never end
+        assert (await asyncio.wait_for(reader.read(), 5)).startswith(b"HTTP/1.1 408")
+        writer.close()
+        samples = await scrape(f"http://127.0.0.1:{port}/metrics")
+        assert value(samples, "tollgate_http_connections_closed_total", reason="header_timeout") == 1
+        assert value(samples, "tollgate_http_connections_closed_total", reason="max_connections") == 0
+        assert await gateway.terminate() == 0

@@ -10,6 +10,7 @@ import orjson
 
 from gateway.assemble import assemble
 from gateway.config import parse_config
+from gateway.telemetry.frontdoor import watch_connections
 
 DASHBOARD = Path(__file__).parents[2] / "dashboards" / "grafana" / "tollgate.json"
 # Every section that brings scrape-time metrics: auth, stats, a Redis limiter (nothing is connected to), a cache.
@@ -32,6 +33,7 @@ def exported() -> dict[str, set[str]]:
     """Sample name → label names, for every metric a fully configured engine exports."""
     assembly = assemble(parse_config(CONFIG, {}))
     assert assembly.telemetry.metrics is not None
+    watch_connections(assembly.telemetry, {"max_connections": 0})  # what the front door adds to the same metrics
     metrics = assembly.telemetry.metrics
     names: dict[str, set[str]] = {}
     for family in metrics.registry.collect():

@@ -611,3 +611,51 @@ async def test_cli_serves_until_sigterm(session: aiohttp.ClientSession) -> None:
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+@pytest.mark.parametrize(
+    "continuation",
+    [{"continue_final_message": True, "add_generation_prompt": False}, {}],
+    ids=["vllm", "mistral-prefix"],
+)
+async def test_a_continued_answer_is_the_rest_after_its_beginning(
+    fake: FakeOpenAI, session: aiohttp.ClientSession, continuation: dict[str, Any]
+) -> None:
+    beginning: dict[str, Any] = {"role": "assistant", "content": "This is a re"}
+    if not continuation:
+        beginning["prefix"] = True
+    body = {**CHAT, **continuation, "messages": [*CHAT["messages"], beginning]}
+    status, completion = await post(session, fake, "/chat/completions", body)
+    assert status == 200
+    assert completion["choices"][0]["message"]["content"] == "ply from "
+    # The prompt counts the beginning (words + 3 a message); the answer only what was added.
+    assert completion["usage"]["prompt_tokens"] == (2 + 3) + (2 + 3) + (4 + 3)
+    assert completion["usage"]["completion_tokens"] == 2
+
+
+async def test_continuing_with_a_generation_prompt_is_refused_as_vllm_does(
+    fake: FakeOpenAI, session: aiohttp.ClientSession
+) -> None:
+    body = {**CHAT, "continue_final_message": True, "messages": [USER, {"role": "assistant", "content": "This"}]}
+    status, error = await post(session, fake, "/chat/completions", body)
+    assert status == 400 and "add_generation_prompt" in error["error"]["message"]
+    body = {**CHAT, "continue_final_message": True, "add_generation_prompt": False}
+    status, error = await post(session, fake, "/chat/completions", body)
+    assert status == 400 and error["error"]["message"] == "Only an assistant message can be continued."
+
+
+async def test_the_command_line_cuts_every_stream(session: aiohttp.ClientSession) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "gateway.testing.fake_openai", "--port", "0", "--chunks", "6", "--cut", "error",
+        "--cut-after", "2", stdout=asyncio.subprocess.PIPE, cwd=REPO_ROOT,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        base_url = (await asyncio.wait_for(process.stdout.readline(), 20)).decode().split()[-1]
+        for _ in range(2):
+            async with session.post(f"{base_url}/chat/completions", json={**CHAT, "stream": True}) as resp:
+                events = [e for e in (await resp.read()).split(b"\n\n") if e]
+            assert len(events) == 1 + 2 + 1 and b'"error"' in events[-1], "opening, two words, the error event"
+    finally:
+        process.send_signal(signal.SIGTERM)
+        await process.wait()

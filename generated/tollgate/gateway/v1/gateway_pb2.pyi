@@ -76,6 +76,51 @@ FINISH_REASON_FUNCTION_CALL: FinishReason.ValueType  # 5
 Global___FinishReason: _TypeAlias = FinishReason  # noqa: Y015
 
 @_typing.final
+class CutCallsRequest(_message.Message):
+    """CutCallsRequest names the calls a shutting-down caller is cutting."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CALLS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def calls(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The `tollgate-call` metadata values of the calls."""
+
+    def __init__(
+        self,
+        *,
+        calls: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["calls", b"calls"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CutCallsRequest: _TypeAlias = CutCallsRequest  # noqa: Y015
+
+@_typing.final
+class CutCallsResponse(_message.Message):
+    """CutCallsResponse says how many of the named calls were still running, and were ended."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CUT_FIELD_NUMBER: _builtins.int
+    cut: _builtins.int
+    def __init__(
+        self,
+        *,
+        cut: _builtins.int = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cut", b"cut"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___CutCallsResponse: _TypeAlias = CutCallsResponse  # noqa: Y015
+
+@_typing.final
 class ImageUrl(_message.Message):
     """ImageUrl is an image content part: a URL or a data: URL."""
 

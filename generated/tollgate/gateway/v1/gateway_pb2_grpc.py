@@ -125,6 +125,11 @@ class GatewayServiceStub:
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.FromString,
                 _registered_method=True)
+        self.CutCalls = channel.unary_unary(
+                '/tollgate.gateway.v1.GatewayService/CutCalls',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.FromString,
+                _registered_method=True)
 
 
 class GatewayServiceServicer:
@@ -255,6 +260,16 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def CutCalls(self, request, context):
+        """CutCalls says that the caller is cutting calls of its own because it is shutting down (a split front door at
+        the end of its shutdown grace): the engine ends them as cut by a shutdown, and their usage records say so
+        rather than calling them client cancels. A call is named by the `tollgate-call` metadata its caller sent with
+        it (a random token); names the engine does not know are ignored.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -342,6 +357,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.ListResponseInputItems,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.SerializeToString,
+            ),
+            'CutCalls': grpc.unary_unary_rpc_method_handler(
+                    servicer.CutCalls,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -807,6 +827,33 @@ class GatewayService:
             '/tollgate.gateway.v1.GatewayService/ListResponseInputItems',
             tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_responses__pb2.ListResponseInputItemsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def CutCalls(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/CutCalls',
+            tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.FromString,
             options,
             channel_credentials,
             insecure,

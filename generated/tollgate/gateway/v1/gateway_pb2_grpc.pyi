@@ -83,6 +83,12 @@ class GatewayServiceStub:
     """DeleteResponse deletes a stored response of the caller's."""
     ListResponseInputItems: _grpc.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _responses_pb2.ListResponseInputItemsResponse]
     """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
+    CutCalls: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CutCallsRequest, _gateway_pb2.CutCallsResponse]
+    """CutCalls says that the caller is cutting calls of its own because it is shutting down (a split front door at
+    the end of its shutdown grace): the engine ends them as cut by a shutdown, and their usage records say so
+    rather than calling them client cancels. A call is named by the `tollgate-call` metadata its caller sent with
+    it (a random token); names the engine does not know are ignored.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -131,6 +137,12 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """DeleteResponse deletes a stored response of the caller's."""
     ListResponseInputItems: _aio.UnaryUnaryMultiCallable[_responses_pb2.ListResponseInputItemsRequest, _responses_pb2.ListResponseInputItemsResponse]  # type: ignore[assignment]
     """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
+    CutCalls: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CutCallsRequest, _gateway_pb2.CutCallsResponse]  # type: ignore[assignment]
+    """CutCalls says that the caller is cutting calls of its own because it is shutting down (a split front door at
+    the end of its shutdown grace): the engine ends them as cut by a shutdown, and their usage records say so
+    rather than calling them client cancels. A call is named by the `tollgate-call` metadata its caller sent with
+    it (a random token); names the engine does not know are ignored.
+    """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     """GatewayService is the routing engine. Authenticate with the metadata `authorization: Bearer <key>`; pass
@@ -278,5 +290,17 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_responses_pb2.ListResponseInputItemsResponse, _abc.Awaitable[_responses_pb2.ListResponseInputItemsResponse]]:
         """ListResponseInputItems lists the items a stored response of the caller's answered, a page at a time."""
+
+    @_abc_1.abstractmethod
+    def CutCalls(
+        self,
+        request: _gateway_pb2.CutCallsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_gateway_pb2.CutCallsResponse, _abc.Awaitable[_gateway_pb2.CutCallsResponse]]:
+        """CutCalls says that the caller is cutting calls of its own because it is shutting down (a split front door at
+        the end of its shutdown grace): the engine ends them as cut by a shutdown, and their usage records say so
+        rather than calling them client cancels. A call is named by the `tollgate-call` metadata its caller sent with
+        it (a random token); names the engine does not know are ignored.
+        """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

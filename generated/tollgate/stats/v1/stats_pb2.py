@@ -26,7 +26,7 @@ from google.protobuf import duration_pb2 as google_dot_protobuf_dot_duration__pb
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtollgate/stats/v1/stats.proto\x12\x11tollgate.stats.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xac\x06\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04team\x18\x05 \x01(\t\x12\x11\n\toperation\x18\x06 \x01(\t\x12\x17\n\x0frequested_model\x18\x07 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x16\n\x0eprovider_model\x18\n \x01(\t\x12\x14\n\x0cinput_tokens\x18\x0b \x01(\x03\x12\x15\n\routput_tokens\x18\x0c \x01(\x03\x12\x15\n\rcached_tokens\x18\r \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x0e \x01(\x03\x12\x17\n\x0fusage_estimated\x18\x0f \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x10 \x01(\x01\x12*\n\x07latency\x18\x11 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13time_to_first_token\x18\x12 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bhttp_status\x18\x13 \x01(\x05\x12\x13\n\x0bgrpc_status\x18\x14 \x01(\x05\x12\x12\n\nerror_type\x18\x15 \x01(\t\x12\x0e\n\x06stream\x18\x16 \x01(\x08\x12\x11\n\tcache_hit\x18\x17 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x18 \x01(\x05\x12\r\n\x05route\x18\x19 \x01(\t\x12+\n\x07outcome\x18\x1a \x01(\x0e\x32\x1a.tollgate.stats.v1.Outcome\x12:\n\x06labels\x18\x1b \x03(\x0b\x32*.tollgate.stats.v1.UsageRecord.LabelsEntry\x12\x12\n\nexperiment\x18\x1c \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x1d \x01(\t\x12\x13\n\x0b\x63onfig_hash\x18\x1e \x01(\t\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\rReportRequest\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.tollgate.stats.v1.UsageRecord\"6\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\"\x85\x02\n\x11QueryUsageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04team\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08group_by\x18\x07 \x03(\x0e\x32\x1a.tollgate.stats.v1.GroupBy\x12)\n\x06\x62ucket\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9f\x01\n\x0bUsageTotals\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x15\n\rcached_tokens\x18\x05 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x06 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\"m\n\x0bUsageBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06totals\x18\x02 \x01(\x0b\x32\x1e.tollgate.stats.v1.UsageTotals\"{\n\nUsageGroup\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12.\n\x06totals\x18\x02 \x01(\x0b\x32\x1e.tollgate.stats.v1.UsageTotals\x12/\n\x07\x62uckets\x18\x03 \x03(\x0b\x32\x1e.tollgate.stats.v1.UsageBucket\"s\n\x12QueryUsageResponse\x12.\n\x06totals\x18\x01 \x01(\x0b\x32\x1e.tollgate.stats.v1.UsageTotals\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.tollgate.stats.v1.UsageGroup*d\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_COMPLETED\x10\x01\x12\x15\n\x11OUTCOME_CANCELLED\x10\x02\x12\x12\n\x0eOUTCOME_FAILED\x10\x03*\xbb\x01\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x10\n\x0cGROUP_BY_KEY\x10\x01\x12\x11\n\rGROUP_BY_USER\x10\x02\x12\x11\n\rGROUP_BY_TEAM\x10\x03\x12\x12\n\x0eGROUP_BY_MODEL\x10\x04\x12\x14\n\x10GROUP_BY_BACKEND\x10\x05\x12\x17\n\x13GROUP_BY_EXPERIMENT\x10\x06\x12\x1b\n\x17GROUP_BY_EXPERIMENT_ARM\x10\x07\x32\xb8\x01\n\x0cStatsService\x12M\n\x06Report\x12 .tollgate.stats.v1.ReportRequest\x1a!.tollgate.stats.v1.ReportResponse\x12Y\n\nQueryUsage\x12$.tollgate.stats.v1.QueryUsageRequest\x1a%.tollgate.stats.v1.QueryUsageResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1dtollgate/stats/v1/stats.proto\x12\x11tollgate.stats.v1\x1a\x1egoogle/protobuf/duration.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xbd\x06\n\x0bUsageRecord\x12\x12\n\nrequest_id\x18\x01 \x01(\t\x12.\n\nstart_time\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x0e\n\x06key_id\x18\x03 \x01(\t\x12\x0c\n\x04user\x18\x04 \x01(\t\x12\x0c\n\x04team\x18\x05 \x01(\t\x12\x11\n\toperation\x18\x06 \x01(\t\x12\x17\n\x0frequested_model\x18\x07 \x01(\t\x12\x0f\n\x07\x62\x61\x63kend\x18\x08 \x01(\t\x12\x10\n\x08provider\x18\t \x01(\t\x12\x16\n\x0eprovider_model\x18\n \x01(\t\x12\x14\n\x0cinput_tokens\x18\x0b \x01(\x03\x12\x15\n\routput_tokens\x18\x0c \x01(\x03\x12\x15\n\rcached_tokens\x18\r \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x0e \x01(\x03\x12\x17\n\x0fusage_estimated\x18\x0f \x01(\x08\x12\x10\n\x08\x63ost_usd\x18\x10 \x01(\x01\x12*\n\x07latency\x18\x11 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x36\n\x13time_to_first_token\x18\x12 \x01(\x0b\x32\x19.google.protobuf.Duration\x12\x13\n\x0bhttp_status\x18\x13 \x01(\x05\x12\x13\n\x0bgrpc_status\x18\x14 \x01(\x05\x12\x12\n\nerror_type\x18\x15 \x01(\t\x12\x0e\n\x06stream\x18\x16 \x01(\x08\x12\x11\n\tcache_hit\x18\x17 \x01(\x08\x12\x10\n\x08\x61ttempts\x18\x18 \x01(\x05\x12\r\n\x05route\x18\x19 \x01(\t\x12+\n\x07outcome\x18\x1a \x01(\x0e\x32\x1a.tollgate.stats.v1.Outcome\x12:\n\x06labels\x18\x1b \x03(\x0b\x32*.tollgate.stats.v1.UsageRecord.LabelsEntry\x12\x12\n\nexperiment\x18\x1c \x01(\t\x12\x16\n\x0e\x65xperiment_arm\x18\x1d \x01(\t\x12\x13\n\x0b\x63onfig_hash\x18\x1e \x01(\t\x12\x0f\n\x07resumed\x18\x1f \x01(\r\x1a-\n\x0bLabelsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\"@\n\rReportRequest\x12/\n\x07records\x18\x01 \x03(\x0b\x32\x1e.tollgate.stats.v1.UsageRecord\"6\n\x0eReportResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\x12\x12\n\nduplicates\x18\x02 \x01(\x03\"\x85\x02\n\x11QueryUsageRequest\x12\x0e\n\x06key_id\x18\x01 \x01(\t\x12\x0c\n\x04user\x18\x02 \x01(\t\x12\x0c\n\x04team\x18\x03 \x01(\t\x12\r\n\x05model\x18\x04 \x01(\t\x12.\n\nstart_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08\x65nd_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12,\n\x08group_by\x18\x07 \x03(\x0e\x32\x1a.tollgate.stats.v1.GroupBy\x12)\n\x06\x62ucket\x18\x08 \x01(\x0b\x32\x19.google.protobuf.Duration\"\x9f\x01\n\x0bUsageTotals\x12\x10\n\x08requests\x18\x01 \x01(\x03\x12\x0e\n\x06\x65rrors\x18\x02 \x01(\x03\x12\x14\n\x0cinput_tokens\x18\x03 \x01(\x03\x12\x15\n\routput_tokens\x18\x04 \x01(\x03\x12\x15\n\rcached_tokens\x18\x05 \x01(\x03\x12\x18\n\x10reasoning_tokens\x18\x06 \x01(\x03\x12\x10\n\x08\x63ost_usd\x18\x07 \x01(\x01\"m\n\x0bUsageBucket\x12.\n\nstart_time\x18\x01 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12.\n\x06totals\x18\x02 \x01(\x0b\x32\x1e.tollgate.stats.v1.UsageTotals\"{\n\nUsageGroup\x12\x0c\n\x04keys\x18\x01 \x03(\t\x12.\n\x06totals\x18\x02 \x01(\x0b\x32\x1e.tollgate.stats.v1.UsageTotals\x12/\n\x07\x62uckets\x18\x03 \x03(\x0b\x32\x1e.tollgate.stats.v1.UsageBucket\"s\n\x12QueryUsageResponse\x12.\n\x06totals\x18\x01 \x01(\x0b\x32\x1e.tollgate.stats.v1.UsageTotals\x12-\n\x06groups\x18\x02 \x03(\x0b\x32\x1d.tollgate.stats.v1.UsageGroup*d\n\x07Outcome\x12\x17\n\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x15\n\x11OUTCOME_COMPLETED\x10\x01\x12\x15\n\x11OUTCOME_CANCELLED\x10\x02\x12\x12\n\x0eOUTCOME_FAILED\x10\x03*\xbb\x01\n\x07GroupBy\x12\x18\n\x14GROUP_BY_UNSPECIFIED\x10\x00\x12\x10\n\x0cGROUP_BY_KEY\x10\x01\x12\x11\n\rGROUP_BY_USER\x10\x02\x12\x11\n\rGROUP_BY_TEAM\x10\x03\x12\x12\n\x0eGROUP_BY_MODEL\x10\x04\x12\x14\n\x10GROUP_BY_BACKEND\x10\x05\x12\x17\n\x13GROUP_BY_EXPERIMENT\x10\x06\x12\x1b\n\x17GROUP_BY_EXPERIMENT_ARM\x10\x07\x32\xb8\x01\n\x0cStatsService\x12M\n\x06Report\x12 .tollgate.stats.v1.ReportRequest\x1a!.tollgate.stats.v1.ReportResponse\x12Y\n\nQueryUsage\x12$.tollgate.stats.v1.QueryUsageRequest\x1a%.tollgate.stats.v1.QueryUsageResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,28 +35,28 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_USAGERECORD_LABELSENTRY']._loaded_options = None
   _globals['_USAGERECORD_LABELSENTRY']._serialized_options = b'8\001'
-  _globals['_OUTCOME']._serialized_start=1833
-  _globals['_OUTCOME']._serialized_end=1933
-  _globals['_GROUPBY']._serialized_start=1936
-  _globals['_GROUPBY']._serialized_end=2123
+  _globals['_OUTCOME']._serialized_start=1850
+  _globals['_OUTCOME']._serialized_end=1950
+  _globals['_GROUPBY']._serialized_start=1953
+  _globals['_GROUPBY']._serialized_end=2140
   _globals['_USAGERECORD']._serialized_start=118
-  _globals['_USAGERECORD']._serialized_end=930
-  _globals['_USAGERECORD_LABELSENTRY']._serialized_start=885
-  _globals['_USAGERECORD_LABELSENTRY']._serialized_end=930
-  _globals['_REPORTREQUEST']._serialized_start=932
-  _globals['_REPORTREQUEST']._serialized_end=996
-  _globals['_REPORTRESPONSE']._serialized_start=998
-  _globals['_REPORTRESPONSE']._serialized_end=1052
-  _globals['_QUERYUSAGEREQUEST']._serialized_start=1055
-  _globals['_QUERYUSAGEREQUEST']._serialized_end=1316
-  _globals['_USAGETOTALS']._serialized_start=1319
-  _globals['_USAGETOTALS']._serialized_end=1478
-  _globals['_USAGEBUCKET']._serialized_start=1480
-  _globals['_USAGEBUCKET']._serialized_end=1589
-  _globals['_USAGEGROUP']._serialized_start=1591
-  _globals['_USAGEGROUP']._serialized_end=1714
-  _globals['_QUERYUSAGERESPONSE']._serialized_start=1716
-  _globals['_QUERYUSAGERESPONSE']._serialized_end=1831
-  _globals['_STATSSERVICE']._serialized_start=2126
-  _globals['_STATSSERVICE']._serialized_end=2310
+  _globals['_USAGERECORD']._serialized_end=947
+  _globals['_USAGERECORD_LABELSENTRY']._serialized_start=902
+  _globals['_USAGERECORD_LABELSENTRY']._serialized_end=947
+  _globals['_REPORTREQUEST']._serialized_start=949
+  _globals['_REPORTREQUEST']._serialized_end=1013
+  _globals['_REPORTRESPONSE']._serialized_start=1015
+  _globals['_REPORTRESPONSE']._serialized_end=1069
+  _globals['_QUERYUSAGEREQUEST']._serialized_start=1072
+  _globals['_QUERYUSAGEREQUEST']._serialized_end=1333
+  _globals['_USAGETOTALS']._serialized_start=1336
+  _globals['_USAGETOTALS']._serialized_end=1495
+  _globals['_USAGEBUCKET']._serialized_start=1497
+  _globals['_USAGEBUCKET']._serialized_end=1606
+  _globals['_USAGEGROUP']._serialized_start=1608
+  _globals['_USAGEGROUP']._serialized_end=1731
+  _globals['_QUERYUSAGERESPONSE']._serialized_start=1733
+  _globals['_QUERYUSAGERESPONSE']._serialized_end=1848
+  _globals['_STATSSERVICE']._serialized_start=2143
+  _globals['_STATSSERVICE']._serialized_end=2327
 # @@protoc_insertion_point(module_scope)

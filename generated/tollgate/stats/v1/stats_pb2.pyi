@@ -136,6 +136,7 @@ class UsageRecord(_message.Message):
     EXPERIMENT_FIELD_NUMBER: _builtins.int
     EXPERIMENT_ARM_FIELD_NUMBER: _builtins.int
     CONFIG_HASH_FIELD_NUMBER: _builtins.int
+    RESUMED_FIELD_NUMBER: _builtins.int
     request_id: _builtins.str
     key_id: _builtins.str
     """The key's non-secret id, user and team, as the auth server named them; empty with `auth: none`."""
@@ -177,6 +178,10 @@ class UsageRecord(_message.Message):
     config_hash: _builtins.str
     """The gateway configuration the request ran on (`config_hash` of the admin API, `/readyz` and
     `tollgate_config_info`), so a change in cost or errors can be traced to the reload that made it.
+    """
+    resumed: _builtins.int
+    """Times a stream's target failed after the first byte and another target continued the answer (mid-stream
+    failover); the tokens then are every attempt's, the cut ones estimated (usage_estimated is set).
     """
     @_builtins.property
     def start_time(self) -> _timestamp_pb2.Timestamp: ...
@@ -227,10 +232,11 @@ class UsageRecord(_message.Message):
         experiment: _builtins.str = ...,
         experiment_arm: _builtins.str = ...,
         config_hash: _builtins.str = ...,
+        resumed: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["latency", b"latency", "start_time", b"start_time", "time_to_first_token", b"time_to_first_token"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "cache_hit", b"cache_hit", "cached_tokens", b"cached_tokens", "config_hash", b"config_hash", "cost_usd", b"cost_usd", "error_type", b"error_type", "experiment", b"experiment", "experiment_arm", b"experiment_arm", "grpc_status", b"grpc_status", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "labels", b"labels", "latency", b"latency", "operation", b"operation", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "provider_model", b"provider_model", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "requested_model", b"requested_model", "route", b"route", "start_time", b"start_time", "stream", b"stream", "team", b"team", "time_to_first_token", b"time_to_first_token", "usage_estimated", b"usage_estimated", "user", b"user"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "backend", b"backend", "cache_hit", b"cache_hit", "cached_tokens", b"cached_tokens", "config_hash", b"config_hash", "cost_usd", b"cost_usd", "error_type", b"error_type", "experiment", b"experiment", "experiment_arm", b"experiment_arm", "grpc_status", b"grpc_status", "http_status", b"http_status", "input_tokens", b"input_tokens", "key_id", b"key_id", "labels", b"labels", "latency", b"latency", "operation", b"operation", "outcome", b"outcome", "output_tokens", b"output_tokens", "provider", b"provider", "provider_model", b"provider_model", "reasoning_tokens", b"reasoning_tokens", "request_id", b"request_id", "requested_model", b"requested_model", "resumed", b"resumed", "route", b"route", "start_time", b"start_time", "stream", b"stream", "team", b"team", "time_to_first_token", b"time_to_first_token", "usage_estimated", b"usage_estimated", "user", b"user"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
