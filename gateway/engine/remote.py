@@ -17,7 +17,7 @@ from gateway.call import CallContext
 from gateway.config import GatewayConfig
 from gateway.config.tls import ClientTLS
 from gateway.engine.routes import routing_headers
-from gateway.engine.wire import adopt, call_metadata
+from gateway.engine.wire import Metadata, adopt, call_metadata
 from gateway.errors import GatewayError
 from gateway.tls import open_channel
 from tollgate.gateway.v1 import admin_pb2, admin_pb2_grpc
@@ -26,6 +26,8 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 T = TypeVar("T")
 
+_ERROR_CLASS = "tollgate-error-class"  # trailing metadata of every error the engine chose to send
+
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.keepalive_time_ms", 30_000),
@@ -33,12 +35,18 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def _unimplemented(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether the engine does not know the method (an older engine), rather than an error it chose to send."""
+    metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
+    return exc.code() == grpc.StatusCode.UNIMPLEMENTED and not any(k == _ERROR_CLASS for k, _ in metadata)
+
+
 def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
     # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
     metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
     adopt(ctx.reply, metadata)
     details = exc.details() or ""
-    if not any(k == "tollgate-error-class" for k, _ in metadata):
+    if not any(k == _ERROR_CLASS for k, _ in metadata):
         # Not an error the engine chose to send: its text may be grpc's description of a crash; never pass it on.
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             details = "The routing engine is unavailable"
@@ -67,6 +75,7 @@ class RemoteEngine:
         self._stub = pb_grpc.GatewayServiceStub(self._channel)
         self._admin = admin_pb2_grpc.AdminServiceStub(self._channel)
         self._health = health_pb2_grpc.HealthStub(self._channel)
+        self._batches = True  # until the engine says it cannot stream in batches
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
@@ -100,10 +109,38 @@ class RemoteEngine:
     async def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
-        """The engine's chunks; closing this generator cancels the call, and so the upstream request."""
-        call = self._stub.StreamChatCompletion(
-            pb.StreamChatCompletionRequest(params=params), metadata=self._metadata(ctx)
-        )
+        """The engine's chunks; closing this generator cancels the call, and so the upstream request.
+
+        Asked for in batches (the chunks that were ready together come in one message); an engine from before
+        batching answers UNIMPLEMENTED, and is then asked chunk by chunk from then on.
+        """
+        metadata = self._metadata(ctx)
+        if self._batches:
+            call = self._stub.StreamChatCompletionBatches(
+                pb.StreamChatCompletionBatchesRequest(params=params), metadata=metadata
+            )
+            try:
+                first = True
+                async for message in call:
+                    if first:
+                        adopt(ctx.reply, await call.initial_metadata())
+                        first = False
+                    for chunk in message.chunks:
+                        yield chunk
+                return
+            except grpc.aio.AioRpcError as exc:
+                if not (first and _unimplemented(exc)):
+                    raise _rebuild(exc, ctx) from None
+                self._batches = False
+            finally:
+                call.cancel()
+        async for chunk in self._chunk_by_chunk(params, ctx, metadata):
+            yield chunk
+
+    async def _chunk_by_chunk(
+        self, params: pb.ChatCompletionParams, ctx: CallContext, metadata: Metadata
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        call = self._stub.StreamChatCompletion(pb.StreamChatCompletionRequest(params=params), metadata=metadata)
         try:
             first = True
             async for chunk in call:

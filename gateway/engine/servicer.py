@@ -7,12 +7,13 @@ status with trailing metadata that `RemoteEngine` turns back into the same error
 from __future__ import annotations
 
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from contextlib import aclosing
 from typing import NoReturn, TypeVar, cast
 
 import grpc
 
+from gateway.batching import ready_batches
 from gateway.call import CallContext, Engine
 from gateway.engine.wire import call_context, reply_metadata
 from gateway.errors import GatewayError, InternalError
@@ -54,6 +55,35 @@ async def _unary(context: grpc.aio.ServicerContext[object, object], run: Callabl
     return result
 
 
+async def _streamed(
+    context: grpc.aio.ServicerContext[object, object], run: Callable[[CallContext], AsyncGenerator[T, None]]
+) -> AsyncGenerator[T, None]:
+    """Run one streaming call: its reply as initial metadata with the first message, its error as a status."""
+    ctx = context_of(context)
+    try:
+        async with aclosing(run(ctx)) as messages:
+            first = True
+            async for message in messages:
+                if first:
+                    # The time to the first chunk spent upstream, for the front door's overhead figure.
+                    await context.send_initial_metadata(reply_metadata(ctx.reply))
+                    first = False
+                yield message
+    except GatewayError as exc:
+        await _abort(context, exc, ctx)
+    except Exception:
+        await _abort(context, _internal(ctx), ctx)
+
+
+async def _batched(
+    chunks: AsyncGenerator[pb.StreamChatCompletionResponse, None],
+) -> AsyncGenerator[pb.StreamChatCompletionBatchesResponse, None]:
+    """The chunks that are ready together, one message each batch (`gateway.batching`)."""
+    async with aclosing(chunks), aclosing(ready_batches(chunks)) as batches:
+        async for batch in batches:
+            yield pb.StreamChatCompletionBatchesResponse(chunks=batch)
+
+
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
     """The engine, served."""
 
@@ -68,20 +98,19 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     async def StreamChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
-        ctx = context_of(context)
-        try:
-            async with aclosing(self._engine.stream_chat_completion(request.params, ctx)) as chunks:
-                first = True
-                async for chunk in chunks:
-                    if first:
-                        # The time to the first chunk spent upstream, for the front door's overhead figure.
-                        await context.send_initial_metadata(reply_metadata(ctx.reply))
-                        first = False
-                    yield chunk
-        except GatewayError as exc:
-            await _abort(context, exc, ctx)
-        except Exception:
-            await _abort(context, _internal(ctx), ctx)
+        # grpc.aio serves a streaming method as asynchronous only if it is an async generator function.
+        stream = _streamed(context, lambda ctx: self._engine.stream_chat_completion(request.params, ctx))
+        async with aclosing(stream):
+            async for chunk in stream:
+                yield chunk
+
+    async def StreamChatCompletionBatches(  # the gRPC method name is fixed by the proto
+        self, request: pb.StreamChatCompletionBatchesRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.StreamChatCompletionBatchesResponse]:
+        stream = _streamed(context, lambda ctx: _batched(self._engine.stream_chat_completion(request.params, ctx)))
+        async with aclosing(stream):
+            async for batch in stream:
+                yield batch
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]

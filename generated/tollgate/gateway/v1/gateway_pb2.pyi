@@ -833,6 +833,28 @@ class StreamChatCompletionRequest(_message.Message):
 Global___StreamChatCompletionRequest: _TypeAlias = StreamChatCompletionRequest  # noqa: Y015
 
 @_typing.final
+class StreamChatCompletionBatchesRequest(_message.Message):
+    """StreamChatCompletionBatchesRequest asks for a chat completion as a stream of batches of chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def params(self) -> Global___ChatCompletionParams: ...
+    def __init__(
+        self,
+        *,
+        params: Global___ChatCompletionParams | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamChatCompletionBatchesRequest: _TypeAlias = StreamChatCompletionBatchesRequest  # noqa: Y015
+
+@_typing.final
 class TopLogprob(_message.Message):
     """TopLogprob is one alternative token and its log probability."""
 
@@ -1285,6 +1307,30 @@ class StreamChatCompletionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__system_fingerprint) -> _WhichOneofReturnType__system_fingerprint | None: ...
 
 Global___StreamChatCompletionResponse: _TypeAlias = StreamChatCompletionResponse  # noqa: Y015
+
+@_typing.final
+class StreamChatCompletionBatchesResponse(_message.Message):
+    """StreamChatCompletionBatchesResponse is one or more chunks of a streamed chat completion, in order: the ones that
+    were ready together. Never empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHUNKS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamChatCompletionResponse]: ...
+    def __init__(
+        self,
+        *,
+        chunks: _abc.Iterable[Global___StreamChatCompletionResponse] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamChatCompletionBatchesResponse: _TypeAlias = StreamChatCompletionBatchesResponse  # noqa: Y015
 
 @_typing.final
 class TokenIds(_message.Message):
