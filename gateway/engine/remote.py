@@ -123,7 +123,7 @@ class RemoteEngine:
                 first = True
                 async for message in call:
                     if first:
-                        adopt(ctx.reply, await call.initial_metadata())
+                        adopt(ctx.reply, message.reply_metadata.items())
                         first = False
                     for chunk in message.chunks:
                         yield chunk

@@ -133,7 +133,10 @@ async def test_stream_in_batches_carries_the_same_chunks(stub: pb_grpc.GatewaySe
     assert content_pieces(chunks) == content_pieces(one_by_one)
     assert len(chunks) == len(one_by_one)
     assert chunks[-1].HasField("usage") and not chunks[-1].choices
-    assert float(metadata_dict(await call.initial_metadata())["tollgate-upstream-ms"]) >= 0
+    reply = dict(messages[0].reply_metadata)  # the reply rides in the first message, not as initial metadata
+    assert float(reply["tollgate-upstream-ms"]) >= 0
+    assert reply["x-request-id"].startswith("req_")
+    assert not any(message.reply_metadata for message in messages[1:])
 
 
 async def test_stream_in_batches_never_holds_a_chunk_back(

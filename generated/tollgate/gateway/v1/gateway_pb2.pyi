@@ -1316,17 +1316,46 @@ class StreamChatCompletionBatchesResponse(_message.Message):
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    @_typing.final
+    class ReplyMetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     CHUNKS_FIELD_NUMBER: _builtins.int
+    REPLY_METADATA_FIELD_NUMBER: _builtins.int
     @_builtins.property
     def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamChatCompletionResponse]: ...
+    @_builtins.property
+    def reply_metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """On the first message only: what StreamChatCompletion sends as initial metadata (`x-request-id`,
+        `tollgate-upstream-ms`, the answer's `x-ratelimit-*` and `x-tollgate-cache` headers). Carried here rather than
+        as initial metadata of its own, which would cost the stream one more write.
+        """
+
     def __init__(
         self,
         *,
         chunks: _abc.Iterable[Global___StreamChatCompletionResponse] | None = ...,
+        reply_metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "reply_metadata", b"reply_metadata"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

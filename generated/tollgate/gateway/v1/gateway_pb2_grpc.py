@@ -94,7 +94,7 @@ class GatewayServiceServicer:
     def StreamChatCompletionBatches(self, request, context):
         """StreamChatCompletionBatches answers like StreamChatCompletion, with the chunks that are ready together in one
         message: one message per chunk when they arrive apart, fewer when they arrive together (the split front door
-        calls this one; each message costs more than its chunks).
+        calls this one; each message costs more than its chunks). The reply's metadata rides in the first message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -50,7 +50,7 @@ class GatewayServiceStub:
     StreamChatCompletionBatches: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamChatCompletionBatchesRequest, _gateway_pb2.StreamChatCompletionBatchesResponse]
     """StreamChatCompletionBatches answers like StreamChatCompletion, with the chunks that are ready together in one
     message: one message per chunk when they arrive apart, fewer when they arrive together (the split front door
-    calls this one; each message costs more than its chunks).
+    calls this one; each message costs more than its chunks). The reply's metadata rides in the first message.
     """
     CreateEmbeddings: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateEmbeddingsRequest, _gateway_pb2.CreateEmbeddingsResponse]
     """CreateEmbeddings embeds one or more inputs."""
@@ -75,7 +75,7 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     StreamChatCompletionBatches: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamChatCompletionBatchesRequest, _gateway_pb2.StreamChatCompletionBatchesResponse]  # type: ignore[assignment]
     """StreamChatCompletionBatches answers like StreamChatCompletion, with the chunks that are ready together in one
     message: one message per chunk when they arrive apart, fewer when they arrive together (the split front door
-    calls this one; each message costs more than its chunks).
+    calls this one; each message costs more than its chunks). The reply's metadata rides in the first message.
     """
     CreateEmbeddings: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateEmbeddingsRequest, _gateway_pb2.CreateEmbeddingsResponse]  # type: ignore[assignment]
     """CreateEmbeddings embeds one or more inputs."""
@@ -115,7 +115,7 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_abc.Iterator[_gateway_pb2.StreamChatCompletionBatchesResponse], _abc.AsyncIterator[_gateway_pb2.StreamChatCompletionBatchesResponse]]:
         """StreamChatCompletionBatches answers like StreamChatCompletion, with the chunks that are ready together in one
         message: one message per chunk when they arrive apart, fewer when they arrive together (the split front door
-        calls this one; each message costs more than its chunks).
+        calls this one; each message costs more than its chunks). The reply's metadata rides in the first message.
         """
 
     @_abc_1.abstractmethod
