@@ -119,3 +119,23 @@ async def test_items_that_arrive_apart_come_one_by_one() -> None:
             gates[i].set()
         got += [batch async for batch in batches]
     assert got == [[0], [1], [2], [3]]
+
+
+async def test_cancelling_the_task_while_it_writes_a_batch_cancels_the_waiting_step_too() -> None:
+    gate = asyncio.Event()
+    source = Source(5, {2: gate})
+    writing = asyncio.Event()
+
+    async def consume() -> None:
+        async with aclosing(ready_batches(source.items())) as batches:
+            async for _ in batches:
+                writing.set()
+                await asyncio.Event().wait()  # a write to a client that never drains, item 2 still awaited
+
+    task = asyncio.create_task(consume())
+    await writing.wait()
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert isinstance(source.ended_by, asyncio.CancelledError)
+    assert source.cleaned
