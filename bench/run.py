@@ -29,7 +29,7 @@ import orjson
 import uvloop
 from aiohttp import ClientSession
 
-from bench import brownout, figures, limits, prompt_routing, report
+from bench import brownout, figures, grpc_direct, limits, prompt_routing, proto_path, realistic, report
 from bench.load import LoadResult, Scenario, make_session, percentile, run_load
 from bench.procs import CLOCK_TICKS, Service, cpu_seconds, peak_rss_kib, stop_all, system_busy_seconds
 from bench.targets import ALL_TARGETS, MODEL, Target, start_targets
@@ -56,6 +56,9 @@ class Plan:
     chunks: int
     include_usage: bool
     scenarios: tuple[str, ...] = ("plain", "stream")
+    realistic_streams: int = 1000
+    realistic_concurrency: int = 500
+    in_flight: int = 1000
 
     def requests_at(self, concurrency: int) -> int:
         return self.single_requests if concurrency == 1 else self.requests
@@ -89,8 +92,17 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--scenarios",
         type=_csv(str),
-        default=("plain", "stream", "brownout"),
-        help="plain,stream,brownout (default all; brownout: see bench.brownout)",
+        default=("plain", "stream", "brownout", "realistic"),
+        help="plain,stream,brownout,realistic (default all; brownout: see bench.brownout; realistic: bench.realistic)",
+    )
+    parser.add_argument(
+        "--realistic-streams", type=int, default=1000, help="measured realistic streams per target (default 1000)"
+    )
+    parser.add_argument(
+        "--realistic-concurrency", type=int, default=500, help="realistic streams at once (default 500)"
+    )
+    parser.add_argument(
+        "--in-flight", type=int, default=1000, help="streams held at once while RSS is sampled (default 1000)"
     )
     parser.add_argument("--chunks", type=int, default=20, help="content chunks per streamed answer (default 20)")
     parser.add_argument(
@@ -102,8 +114,8 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     unknown = set(args.targets) - set(ALL_TARGETS)
     if unknown or not args.targets:
         parser.error(f"--targets: unknown {sorted(unknown)}; choose from {','.join(ALL_TARGETS)}")
-    if set(args.scenarios) - {"plain", "stream", "brownout"} or not args.scenarios:
-        parser.error("--scenarios: choose from plain,stream,brownout")
+    if set(args.scenarios) - {"plain", "stream", "brownout", "realistic"} or not args.scenarios:
+        parser.error("--scenarios: choose from plain,stream,brownout,realistic")
     if not args.concurrency or min(args.concurrency) < 1:
         parser.error("--concurrency: positive integers")
     return args
@@ -124,6 +136,9 @@ def _plan(args: argparse.Namespace) -> Plan:
         chunks=args.chunks,
         include_usage=args.include_usage,
         scenarios=tuple(args.scenarios),
+        realistic_streams=max(1, args.realistic_streams // (_QUICK_DIVISOR if args.quick else 1)),
+        realistic_concurrency=max(1, args.realistic_concurrency // (_QUICK_DIVISOR if args.quick else 1)),
+        in_flight=max(1, args.in_flight // (_QUICK_DIVISOR if args.quick else 1)),
     )
 
 
@@ -332,6 +347,58 @@ def _meta(plan: Plan) -> dict[str, Any]:
     }
 
 
+async def _grpc_direct(plan: Plan, targets: Sequence[Target]) -> list[grpc_direct.GrpcFigures]:
+    """A gRPC client of the split target's engine, at the highest concurrency: the engine's CPU per stream."""
+    split = next((target for target in targets if target.name == "split"), None)
+    if split is None or "stream" not in plan.scenarios:
+        return []
+    concurrency = max(plan.concurrencies)
+    runs = await grpc_direct.measure(
+        split.grpc_address, split.services[0].pid, plan.chunks, plan.requests, plan.warmup, concurrency
+    )
+    for run in runs:
+        print(
+            f"  grpc-direct  {run.kind:<7} c={run.concurrency:<3} {run.streams:>5} streams in {run.wall_s:5.1f}s"
+            f"  {run.streams_per_s:7.0f} streams/s  engine CPU/stream {run.engine_cpu_per_stream_ms:.3f} ms"
+            + (f"  !!! {run.errors} ERRORS {run.error_samples}" if run.errors else ""),
+            file=sys.stderr,
+            flush=True,
+        )
+    return runs
+
+
+async def _realistic(plan: Plan, log_dir: Path, services: list[Service]) -> list[realistic.RealisticFigures]:
+    """The realistic streams against the wanted targets that have a realistic counterpart, and `--workers 2`."""
+    wanted = tuple(name for name in realistic.TARGETS if name in plan.targets or name == "workers-2")
+    return await realistic.run_realistic(
+        wanted, plan.realistic_streams, plan.realistic_concurrency, plan.in_flight, log_dir, services
+    )
+
+
+async def _proto_path_runs(
+    plan: Plan, targets: Sequence[Target], log_dir: Path, services: list[Service], meta: dict[str, Any]
+) -> tuple[list[grpc_direct.GrpcFigures], list[realistic.RealisticFigures]]:
+    """The runs of issue 18's table beyond the main ones: the gRPC client of the engine, the realistic streams."""
+    grpc_runs = await _grpc_direct(plan, targets)
+    meta["grpc_direct"] = [asdict(run) for run in grpc_runs]
+    real = await _realistic(plan, log_dir, services) if "realistic" in plan.scenarios else []
+    meta["realistic"] = [asdict(figure) for figure in real]
+    return grpc_runs, real
+
+
+def _failed(grpc_runs: Sequence[grpc_direct.GrpcFigures], real: Sequence[realistic.RealisticFigures]) -> bool:
+    """Whether a gRPC or realistic stream failed (printed, like the main runs' errors)."""
+    problems = [f"grpc-direct {run.kind}: {run.errors} errors {run.error_samples}" for run in grpc_runs if run.errors]
+    problems += [
+        f"realistic {figure.target}: {figure.errors + figure.in_flight_errors} errors {figure.error_samples}"
+        for figure in real
+        if figure.errors or figure.in_flight_errors
+    ]
+    for problem in problems:
+        print(f"!!! {problem}")
+    return bool(problems)
+
+
 def _terminate(signum: int, frame: FrameType | None) -> None:
     # Outside the event loop (starting servers, reporting): unwind to main()'s finally, which stops them.
     raise KeyboardInterrupt(f"signal {signum}")
@@ -435,6 +502,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream, targets = start_targets(plan.targets, plan.chunks, log_dir, services, store)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runs, usage = runner.run(_until_signalled(_measure_and_check(plan, upstream, targets)))
+            grpc_runs, real = runner.run(_until_signalled(_proto_path_runs(plan, targets, log_dir, services, meta)))
             seconds = _BROWNOUT_SECONDS / (_QUICK_DIVISOR if args.quick else 1)
             if "brownout" in plan.scenarios:
                 figures = runner.run(_until_signalled(brownout.run_brownout(seconds, 10, log_dir, services)))
@@ -443,6 +511,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "brownout" in plan.scenarios:
             print(f"\n{brownout.text_report(figures, seconds, 10)}")
             status = status or int(any(f.errors for f in figures))
+        print(f"\n{proto_path.report(runs, grpc_runs, real, plan.chunks)}")
+        status = status or int(_failed(grpc_runs, real))
         print(f"\n{prompt_routing.report(args.quick)}")  # in process: the semantic decision, held requests
     except (KeyboardInterrupt, asyncio.CancelledError):
         print("\ninterrupted", file=sys.stderr)

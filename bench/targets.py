@@ -76,6 +76,7 @@ class Target:
     headers: dict[str, str] = field(default_factory=dict)  # sent with every request, besides the key
     warmup_headers: dict[str, str] = field(default_factory=dict)  # and with every warm-up request
     api: str = "chat"  # which API the load speaks: "chat" or "responses"
+    grpc_address: str = ""  # split: the engine's gRPC address, for a gRPC client of its own (bench.grpc_direct)
 
     @property
     def endpoint(self) -> Endpoint:
@@ -176,6 +177,7 @@ def _ready(pending: _Pending, log_dir: Path, services: list[Service]) -> Target:
     if target.name == "floor":
         target.base_url = found
     elif target.name == "split":
+        target.grpc_address = f"{_HOST}:{found}"
         argv = _python(*_GATEWAY, "frontdoor", "--config", str(log_dir / "tollgate.yaml"), "--http", f"{_HOST}:0")
         frontdoor = start_service("split-frontdoor", [*argv, "--engine", f"{_HOST}:{found}"], log_dir, _REPO)
         services.append(frontdoor)

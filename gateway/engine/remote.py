@@ -12,6 +12,7 @@ from __future__ import annotations
 import itertools
 import secrets
 from collections.abc import AsyncGenerator, Callable, Sequence
+from contextlib import aclosing
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -35,6 +36,8 @@ from tollgate.gateway.v1 import responses_pb2 as rpb
 T = TypeVar("T")
 
 _CUT_TIMEOUT = 0.2  # the longest a shutdown's cut waits for the engine to cut our calls first
+_ERROR_CLASS = "tollgate-error-class"  # trailing metadata of every error the engine chose to send
+
 _CHANNEL_OPTIONS = [
     ("grpc.max_receive_message_length", 64 << 20),
     ("grpc.keepalive_time_ms", 30_000),
@@ -42,12 +45,18 @@ _CHANNEL_OPTIONS = [
 ]
 
 
+def _unimplemented(exc: grpc.aio.AioRpcError) -> bool:
+    """Whether the engine does not know the method (an older engine), rather than an error it chose to send."""
+    metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
+    return exc.code() == grpc.StatusCode.UNIMPLEMENTED and not any(k == _ERROR_CLASS for k, _ in metadata)
+
+
 def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
     # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
     metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
     adopt(ctx.reply, metadata)
     details = exc.details() or ""
-    if not any(k == "tollgate-error-class" for k, _ in metadata):
+    if not any(k == _ERROR_CLASS for k, _ in metadata):
         # Not an error the engine chose to send: its text may be grpc's description of a crash; never pass it on.
         if exc.code() == grpc.StatusCode.UNAVAILABLE:
             details = "The routing engine is unavailable"
@@ -78,6 +87,7 @@ class RemoteEngine:
         self._health = health_pb2_grpc.HealthStub(self._channel)
         self._calls: set[str] = set()  # the names of the metered calls in flight
         self._prefix, self._serial = secrets.token_urlsafe(12) + ".", itertools.count()
+        self._batches = True  # until the engine says it cannot stream in batches
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
@@ -154,9 +164,46 @@ class RemoteEngine:
     def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
-        """The engine's chunks; closing this generator cancels the call, and so the upstream request."""
+        """The engine's chunks; closing this generator cancels the call, and so the upstream request.
+
+        Asked for in batches (the chunks that were ready together come in one message); an engine from before
+        batching answers UNIMPLEMENTED, and is then asked chunk by chunk from then on.
+        """
+        if self._batches:
+            return self._in_batches(params, ctx)
+        return self._chunk_by_chunk(params, ctx)
+
+    def _chunk_by_chunk(
+        self, params: pb.ChatCompletionParams, ctx: CallContext
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         request = pb.StreamChatCompletionRequest(params=params)
         return self._streamed(lambda metadata: self._stub.StreamChatCompletion(request, metadata=metadata), ctx)
+
+    async def _in_batches(
+        self, params: pb.ChatCompletionParams, ctx: CallContext
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        name, metadata = self._named(ctx)
+        request = pb.StreamChatCompletionBatchesRequest(params=params)
+        call = self._stub.StreamChatCompletionBatches(request, metadata=metadata)
+        first = True
+        try:
+            async for message in call:
+                if first:  # the reply rides in the first message (see the proto)
+                    adopt(ctx.reply, message.reply_metadata.items())
+                    first = False
+                for chunk in message.chunks:
+                    yield chunk
+            return
+        except grpc.aio.AioRpcError as exc:
+            if not (first and _unimplemented(exc)):
+                raise _rebuild(exc, ctx) from None
+            self._batches = False
+        finally:
+            self._calls.discard(name)
+            call.cancel()
+        async with aclosing(self._chunk_by_chunk(params, ctx)) as chunks:
+            async for chunk in chunks:
+                yield chunk
 
     async def create_embeddings(
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext

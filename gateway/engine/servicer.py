@@ -13,9 +13,10 @@ from typing import NoReturn, TypeVar, cast
 
 import grpc
 
+from gateway.batching import ready_batches
 from gateway.call import CallContext, Engine
 from gateway.drain import Drain
-from gateway.engine.wire import Network, call_context, reply_metadata
+from gateway.engine.wire import Metadata, Network, call_context, reply_metadata
 from gateway.errors import GatewayError, InternalError
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -64,22 +65,40 @@ async def _streamed(
     context: grpc.aio.ServicerContext[object, object],
     ctx: CallContext,
     run: Callable[[CallContext], AsyncGenerator[T, None]],
+    carry: Callable[[T, Metadata], None] | None = None,
 ) -> AsyncIterator[T]:
     """Run one server-streaming call (`ctx` its context from metadata): the engine's reply metadata (the time to the
-    first message spent upstream, for the front door's overhead figure) before the first message, its error (before
-    or after the first) as a status."""
+    first message spent upstream, for the front door's overhead figure) with the first message, as initial metadata
+    or (`carry`) inside that message, which spares the stream a write of its own; its error (before or after the
+    first) as a status."""
     try:
         async with aclosing(run(ctx)) as messages:
             first = True
             async for message in messages:
                 if first:
-                    await context.send_initial_metadata(reply_metadata(ctx.reply))
+                    if carry is None:
+                        await context.send_initial_metadata(reply_metadata(ctx.reply))
+                    else:
+                        carry(message, reply_metadata(ctx.reply))
                     first = False
                 yield message
     except GatewayError as exc:
         await _abort(context, exc, ctx)
     except Exception:
         await _abort(context, _internal(ctx), ctx)
+
+
+def _carry(message: pb.StreamChatCompletionBatchesResponse, metadata: Metadata) -> None:
+    message.reply_metadata.update(metadata)
+
+
+async def _batched(
+    chunks: AsyncGenerator[pb.StreamChatCompletionResponse, None],
+) -> AsyncGenerator[pb.StreamChatCompletionBatchesResponse, None]:
+    """The chunks that are ready together, one message each batch (`gateway.batching`)."""
+    async with aclosing(chunks), aclosing(ready_batches(chunks)) as batches:
+        async for batch in batches:
+            yield pb.StreamChatCompletionBatchesResponse(chunks=batch)
 
 
 class GatewayServicer(pb_grpc.GatewayServiceServicer):
@@ -105,6 +124,16 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
         return _streamed(
             context, self._context(context), lambda ctx: self._engine.stream_chat_completion(request.params, ctx)
+        )
+
+    def StreamChatCompletionBatches(  # the gRPC method name is fixed by the proto
+        self, request: pb.StreamChatCompletionBatchesRequest, context: grpc.aio.ServicerContext[object, object]
+    ) -> AsyncIterator[pb.StreamChatCompletionBatchesResponse]:
+        return _streamed(
+            context,
+            self._context(context),
+            lambda ctx: _batched(self._engine.stream_chat_completion(request.params, ctx)),
+            _carry,
         )
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto

@@ -4,7 +4,8 @@ One module for both ends, so each field is written and read in one place:
 - a call's context goes as request metadata (`call_metadata` at the front door, `call_context` at the engine): the
   caller's own id, the key, the client's address, the front door's traceparent and the headers auth and routing
   read (under `tollgate-header-`, so a client's header can never pose as ours);
-- the engine's reply goes back as initial metadata (a stream's, at its first chunk) or trailing metadata
+- the engine's reply goes back as initial metadata (a stream's, at its first chunk), in the first message of a
+  stream in batches (`StreamChatCompletionBatchesResponse.reply_metadata`), or as trailing metadata
   (`reply_metadata`, read back by `adopt`): its request id, its time upstream and the answer's headers.
 """
 

@@ -19,6 +19,7 @@ from typing import Any, Protocol, TypeVar
 import orjson
 from aiohttp import web
 
+from gateway.batching import ready_batches
 from gateway.call import CallContext, new_request_id
 from gateway.drain import absorb_cut
 from gateway.errors import (
@@ -161,11 +162,14 @@ async def stream_events(
         response = web.StreamResponse(headers={**sent, **headers})
         await response.prepare(request)
         failure: GatewayError | None = None
+        # The chunks that are ready together go out in one write (see gateway.batching); each as it comes otherwise.
+        batches = ready_batches(chunks)
         try:
             await response.write(encoder.start(first))
-            async for chunk in chunks:
-                if events := encoder.feed(chunk):
-                    await response.write(events)
+            async with aclosing(batches):
+                async for batch in batches:
+                    if events := b"".join([encoder.feed(chunk) for chunk in batch]):
+                        await response.write(events)
         except GatewayError as exc:
             failure = exc
         except ConnectionResetError:
@@ -173,6 +177,7 @@ async def stream_events(
         except asyncio.CancelledError as exc:
             if not absorb_cut(exc):
                 raise
+            await batches.aclose()  # a step waiting on the chunks is cancelled first: the stream is then free
             failure = await _cut(chunks)
         except Exception:
             log.exception("unhandled error mid-stream", extra={"request_id": ctx.reply.request_id})

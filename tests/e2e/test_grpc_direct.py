@@ -121,6 +121,51 @@ async def test_stream_with_usage(stub: pb_grpc.GatewayServiceStub) -> None:
     assert chunks[-2].choices[0].finish_reason == pb.FINISH_REASON_STOP
 
 
+async def test_stream_in_batches_carries_the_same_chunks(stub: pb_grpc.GatewayServiceStub) -> None:
+    request = pb.StreamChatCompletionRequest(params=params(include_usage=True))
+    one_by_one = [chunk async for chunk in stub.StreamChatCompletion(request, timeout=TIMEOUT)]
+    batched = pb.StreamChatCompletionBatchesRequest(params=params(include_usage=True))
+    call = stub.StreamChatCompletionBatches(batched, timeout=TIMEOUT)
+    messages = [message async for message in call]
+    assert await call.code() == grpc.StatusCode.OK
+    assert all(message.chunks for message in messages), "never an empty batch"
+    chunks = [chunk for message in messages for chunk in message.chunks]
+    assert content_pieces(chunks) == content_pieces(one_by_one)
+    assert len(chunks) == len(one_by_one)
+    assert chunks[-1].HasField("usage") and not chunks[-1].choices
+    reply = dict(messages[0].reply_metadata)  # the reply rides in the first message, not as initial metadata
+    assert float(reply["tollgate-upstream-ms"]) >= 0
+    assert reply["x-request-id"].startswith("req_")
+    assert not any(message.reply_metadata for message in messages[1:])
+
+
+async def test_stream_in_batches_never_holds_a_chunk_back(
+    stub: pb_grpc.GatewayServiceStub, upstream: FakeOpenAI
+) -> None:
+    upstream.chunk_delay = 0.05  # chunks that arrive apart go apart, each as it comes
+    call = stub.StreamChatCompletionBatches(pb.StreamChatCompletionBatchesRequest(params=params()), timeout=TIMEOUT)
+    loop = asyncio.get_running_loop()
+    arrivals: list[float] = []
+    sizes: list[int] = []
+    async for message in call:
+        arrivals.append(loop.time())
+        sizes.append(len(message.chunks))
+    assert sum(sizes) >= 8
+    assert len(sizes) >= 8, f"content chunks 50 ms apart were held back into batches: {sizes}"
+    assert arrivals[-1] - arrivals[0] >= 0.25
+
+
+async def test_stream_in_batches_error_is_a_status(stub: pb_grpc.GatewayServiceStub) -> None:
+    call = stub.StreamChatCompletionBatches(
+        pb.StreamChatCompletionBatchesRequest(params=params("nope")), timeout=TIMEOUT
+    )
+    with pytest.raises(grpc.aio.AioRpcError) as info:
+        async for _ in call:
+            pass
+    assert info.value.code() == grpc.StatusCode.NOT_FOUND
+    assert metadata_dict(info.value.trailing_metadata())["tollgate-error-code"] == "model_not_found"
+
+
 async def test_create_embeddings(stub: pb_grpc.GatewayServiceStub, upstream: FakeOpenAI) -> None:
     call = stub.CreateEmbeddings(
         pb.CreateEmbeddingsRequest(model="text-embedding-3-small", input=["one two", "three"]), timeout=TIMEOUT
@@ -206,6 +251,23 @@ async def test_cancelled_stream_reaches_upstream(stub: pb_grpc.GatewayServiceStu
     assert call.cancel()
     assert await call.code() == grpc.StatusCode.CANCELLED
 
+    for _ in range(100):  # up to 2 s
+        if upstream.disconnects:
+            break
+        await asyncio.sleep(0.02)
+    assert upstream.disconnects == 1, "the upstream request was not abandoned when the gRPC client cancelled"
+    assert upstream.completed_streams == 0
+
+
+async def test_cancelled_batched_stream_reaches_upstream(
+    stub: pb_grpc.GatewayServiceStub, upstream: FakeOpenAI
+) -> None:
+    upstream.chunks = 200
+    upstream.chunk_delay = 0.02
+    call = stub.StreamChatCompletionBatches(pb.StreamChatCompletionBatchesRequest(params=params()), timeout=TIMEOUT)
+    async for _ in call:
+        break
+    assert call.cancel()
     for _ in range(100):  # up to 2 s
         if upstream.disconnects:
             break

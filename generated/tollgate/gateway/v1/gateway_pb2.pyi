@@ -878,6 +878,28 @@ class StreamChatCompletionRequest(_message.Message):
 Global___StreamChatCompletionRequest: _TypeAlias = StreamChatCompletionRequest  # noqa: Y015
 
 @_typing.final
+class StreamChatCompletionBatchesRequest(_message.Message):
+    """StreamChatCompletionBatchesRequest asks for a chat completion as a stream of batches of chunks."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PARAMS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def params(self) -> Global___ChatCompletionParams: ...
+    def __init__(
+        self,
+        *,
+        params: Global___ChatCompletionParams | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["params", b"params"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamChatCompletionBatchesRequest: _TypeAlias = StreamChatCompletionBatchesRequest  # noqa: Y015
+
+@_typing.final
 class TopLogprob(_message.Message):
     """TopLogprob is one alternative token and its log probability."""
 
@@ -1330,6 +1352,59 @@ class StreamChatCompletionResponse(_message.Message):
     def WhichOneof(self, oneof_group: _WhichOneofArgType__system_fingerprint) -> _WhichOneofReturnType__system_fingerprint | None: ...
 
 Global___StreamChatCompletionResponse: _TypeAlias = StreamChatCompletionResponse  # noqa: Y015
+
+@_typing.final
+class StreamChatCompletionBatchesResponse(_message.Message):
+    """StreamChatCompletionBatchesResponse is one or more chunks of a streamed chat completion, in order: the ones that
+    were ready together. Never empty.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ReplyMetadataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CHUNKS_FIELD_NUMBER: _builtins.int
+    REPLY_METADATA_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def chunks(self) -> _containers.RepeatedCompositeFieldContainer[Global___StreamChatCompletionResponse]: ...
+    @_builtins.property
+    def reply_metadata(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """On the first message only: what StreamChatCompletion sends as initial metadata (`x-request-id`,
+        `tollgate-upstream-ms`, the answer's `x-ratelimit-*` and `x-tollgate-cache` headers). Carried here rather than
+        as initial metadata of its own, which would cost the stream one more write.
+        """
+
+    def __init__(
+        self,
+        *,
+        chunks: _abc.Iterable[Global___StreamChatCompletionResponse] | None = ...,
+        reply_metadata: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["chunks", b"chunks", "reply_metadata", b"reply_metadata"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___StreamChatCompletionBatchesResponse: _TypeAlias = StreamChatCompletionBatchesResponse  # noqa: Y015
 
 @_typing.final
 class TokenIds(_message.Message):

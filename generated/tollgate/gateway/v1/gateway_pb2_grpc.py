@@ -50,6 +50,11 @@ class GatewayServiceStub:
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionResponse.FromString,
                 _registered_method=True)
+        self.StreamChatCompletionBatches = channel.unary_stream(
+                '/tollgate.gateway.v1.GatewayService/StreamChatCompletionBatches',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionBatchesRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionBatchesResponse.FromString,
+                _registered_method=True)
         self.CreateEmbeddings = channel.unary_unary(
                 '/tollgate.gateway.v1.GatewayService/CreateEmbeddings',
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CreateEmbeddingsRequest.SerializeToString,
@@ -148,6 +153,15 @@ class GatewayServiceServicer:
 
     def StreamChatCompletion(self, request, context):
         """StreamChatCompletion answers a chat completion request as a stream of chunks.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def StreamChatCompletionBatches(self, request, context):
+        """StreamChatCompletionBatches answers like StreamChatCompletion, with the chunks that are ready together in one
+        message: one message per chunk when they arrive apart, fewer when they arrive together (the split front door
+        calls this one; each message costs more than its chunks). The reply's metadata rides in the first message.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -282,6 +296,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.StreamChatCompletion,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionResponse.SerializeToString,
+            ),
+            'StreamChatCompletionBatches': grpc.unary_stream_rpc_method_handler(
+                    servicer.StreamChatCompletionBatches,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionBatchesRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionBatchesResponse.SerializeToString,
             ),
             'CreateEmbeddings': grpc.unary_unary_rpc_method_handler(
                     servicer.CreateEmbeddings,
@@ -422,6 +441,33 @@ class GatewayService:
             '/tollgate.gateway.v1.GatewayService/StreamChatCompletion',
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def StreamChatCompletionBatches(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tollgate.gateway.v1.GatewayService/StreamChatCompletionBatches',
+            tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionBatchesRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_gateway__pb2.StreamChatCompletionBatchesResponse.FromString,
             options,
             channel_credentials,
             insecure,

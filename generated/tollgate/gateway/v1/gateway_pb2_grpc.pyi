@@ -49,6 +49,11 @@ class GatewayServiceStub:
     """CreateChatCompletion answers a chat completion request in one message."""
     StreamChatCompletion: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamChatCompletionRequest, _gateway_pb2.StreamChatCompletionResponse]
     """StreamChatCompletion answers a chat completion request as a stream of chunks."""
+    StreamChatCompletionBatches: _grpc.UnaryStreamMultiCallable[_gateway_pb2.StreamChatCompletionBatchesRequest, _gateway_pb2.StreamChatCompletionBatchesResponse]
+    """StreamChatCompletionBatches answers like StreamChatCompletion, with the chunks that are ready together in one
+    message: one message per chunk when they arrive apart, fewer when they arrive together (the split front door
+    calls this one; each message costs more than its chunks). The reply's metadata rides in the first message.
+    """
     CreateEmbeddings: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.CreateEmbeddingsRequest, _gateway_pb2.CreateEmbeddingsResponse]
     """CreateEmbeddings embeds one or more inputs."""
     ListModels: _grpc.UnaryUnaryMultiCallable[_gateway_pb2.ListModelsRequest, _gateway_pb2.ListModelsResponse]
@@ -103,6 +108,11 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     """CreateChatCompletion answers a chat completion request in one message."""
     StreamChatCompletion: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamChatCompletionRequest, _gateway_pb2.StreamChatCompletionResponse]  # type: ignore[assignment]
     """StreamChatCompletion answers a chat completion request as a stream of chunks."""
+    StreamChatCompletionBatches: _aio.UnaryStreamMultiCallable[_gateway_pb2.StreamChatCompletionBatchesRequest, _gateway_pb2.StreamChatCompletionBatchesResponse]  # type: ignore[assignment]
+    """StreamChatCompletionBatches answers like StreamChatCompletion, with the chunks that are ready together in one
+    message: one message per chunk when they arrive apart, fewer when they arrive together (the split front door
+    calls this one; each message costs more than its chunks). The reply's metadata rides in the first message.
+    """
     CreateEmbeddings: _aio.UnaryUnaryMultiCallable[_gateway_pb2.CreateEmbeddingsRequest, _gateway_pb2.CreateEmbeddingsResponse]  # type: ignore[assignment]
     """CreateEmbeddings embeds one or more inputs."""
     ListModels: _aio.UnaryUnaryMultiCallable[_gateway_pb2.ListModelsRequest, _gateway_pb2.ListModelsResponse]  # type: ignore[assignment]
@@ -166,6 +176,17 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_abc.Iterator[_gateway_pb2.StreamChatCompletionResponse], _abc.AsyncIterator[_gateway_pb2.StreamChatCompletionResponse]]:
         """StreamChatCompletion answers a chat completion request as a stream of chunks."""
+
+    @_abc_1.abstractmethod
+    def StreamChatCompletionBatches(
+        self,
+        request: _gateway_pb2.StreamChatCompletionBatchesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_gateway_pb2.StreamChatCompletionBatchesResponse], _abc.AsyncIterator[_gateway_pb2.StreamChatCompletionBatchesResponse]]:
+        """StreamChatCompletionBatches answers like StreamChatCompletion, with the chunks that are ready together in one
+        message: one message per chunk when they arrive apart, fewer when they arrive together (the split front door
+        calls this one; each message costs more than its chunks). The reply's metadata rides in the first message.
+        """
 
     @_abc_1.abstractmethod
     def CreateEmbeddings(
