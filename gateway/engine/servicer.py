@@ -66,7 +66,7 @@ async def _streamed(
     ctx: CallContext,
     run: Callable[[CallContext], AsyncGenerator[T, None]],
     carry: Callable[[T, Metadata], None] | None = None,
-) -> AsyncIterator[T]:
+) -> AsyncGenerator[T, None]:
     """Run one server-streaming call (`ctx` its context from metadata): the engine's reply metadata (the time to the
     first message spent upstream, for the front door's overhead figure) with the first message, as initial metadata
     or (`carry`) inside that message, which spares the stream a write of its own; its error (before or after the
@@ -119,22 +119,28 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             context, self._context(context), lambda ctx: self._engine.create_chat_completion(request.params, ctx)
         )
 
-    def StreamChatCompletion(  # the gRPC method name is fixed by the proto
+    async def StreamChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
-        return _streamed(
+        stream = _streamed(
             context, self._context(context), lambda ctx: self._engine.stream_chat_completion(request.params, ctx)
         )
+        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
+            async for message in stream:
+                yield message
 
-    def StreamChatCompletionBatches(  # the gRPC method name is fixed by the proto
+    async def StreamChatCompletionBatches(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionBatchesRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[pb.StreamChatCompletionBatchesResponse]:
-        return _streamed(
+        stream = _streamed(
             context,
             self._context(context),
             lambda ctx: _batched(self._engine.stream_chat_completion(request.params, ctx)),
             _carry,
         )
+        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
+            async for message in stream:
+                yield message
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]
@@ -159,12 +165,15 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             context, self._context(context), lambda ctx: self._engine.create_completion(request.params, ctx)
         )
 
-    def StreamCompletion(  # the gRPC method name is fixed by the proto
+    async def StreamCompletion(  # the gRPC method name is fixed by the proto
         self, request: ep.StreamCompletionRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[ep.StreamCompletionResponse]:
-        return _streamed(
+        stream = _streamed(
             context, self._context(context), lambda ctx: self._engine.stream_completion(request.params, ctx)
         )
+        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
+            async for message in stream:
+                yield message
 
     async def CreateImage(  # the gRPC method name is fixed by the proto
         self, request: ep.CreateImageRequest, context: grpc.aio.ServicerContext[object, object]
@@ -178,10 +187,13 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             context, self._context(context), lambda ctx: self._engine.create_transcription(request, ctx)
         )
 
-    def StreamSpeech(  # the gRPC method name is fixed by the proto
+    async def StreamSpeech(  # the gRPC method name is fixed by the proto
         self, request: ep.StreamSpeechRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[ep.StreamSpeechResponse]:
-        return _streamed(context, self._context(context), lambda ctx: self._engine.stream_speech(request, ctx))
+        stream = _streamed(context, self._context(context), lambda ctx: self._engine.stream_speech(request, ctx))
+        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
+            async for message in stream:
+                yield message
 
     async def CreateModeration(  # the gRPC method name is fixed by the proto
         self, request: ep.CreateModerationRequest, context: grpc.aio.ServicerContext[object, object]
@@ -202,10 +214,15 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
         return await _unary(context, self._context(context), run)
 
-    def StreamResponse(  # the gRPC method name is fixed by the proto
+    async def StreamResponse(  # the gRPC method name is fixed by the proto
         self, request: rpb.StreamResponseRequest, context: grpc.aio.ServicerContext[object, object]
     ) -> AsyncIterator[rpb.StreamResponseResponse]:
-        return _streamed(context, self._context(context), lambda ctx: self._engine.stream_response(request.params, ctx))
+        stream = _streamed(
+            context, self._context(context), lambda ctx: self._engine.stream_response(request.params, ctx)
+        )
+        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
+            async for message in stream:
+                yield message
 
     async def GetResponse(  # the gRPC method name is fixed by the proto
         self, request: rpb.GetResponseRequest, context: grpc.aio.ServicerContext[object, object]
