@@ -47,6 +47,7 @@ lint: install $(BUF)
 	$(BIN)/ruff check gateway authsvc statssvc routersvc tests bench
 	$(BIN)/ruff format --check gateway authsvc statssvc routersvc tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
 
 test: install
 	$(BIN)/python -m pytest -q
