@@ -6,8 +6,12 @@ BIN := $(VENV)/bin
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROTOS := $(shell find protos -name '*.proto')
+# checkov lives in a virtual environment of its own: its pinned dependencies conflict with tollgate's dev tools.
+CHECKOV := .tools/checkov/bin/checkov
+KUBECTL ?= kubectl
+OVERLAYS := $(wildcard deploy/kubernetes/overlays/*)
 
-.PHONY: install install-runtime generate check-generated lint test run bench chaos fleet clean
+.PHONY: install install-runtime generate check-generated lint manifests test run bench chaos fleet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -25,6 +29,10 @@ $(VENV)/.runtime: pyproject.toml | $(BIN)/python
 install: $(VENV)/.installed
 
 install-runtime: $(VENV)/.runtime
+
+$(CHECKOV):
+	$(PY) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install -q checkov
 
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
@@ -48,8 +56,17 @@ lint: install $(BUF)
 	$(BIN)/ruff format --check gateway authsvc statssvc routersvc tests bench
 	$(BIN)/mypy
 	$(BIN)/hadolint Dockerfile
+	$(MAKE) --no-print-directory manifests
 
-test: install
+# Every Kustomize overlay renders, validates against the Kubernetes schemas (offline) and passes checkov.
+manifests: install $(CHECKOV)
+	@command -v $(KUBECTL) >/dev/null || { echo "kubectl not found: it renders deploy/kubernetes (apt-get install kubectl)"; exit 1; }
+	mkdir -p build/manifests
+	for overlay in $(OVERLAYS); do $(KUBECTL) kustomize $$overlay > build/manifests/$$(basename $$overlay).yaml || exit 1; done
+	$(BIN)/kubernetes-validate --strict --quiet build/manifests/*.yaml
+	BC_SKIP_MAPPING=TRUE $(CHECKOV) --config-file deploy/kubernetes/.checkov.yaml $$(printf -- '-f %s ' build/manifests/*.yaml)
+
+test: install $(CHECKOV)
 	$(BIN)/python -m pytest -q
 
 run: install-runtime
@@ -68,4 +85,4 @@ fleet: install
 	$(BIN)/python -m bench.fleet
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache build/manifests
