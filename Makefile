@@ -5,13 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
+PROTOC_GEN_ES := .tools/node_modules/.bin/protoc-gen-es
+PROTOC_GEN_ES_VERSION := 2.13.0
 PROTOS := $(shell find protos -name '*.proto')
 # checkov lives in a virtual environment of its own: its pinned dependencies conflict with tollgate's dev tools.
 CHECKOV := .tools/checkov/bin/checkov
 KUBECTL ?= kubectl
 OVERLAYS := $(wildcard deploy/kubernetes/overlays/*)
 
-.PHONY: install install-runtime generate check-generated lint manifests test run bench chaos fleet clean
+.PHONY: install install-runtime generate clients check-generated lint manifests test run bench chaos fleet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,6 +44,16 @@ generate: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
 		--python_out=generated --grpc_python_out=generated --mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
 	find generated/tollgate -type d -exec sh -c 'touch "$$0/__init__.py"' {} \;
+
+$(PROTOC_GEN_ES):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)
+
+# Go and TypeScript clients into gen/ with local plugins, offline (buf.gen.local.yaml; docs/api.md).
+clients: $(BUF) $(PROTOC_GEN_ES)
+	@command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null \
+		|| { echo "protoc-gen-go and protoc-gen-go-grpc are missing: apt-get install protoc-gen-go protoc-gen-go-grpc"; exit 1; }
+	rm -rf gen
+	PATH="$(abspath .tools/node_modules/.bin):$$PATH" $(BUF) generate --template buf.gen.local.yaml
 
 # CI fails when the committed generated code is not what the protos produce.
 check-generated: generate
