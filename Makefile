@@ -78,7 +78,7 @@ manifests: install $(CHECKOV)
 	$(BIN)/kubernetes-validate --strict --quiet build/manifests/*.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) --config-file deploy/kubernetes/.checkov.yaml $$(printf -- '-f %s ' build/manifests/*.yaml)
 
-test: install $(CHECKOV)
+test: install $(CHECKOV) $(BUF) $(PROTOC_GEN_ES)
 	$(BIN)/python -m pytest -q
 
 run: install-runtime
