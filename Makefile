@@ -75,7 +75,7 @@ manifests: install $(CHECKOV)
 	@command -v $(KUBECTL) >/dev/null || { echo "kubectl not found: it renders deploy/kubernetes (apt-get install kubectl)"; exit 1; }
 	mkdir -p build/manifests
 	for overlay in $(OVERLAYS); do $(KUBECTL) kustomize $$overlay > build/manifests/$$(basename $$overlay).yaml || exit 1; done
-	$(BIN)/kubernetes-validate --strict --quiet build/manifests/*.yaml
+	$(BIN)/kubernetes-validate --kubernetes-version 1.32.0 --strict --quiet build/manifests/*.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) --config-file deploy/kubernetes/.checkov.yaml $$(printf -- '-f %s ' build/manifests/*.yaml)
 
 test: install $(CHECKOV) $(BUF) $(PROTOC_GEN_ES)

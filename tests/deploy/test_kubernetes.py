@@ -19,9 +19,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+import grpc
 import kubernetes_validate
 import pytest
 import yaml
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.cli import _parser as tollgate_parser
 from gateway.config import load_config
@@ -400,4 +402,8 @@ def test_the_auth_and_stats_pods_start_from_their_mounts(tmp_path: Path) -> None
         port = free_port()
         with running(pod.argv(**{listen: f"127.0.0.1:{port}"}), pod.env(), cwd=str(pod.root)) as server:
             server.wait_port(port)
+            # What the pod's gRPC probes ask (and, answered, the server is past its start: SIGTERM is handled).
+            with grpc.insecure_channel(f"127.0.0.1:{port}") as channel:
+                health = health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest(), timeout=10)
+            assert health.status == health_pb2.HealthCheckResponse.SERVING
             assert server.stop() == 0, server.output()
