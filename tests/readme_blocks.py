@@ -26,7 +26,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from tests.deploy.running import clean_env, free_port
+from tests.deploy.running import clean_env, free_ports
 
 ROOT = Path(__file__).resolve().parents[1]
 DOCUMENTED_PORTS = (8080, 50051, 50061, 50062, 6379, 9090)
@@ -82,7 +82,7 @@ class Workspace:
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
-        self.ports = {port: free_port() for port in DOCUMENTED_PORTS}
+        self.ports = dict(zip(DOCUMENTED_PORTS, free_ports(len(DOCUMENTED_PORTS)), strict=True))
         shutil.copytree(ROOT / "examples", directory / "examples")
         (directory / ".venv").symlink_to(Path(sys.executable).parent.parent)  # `source .venv/bin/activate` works
         for file in (directory / "examples").rglob("*"):

@@ -17,12 +17,20 @@ START_TIMEOUT = 30.0  # a cold start on a loaded 2-core machine; a warm one take
 STOP_TIMEOUT = 20.0
 
 
+def free_ports(count: int) -> list[int]:
+    """`count` different loopback ports nobody listens on right now (held together while chosen: a port just
+    released may be handed out again, and two listeners on one port fail to start)."""
+    with contextlib.ExitStack() as held:
+        socks = [held.enter_context(socket.socket()) for _ in range(count)]
+        for sock in socks:
+            sock.bind(("127.0.0.1", 0))
+        return [int(sock.getsockname()[1]) for sock in socks]
+
+
 def free_port() -> int:
     """A loopback port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    (port,) = free_ports(1)
+    return port
 
 
 def clean_env(**extra: str) -> dict[str, str]:

@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from gateway.cli import main as tollgate
-from tests.deploy.running import clean_env, free_port, running
+from tests.deploy.running import clean_env, free_ports, running
 from tests.readme_blocks import ROOT, Block, Workspace, blocks
 
 EXAMPLES = ROOT / "examples"
@@ -35,7 +35,7 @@ def test_every_example_config_passes_check_config(config: Path, capsys: pytest.C
 
 
 def test_the_one_process_example_serves_a_chat_completion(tmp_path: Path) -> None:
-    http, grpc = free_port(), free_port()
+    http, grpc = free_ports(2)
     tollgate_bin = str(Path(sys.executable).parent / "tollgate")
     argv = [tollgate_bin, "serve", "--config", str(EXAMPLES / "one-process" / "gateway.yaml")]
     env = clean_env(TOLLGATE_HTTP=f"127.0.0.1:{http}", TOLLGATE_GRPC=f"127.0.0.1:{grpc}")

