@@ -5,9 +5,15 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
+PROTOC_GEN_ES := .tools/node_modules/.bin/protoc-gen-es
+PROTOC_GEN_ES_VERSION := 2.13.0
 PROTOS := $(shell find protos -name '*.proto')
+# checkov lives in a virtual environment of its own: its pinned dependencies conflict with tollgate's dev tools.
+CHECKOV := .tools/checkov/bin/checkov
+KUBECTL ?= kubectl
+OVERLAYS := $(wildcard deploy/kubernetes/overlays/*)
 
-.PHONY: install install-runtime generate check-generated lint test run bench chaos fleet clean
+.PHONY: install install-runtime generate clients check-generated lint manifests test run bench chaos fleet clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -26,6 +32,10 @@ install: $(VENV)/.installed
 
 install-runtime: $(VENV)/.runtime
 
+$(CHECKOV):
+	$(PY) -m venv .tools/checkov
+	.tools/checkov/bin/python -m pip install -q checkov
+
 $(BUF):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/buf@$(BUF_VERSION)
 
@@ -34,6 +44,16 @@ generate: install
 	PATH="$(abspath $(BIN)):$$PATH" $(BIN)/python -m grpc_tools.protoc -I protos \
 		--python_out=generated --grpc_python_out=generated --mypy_out=generated --mypy_grpc_out=generated $(PROTOS)
 	find generated/tollgate -type d -exec sh -c 'touch "$$0/__init__.py"' {} \;
+
+$(PROTOC_GEN_ES):
+	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)
+
+# Go and TypeScript clients into gen/ with local plugins, offline (buf.gen.local.yaml; docs/api.md).
+clients: $(BUF) $(PROTOC_GEN_ES)
+	@command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null \
+		|| { echo "protoc-gen-go and protoc-gen-go-grpc are missing: apt-get install protoc-gen-go protoc-gen-go-grpc"; exit 1; }
+	rm -rf gen
+	PATH="$(abspath .tools/node_modules/.bin):$$PATH" $(BUF) generate --template buf.gen.local.yaml
 
 # CI fails when the committed generated code is not what the protos produce.
 check-generated: generate
@@ -47,8 +67,18 @@ lint: install $(BUF)
 	$(BIN)/ruff check gateway authsvc statssvc routersvc tests bench
 	$(BIN)/ruff format --check gateway authsvc statssvc routersvc tests bench
 	$(BIN)/mypy
+	$(BIN)/hadolint Dockerfile
+	$(MAKE) --no-print-directory manifests
 
-test: install
+# Every Kustomize overlay renders, validates against the Kubernetes schemas (offline) and passes checkov.
+manifests: install $(CHECKOV)
+	@command -v $(KUBECTL) >/dev/null || { echo "kubectl not found: it renders deploy/kubernetes (apt-get install kubectl)"; exit 1; }
+	mkdir -p build/manifests
+	for overlay in $(OVERLAYS); do $(KUBECTL) kustomize $$overlay > build/manifests/$$(basename $$overlay).yaml || exit 1; done
+	$(BIN)/kubernetes-validate --kubernetes-version 1.32.0 --strict --quiet build/manifests/*.yaml
+	BC_SKIP_MAPPING=TRUE $(CHECKOV) --config-file deploy/kubernetes/.checkov.yaml $$(printf -- '-f %s ' build/manifests/*.yaml)
+
+test: install $(CHECKOV) $(BUF) $(PROTOC_GEN_ES)
 	$(BIN)/python -m pytest -q
 
 run: install-runtime
@@ -67,4 +97,4 @@ fleet: install
 	$(BIN)/python -m bench.fleet
 
 clean:
-	rm -rf $(VENV) .tools .pytest_cache .mypy_cache
+	rm -rf $(VENV) .tools .pytest_cache .mypy_cache build/manifests
