@@ -1,5 +1,6 @@
 """Memory at rest: a gateway whose config uses no Redis never imports redis-py (≈ 11 MiB with the OpenTelemetry SDK
-it pulls in); `gateway.redis_client` imports it when a client is made. Each check runs in a fresh interpreter, as
+it pulls in); `gateway.redis_client` imports it when a client is made. Nor does it import the reference auth and
+stats servers (and sqlite3), whose commands every `tollgate` registers. Each check runs in a fresh interpreter, as
 `tollgate serve` starts: the CLI module, the embedded default config, the assembly."""
 
 from __future__ import annotations
@@ -14,7 +15,8 @@ from gateway.assemble import assemble
 from gateway.config import load_config
 assembly = assemble(load_config(None, os.environ))
 {extra}
-print(sorted({{name.partition(".")[0] for name in sys.modules}} & {{"redis", "opentelemetry", "psutil"}}))
+heavy = {{"redis", "opentelemetry", "psutil", "sqlite3", "authsvc.server", "statssvc.server"}}
+print(sorted(heavy & {{*sys.modules, *(name.partition(".")[0] for name in sys.modules)}}))
 """
 
 
