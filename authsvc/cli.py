@@ -18,7 +18,6 @@ import sys
 
 from authsvc.keyfile import KeyFileError
 from authsvc.keys_cli import add_key_commands
-from authsvc.server import start_auth_server
 from gateway.config import ConfigError, parse_duration
 from gateway.config.tls import ServerTLS
 from gateway.process import run, until_stopped
@@ -71,6 +70,9 @@ def _check_address(address: str) -> None:
 
 
 async def _serve(keys_path: str, address: str, cache_ttl: float, reload_interval: float, tls: ServerTLS | None) -> None:
+    # Imported here: every `tollgate` command registers this one, and a gateway does not need the server.
+    from authsvc.server import start_auth_server  # noqa: PLC0415
+
     server = await start_auth_server(keys_path, address, cache_ttl=cache_ttl, reload_interval=reload_interval, tls=tls)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()  # held so that a running reload is not garbage-collected

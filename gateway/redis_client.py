@@ -7,24 +7,25 @@ The setting is a URL (the loader turns the mapping form into one, see `cluster_u
   any of the seed nodes listed (the client learns the rest with CLUSTER SLOTS and follows failovers).
 
 The limiter, the response cache's shared tier and the semantic cache's shared streams all connect through `connect`,
-so they accept the same settings and fail the same way: every error they can see is one of `REDIS_ERRORS`.
+so they accept the same settings and fail the same way: every error they can see is one of `redis_errors()`.
+
+redis-py (and the OpenTelemetry SDK it imports) is ≈ 11 MiB of a process's memory, so it is imported here only when
+a client is made or its errors are caught, never by a config that uses no Redis: the URL checks need none of it, and
+everything else names its types under `TYPE_CHECKING`.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cache
+from typing import TYPE_CHECKING, TypeAlias
 from urllib.parse import quote, unquote, urlsplit
 
-import redis.asyncio as aioredis
-from redis.asyncio.cluster import ClusterNode, RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisClusterException, RedisError
+if TYPE_CHECKING:
+    import redis.asyncio as aioredis
+    from redis.asyncio.cluster import RedisCluster
 
-RedisClient = aioredis.Redis | RedisCluster
-
-# What a call to either client may raise when Redis cannot answer: RedisClusterException is not a RedisError.
-REDIS_ERRORS: tuple[type[Exception], ...] = (RedisError, RedisClusterException, OSError, TimeoutError)
+    RedisClient: TypeAlias = aioredis.Redis | RedisCluster
 
 SINGLE_SCHEMES = ("redis", "rediss", "unix")
 CLUSTER_SCHEMES = ("redis+cluster", "rediss+cluster")
@@ -104,12 +105,30 @@ def redact(url: str) -> str:
     return f"{scheme}{sep}{user}:***@{hosts}"
 
 
+@cache
+def redis_errors() -> tuple[type[Exception], ...]:
+    """What a call to either client may raise when Redis cannot answer: RedisClusterException is not a RedisError.
+
+    A function so that redis-py is imported only where a client exists; in an `except` clause it is called only once
+    something was raised.
+    """
+    from redis.exceptions import RedisClusterException, RedisError  # noqa: PLC0415 - see the module's docstring
+
+    return (RedisError, RedisClusterException, OSError, TimeoutError)
+
+
 def connect(url: str, *, timeout: float, max_connections: int) -> RedisClient:
     """A client for `url` whose every call gives up after `timeout` seconds and is never retried silently (a slow
     answer is an answer of "unavailable"; the caller decides what that means). `max_connections` is per node.
 
     No connection is opened here: the first call does, inside the running loop its connections will belong to.
     """
+    # The one place redis-py is imported for a client (see the module's docstring).
+    import redis.asyncio as aioredis  # noqa: PLC0415
+    from redis.asyncio.cluster import ClusterNode, RedisCluster  # noqa: PLC0415
+    from redis.asyncio.retry import Retry  # noqa: PLC0415
+    from redis.backoff import NoBackoff  # noqa: PLC0415
+
     no_retry = Retry(NoBackoff(), 0)
     cluster = parse_cluster_url(url)
     if cluster is None:

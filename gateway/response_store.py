@@ -11,12 +11,15 @@ import logging
 import time
 from collections import OrderedDict
 from collections.abc import Callable
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from gateway.config import GatewayConfig, ResponsesConfig
 from gateway.errors import ServiceUnavailableError
-from gateway.redis_client import REDIS_ERRORS, RedisClient, connect
+from gateway.redis_client import connect, redis_errors
 from tollgate.gateway.v1 import responses_pb2 as rpb
+
+if TYPE_CHECKING:
+    from gateway.redis_client import RedisClient
 
 log = logging.getLogger("tollgate.responses")
 
@@ -96,14 +99,14 @@ class RedisResponseStore:
         """Keep it for the TTL."""
         try:
             await self._redis.set(self._key(response_id), stored.SerializeToString(), ex=self._ttl)
-        except REDIS_ERRORS as exc:
+        except redis_errors() as exc:
             raise _unavailable(exc) from exc
 
     async def get(self, response_id: str) -> rpb.StoredResponse | None:
         """The stored response, if Redis has it."""
         try:
             data = await self._redis.get(self._key(response_id))
-        except REDIS_ERRORS as exc:
+        except redis_errors() as exc:
             raise _unavailable(exc) from exc
         return (
             None if data is None else rpb.StoredResponse.FromString(data if isinstance(data, bytes) else data.encode())
@@ -113,7 +116,7 @@ class RedisResponseStore:
         """Forget it."""
         try:
             return bool(await self._redis.delete(self._key(response_id)))
-        except REDIS_ERRORS as exc:
+        except redis_errors() as exc:
             raise _unavailable(exc) from exc
 
     async def close(self) -> None:

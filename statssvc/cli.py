@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import sqlite3
 import sys
 import time
 from datetime import UTC, datetime
@@ -28,8 +27,6 @@ from gateway.tls import (
     server_tls_from_flags,
 )
 from statssvc.render import DIMENSIONS, table, to_json
-from statssvc.schema import SchemaError
-from statssvc.server import start_stats_server
 from tollgate.stats.v1 import stats_pb2 as pb
 from tollgate.stats.v1 import stats_pb2_grpc as pb_grpc
 
@@ -75,6 +72,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
 
 async def _serve(db: str, address: str, tls: ServerTLS | None) -> None:
+    # Imported here, like sqlite3 below: every `tollgate` command registers this one, and a gateway needs neither.
+    from statssvc.server import start_stats_server  # noqa: PLC0415
+
     server = await start_stats_server(db, address, tls=tls)
     log.info("stats listening on %s:%d (database %s)", address.rpartition(":")[0], server.port, db)
     try:
@@ -85,6 +85,10 @@ async def _serve(db: str, address: str, tls: ServerTLS | None) -> None:
 
 def run_server(args: argparse.Namespace) -> int:
     """Serve until SIGINT or SIGTERM; 1 when the port or the database cannot be used."""
+    import sqlite3  # noqa: PLC0415 - see _serve
+
+    from statssvc.schema import SchemaError  # noqa: PLC0415
+
     try:
         tls = server_tls_from_flags(args)
     except ValueError as exc:

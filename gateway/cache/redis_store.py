@@ -10,15 +10,17 @@ from __future__ import annotations
 import asyncio
 import zlib
 from collections.abc import Awaitable, Callable
-from typing import TypeVar
+from typing import TYPE_CHECKING, TypeVar
 
-from gateway.redis_client import REDIS_ERRORS, RedisClient, connect
+from gateway.redis_client import connect, redis_errors
+
+if TYPE_CHECKING:
+    from gateway.redis_client import RedisClient
 
 T = TypeVar("T")
 _RAW, _ZLIB = b"\x00", b"\x01"
 # A burst queues here in order (FIFO) rather than failing on an exhausted pool, as the limiter's Redis backend does.
 _MAX_CONNECTIONS = 16
-_ERRORS: tuple[type[Exception], ...] = (*REDIS_ERRORS, zlib.error)  # a damaged value is as good as none
 
 
 class CacheUnavailable(Exception):
@@ -66,7 +68,7 @@ class RedisStore:
         try:
             async with asyncio.timeout(self._timeout), self._slots:
                 return await step()
-        except _ERRORS as exc:
+        except _errors() as exc:
             raise CacheUnavailable(f"redis cache: {type(exc).__name__}: {exc}") from exc
 
     def _connect(self) -> RedisClient:
@@ -74,6 +76,10 @@ class RedisStore:
         if self._client is None:
             self._client = connect(self._url, timeout=self._timeout, max_connections=_MAX_CONNECTIONS)
         return self._client
+
+
+def _errors() -> tuple[type[Exception], ...]:
+    return (*redis_errors(), zlib.error)  # a damaged value is as good as none
 
 
 def _unpack(stored: bytes) -> bytes:

@@ -19,14 +19,17 @@ import logging
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
 from gateway.cache.vectors import VectorIndex
 from gateway.config import GatewayConfig, ModelCacheConfig, ModelConfig
-from gateway.redis_client import REDIS_ERRORS, RedisClient, connect
+from gateway.redis_client import connect, redis_errors
 from tollgate.gateway.v1 import gateway_pb2 as pb
+
+if TYPE_CHECKING:
+    from gateway.redis_client import RedisClient
 
 log = logging.getLogger("tollgate.cache")
 
@@ -190,7 +193,7 @@ class SemanticCache:
                 pipe.xadd(stream, fields, maxlen=self._settings[probe.model].max_entries, approximate=True)
                 pipe.expire(stream, max(1, int(self._ttl[probe.model])))
                 await pipe.execute()
-        except REDIS_ERRORS as exc:
+        except redis_errors() as exc:
             self.counters.errors += 1
             log.warning("semantic cache: could not share a vector through Redis: %r", exc)
 
@@ -202,7 +205,7 @@ class SemanticCache:
         self._sync_at[model] = now + self._sync_interval
         try:
             replies = await self._redis.xrange(self._stream(model), min=f"({self._synced_to[model]}", count=_SYNC_BATCH)
-        except REDIS_ERRORS as exc:
+        except redis_errors() as exc:
             self.counters.errors += 1
             log.warning("semantic cache: could not read shared vectors from Redis: %r", exc)
             return

@@ -24,6 +24,7 @@ from gateway.errors import (
 # A single SSE line may carry a large tool-call argument chunk; aiohttp's default line limit is 64 KiB.
 _READ_BUFFER = 4 * 1024 * 1024
 _DATA = b"data:"
+_MAX_LINE = 2 * _READ_BUFFER  # what aiohttp's `readline` allowed with this buffer
 # What decoding a body of the wrong shape raises (orjson's errors are ValueErrors).
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError)
 
@@ -111,14 +112,38 @@ async def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
     """The `data` of each server-sent event, as the spec joins multi-line data; comments and other fields skipped.
 
     An event is dispatched at its blank line; a last event the server did not terminate is discarded, as the SSE
-    specification says.
+    specification says. The body is read as it arrives and split into lines here: a `readline` each (two a chunk)
+    cost more than the rest of a chunk's reading. A line longer than `_MAX_LINE` is a broken answer.
     """
+    content = resp.content
     data: list[bytes] = []
-    async for line in resp.content:
-        if line.startswith(_DATA):
-            data.append(line[5:].strip())
-            continue
-        if line.strip() or not data:
-            continue  # comments (`: ping`), `event:` and `id:` fields, blank keep-alives
-        yield data[0] if len(data) == 1 else b"\n".join(data)
-        data = []
+    pending: list[bytes] = []  # the start of a line whose newline has not arrived
+    pending_size = 0
+    while True:
+        if pending_size > _MAX_LINE:
+            raise aiohttp.ClientPayloadError(f"an event stream line over {_MAX_LINE} bytes")
+        block = await content.readany()
+        if block:
+            if b"\n" not in block:
+                pending.append(block)
+                pending_size += len(block)
+                continue
+            if pending:
+                pending.append(block)
+                block = b"".join(pending)
+            lines = block.split(b"\n")
+            tail = lines.pop()
+            pending = [tail] if tail else []
+            pending_size = len(tail)
+        elif pending:  # the end of the body: a last line without its newline is still a line
+            lines, pending = [b"".join(pending)], []
+        else:
+            return
+        for line in lines:
+            if line.startswith(_DATA):
+                data.append(line[5:].strip())
+                continue
+            if line.strip() or not data:
+                continue  # comments (`: ping`), `event:` and `id:` fields, blank keep-alives
+            yield data[0] if len(data) == 1 else b"\n".join(data)
+            data = []

@@ -12,12 +12,16 @@ import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import resources
-
-from redis.commands.core import AsyncScript
+from typing import TYPE_CHECKING
 
 from gateway.ratelimit.backend import Admission, BucketState, Charge, LimiterUnavailable
 from gateway.ratelimit.gcra import PERIODS
-from gateway.redis_client import REDIS_ERRORS, RedisClient, connect
+from gateway.redis_client import connect, redis_errors
+
+if TYPE_CHECKING:
+    from redis.commands.core import AsyncScript
+
+    from gateway.redis_client import RedisClient
 
 _SCRIPTS = ("acquire.lua", "settle.lua")
 # Scripts run one at a time in Redis, and redis-py's CPU per call (~0.2 ms) is the bottleneck: a few connections keep
@@ -92,7 +96,7 @@ class RedisBackend:
                 async with link.slots:
                     reply: list[bytes] = await link.scripts[which](keys=keys, args=args, client=link.client)
                     return reply
-        except REDIS_ERRORS as exc:
+        except redis_errors() as exc:
             raise LimiterUnavailable(f"redis rate limit store: {type(exc).__name__}: {exc}") from exc
 
     def _connect(self) -> _Link:
