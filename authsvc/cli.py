@@ -20,7 +20,7 @@ from authsvc.keyfile import KeyFileError
 from authsvc.keys_cli import add_key_commands
 from gateway.config import ConfigError, parse_duration
 from gateway.config.tls import ServerTLS
-from gateway.process import run, until_stopped
+from gateway.process import catch_stop_signals, run, until_stopped
 from gateway.tls import add_server_flags, server_tls_from_flags
 
 log = logging.getLogger("tollgate.authsvc")
@@ -73,6 +73,7 @@ async def _serve(keys_path: str, address: str, cache_ttl: float, reload_interval
     # Imported here: every `tollgate` command registers this one, and a gateway does not need the server.
     from authsvc.server import start_auth_server  # noqa: PLC0415
 
+    stop = catch_stop_signals()  # before starting: a SIGTERM while the keys load stops the server once it is up
     server = await start_auth_server(keys_path, address, cache_ttl=cache_ttl, reload_interval=reload_interval, tls=tls)
     loop = asyncio.get_running_loop()
     reloads: set[asyncio.Task[bool]] = set()  # held so that a running reload is not garbage-collected
@@ -86,7 +87,7 @@ async def _serve(keys_path: str, address: str, cache_ttl: float, reload_interval
     log.info("%d keys from %s", len(server.store.keys.keys), keys_path)
     log.info("auth listening on %s:%d", address.rpartition(":")[0], server.port)
     try:
-        await until_stopped()
+        await until_stopped(stop)
     finally:
         loop.remove_signal_handler(signal.SIGHUP)
         await server.stop(_SHUTDOWN_GRACE)

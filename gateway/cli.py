@@ -31,7 +31,7 @@ from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
 from gateway.frontdoor.app import create_app, start_http_server
 from gateway.lifecycle import serve_until_stopped
-from gateway.process import run
+from gateway.process import catch_stop_signals, run
 from gateway.telemetry.build import build_telemetry, config_secrets
 from gateway.telemetry.frontdoor import watch_connections
 from gateway.telemetry.http import metrics_app
@@ -127,6 +127,7 @@ def _announce(config: GatewayConfig) -> None:
 
 
 async def _serve(config: GatewayConfig, reloader: Reloader, http: str, grpc_address: str, shared: bool) -> None:
+    stop = catch_stop_signals()  # before starting: a SIGTERM while starting stops the gateway once it is up
     assembly = reloader.assembly
     engine = reloader.engine
     await assembly.start()
@@ -154,7 +155,7 @@ async def _serve(config: GatewayConfig, reloader: Reloader, http: str, grpc_addr
         log.info("grpc listening on %s:%d", grpc_address.rpartition(":")[0], grpc_server.port)
     watchdog_off = _nothing
     try:
-        watchdog_off = await serve_until_stopped(config.server, drain, http_server, grpc_server)
+        watchdog_off = await serve_until_stopped(config.server, stop, drain, http=http_server, grpc_server=grpc_server)
     finally:
         await http_server.close()
         if grpc_server:
@@ -164,6 +165,7 @@ async def _serve(config: GatewayConfig, reloader: Reloader, http: str, grpc_addr
 
 
 async def _engine(config: GatewayConfig, reloader: Reloader, grpc_address: str) -> None:
+    stop = catch_stop_signals()  # before starting, as in _serve
     assembly = reloader.assembly
     await assembly.start()
     reloader.start()
@@ -186,7 +188,7 @@ async def _engine(config: GatewayConfig, reloader: Reloader, grpc_address: str) 
         log.info("metrics on http://%s:%d/metrics", listen.rpartition(":")[0], metrics_server.port)
     watchdog_off = _nothing
     try:
-        watchdog_off = await serve_until_stopped(config.server, drain, None, server)
+        watchdog_off = await serve_until_stopped(config.server, stop, drain, grpc_server=server)
     finally:
         await server.stop(0)
         if metrics_server is not None:
@@ -196,6 +198,7 @@ async def _engine(config: GatewayConfig, reloader: Reloader, grpc_address: str) 
 
 
 async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> None:
+    stop = catch_stop_signals()  # before starting, as in _serve
     engine = RemoteEngine.for_config(engine_address, config)
     telemetry = build_telemetry(config)  # no engine parts to read
     # Its own settings apply at start; an admin reload through it reloads the engine's config.
@@ -206,7 +209,7 @@ async def _frontdoor(config: GatewayConfig, http: str, engine_address: str) -> N
     log.info("http listening on %s:%d (engine at %s)", http.rpartition(":")[0], server.port, engine_address)
     watchdog_off = _nothing
     try:
-        watchdog_off = await serve_until_stopped(config.server, drain, server, engine_cut=engine.cut_calls)
+        watchdog_off = await serve_until_stopped(config.server, stop, drain, http=server, engine_cut=engine.cut_calls)
     finally:
         await server.close()
         await engine.close()

@@ -52,18 +52,21 @@ class Listener(Protocol):
         ...
 
 
-async def serve_until_stopped(
+async def serve_until_stopped(  # noqa: PLR0913 (the process's parts, each optional but the signal and drain)
     config: ServerConfig,
+    stop: asyncio.Future[signal.Signals],
     drain: Drain,
+    *,
     http: Listener | None = None,
     grpc_server: GrpcServer | None = None,
     clock: Callable[[], float] = time.monotonic,
     engine_cut: Callable[[], Awaitable[int]] | None = None,
 ) -> Callable[[], None]:
-    """Serve until SIGTERM or SIGINT, then drain as the module docstring says; returns the function that calls off
-    the exit watchdog (call it once the process has closed everything). A split front door passes `engine_cut`
-    (`RemoteEngine.cut_calls`): at the deadline its engine cuts its calls first, as a shutdown."""
-    received = await until_stopped()
+    """Serve until SIGTERM or SIGINT (`stop`, from `gateway.process.catch_stop_signals` before starting), then
+    drain as the module docstring says; returns the function that calls off the exit watchdog (call it once the
+    process has closed everything). A split front door passes `engine_cut` (`RemoteEngine.cut_calls`): at the
+    deadline its engine cuts its calls first, as a shutdown."""
+    received = await until_stopped(stop)
     deadline = clock() + config.shutdown_grace
     cancel_watchdog = exit_by(config.shutdown_grace + EXIT_SLACK)
     drain.begin()

@@ -13,10 +13,13 @@ from collections.abc import Awaitable, Callable
 log = logging.getLogger("tollgate")
 
 
-async def until_stopped() -> signal.Signals:
-    """Return the signal that asks the process to stop (SIGINT or SIGTERM) once it comes."""
-    stop: asyncio.Future[signal.Signals] = asyncio.get_running_loop().create_future()
+def catch_stop_signals() -> asyncio.Future[signal.Signals]:
+    """Catch SIGINT and SIGTERM from now on; the returned future is the first of them to come.
+
+    Call it before starting to serve: a signal that comes while the process is still starting is kept (the default
+    action would end the process at once, exit -15 with no clean stop), and stops it as soon as it waits for it."""
     loop = asyncio.get_running_loop()
+    stop: asyncio.Future[signal.Signals] = loop.create_future()
 
     def stopped(sig: signal.Signals) -> None:
         if not stop.done():
@@ -24,6 +27,11 @@ async def until_stopped() -> signal.Signals:
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stopped, sig)
+    return stop
+
+
+async def until_stopped(stop: asyncio.Future[signal.Signals]) -> signal.Signals:
+    """Return the signal that asks the process to stop (SIGINT or SIGTERM; `stop` from `catch_stop_signals`)."""
     received = await stop
     log.info("shutting down (%s)", received.name)
     return received

@@ -14,7 +14,7 @@ import os
 import sys
 
 from gateway.config import ConfigError
-from gateway.process import run, until_stopped
+from gateway.process import catch_stop_signals, run, until_stopped
 from routersvc.examples import load_examples
 
 log = logging.getLogger("tollgate.routersvc")
@@ -54,11 +54,12 @@ def _run_server(args: argparse.Namespace) -> int:
     source = EmbeddingSource(args.embeddings_url, args.embedding_model, key)
 
     async def serve() -> None:
+        stop = catch_stop_signals()  # before starting: the examples may take a while to embed
         server = await start_router_server(examples, source, args.listen)
         log.info("%d examples of %d choices", len(server.index), len(examples.choices))
         log.info("router listening on %s:%d", args.listen.rpartition(":")[0], server.port)
         try:
-            await until_stopped()
+            await until_stopped(stop)
         finally:
             await server.stop(_SHUTDOWN_GRACE)
 

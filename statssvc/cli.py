@@ -18,7 +18,7 @@ import grpc
 
 from gateway.config import ConfigError, parse_duration
 from gateway.config.tls import ClientTLS, ServerTLS
-from gateway.process import run, until_stopped
+from gateway.process import catch_stop_signals, run, until_stopped
 from gateway.tls import (
     add_client_flags,
     add_server_flags,
@@ -75,10 +75,11 @@ async def _serve(db: str, address: str, tls: ServerTLS | None) -> None:
     # Imported here, like sqlite3 below: every `tollgate` command registers this one, and a gateway needs neither.
     from statssvc.server import start_stats_server  # noqa: PLC0415
 
+    stop = catch_stop_signals()  # before starting: a SIGTERM while the database opens stops the server once it is up
     server = await start_stats_server(db, address, tls=tls)
     log.info("stats listening on %s:%d (database %s)", address.rpartition(":")[0], server.port, db)
     try:
-        await until_stopped()
+        await until_stopped(stop)
     finally:
         await server.stop(SHUTDOWN_GRACE)
 

@@ -9,7 +9,9 @@ import os
 import re
 import signal
 import stat
+import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -312,3 +314,44 @@ async def test_authsvc_serves_reloads_on_sighup_and_stops_on_sigterm(keys: Keys)
     assert "shutting down" in output
     for secret in (keys.raw["alice"], raw):
         assert secret.split("_", 2)[2] not in output
+
+
+def _writer_once_read(fifo: Path, process: subprocess.Popen[str]) -> int:
+    """Open `fifo` for writing once `process` has opened it for reading (it is starting: loading its keys)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            fd = os.open(fifo, os.O_WRONLY | os.O_NONBLOCK)  # ENXIO until a reader has it open
+        except OSError:
+            assert process.poll() is None, f"authsvc exited before loading its keys: {process.communicate()[1]}"
+            assert time.monotonic() < deadline, "authsvc never opened its key file"
+            time.sleep(0.01)
+            continue
+        os.set_blocking(fd, True)
+        return fd
+
+
+def test_a_sigterm_while_authsvc_starts_stops_it_cleanly_once_it_is_up(keys: Keys, tmp_path: Path) -> None:
+    # The key file is a FIFO: authsvc stays in its start (its event loop running, not yet listening) until the test
+    # writes it. A SIGTERM there must not end it with the default action (exit -15), every time.
+    env = {k: v for k, v in os.environ.items() if k != "TOLLGATE_LOG_LEVEL"}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), str(REPO / "generated")])
+    text = keys.path.read_text()
+    for attempt in range(3):
+        fifo = tmp_path / f"keys-{attempt}.yaml"
+        os.mkfifo(fifo, 0o600)
+        args = ["authsvc", "--keys", str(fifo), "--listen", "127.0.0.1:0", "--reload-interval", "1h"]
+        process = subprocess.Popen([sys.executable, "-m", "gateway", *args], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            writer = _writer_once_read(fifo, process)
+            process.send_signal(signal.SIGTERM)
+            with os.fdopen(writer, "w") as f:
+                f.write(text)
+            _, err = process.communicate(timeout=TIMEOUT * 6)
+        finally:
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, err
+        assert LISTENING.search(err), err
+        assert "shutting down (SIGTERM)" in err

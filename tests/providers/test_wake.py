@@ -21,6 +21,7 @@ from gateway.providers.registry import build_providers
 from gateway.providers.wake import RedisFleetLock, Waker, WakingProvider
 from gateway.testing.endpoint_replies import speech_bytes
 from gateway.testing.fake_openai import FakeOpenAI
+from tests.e2e.test_auth_stats import eventually
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -78,18 +79,16 @@ async def test_idle_puts_it_to_sleep_and_the_next_call_wakes_it(tmp_path: Path) 
     try:
         assert (await provider.complete("m", PARAMS)).choices  # up already: no wake
         assert not log.exists()
-        for _ in range(40):
-            if provider.waker.asleep:
-                break
-            await asyncio.sleep(0.05)
-        assert provider.waker.asleep and log.read_text().splitlines() == ["slept"]
+        # The idle watch sets `asleep` once its action has finished: "slept" is written by then.
+        await eventually(lambda: provider.waker.asleep)
+        assert log.read_text().splitlines() == ["slept"]
         # Put to sleep: the next call runs the wake action (here the server never stopped, so it is ready at once).
         assert (await provider.complete("m", PARAMS)).choices
-        # The action is started, not awaited (readiness decides): its echo may land just after the answer.
-        for _ in range(40):
-            if log.read_text().splitlines() == ["slept", "woke"]:
-                break
-            await asyncio.sleep(0.05)
+        # Closed at once (no await since the call ended, so the idle watch cannot have run): no second "slept" can
+        # follow, however slow the machine. The wake action is started, not awaited (readiness decides), and is
+        # left running by close: its echo may land later.
+        await provider.close()
+        await eventually(lambda: len(log.read_text().splitlines()) == 2)
         assert log.read_text().splitlines() == ["slept", "woke"]
     finally:
         await provider.close()

@@ -9,6 +9,8 @@ import os
 import re
 import signal
 import socket
+import sqlite3
+import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator
@@ -210,3 +212,41 @@ async def test_statssvc_on_a_busy_port_exits_1(tmp_path: Path) -> None:
     (line,) = [line for line in err.splitlines() if line.startswith("tollgate statssvc: ")]
     assert f"127.0.0.1:{port}" in line
     assert "Traceback" not in err
+
+
+def _has_open(pid: int, path: Path) -> bool:
+    fds = Path(f"/proc/{pid}/fd")
+    with contextlib.suppress(OSError):  # a descriptor closed while we look
+        return any(os.readlink(fd) == str(path) for fd in fds.iterdir())
+    return False
+
+
+@pytest.mark.skipif(not Path("/proc/self/fd").is_dir(), reason="needs /proc to see the database opened")
+def test_a_sigterm_while_statssvc_starts_stops_it_cleanly_once_it_is_up(tmp_path: Path) -> None:
+    # The test holds the database's exclusive lock: statssvc, having opened the file, waits on it in its start (its
+    # event loop running, not yet listening). A SIGTERM there must not end it with the default action (exit -15).
+    env = {k: v for k, v in os.environ.items() if k != "TOLLGATE_LOG_LEVEL"}
+    for attempt in range(3):
+        db = tmp_path / f"usage-{attempt}.db"
+        lock = sqlite3.connect(db, isolation_level=None)
+        lock.execute("BEGIN EXCLUSIVE")
+        args = ["statssvc", "--db", str(db), "--listen", "127.0.0.1:0"]
+        process = subprocess.Popen([sys.executable, "-m", "gateway", *args], env=env, stderr=subprocess.PIPE, text=True)
+        try:
+            deadline = time.monotonic() + 30
+            while not _has_open(process.pid, db):
+                assert process.poll() is None, f"statssvc exited before opening its database: {process.communicate()}"
+                assert time.monotonic() < deadline, "statssvc never opened its database"
+                time.sleep(0.005)
+            process.send_signal(signal.SIGTERM)
+            lock.execute("ROLLBACK")
+            lock.close()
+            _, err = process.communicate(timeout=30)
+        finally:
+            lock.close()
+            if process.poll() is None:
+                process.kill()
+                process.wait()
+        assert process.returncode == 0, err
+        assert LISTENING.search(err), err
+        assert "shutting down (SIGTERM)" in err
