@@ -20,6 +20,7 @@ from gateway.validation import (
     _check_stop,
     _ranged,
     bad,
+    check_inputs,
     check_model,
 )
 from tollgate.gateway.v1 import endpoints_pb2 as ep
@@ -92,16 +93,7 @@ _COMPLETION_CHECKS: dict[str, Check] = {
 def validate_completion(params: ep.CompletionParams) -> None:
     """A legacy completion request."""
     check_model(params.model)
-    count = len(params.prompt) + len(params.prompt_tokens)
-    if count == 0:
-        raise bad("prompt", "must not be empty")
-    if count > MAX_PROMPTS:
-        raise bad("prompt", f"at most {MAX_PROMPTS} prompts")
-    for i, tokens in enumerate(params.prompt_tokens):
-        if not tokens.ids:
-            raise bad(f"prompt[{i}]", "must not be empty")
-        if min(tokens.ids) < 0:
-            raise bad(f"prompt[{i}]", "token ids are not negative")
+    check_inputs("prompt", len(params.prompt), params.prompt_tokens, MAX_PROMPTS, "prompts")
     _run(params, _COMPLETION_CHECKS)
     if params.HasField("best_of") and params.best_of < max(1, params.n):
         raise bad("best_of", "must be at least n")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, Protocol
 
 import orjson
 
@@ -58,16 +58,7 @@ def validate_chat(params: pb.ChatCompletionParams) -> None:
 def validate_embeddings(request: pb.CreateEmbeddingsRequest) -> None:
     """Raise `InvalidRequestError` for the first thing wrong with an embeddings request."""
     check_model(request.model)
-    count = len(request.input) + len(request.input_tokens)
-    if count == 0:
-        raise bad("input", "must not be empty")
-    if count > MAX_EMBEDDING_INPUTS:
-        raise bad("input", f"at most {MAX_EMBEDDING_INPUTS} inputs")
-    for i, tokens in enumerate(request.input_tokens):
-        if not tokens.ids:
-            raise bad(f"input[{i}]", "must not be empty")
-        if min(tokens.ids) < 0:
-            raise bad(f"input[{i}]", "token ids are not negative")
+    check_inputs("input", len(request.input), request.input_tokens, MAX_EMBEDDING_INPUTS, "inputs")
     if request.encoding_format and request.encoding_format not in _ENCODING_FORMATS:
         raise bad("encoding_format", f"expected float or base64, got {request.encoding_format!r}")
     if request.HasField("dimensions"):
@@ -75,6 +66,28 @@ def validate_embeddings(request: pb.CreateEmbeddingsRequest) -> None:
     if request.HasField("user"):
         _check_length(request.user, "user")
     _check_json(request.extra_json, "extra_json")
+
+
+class TokenList(Protocol):
+    """One input given as token ids (embeddings' `TokenIds`, a legacy completion's `PromptTokens`)."""
+
+    @property
+    def ids(self) -> Sequence[int]: ...
+
+
+def check_inputs(param: str, texts: int, token_lists: Sequence[TokenList], most: int, what: str) -> None:
+    """An input given as strings or as lists of token ids (embeddings' `input`, a legacy completion's `prompt`):
+    at least one, at most `most`, no empty or negative token list."""
+    count = texts + len(token_lists)
+    if count == 0:
+        raise bad(param, "must not be empty")
+    if count > most:
+        raise bad(param, f"at most {most} {what}")
+    for i, tokens in enumerate(token_lists):
+        if not tokens.ids:
+            raise bad(f"{param}[{i}]", "must not be empty")
+        if min(tokens.ids) < 0:
+            raise bad(f"{param}[{i}]", "token ids are not negative")
 
 
 def check_model(model: str) -> None:

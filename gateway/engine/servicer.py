@@ -6,8 +6,9 @@ status with trailing metadata that `RemoteEngine` turns back into the same error
 
 from __future__ import annotations
 
+import functools
 import logging
-from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncGenerator, Awaitable, Callable, Sequence
 from contextlib import aclosing
 from typing import NoReturn, TypeVar, cast
 
@@ -24,6 +25,8 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
+S = TypeVar("S")  # a servicer
+R = TypeVar("R")  # a request message
 log = logging.getLogger("tollgate.engine")
 
 
@@ -88,6 +91,21 @@ async def _streamed(
         await _abort(context, _internal(ctx), ctx)
 
 
+def _streaming(
+    method: Callable[[S, R, grpc.aio.ServicerContext[object, object]], AsyncGenerator[T, None]],
+) -> Callable[[S, R, grpc.aio.ServicerContext[object, object]], AsyncGenerator[T, None]]:
+    """A streaming method as an async generator function, which is how grpc.aio knows to stream it (without our
+    guard in front too: an engine mounted in another server)."""
+
+    @functools.wraps(method)
+    async def stream(self: S, request: R, context: grpc.aio.ServicerContext[object, object]) -> AsyncGenerator[T, None]:
+        async with aclosing(method(self, request, context)) as messages:
+            async for message in messages:
+                yield message
+
+    return stream
+
+
 def _carry(message: pb.StreamChatCompletionBatchesResponse, metadata: Metadata) -> None:
     message.reply_metadata.update(metadata)
 
@@ -119,28 +137,24 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             context, self._context(context), lambda ctx: self._engine.create_chat_completion(request.params, ctx)
         )
 
-    async def StreamChatCompletion(  # the gRPC method name is fixed by the proto
+    @_streaming
+    def StreamChatCompletion(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[pb.StreamChatCompletionResponse]:
-        stream = _streamed(
+    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        return _streamed(
             context, self._context(context), lambda ctx: self._engine.stream_chat_completion(request.params, ctx)
         )
-        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
-            async for message in stream:
-                yield message
 
-    async def StreamChatCompletionBatches(  # the gRPC method name is fixed by the proto
+    @_streaming
+    def StreamChatCompletionBatches(  # the gRPC method name is fixed by the proto
         self, request: pb.StreamChatCompletionBatchesRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[pb.StreamChatCompletionBatchesResponse]:
-        stream = _streamed(
+    ) -> AsyncGenerator[pb.StreamChatCompletionBatchesResponse, None]:
+        return _streamed(
             context,
             self._context(context),
             lambda ctx: _batched(self._engine.stream_chat_completion(request.params, ctx)),
             _carry,
         )
-        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
-            async for message in stream:
-                yield message
 
     async def CreateEmbeddings(  # the gRPC method name is fixed by the proto
         self, request: pb.CreateEmbeddingsRequest, context: grpc.aio.ServicerContext[object, object]
@@ -165,15 +179,13 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             context, self._context(context), lambda ctx: self._engine.create_completion(request.params, ctx)
         )
 
-    async def StreamCompletion(  # the gRPC method name is fixed by the proto
+    @_streaming
+    def StreamCompletion(  # the gRPC method name is fixed by the proto
         self, request: ep.StreamCompletionRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[ep.StreamCompletionResponse]:
-        stream = _streamed(
+    ) -> AsyncGenerator[ep.StreamCompletionResponse, None]:
+        return _streamed(
             context, self._context(context), lambda ctx: self._engine.stream_completion(request.params, ctx)
         )
-        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
-            async for message in stream:
-                yield message
 
     async def CreateImage(  # the gRPC method name is fixed by the proto
         self, request: ep.CreateImageRequest, context: grpc.aio.ServicerContext[object, object]
@@ -187,13 +199,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
             context, self._context(context), lambda ctx: self._engine.create_transcription(request, ctx)
         )
 
-    async def StreamSpeech(  # the gRPC method name is fixed by the proto
+    @_streaming
+    def StreamSpeech(  # the gRPC method name is fixed by the proto
         self, request: ep.StreamSpeechRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[ep.StreamSpeechResponse]:
-        stream = _streamed(context, self._context(context), lambda ctx: self._engine.stream_speech(request, ctx))
-        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
-            async for message in stream:
-                yield message
+    ) -> AsyncGenerator[ep.StreamSpeechResponse, None]:
+        return _streamed(context, self._context(context), lambda ctx: self._engine.stream_speech(request, ctx))
 
     async def CreateModeration(  # the gRPC method name is fixed by the proto
         self, request: ep.CreateModerationRequest, context: grpc.aio.ServicerContext[object, object]
@@ -214,15 +224,11 @@ class GatewayServicer(pb_grpc.GatewayServiceServicer):
 
         return await _unary(context, self._context(context), run)
 
-    async def StreamResponse(  # the gRPC method name is fixed by the proto
+    @_streaming
+    def StreamResponse(  # the gRPC method name is fixed by the proto
         self, request: rpb.StreamResponseRequest, context: grpc.aio.ServicerContext[object, object]
-    ) -> AsyncIterator[rpb.StreamResponseResponse]:
-        stream = _streamed(
-            context, self._context(context), lambda ctx: self._engine.stream_response(request.params, ctx)
-        )
-        async with aclosing(stream):  # grpc.aio serves an async generator function as a stream
-            async for message in stream:
-                yield message
+    ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
+        return _streamed(context, self._context(context), lambda ctx: self._engine.stream_response(request.params, ctx))
 
     async def GetResponse(  # the gRPC method name is fixed by the proto
         self, request: rpb.GetResponseRequest, context: grpc.aio.ServicerContext[object, object]

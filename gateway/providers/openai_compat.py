@@ -26,7 +26,7 @@ from gateway.errors import (
     UpstreamRequestError,
     UpstreamTimeoutError,
 )
-from gateway.providers.http import MALFORMED, sse_data
+from gateway.providers.http import MALFORMED
 from gateway.providers.openai_endpoints import OpenAIEndpoints
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
@@ -34,7 +34,6 @@ log = logging.getLogger("tollgate.providers")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
 _MAX_ERROR_BODY = 64 * 1024
-_DONE = b"[DONE]"
 
 
 # Where each operation lives under the base URL (chat and embeddings; the rest are gateway.providers.openai_endpoints').
@@ -112,35 +111,8 @@ class OpenAICompatibleProvider(OpenAIEndpoints):
         body["messages"].append(message)
         return self._stream(model, body)
 
-    async def _stream(
-        self, model: str, request: dict[str, Any]
-    ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
-        body = orjson.dumps(request)
-        # Which choices started and which finished, to tell a stream cut short from one that ended without [DONE].
-        started: set[int] = set()
-        finished: set[int] = set()
-        with self._translate_errors():
-            async with self._client().post(self._url("chat", model), data=body) as resp:
-                if resp.status >= 400:
-                    raise await self._error(resp)
-                async for payload in sse_data(resp):
-                    if payload == _DONE:
-                        return
-                    try:  # inline rather than a context manager: this runs for every chunk
-                        raw = orjson.loads(payload)
-                        if "error" in raw:
-                            raise _in_band_error(raw["error"], self.backend.name)
-                        chunk = decode_chunk(raw)
-                    except MALFORMED as exc:
-                        raise self._malformed(exc) from exc
-                    for choice in chunk.choices:
-                        started.add(choice.index)
-                        if choice.finish_reason:
-                            finished.add(choice.index)
-                    yield chunk
-        # A server that closes without [DONE] is accepted only if it had finished every choice it started.
-        if not started or started != finished:
-            raise UpstreamError(f"backend '{self.backend.name}' closed the stream before it finished")
+    def _stream(self, model: str, request: dict[str, Any]) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
+        return self._stream_choices("chat", model, request, decode_chunk)
 
     async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
         body = await read_error_body(resp, self.backend)

@@ -9,8 +9,8 @@ lives is the provider's `_url` (Azure puts the deployment in the path).
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator
-from typing import Any
+from collections.abc import AsyncGenerator, Callable, Iterable
+from typing import Any, Protocol, TypeVar
 
 import aiohttp
 import orjson
@@ -38,6 +38,21 @@ from tollgate.gateway.v1 import endpoints_pb2 as ep
 
 _DONE = b"[DONE]"
 _AUDIO_PIECE = 64 * 1024  # the most audio one streamed message carries
+
+
+class _Choice(Protocol):
+    @property
+    def index(self) -> int: ...
+    @property
+    def finish_reason(self) -> object: ...
+
+
+class _Chunk(Protocol):
+    @property
+    def choices(self) -> Iterable[_Choice]: ...
+
+
+C = TypeVar("C", bound=_Chunk)  # a streamed chunk with choices: chat's or a legacy completion's
 
 
 class OpenAIEndpoints(HttpProvider):
@@ -68,25 +83,31 @@ class OpenAIEndpoints(HttpProvider):
         except MALFORMED as exc:
             raise self._malformed(exc) from exc
 
-    async def stream_text(
-        self, model: str, params: ep.CompletionParams
-    ) -> AsyncGenerator[ep.StreamCompletionResponse, None]:
+    def stream_text(self, model: str, params: ep.CompletionParams) -> AsyncGenerator[ep.StreamCompletionResponse, None]:
         """A streamed legacy completion; usage is always asked for, so the last chunk carries it."""
-        body = orjson.dumps(encode_completion_params(params, model, stream=True))
+        body = encode_completion_params(params, model, stream=True)
+        return self._stream_choices(cap.COMPLETIONS, model, body, decode_text_chunk)
+
+    async def _stream_choices(
+        self, operation: str, model: str, request: dict[str, Any], decode: Callable[[Any], C]
+    ) -> AsyncGenerator[C, None]:
+        """An OpenAI stream of chunks with choices (chat's, legacy completions'), each decoded by `decode`."""
+        body = orjson.dumps(request)
+        # Which choices started and which finished, to tell a stream cut short from one that ended without [DONE].
         started: set[int] = set()
         finished: set[int] = set()
         with self._translate_errors():
-            async with self._client().post(self._url(cap.COMPLETIONS, model), data=body) as resp:
+            async with self._client().post(self._url(operation, model), data=body) as resp:
                 if resp.status >= 400:
                     raise await self._error(resp)
                 async for payload in sse_data(resp):
                     if payload == _DONE:
                         return
-                    try:
+                    try:  # inline rather than a context manager: this runs for every chunk
                         raw = orjson.loads(payload)
                         if "error" in raw:
                             raise self._in_band_error(raw["error"])
-                        chunk = decode_text_chunk(raw)
+                        chunk = decode(raw)
                     except MALFORMED as exc:
                         raise self._malformed(exc) from exc
                     for choice in chunk.choices:
@@ -94,6 +115,7 @@ class OpenAIEndpoints(HttpProvider):
                         if choice.finish_reason:
                             finished.add(choice.index)
                     yield chunk
+        # A server that closes without [DONE] is accepted only if it had finished every choice it started.
         if not started or started != finished:
             raise UpstreamError(f"backend '{self.backend.name}' closed the stream before it finished")
 
