@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import aiohttp
 import pytest
@@ -19,23 +18,10 @@ from gateway.frontdoor.app import create_app, start_http_server
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI
 from tests.conftest import UPSTREAM_KEY, config_for
+from tests.usage_sink import RecordingSink
 from tollgate.stats.v1 import stats_pb2
 
 MESSAGES = [{"role": "user", "content": "hi"}]
-
-
-@dataclass
-class Sink:
-    records: list[stats_pb2.UsageRecord] = field(default_factory=list)
-
-    async def start(self) -> None:
-        pass
-
-    def submit(self, record: stats_pb2.UsageRecord) -> None:
-        self.records.append(record)
-
-    async def close(self) -> None:
-        pass
 
 
 async def test_track_wait_and_cut() -> None:
@@ -91,7 +77,7 @@ async def slow_upstream() -> AsyncIterator[FakeOpenAI]:
 
 async def test_cut_before_and_after_the_first_byte(slow_upstream: FakeOpenAI) -> None:
     config = parse_config(config_for(slow_upstream.base_url), os.environ)
-    sink = Sink()
+    sink = RecordingSink()
     engine = EngineCore(config, EngineParts(build_providers(config), usage=sink))
     drain = Drain()
     http = await start_http_server(create_app(engine, config.server), "127.0.0.1:0", config.server, drain=drain)

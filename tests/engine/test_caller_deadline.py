@@ -8,7 +8,6 @@ import asyncio
 import os
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 
 import grpc
 import pytest
@@ -20,6 +19,7 @@ from gateway.engine.server import start_engine_server
 from gateway.errors import DeadlineExceededError
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI
+from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from tollgate.stats.v1 import stats_pb2
@@ -27,21 +27,7 @@ from tollgate.stats.v1 import stats_pb2
 PARAMS = pb.ChatCompletionParams(model="m", messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
 
 
-@dataclass
-class Sink:
-    records: list[stats_pb2.UsageRecord] = field(default_factory=list)
-
-    async def start(self) -> None:
-        pass
-
-    def submit(self, record: stats_pb2.UsageRecord) -> None:
-        self.records.append(record)
-
-    async def close(self) -> None:
-        pass
-
-
-def engine_for(slow: str, fast: str, retry: str = "{}") -> tuple[EngineCore, Sink]:
+def engine_for(slow: str, fast: str, retry: str = "{}") -> tuple[EngineCore, RecordingSink]:
     config = parse_config(
         f"""
 routing: {{health: {{consecutive_failures: 1}}, retry: {retry}}}
@@ -53,7 +39,7 @@ models:
 """,
         os.environ,
     )
-    sink = Sink()
+    sink = RecordingSink()
     return EngineCore(config, EngineParts(build_providers(config), usage=sink)), sink
 
 

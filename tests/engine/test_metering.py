@@ -14,6 +14,7 @@ from gateway.engine.metering import Meter, estimate_prompt_tokens
 from gateway.engine.record import CallRecord
 from gateway.errors import RateLimitError, UpstreamError
 from gateway.stats.pricing import cost_usd, price_for
+from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.stats.v1 import stats_pb2
 
@@ -26,20 +27,6 @@ prices:
 """,
     {},
 )
-
-
-class Collected:
-    def __init__(self) -> None:
-        self.records: list[stats_pb2.UsageRecord] = []
-
-    async def start(self) -> None:
-        pass
-
-    def submit(self, record: stats_pb2.UsageRecord) -> None:
-        self.records.append(record)
-
-    async def close(self) -> None:
-        pass
 
 
 class Calls:
@@ -67,7 +54,7 @@ def answered(call: CallRecord) -> CallRecord:
 
 
 def test_a_completed_call_carries_exact_usage_cost_and_identity() -> None:
-    sink = Collected()
+    sink = RecordingSink()
     meter = Meter(CONFIG, sink)
     ctx = CallContext(request_id="req_a", started=time.perf_counter() - 0.25)
     with meter.call(ctx, "chat", "fast") as call:
@@ -99,7 +86,7 @@ def test_a_completed_call_carries_exact_usage_cost_and_identity() -> None:
 
 
 def test_a_failed_call_records_the_error_that_the_client_saw() -> None:
-    sink = Collected()
+    sink = RecordingSink()
     meter = Meter(CONFIG, sink)
     ctx = CallContext(request_id="req_b")
     with pytest.raises(RateLimitError), meter.call(ctx, "chat", "fast") as call:
@@ -112,7 +99,7 @@ def test_a_failed_call_records_the_error_that_the_client_saw() -> None:
 
 
 def test_a_stream_cut_by_the_client_is_recorded_with_estimated_usage() -> None:
-    sink = Collected()
+    sink = RecordingSink()
     meter = Meter(CONFIG, sink)
     ctx = CallContext(request_id="req_c")
     with pytest.raises(asyncio.CancelledError), meter.call(ctx, "chat", "fast") as call:
@@ -129,7 +116,7 @@ def test_a_stream_cut_by_the_client_is_recorded_with_estimated_usage() -> None:
 
 
 def test_a_stream_failing_after_its_first_chunk_reports_the_200_the_client_got() -> None:
-    sink = Collected()
+    sink = RecordingSink()
     meter = Meter(CONFIG, sink)
     ctx = CallContext(request_id="req_d")
     with pytest.raises(UpstreamError), meter.call(ctx, "chat", "fast") as call:
@@ -141,7 +128,7 @@ def test_a_stream_failing_after_its_first_chunk_reports_the_200_the_client_got()
 
 
 def test_unauthenticated_calls_and_a_missing_sink_record_nothing() -> None:
-    sink = Collected()
+    sink = RecordingSink()
     with Meter(CONFIG, sink).call(CallContext(request_id="req_e"), "chat", "fast"):
         pass  # never authenticated: principal is None
     assert sink.records == []
@@ -150,7 +137,7 @@ def test_unauthenticated_calls_and_a_missing_sink_record_nothing() -> None:
 
 
 def test_a_broken_sink_never_fails_the_call() -> None:
-    class Broken(Collected):
+    class Broken(RecordingSink):
         def submit(self, record: stats_pb2.UsageRecord) -> None:
             raise OSError("disk full")
 

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -20,6 +20,7 @@ from gateway.engine.server import start_engine_server
 from gateway.errors import GatewayError, ShuttingDownError
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI
+from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.stats.v1 import stats_pb2
 
@@ -27,24 +28,10 @@ PARAMS = pb.ChatCompletionParams(model="m", messages=[pb.ChatMessage(role=pb.ROL
 
 
 @dataclass
-class Sink:
-    records: list[stats_pb2.UsageRecord] = field(default_factory=list)
-
-    async def start(self) -> None:
-        pass
-
-    def submit(self, record: stats_pb2.UsageRecord) -> None:
-        self.records.append(record)
-
-    async def close(self) -> None:
-        pass
-
-
-@dataclass
 class Split:
     doors: tuple[RemoteEngine, RemoteEngine]  # two front doors on one engine
     drain: Drain  # the engine's
-    sink: Sink
+    sink: RecordingSink
 
 
 @pytest.fixture
@@ -55,7 +42,7 @@ async def split() -> AsyncIterator[Split]:
             "models: [{name: m, targets: [{backend: up}]}]\n",
             os.environ,
         )
-        sink = Sink()
+        sink = RecordingSink()
         engine = EngineCore(config, EngineParts(build_providers(config), usage=sink))
         drain = Drain()
         server = await start_engine_server(engine, "127.0.0.1:0", drain=drain)

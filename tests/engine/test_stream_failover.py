@@ -7,7 +7,7 @@ import os
 import re
 import time
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import pytest
 
@@ -22,6 +22,7 @@ from gateway.providers.registry import build_providers
 from gateway.telemetry.observer import Telemetry
 from gateway.testing.fake_anthropic import AnthropicFault, FakeAnthropic
 from gateway.testing.fake_openai import FakeOpenAI, Fault
+from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.stats.v1 import stats_pb2
 
@@ -40,22 +41,6 @@ models:
     stream_failover: {str(failover).lower()}
     targets: [{{backend: faulty, model: qwen, priority: 0}}, {{backend: sound, model: qwen, priority: 1}}]
 """
-
-
-@dataclass
-class Records:
-    """A usage sink that keeps what it is given."""
-
-    records: list[stats_pb2.UsageRecord] = field(default_factory=list)
-
-    async def start(self) -> None:
-        return None
-
-    def submit(self, record: stats_pb2.UsageRecord) -> None:
-        self.records.append(record)
-
-    async def close(self) -> None:
-        return None
 
 
 def params(text: str = "hello there", *, tools: tuple[pb.Tool, ...] = (), n: int = 1) -> pb.ChatCompletionParams:
@@ -90,12 +75,12 @@ async def answer(engine: EngineCore, request: pb.ChatCompletionParams) -> Answer
     return Answer(chunks, None)
 
 
-Engine = tuple[EngineCore, FakeOpenAI, FakeOpenAI, Records]
+Engine = tuple[EngineCore, FakeOpenAI, FakeOpenAI, RecordingSink]
 
 
-async def started(text: str) -> tuple[EngineCore, Records]:
+async def started(text: str) -> tuple[EngineCore, RecordingSink]:
     conf = parse_config(text, os.environ)
-    records = Records()
+    records = RecordingSink()
     return EngineCore(conf, EngineParts(build_providers(conf), usage=records)), records
 
 
