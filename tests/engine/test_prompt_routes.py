@@ -19,7 +19,7 @@ from gateway.errors import PermissionDeniedError
 from gateway.providers.registry import build_providers
 from gateway.telemetry.routing_metrics import RoutingMetrics
 from gateway.testing.fake_openai import FakeOpenAI, Fault
-from tests.engine.test_metering import Collected
+from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 CONFIG = """
@@ -55,9 +55,11 @@ async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeOpenAI]]:
 
 
 @pytest.fixture
-async def engine(fakes: tuple[FakeOpenAI, FakeOpenAI]) -> AsyncIterator[tuple[EngineCore, Collected, RoutingMetrics]]:
+async def engine(
+    fakes: tuple[FakeOpenAI, FakeOpenAI],
+) -> AsyncIterator[tuple[EngineCore, RecordingSink, RoutingMetrics]]:
     config = parse_config(CONFIG.format(chat=fakes[0].base_url, embed=fakes[1].base_url), os.environ)
-    sink = Collected()
+    sink = RecordingSink()
     metrics = RoutingMetrics(CollectorRegistry())
     core = EngineCore(config, EngineParts(build_providers(config), usage=sink, decisions=metrics))
     await core.start()
@@ -75,7 +77,7 @@ def count(metrics: RoutingMetrics, name: str, **labels: str) -> float:
 
 
 async def test_the_record_and_the_metric_name_the_rule_and_the_choice(
-    engine: tuple[EngineCore, Collected, RoutingMetrics],
+    engine: tuple[EngineCore, RecordingSink, RoutingMetrics],
 ) -> None:
     core, sink, metrics = engine
     reply = await core.create_chat_completion(ask(CODE), CallContext(request_id="req_1"))
@@ -87,7 +89,7 @@ async def test_the_record_and_the_metric_name_the_rule_and_the_choice(
     assert count(metrics, "decisions", rule="by-topic", choice="default") == 1
 
 
-async def test_access_applies_to_the_model_chosen(engine: tuple[EngineCore, Collected, RoutingMetrics]) -> None:
+async def test_access_applies_to_the_model_chosen(engine: tuple[EngineCore, RecordingSink, RoutingMetrics]) -> None:
     core, _, _ = engine
     no_coder = Principal(key_id="k", access=ModelAccess(("*",), ("coder",)))
     caller = Caller(principal=no_coder)
@@ -105,7 +107,7 @@ async def test_access_applies_to_the_model_chosen(engine: tuple[EngineCore, Coll
 
 
 async def test_a_slow_or_failing_embedding_falls_back_counted(
-    engine: tuple[EngineCore, Collected, RoutingMetrics], fakes: tuple[FakeOpenAI, FakeOpenAI]
+    engine: tuple[EngineCore, RecordingSink, RoutingMetrics], fakes: tuple[FakeOpenAI, FakeOpenAI]
 ) -> None:
     core, _, metrics = engine
     fakes[1].latency = 1.0  # past the rule's 300 ms

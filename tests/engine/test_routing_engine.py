@@ -15,7 +15,8 @@ from gateway.engine.routes import Caller
 from gateway.errors import UpstreamTimeoutError
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI, Fault
-from tests.engine.test_metering import Calls, Collected
+from tests.engine.test_metering import Calls
+from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.stats.v1 import stats_pb2
 
@@ -42,9 +43,9 @@ async def fakes() -> AsyncIterator[tuple[FakeOpenAI, FakeOpenAI]]:
 
 
 @pytest.fixture
-async def engine(fakes: tuple[FakeOpenAI, FakeOpenAI]) -> AsyncIterator[tuple[EngineCore, Collected]]:
+async def engine(fakes: tuple[FakeOpenAI, FakeOpenAI]) -> AsyncIterator[tuple[EngineCore, RecordingSink]]:
     config = parse_config(CONFIG.format(first=fakes[0].base_url, second=fakes[1].base_url), os.environ)
-    sink = Collected()
+    sink = RecordingSink()
     core = EngineCore(config, EngineParts(build_providers(config), usage=sink, observer=CALLS))
     yield core, sink
     await core.close()
@@ -61,7 +62,7 @@ def session_ctx(session: str, **headers: str) -> CallContext:
     return CallContext(request_id=f"req_{session}", headers={"x-session": session, **headers})
 
 
-async def test_the_record_names_the_rule_the_experiment_and_the_arm(engine: tuple[EngineCore, Collected]) -> None:
+async def test_the_record_names_the_rule_the_experiment_and_the_arm(engine: tuple[EngineCore, RecordingSink]) -> None:
     core, sink = engine
     arms = {}
     for i in range(20):
@@ -77,7 +78,7 @@ async def test_the_record_names_the_rule_the_experiment_and_the_arm(engine: tupl
 
 
 async def test_a_failing_treatment_falls_back_to_the_control_targets(
-    engine: tuple[EngineCore, Collected], fakes: tuple[FakeOpenAI, FakeOpenAI]
+    engine: tuple[EngineCore, RecordingSink], fakes: tuple[FakeOpenAI, FakeOpenAI]
 ) -> None:
     core, _ = engine
     treated = next(s for s in (f"s{i}" for i in range(50)) if _arm(core, s) == "treatment")
@@ -93,7 +94,7 @@ def _arm(core: EngineCore, session: str) -> str:
 
 
 async def test_a_stream_stalling_after_its_first_byte_reports_the_usage_so_far(
-    engine: tuple[EngineCore, Collected], fakes: tuple[FakeOpenAI, FakeOpenAI]
+    engine: tuple[EngineCore, RecordingSink], fakes: tuple[FakeOpenAI, FakeOpenAI]
 ) -> None:
     core, sink = engine
     control = next(s for s in (f"s{i}" for i in range(50)) if _arm(core, s) == "control")
@@ -110,7 +111,7 @@ async def test_a_stream_stalling_after_its_first_byte_reports_the_usage_so_far(
 
 
 async def test_a_context_length_error_moves_to_the_larger_model(
-    engine: tuple[EngineCore, Collected], fakes: tuple[FakeOpenAI, FakeOpenAI]
+    engine: tuple[EngineCore, RecordingSink], fakes: tuple[FakeOpenAI, FakeOpenAI]
 ) -> None:
     core, _ = engine
     control = next(s for s in (f"s{i}" for i in range(50)) if _arm(core, s) == "control")
@@ -126,7 +127,7 @@ async def test_a_context_length_error_moves_to_the_larger_model(
 
 
 async def test_the_health_snapshot_lists_every_target_once(
-    engine: tuple[EngineCore, Collected], fakes: tuple[FakeOpenAI, FakeOpenAI]
+    engine: tuple[EngineCore, RecordingSink], fakes: tuple[FakeOpenAI, FakeOpenAI]
 ) -> None:
     core, _ = engine
     control = next(s for s in (f"s{i}" for i in range(50)) if _arm(core, s) == "control")

@@ -21,7 +21,7 @@ from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI
 from routersvc.examples import parse_examples
 from routersvc.server import EmbeddingSource, RouterServer, start_router_server
-from tests.engine.test_metering import Collected
+from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.router.v1 import router_pb2, router_pb2_grpc
 
@@ -121,7 +121,7 @@ def ask(text: str) -> pb.ChatCompletionParams:
 async def test_a_classifier_rule_routes_and_falls_back(router: RouterServer) -> None:
     async with FakeOpenAI(chunks=2) as chat:
         config = parse_config(CONFIG.format(chat=chat.base_url, router=f"127.0.0.1:{router.port}"), os.environ)
-        sink = Collected()
+        sink = RecordingSink()
         core = EngineCore(config, EngineParts(build_providers(config), usage=sink))
         await core.start()
         try:
