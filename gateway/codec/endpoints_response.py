@@ -5,7 +5,7 @@ malformed answer), and messages → the JSON a client of that API expects (`enco
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 
@@ -46,6 +46,9 @@ def encode_token_usage(usage: ep.TokenUsage) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------- legacy completions
 
 
+TextOut = TypeVar("TextOut", ep.CreateCompletionResponse, ep.StreamCompletionResponse)
+
+
 def _decode_choices(raw: dict[str, Any], out: Any) -> None:
     for choice in raw.get("choices") or ():
         item = out.choices.add(index=int(choice.get("index") or 0), text=str(choice.get("text") or ""))
@@ -57,19 +60,17 @@ def _decode_choices(raw: dict[str, Any], out: Any) -> None:
 
 def decode_text_completion(raw: dict[str, Any]) -> ep.CreateCompletionResponse:
     """A `text_completion` object."""
-    out = ep.CreateCompletionResponse(id=str(raw.get("id") or ""), created=int(raw.get("created") or 0))
-    out.model = str(raw.get("model") or "")
-    _decode_choices(raw, out)
-    if usage := raw.get("usage"):
-        decode_token_usage(usage, out.usage)
-    if fingerprint := raw.get("system_fingerprint"):
-        out.system_fingerprint = str(fingerprint)
-    return out
+    return _decode_text(raw, ep.CreateCompletionResponse())
 
 
 def decode_text_chunk(raw: dict[str, Any]) -> ep.StreamCompletionResponse:
     """One streamed `text_completion` chunk (the last, with `stream_options.include_usage`, carries the usage)."""
-    out = ep.StreamCompletionResponse(id=str(raw.get("id") or ""), created=int(raw.get("created") or 0))
+    return _decode_text(raw, ep.StreamCompletionResponse())
+
+
+def _decode_text(raw: dict[str, Any], out: TextOut) -> TextOut:
+    """A whole completion and a chunk have the same fields: id, created, model, choices, usage, fingerprint."""
+    out.id, out.created = str(raw.get("id") or ""), int(raw.get("created") or 0)
     out.model = str(raw.get("model") or "")
     _decode_choices(raw, out)
     if usage := raw.get("usage"):
