@@ -209,12 +209,23 @@ class FakeOpenAI(LoopbackServer):
         return _json_response(_completion_object(chat))
 
     async def _stream(self, request: web.Request, chat: Chat, cut: _Cut) -> web.StreamResponse:
+        return await self._sse(request, cut, lambda response: self._write_events(response, chat, cut), self.latency)
+
+    async def _sse(
+        self,
+        request: web.Request,
+        cut: _Cut,
+        write: Callable[[web.StreamResponse], Awaitable[bool]],
+        delay: float = 0.0,
+    ) -> web.StreamResponse:
+        """A server-sent event stream after `delay`: `write` writes its events and says whether `cut` stopped them
+        (the stream is then broken as `cut` says); a client that goes away is counted."""
         response = web.StreamResponse(headers=_SSE_HEADERS)
         try:
-            if self.latency > 0:
-                await asyncio.sleep(self.latency)
+            if delay > 0:
+                await asyncio.sleep(delay)
             await response.prepare(request)
-            if await self._write_events(response, chat, cut):
+            if await write(response):
                 await _break(request, response, cut.how)
         except asyncio.CancelledError:
             # aiohttp cancels the handler when the client goes away while we wait (latency, delay, stall).
@@ -255,17 +266,7 @@ class FakeOpenAI(LoopbackServer):
             await asyncio.sleep(self.latency)
         if not reply.stream:
             return _json_response(reply.response)
-        response = web.StreamResponse(headers=_SSE_HEADERS)
-        try:
-            await response.prepare(request)
-            if await self._write_response_events(response, reply, cut):
-                await _break(request, response, cut.how)
-        except asyncio.CancelledError:
-            self.disconnects += 1
-            raise
-        except ConnectionResetError:
-            self.disconnects += 1
-        return response
+        return await self._sse(request, cut, lambda response: self._write_response_events(response, reply, cut))
 
     async def _write_response_events(self, response: web.StreamResponse, reply: ResponsesReply, cut: _Cut) -> bool:
         """Write the events (`event:` then `data:`, as OpenAI frames them); True when `cut` stopped them after that
