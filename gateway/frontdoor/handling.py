@@ -104,17 +104,21 @@ def guarded(handler: Handler, render: ErrorRenderer) -> Callable[[web.Request], 
 
 async def read_json(request: web.Request) -> Any:
     """The parsed JSON body, or the 400/413 that says what is wrong with it."""
+    config = request.config_dict  # a new view on every access: taken once
     try:
-        async with asyncio.timeout(request.config_dict.get(BODY_TIMEOUT)):
+        if request.content.is_eof():  # the whole body came with the headers (the usual case): nothing to wait for
             raw = await request.read()
+        else:
+            async with asyncio.timeout(config.get(BODY_TIMEOUT)):
+                raw = await request.read()
     except web.HTTPRequestEntityTooLarge as exc:
         raise RequestTooLargeError(f"Request body is too large: {exc.text}") from None
     except TimeoutError:
         request.protocol.close()  # the rest of the body may never come: close the connection after the answer
-        if (guard := request.config_dict.get(CONNECTIONS)) is not None:
+        if (guard := config.get(CONNECTIONS)) is not None:
             guard.body_late()
         raise RequestTimeoutError("The request body took too long to arrive") from None
-    raw = decode_body(raw, request.headers.get("Content-Encoding", ""), request.config_dict.get(MAX_BODY, len(raw)))
+    raw = decode_body(raw, request.headers.get("Content-Encoding", ""), config.get(MAX_BODY, len(raw)))
     if not raw:
         raise InvalidRequestError("Request body is empty; send a JSON object", code="invalid_json")
     try:

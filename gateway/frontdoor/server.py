@@ -84,13 +84,15 @@ def _middleware(guard: ConnectionGuard, drain: Drain | None) -> Middleware:
     return connection_limits
 
 
-async def _close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
-    drain = request.config_dict.get(DRAIN)
-    if drain is not None and drain.draining:
-        # The client's next request goes to another replica. The header is set by hand: aiohttp has already
-        # prepared the headers when this signal runs, and force_close alone only closes the connection after.
-        response.force_close()
-        response.headers["Connection"] = "close"
+def _close_when_draining(drain: Drain) -> Callable[[web.Request, web.StreamResponse], Awaitable[None]]:
+    async def close_when_draining(request: web.Request, response: web.StreamResponse) -> None:
+        if drain.draining:
+            # The client's next request goes to another replica. The header is set by hand: aiohttp has already
+            # prepared the headers when this signal runs, and force_close alone only closes the connection after.
+            response.force_close()
+            response.headers["Connection"] = "close"
+
+    return close_when_draining
 
 
 async def start_http_server(
@@ -111,7 +113,7 @@ async def start_http_server(
     app[CONNECTIONS] = guard
     if drain is not None:
         app[DRAIN] = drain
-        app.on_response_prepare.append(_close_when_draining)
+        app.on_response_prepare.append(_close_when_draining(drain))
     # handler_cancellation: a client that disconnects cancels its handler, and so the upstream call, at once.
     runner = web.AppRunner(
         app,

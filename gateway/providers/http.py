@@ -58,6 +58,9 @@ class HttpProvider:
                 max_line_size=_READ_BUFFER,
                 max_field_size=_READ_BUFFER,
                 skip_auto_headers=("User-Agent",),
+                # One session serves every client: a cookie one upstream answer sets must not ride on the next
+                # caller's request (and looking cookies up cost every request a few microseconds).
+                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
