@@ -143,9 +143,11 @@ def _decode_delta(raw: dict[str, Any], out: pb.Delta) -> None:
                 if (arguments := fn.get("arguments")) is not None:
                     piece.function.arguments = arguments
             piece.extra_json = _extra_text(call, _TOOL_CALL_KEYS)
-    for key in ("refusal", "reasoning_content"):
-        if (text := raw.get(key)) is not None:
-            setattr(out, key, text)
+    # Spelled out rather than looped over the two names: this runs for every chunk.
+    if (refusal := raw.get("refusal")) is not None:
+        out.refusal = refusal
+    if (reasoning := raw.get("reasoning_content")) is not None:
+        out.reasoning_content = reasoning
 
 
 def decode_embeddings(raw: dict[str, Any]) -> pb.CreateEmbeddingsResponse:
@@ -230,11 +232,12 @@ def _envelope(
         "model": message.model,
         "choices": choices,
     }
-    if message.HasField("usage"):
+    has = message.HasField
+    if has("usage"):
         out["usage"] = encode_usage(message.usage)
-    if message.HasField("system_fingerprint"):
+    if has("system_fingerprint"):
         out["system_fingerprint"] = message.system_fingerprint
-    if message.HasField("service_tier"):
+    if has("service_tier"):
         out["service_tier"] = message.service_tier
     return out
 
@@ -246,18 +249,22 @@ def encode_chunk(chunk: pb.StreamChatCompletionResponse) -> dict[str, Any]:
             "index": c.index,
             "delta": _encode_delta(c.delta),
             "logprobs": _encode_logprobs(c.logprobs) if c.HasField("logprobs") else None,
-            "finish_reason": FINISH_REASON_NAMES.get(c.finish_reason),
+            "finish_reason": _reason_name(c.finish_reason),
         }
         for c in chunk.choices
     ]
     return _envelope(chunk, "chat.completion.chunk", choices)
 
 
+_reason_name = FINISH_REASON_NAMES.get
+
+
 def _encode_delta(delta: pb.Delta) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    has = delta.HasField  # bound once: up to four questions a chunk
     if delta.role:
         out["role"] = ROLE_NAMES.get(delta.role, "assistant")
-    if delta.HasField("content"):
+    if has("content"):
         out["content"] = delta.content
     if delta.tool_calls:
         calls = []
@@ -276,9 +283,9 @@ def _encode_delta(delta: pb.Delta) -> dict[str, Any]:
                 call["function"] = fn
             calls.append(merge_extra(call, t.extra_json) if t.extra_json else call)
         out["tool_calls"] = calls
-    if delta.HasField("refusal"):
+    if has("refusal"):
         out["refusal"] = delta.refusal
-    if delta.HasField("reasoning_content"):
+    if has("reasoning_content"):
         out["reasoning_content"] = delta.reasoning_content
     return out
 

@@ -522,7 +522,8 @@ class EngineCore:
 
 def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_usage: bool) -> bool:
     """Record the usage a chunk carries; whether the caller gets the chunk (a usage-only one only if it asked)."""
-    if chunk.choices:
+    has_choices = len(chunk.choices) > 0
+    if has_choices:
         if not call.chunks:
             call.first_chunk_at = time.perf_counter()
         call.chunks += 1
@@ -533,7 +534,7 @@ def _account(chunk: pb.StreamChatCompletionResponse, call: CallRecord, include_u
         if include_usage:
             return True
         chunk.ClearField("usage")
-    return len(chunk.choices) > 0
+    return has_choices
 
 
 def _add_usage(usage: pb.Usage, spent: Spent) -> None:
