@@ -53,6 +53,9 @@ class _ChunkEncoder:
         return b"data: " + orjson.dumps(error.to_openai()) + b"\n\n" + _DONE
 
 
+_ENCODER = _ChunkEncoder()  # stateless: one for every stream
+
+
 class OpenAIFrontDoor:
     """The routes of the OpenAI API, over an `Engine`."""
 
@@ -77,14 +80,10 @@ class OpenAIFrontDoor:
         """`POST /v1/chat/completions`, streaming or not."""
         params, stream = decode_chat_params(await read_json(request))
         if stream:
-            return await self._stream(request, params, ctx)
+            # Awaited here rather than in a helper of its own: every chunk's wake-up resumes each frame in between.
+            return await stream_events(request, self._engine.stream_chat_completion(params, ctx), ctx, _ENCODER)
         completion = await self._engine.create_chat_completion(params, ctx)
         return json_response(encode_completion(completion), ctx)
-
-    async def _stream(
-        self, request: web.Request, params: pb.ChatCompletionParams, ctx: CallContext
-    ) -> web.StreamResponse:
-        return await stream_events(request, self._engine.stream_chat_completion(params, ctx), ctx, _ChunkEncoder())
 
     async def embeddings(self, request: web.Request, ctx: CallContext) -> web.StreamResponse:
         """`POST /v1/embeddings`."""
