@@ -51,6 +51,7 @@ from gateway.config import BackendConfig, Secret
 from gateway.errors import GatewayError
 from gateway.providers.base import Provider
 from gateway.providers.registry import PROVIDERS
+from tests.providers.serving import served
 
 FIXTURES = Path(__file__).parent / "fixtures"
 ANY = "*"
@@ -113,15 +114,8 @@ async def recording_server(reply: dict[str, Any] | None) -> AsyncIterator[tuple[
 
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
+    async with served(app) as port:
         yield f"http://127.0.0.1:{port}", received
-    finally:
-        await runner.cleanup()
 
 
 def build_provider(settings: dict[str, Any], server_url: str) -> Provider:

@@ -10,6 +10,7 @@ from aiohttp import web
 
 from gateway.config import BackendConfig, Secret
 from gateway.providers.registry import PROVIDERS
+from tests.providers.serving import served
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 COMPLETION = {
@@ -33,13 +34,9 @@ async def upstream() -> AsyncIterator[tuple[str, list[str | None]]]:
 
     app = web.Application()
     app.router.add_post("/v1/chat/completions", handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    # A host name, not an address: aiohttp keeps no cookies for IP addresses anyway.
-    yield f"http://localhost:{runner.addresses[0][1]}/v1", cookies
-    await runner.cleanup()
+    async with served(app) as port:
+        # A host name, not an address: aiohttp keeps no cookies for IP addresses anyway.
+        yield f"http://localhost:{port}/v1", cookies
 
 
 async def test_a_cookie_set_by_one_answer_is_not_sent_with_the_next_request(

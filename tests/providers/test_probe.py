@@ -16,6 +16,7 @@ from gateway.providers.base import Probeable
 from gateway.providers.mock import MockProvider
 from gateway.providers.registry import PROVIDERS
 from gateway.providers.shaping import with_shaping
+from tests.providers.serving import served
 
 
 class Recorder:
@@ -37,13 +38,9 @@ async def upstream() -> AsyncIterator[Recorder]:
     recorder = Recorder()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", recorder.handle)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    recorder.base_url = f"http://127.0.0.1:{runner.addresses[0][1]}"
-    yield recorder
-    await runner.cleanup()
+    async with served(app) as port:
+        recorder.base_url = f"http://127.0.0.1:{port}"
+        yield recorder
 
 
 # provider type, base_url suffix, the request the probe must make, the credential header it must carry

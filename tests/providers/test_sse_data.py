@@ -11,6 +11,7 @@ from aiohttp import web
 
 from gateway.providers import http
 from gateway.providers.http import sse_data
+from tests.providers.serving import served
 
 BODY = (
     b": ping\n\n"
@@ -35,16 +36,12 @@ async def read_events(body: bytes, piece: int) -> list[bytes]:
 
     app = web.Application()
     app.router.add_get("/", handler)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with aiohttp.ClientSession() as session, session.get(f"http://127.0.0.1:{port}/") as resp:
-            return [data async for data in sse_data(resp)]
-    finally:
-        await runner.cleanup()
+    async with (
+        served(app) as port,
+        aiohttp.ClientSession() as session,
+        session.get(f"http://127.0.0.1:{port}/") as resp,
+    ):
+        return [data async for data in sse_data(resp)]
 
 
 @pytest.mark.parametrize("piece", [1, 2, 5, 17, len(BODY)])

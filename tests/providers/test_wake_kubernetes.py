@@ -23,6 +23,7 @@ from gateway.errors import ServiceUnavailableError
 from gateway.providers.wake import Waker
 from gateway.telemetry.routing_metrics import RoutingMetrics
 from gateway.testing.fake_openai import FakeOpenAI
+from tests.providers.serving import served
 
 TOKEN = "sa-token-abc"
 SCALE_PATH = "/apis/apps/v1/namespaces/ml/deployments/vllm/scale"
@@ -79,23 +80,18 @@ async def kube(tmp_path: Path) -> AsyncIterator[tuple[FakeKubernetes, Kubernetes
     fake = FakeKubernetes(backend_port=free_port())
     app = web.Application()
     app.router.add_route("PATCH", SCALE_PATH, fake.scale)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0, ssl_context=server_ssl)
-    await site.start()
-    port = runner.addresses[0][1]
-    action = KubernetesAction(
-        namespace="ml",
-        deployment="vllm",
-        replicas=1,
-        api_server=f"https://127.0.0.1:{port}",
-        token_file=str(tmp_path / "token"),
-        ca_file=str(tmp_path / "ca.crt"),
-    )
-    yield fake, action
-    if fake.backend is not None:
-        await fake.backend.stop()
-    await runner.cleanup()
+    async with served(app, server_ssl) as port:
+        action = KubernetesAction(
+            namespace="ml",
+            deployment="vllm",
+            replicas=1,
+            api_server=f"https://127.0.0.1:{port}",
+            token_file=str(tmp_path / "token"),
+            ca_file=str(tmp_path / "ca.crt"),
+        )
+        yield fake, action
+        if fake.backend is not None:
+            await fake.backend.stop()
 
 
 def waker(fake: FakeKubernetes, action: KubernetesAction, metrics: RoutingMetrics) -> Waker:
