@@ -373,7 +373,7 @@ def replica_killed(fleet: Fleet, quick: bool) -> Row:
 
 def redis_primary_killed(fleet: Fleet, quick: bool) -> Row:
     """SIGKILL the Redis primary holding the limit counters under load; `on_redis_error: open` meanwhile (no 5xx).
-    Once its replica is promoted, a fresh key's limit is exact again."""
+    Once its replica is promoted and every replica counts Redis as up again, a fresh key's limit is exact."""
     victim = fleet.cluster.primary_of("{tollgate:rl}:x")
 
     def incident() -> str:
@@ -386,6 +386,8 @@ def redis_primary_killed(fleet: Fleet, quick: bool) -> Row:
         return f"replica promoted in {promoted:.1f}s"
 
     outcomes, note = _under_load(fleet, quick, incident, seconds=6.0 if quick else 12.0)
+    if not _limits_shared_again(fleet):
+        return _row("redis primary killed", fleet, outcomes, note=note, failed="a replica's limiter stayed down")
     again = asyncio.run(
         run_traffic(_traffic(fleet, quick, api_key=fleet.keys["limited-again"], total=2 * LIMITED_REQUESTS))
     )
@@ -399,6 +401,39 @@ def redis_primary_killed(fleet: Fleet, quick: bool) -> Row:
         note,
         failed,
     )
+
+
+def _limits_shared_again(fleet: Fleet, timeout: float = 15.0) -> bool:
+    """Wait until every replica's limiter counts Redis as up again (`tollgate_ratelimit_backend_down` 0), as an
+    operator would before trusting the limits: a replica that saw Redis fail tries it again only when a limited
+    request comes (one probe a second), and until then admits from its own memory (`fail_open`)."""
+    deadline = time.monotonic() + timeout
+    waiting = set(range(REPLICAS))
+    while waiting and time.monotonic() < deadline:
+        for i in sorted(waiting):
+            if _metric(fleet.replica_url(i, "/metrics"), "tollgate_ratelimit_backend_down") == 0.0:
+                waiting.discard(i)
+            else:  # a limited request probes Redis (a 429 from it counts as an answer)
+                _limited_request(fleet.replica_url(i, "/v1/chat/completions"), fleet.keys["limited"])
+        if waiting:
+            time.sleep(0.3)
+    return not waiting
+
+
+def _metric(url: str, name: str) -> float | None:
+    with urllib.request.urlopen(url, timeout=5) as response:
+        for line in response.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def _limited_request(url: str, api_key: str) -> None:
+    body = json.dumps({"model": "fast", "messages": [{"role": "user", "content": "probe"}], "max_tokens": 1})
+    headers = {"Authorization": f"Bearer {api_key}", "Content-Type": "application/json"}
+    request = urllib.request.Request(url, data=body.encode(), headers=headers, method="POST")
+    with contextlib.suppress(urllib.error.HTTPError), urllib.request.urlopen(request, timeout=10) as response:
+        response.read()
 
 
 def rolling_restart(fleet: Fleet, quick: bool) -> Row:
