@@ -74,6 +74,8 @@ class Drain:
         self._idle = asyncio.Event()
         self._idle.set()
         self.draining = False
+        self.refusing = False  # the listeners have closed: new calls are refused (`refuse_new`)
+        self._on_refusal: list[Callable[[], None]] = []
         self.cut_count = 0  # requests cut at the deadline
 
     @property
@@ -84,6 +86,18 @@ class Drain:
     def begin(self) -> None:
         """Start draining: readiness fails, health is NOT_SERVING, connections close after their answer."""
         self.draining = True
+
+    def refuse_new(self) -> None:
+        """The listeners close: new calls are refused from now on, also on streams that carry many (an exchange
+        is told through `on_refusal`); those in flight go on."""
+        self.refusing = True
+        for callback in self._on_refusal:
+            callback()
+
+    def on_refusal(self, callback: Callable[[], None]) -> Callable[[], None]:
+        """Call `callback` when new calls start being refused; returns the function that forgets it."""
+        self._on_refusal.append(callback)
+        return lambda: self._on_refusal.remove(callback)
 
     @contextmanager
     def track(self, name: str = "") -> Iterator[None]:

@@ -8,6 +8,10 @@
   shutdown grace is over ends with `UNAVAILABLE` and the `ShuttingDownError` metadata, which a split front door
   renders as an in-band error event. A call that carries `CALL_KEY` metadata is tracked under that name, so its
   caller can cut it as a shutdown (`Drain.cut_calls`).
+
+The bidirectional `Exchange` (`gateway.engine.exchange`) is left alone here like any client-streaming method (a
+long-lived stream is no request in flight); it does the same for each call it carries, with `UndecodableLog`,
+`call_name` and the same `Drain`.
 """
 
 from __future__ import annotations
@@ -16,7 +20,7 @@ import asyncio
 import inspect
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from contextlib import aclosing, nullcontext
 from typing import TYPE_CHECKING, Any, NoReturn
 
@@ -54,8 +58,7 @@ class GuardInterceptor(_Interceptor):
 
     def __init__(self, drain: Drain | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self._drain = drain
-        self._clock = clock
-        self._next_log = -float("inf")
+        self._undecodable = UndecodableLog(clock)
         # Each method's handler, wrapped once: (the servicer's handler, ours).
         self._wrapped: dict[str, tuple[grpc.RpcMethodHandler[Any, Any], grpc.RpcMethodHandler[Any, Any]]] = {}
 
@@ -97,7 +100,7 @@ class GuardInterceptor(_Interceptor):
         async def behavior(request: Any, context: Context) -> Any:
             if request is UNDECODABLE:
                 await self._refuse(context, method)
-            with drain.track(_call_name(context)) if drain is not None else nullcontext():
+            with drain.track(call_name(context.invocation_metadata() or ())) if drain is not None else nullcontext():
                 try:
                     return await inner(request, context)
                 except asyncio.CancelledError as exc:
@@ -111,7 +114,7 @@ class GuardInterceptor(_Interceptor):
         async def behavior(request: Any, context: Context) -> AsyncIterator[Any]:
             if request is UNDECODABLE:
                 await self._refuse(context, method)
-            with drain.track(_call_name(context)) if drain is not None else nullcontext():
+            with drain.track(call_name(context.invocation_metadata() or ())) if drain is not None else nullcontext():
                 try:
                     result = inner(request, context)
                     if inspect.isasyncgen(result):
@@ -128,22 +131,35 @@ class GuardInterceptor(_Interceptor):
         return behavior
 
     async def _refuse(self, context: Context, method: str) -> NoReturn:
+        self._undecodable.note(method, context.peer())
+        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
+        raise AssertionError("unreachable: abort raises")  # pragma: no cover
+
+
+class UndecodableLog:
+    """The warning for an undecodable request, logged at most once a minute (a hostile client must not flood it)."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic) -> None:
+        self._clock = clock
+        self._next_log = -float("inf")
+
+    def note(self, method: str, peer: str) -> None:
+        """An undecodable request to `method` from `peer` was answered INVALID_ARGUMENT."""
         now = self._clock()
         if now >= self._next_log:
             self._next_log = now + _LOG_INTERVAL
             log.warning(
                 "undecodable request to %s from %s: answered INVALID_ARGUMENT (more are not logged for %gs)",
                 method,
-                context.peer(),
+                peer,
                 _LOG_INTERVAL,
             )
-        await context.abort(grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE)
-        raise AssertionError("unreachable: abort raises")  # pragma: no cover
 
 
-def _call_name(context: Context) -> str:
-    """The name the caller gave the call (`CALL_KEY`), for `Drain.cut_calls`; empty when it gave none."""
-    for key, value in context.invocation_metadata() or ():
+def call_name(metadata: Iterable[tuple[str, str | bytes]]) -> str:
+    """The name the caller gave a call in its metadata (`CALL_KEY`), for `Drain.cut_calls`; empty when it gave
+    none."""
+    for key, value in metadata:
         if key == CALL_KEY:
             return value if isinstance(value, str) else ""
     return ""

@@ -82,6 +82,7 @@ async def serve_until_stopped(  # noqa: PLR0913 (the process's parts, each optio
     if http is not None:
         await http.stop_listening()
     stopping = None
+    drain.refuse_new()
     if grpc_server is not None:
         # grpc aborts what is left at its own deadline: after ours, so the calls end with our status first.
         grace = max(0.0, deadline - clock()) + CUT_ALLOWANCE

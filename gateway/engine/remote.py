@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import itertools
 import secrets
-from collections.abc import AsyncGenerator, Callable, Sequence
+import time
+from collections.abc import AsyncGenerator, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar, cast
 
 import grpc
+from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from gateway.cache.control import CACHE_REQUEST_HEADERS
@@ -23,6 +25,8 @@ from gateway.call import CallContext
 from gateway.config import GatewayConfig
 from gateway.config.tls import ClientTLS
 from gateway.drain import CALL_KEY
+from gateway.engine.exchange import METHOD_PREFIX
+from gateway.engine.exchange_client import Exchanges, ExchangeUnsupported
 from gateway.engine.routes import routing_headers
 from gateway.engine.wire import Metadata, adopt, call_metadata
 from gateway.errors import GatewayError
@@ -34,6 +38,7 @@ from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 from tollgate.gateway.v1 import responses_pb2 as rpb
 
 T = TypeVar("T")
+M = TypeVar("M", bound=Message)
 
 _CUT_TIMEOUT = 0.2  # the longest a shutdown's cut waits for the engine to cut our calls first
 _ERROR_CLASS = "tollgate-error-class"  # trailing metadata of every error the engine chose to send
@@ -51,6 +56,11 @@ def _unimplemented(exc: grpc.aio.AioRpcError) -> bool:
     return exc.code() == grpc.StatusCode.UNIMPLEMENTED and not any(k == _ERROR_CLASS for k, _ in metadata)
 
 
+def _remaining(ctx: CallContext) -> float | None:
+    """What is left of the call's deadline (None: it has none)."""
+    return None if ctx.deadline is None else ctx.deadline - (time.perf_counter() - ctx.started)
+
+
 def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
     # grpc-stubs types metadata as opaque items; at run time they are (key, value) pairs.
     metadata = cast(tuple[tuple[str, str | bytes], ...], tuple(exc.trailing_metadata() or ()))
@@ -66,7 +76,7 @@ def _rebuild(exc: grpc.aio.AioRpcError, ctx: CallContext) -> GatewayError:
 
 
 async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
-    """Await a unary call: its result, the upstream time it reports, or the engine's error rebuilt."""
+    """Await a unary RPC: its result, the upstream time it reports, or the engine's error rebuilt."""
     try:
         result = await call
         adopt(ctx.reply, await call.trailing_metadata())
@@ -88,6 +98,8 @@ class RemoteEngine:
         self._calls: set[str] = set()  # the names of the metered calls in flight
         self._prefix, self._serial = secrets.token_urlsafe(12) + ".", itertools.count()
         self._batches = True  # until the engine says it cannot stream in batches
+        self._exchanges = Exchanges(self._channel)
+        self._exchanging = True  # until the engine says it has no `Exchange`: then each call is its own RPC
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
@@ -106,26 +118,63 @@ class RemoteEngine:
         self._calls.add(name)
         return name, (*self._metadata(ctx), (CALL_KEY, name))
 
-    async def _streamed(
-        self, open_call: Callable[[Metadata], grpc.aio.UnaryStreamCall[Any, T]], ctx: CallContext
-    ) -> AsyncGenerator[T, None]:
-        """A server stream's messages, its metadata adopted at the first; the call, named (see `cut_calls`), is made
-        at the first `anext` (so a generator closed unstarted makes none), and closing the generator cancels it, and
-        so the upstream request."""
-        name, metadata = self._named(ctx)
-        call = open_call(metadata)
+    async def _call(self, name: str, request: Message, response: type[M], metadata: Metadata, ctx: CallContext) -> M:
+        """A unary GatewayService call `name`: over the exchange, or (an engine without it) as its own RPC."""
+        if self._exchanging:
+            path = METHOD_PREFIX + name
+            try:
+                answer, _, trailing = await self._exchanges.unary(path, request, metadata, _remaining(ctx))
+            except ExchangeUnsupported:
+                self._exchanging = False
+            except grpc.aio.AioRpcError as exc:
+                raise _rebuild(exc, ctx) from None
+            else:
+                adopt(ctx.reply, trailing)
+                return response.FromString(answer)
+        return cast(M, await _unary(getattr(self._stub, name)(request, metadata=metadata), ctx))
+
+    async def _messages(
+        self, name: str, request: Message, response: type[M], metadata: Metadata, ctx: CallContext
+    ) -> AsyncGenerator[tuple[Metadata, M], None]:
+        """A server stream `name`'s messages, each with the initial metadata that came before it, over the exchange
+        or as its own RPC (see `_call`); its error raised as grpc's."""
+        if self._exchanging:
+            path = METHOD_PREFIX + name
+            try:
+                async with aclosing(self._exchanges.stream(path, request, metadata, _remaining(ctx))) as payloads:
+                    async for reply, payload in payloads:
+                        yield reply, response.FromString(payload)
+                return
+            except ExchangeUnsupported:  # raised before any message
+                self._exchanging = False
+        call: grpc.aio.UnaryStreamCall[Any, M] = getattr(self._stub, name)(request, metadata=metadata)
         try:
             first = True
             async for message in call:
+                initial: Metadata = ()
                 if first:
-                    adopt(ctx.reply, await call.initial_metadata())
-                    first = False
-                yield message
+                    initial, first = cast(Metadata, tuple(await call.initial_metadata())), False
+                yield initial, message
+        finally:
+            call.cancel()
+
+    async def _streamed(
+        self, name: str, request: Message, response: type[M], ctx: CallContext
+    ) -> AsyncGenerator[M, None]:
+        """A server stream's messages, its metadata adopted at the first; the call, named (see `cut_calls`), is made
+        at the first `anext` (so a generator closed unstarted makes none), and closing the generator cancels it, and
+        so the upstream request."""
+        call_name, metadata = self._named(ctx)
+        try:
+            async with aclosing(self._messages(name, request, response, metadata, ctx)) as messages:
+                async for initial, message in messages:
+                    if initial:
+                        adopt(ctx.reply, initial)
+                    yield message
         except grpc.aio.AioRpcError as exc:
             raise _rebuild(exc, ctx) from None
         finally:
-            self._calls.discard(name)
-            call.cancel()
+            self._calls.discard(call_name)
 
     async def cut_calls(self) -> int:
         """Our shutdown grace is over: ask the engine to cut our calls in flight itself, as a shutdown (cancelling
@@ -139,7 +188,8 @@ class RemoteEngine:
             return 0  # the engine is gone or too slow: the cancels that follow are all it will see
 
     async def close(self) -> None:
-        """Close the channel."""
+        """Close the exchanges and the channel."""
+        await self._exchanges.close()
         await self._channel.close(None)
 
     async def ready(self) -> bool:
@@ -157,7 +207,7 @@ class RemoteEngine:
         request = pb.CreateChatCompletionRequest(params=params)
         name, metadata = self._named(ctx)
         try:
-            return await _unary(self._stub.CreateChatCompletion(request, metadata=metadata), ctx)
+            return await self._call("CreateChatCompletion", request, pb.CreateChatCompletionResponse, metadata, ctx)
         finally:
             self._calls.discard(name)
 
@@ -177,22 +227,25 @@ class RemoteEngine:
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         request = pb.StreamChatCompletionRequest(params=params)
-        return self._streamed(lambda metadata: self._stub.StreamChatCompletion(request, metadata=metadata), ctx)
+        return self._streamed("StreamChatCompletion", request, pb.StreamChatCompletionResponse, ctx)
 
     async def _in_batches(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         name, metadata = self._named(ctx)
         request = pb.StreamChatCompletionBatchesRequest(params=params)
-        call = self._stub.StreamChatCompletionBatches(request, metadata=metadata)
         first = True
         try:
-            async for message in call:
-                if first:  # the reply rides in the first message (see the proto)
-                    adopt(ctx.reply, message.reply_metadata.items())
-                    first = False
-                for chunk in message.chunks:
-                    yield chunk
+            batches = self._messages(
+                "StreamChatCompletionBatches", request, pb.StreamChatCompletionBatchesResponse, metadata, ctx
+            )
+            async with aclosing(batches):
+                async for _, message in batches:
+                    if first:  # the reply rides in the first message (see the proto)
+                        adopt(ctx.reply, message.reply_metadata.items())
+                        first = False
+                    for chunk in message.chunks:
+                        yield chunk
             return
         except grpc.aio.AioRpcError as exc:
             if not (first and _unimplemented(exc)):
@@ -200,7 +253,6 @@ class RemoteEngine:
             self._batches = False
         finally:
             self._calls.discard(name)
-            call.cancel()
         async with aclosing(self._chunk_by_chunk(params, ctx)) as chunks:
             async for chunk in chunks:
                 yield chunk
@@ -211,7 +263,7 @@ class RemoteEngine:
         """Embeddings."""
         name, metadata = self._named(ctx)
         try:
-            return await _unary(self._stub.CreateEmbeddings(request, metadata=metadata), ctx)
+            return await self._call("CreateEmbeddings", request, pb.CreateEmbeddingsResponse, metadata, ctx)
         finally:
             self._calls.discard(name)
 
@@ -230,78 +282,84 @@ class RemoteEngine:
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""
-        return await _unary(self._stub.ListModels(pb.ListModelsRequest(), metadata=self._metadata(ctx)), ctx)
+        return await self._call("ListModels", pb.ListModelsRequest(), pb.ListModelsResponse, self._metadata(ctx), ctx)
 
     async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
         """The backend's count of the request's input tokens."""
         request = pb.CountTokensRequest(params=params)
-        return await _unary(self._stub.CountTokens(request, metadata=self._metadata(ctx)), ctx)
+        return await self._call("CountTokens", request, pb.CountTokensResponse, self._metadata(ctx), ctx)
 
     # Legacy completions, images, audio, moderations, rerank (endpoints.proto).
     async def create_completion(self, params: ep.CompletionParams, ctx: CallContext) -> ep.CreateCompletionResponse:
         """A whole legacy text completion."""
         request = ep.CreateCompletionRequest(params=params)
-        return await _unary(self._stub.CreateCompletion(request, metadata=self._metadata(ctx)), ctx)
+        return await self._call("CreateCompletion", request, ep.CreateCompletionResponse, self._metadata(ctx), ctx)
 
     def stream_completion(
         self, params: ep.CompletionParams, ctx: CallContext
     ) -> AsyncGenerator[ep.StreamCompletionResponse, None]:
         """The engine's text completion chunks."""
         request = ep.StreamCompletionRequest(params=params)
-        return self._streamed(lambda metadata: self._stub.StreamCompletion(request, metadata=metadata), ctx)
+        return self._streamed("StreamCompletion", request, ep.StreamCompletionResponse, ctx)
 
     async def create_image(self, request: ep.CreateImageRequest, ctx: CallContext) -> ep.CreateImageResponse:
         """Generated images."""
-        return await _unary(self._stub.CreateImage(request, metadata=self._metadata(ctx)), ctx)
+        return await self._call("CreateImage", request, ep.CreateImageResponse, self._metadata(ctx), ctx)
 
     async def create_transcription(
         self, request: ep.CreateTranscriptionRequest, ctx: CallContext
     ) -> ep.CreateTranscriptionResponse:
         """The text of an audio file."""
-        return await _unary(self._stub.CreateTranscription(request, metadata=self._metadata(ctx)), ctx)
+        return await self._call(
+            "CreateTranscription", request, ep.CreateTranscriptionResponse, self._metadata(ctx), ctx
+        )
 
     def stream_speech(
         self, request: ep.StreamSpeechRequest, ctx: CallContext
     ) -> AsyncGenerator[ep.StreamSpeechResponse, None]:
         """The engine's audio pieces."""
-        return self._streamed(lambda metadata: self._stub.StreamSpeech(request, metadata=metadata), ctx)
+        return self._streamed("StreamSpeech", request, ep.StreamSpeechResponse, ctx)
 
     async def create_moderation(
         self, request: ep.CreateModerationRequest, ctx: CallContext
     ) -> ep.CreateModerationResponse:
         """Moderation results."""
-        return await _unary(self._stub.CreateModeration(request, metadata=self._metadata(ctx)), ctx)
+        return await self._call("CreateModeration", request, ep.CreateModerationResponse, self._metadata(ctx), ctx)
 
     async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
         """Documents ordered by relevance."""
-        return await _unary(self._stub.Rerank(request, metadata=self._metadata(ctx)), ctx)
+        return await self._call("Rerank", request, ep.RerankResponse, self._metadata(ctx), ctx)
 
     # The Responses API.
 
     async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
         """A whole response."""
         request = rpb.CreateResponseRequest(params=params)
-        return (await _unary(self._stub.CreateResponse(request, metadata=self._metadata(ctx)), ctx)).response
+        return (
+            await self._call("CreateResponse", request, rpb.CreateResponseResponse, self._metadata(ctx), ctx)
+        ).response
 
     def stream_response(
         self, params: rpb.ResponseParams, ctx: CallContext
     ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
         """The engine's events; closing this generator cancels the call, and so the upstream request."""
         request = rpb.StreamResponseRequest(params=params)
-        return self._streamed(lambda metadata: self._stub.StreamResponse(request, metadata=metadata), ctx)
+        return self._streamed("StreamResponse", request, rpb.StreamResponseResponse, ctx)
 
     async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
         """A stored response of the caller's."""
         request = rpb.GetResponseRequest(response_id=response_id)
-        return (await _unary(self._stub.GetResponse(request, metadata=self._metadata(ctx)), ctx)).response
+        return (await self._call("GetResponse", request, rpb.GetResponseResponse, self._metadata(ctx), ctx)).response
 
     async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
         """Forget a stored response of the caller's."""
         request = rpb.DeleteResponseRequest(response_id=response_id)
-        return await _unary(self._stub.DeleteResponse(request, metadata=self._metadata(ctx)), ctx)
+        return await self._call("DeleteResponse", request, rpb.DeleteResponseResponse, self._metadata(ctx), ctx)
 
     async def list_response_input_items(
         self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
     ) -> rpb.ListResponseInputItemsResponse:
         """A page of a stored response's input items."""
-        return await _unary(self._stub.ListResponseInputItems(request, metadata=self._metadata(ctx)), ctx)
+        return await self._call(
+            "ListResponseInputItems", request, rpb.ListResponseInputItemsResponse, self._metadata(ctx), ctx
+        )

@@ -4,6 +4,7 @@ import grpc
 import warnings
 
 from tollgate.gateway.v1 import endpoints_pb2 as tollgate_dot_gateway_dot_v1_dot_endpoints__pb2
+from tollgate.gateway.v1 import exchange_pb2 as tollgate_dot_gateway_dot_v1_dot_exchange__pb2
 from tollgate.gateway.v1 import gateway_pb2 as tollgate_dot_gateway_dot_v1_dot_gateway__pb2
 from tollgate.gateway.v1 import responses_pb2 as tollgate_dot_gateway_dot_v1_dot_responses__pb2
 
@@ -134,6 +135,11 @@ class GatewayServiceStub:
                 '/tollgate.gateway.v1.GatewayService/CutCalls',
                 request_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.SerializeToString,
                 response_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.FromString,
+                _registered_method=True)
+        self.Exchange = channel.stream_stream(
+                '/tollgate.gateway.v1.GatewayService/Exchange',
+                request_serializer=tollgate_dot_gateway_dot_v1_dot_exchange__pb2.ExchangeRequest.SerializeToString,
+                response_deserializer=tollgate_dot_gateway_dot_v1_dot_exchange__pb2.ExchangeResponse.FromString,
                 _registered_method=True)
 
 
@@ -284,6 +290,28 @@ class GatewayServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Exchange(self, request_iterator, context):
+        """Exchange carries many calls of this service over one long-lived stream (exchange.proto): who should use it are
+        front doors, which make every call this way (any client may). The rules:
+        - A call starts with a `start` frame naming it (a number unique among the exchange's calls in flight), its
+        method, its request bytes, its metadata and its timeout; it runs as the same call would as its own RPC (same
+        authentication, limits, errors, usage). The engine's frames carry its reply metadata, messages and end (the
+        status and trailing metadata the RPC would have ended with).
+        - A malformed frame (unknown method, undecodable request, a number already in flight, no step) ends that call
+        with its own error (UNIMPLEMENTED, INVALID_ARGUMENT); the exchange and its other calls go on.
+        - Flow control: with a `window`, the engine sends at most that many messages of the call beyond the credit the
+        caller granted; it stops producing for that call (and only that one) until credit comes.
+        - A `cancel` frame cancels one call. Closing the request side ends the exchange once its calls have ended;
+        the exchange breaking (a reset, the engine gone) ends every call on it, the caller seeing the stream's
+        status as each call's.
+        - The frames ready together travel in one message each way. Callers renew their exchange now and then (new
+        calls on a new stream), so that load balancing can pick again; the engine sets `retiring` when it is
+        shutting down, and from then refuses new calls UNAVAILABLE.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_GatewayServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -381,6 +409,11 @@ def add_GatewayServiceServicer_to_server(servicer, server):
                     servicer.CutCalls,
                     request_deserializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.FromString,
                     response_serializer=tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.SerializeToString,
+            ),
+            'Exchange': grpc.stream_stream_rpc_method_handler(
+                    servicer.Exchange,
+                    request_deserializer=tollgate_dot_gateway_dot_v1_dot_exchange__pb2.ExchangeRequest.FromString,
+                    response_serializer=tollgate_dot_gateway_dot_v1_dot_exchange__pb2.ExchangeResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -900,6 +933,33 @@ class GatewayService:
             '/tollgate.gateway.v1.GatewayService/CutCalls',
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsRequest.SerializeToString,
             tollgate_dot_gateway_dot_v1_dot_gateway__pb2.CutCallsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Exchange(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/tollgate.gateway.v1.GatewayService/Exchange',
+            tollgate_dot_gateway_dot_v1_dot_exchange__pb2.ExchangeRequest.SerializeToString,
+            tollgate_dot_gateway_dot_v1_dot_exchange__pb2.ExchangeResponse.FromString,
             options,
             channel_credentials,
             insecure,

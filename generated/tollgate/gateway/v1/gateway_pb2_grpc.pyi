@@ -12,6 +12,7 @@ dropped.
 from collections import abc as _abc
 from grpc import aio as _aio
 from tollgate.gateway.v1 import endpoints_pb2 as _endpoints_pb2
+from tollgate.gateway.v1 import exchange_pb2 as _exchange_pb2
 from tollgate.gateway.v1 import gateway_pb2 as _gateway_pb2
 from tollgate.gateway.v1 import responses_pb2 as _responses_pb2
 import abc as _abc_1
@@ -94,6 +95,24 @@ class GatewayServiceStub:
     rather than calling them client cancels. A call is named by the `tollgate-call` metadata its caller sent with
     it (a random token); names the engine does not know are ignored.
     """
+    Exchange: _grpc.StreamStreamMultiCallable[_exchange_pb2.ExchangeRequest, _exchange_pb2.ExchangeResponse]
+    """Exchange carries many calls of this service over one long-lived stream (exchange.proto): who should use it are
+    front doors, which make every call this way (any client may). The rules:
+    - A call starts with a `start` frame naming it (a number unique among the exchange's calls in flight), its
+      method, its request bytes, its metadata and its timeout; it runs as the same call would as its own RPC (same
+      authentication, limits, errors, usage). The engine's frames carry its reply metadata, messages and end (the
+      status and trailing metadata the RPC would have ended with).
+    - A malformed frame (unknown method, undecodable request, a number already in flight, no step) ends that call
+      with its own error (UNIMPLEMENTED, INVALID_ARGUMENT); the exchange and its other calls go on.
+    - Flow control: with a `window`, the engine sends at most that many messages of the call beyond the credit the
+      caller granted; it stops producing for that call (and only that one) until credit comes.
+    - A `cancel` frame cancels one call. Closing the request side ends the exchange once its calls have ended;
+      the exchange breaking (a reset, the engine gone) ends every call on it, the caller seeing the stream's
+      status as each call's.
+    - The frames ready together travel in one message each way. Callers renew their exchange now and then (new
+      calls on a new stream), so that load balancing can pick again; the engine sets `retiring` when it is
+      shutting down, and from then refuses new calls UNAVAILABLE.
+    """
 
 @_typing.type_check_only
 class GatewayServiceAsyncStub(GatewayServiceStub):
@@ -152,6 +171,24 @@ class GatewayServiceAsyncStub(GatewayServiceStub):
     the end of its shutdown grace): the engine ends them as cut by a shutdown, and their usage records say so
     rather than calling them client cancels. A call is named by the `tollgate-call` metadata its caller sent with
     it (a random token); names the engine does not know are ignored.
+    """
+    Exchange: _aio.StreamStreamMultiCallable[_exchange_pb2.ExchangeRequest, _exchange_pb2.ExchangeResponse]  # type: ignore[assignment]
+    """Exchange carries many calls of this service over one long-lived stream (exchange.proto): who should use it are
+    front doors, which make every call this way (any client may). The rules:
+    - A call starts with a `start` frame naming it (a number unique among the exchange's calls in flight), its
+      method, its request bytes, its metadata and its timeout; it runs as the same call would as its own RPC (same
+      authentication, limits, errors, usage). The engine's frames carry its reply metadata, messages and end (the
+      status and trailing metadata the RPC would have ended with).
+    - A malformed frame (unknown method, undecodable request, a number already in flight, no step) ends that call
+      with its own error (UNIMPLEMENTED, INVALID_ARGUMENT); the exchange and its other calls go on.
+    - Flow control: with a `window`, the engine sends at most that many messages of the call beyond the credit the
+      caller granted; it stops producing for that call (and only that one) until credit comes.
+    - A `cancel` frame cancels one call. Closing the request side ends the exchange once its calls have ended;
+      the exchange breaking (a reset, the engine gone) ends every call on it, the caller seeing the stream's
+      status as each call's.
+    - The frames ready together travel in one message each way. Callers renew their exchange now and then (new
+      calls on a new stream), so that load balancing can pick again; the engine sets `retiring` when it is
+      shutting down, and from then refuses new calls UNAVAILABLE.
     """
 
 class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -322,6 +359,30 @@ class GatewayServiceServicer(metaclass=_abc_1.ABCMeta):
         the end of its shutdown grace): the engine ends them as cut by a shutdown, and their usage records say so
         rather than calling them client cancels. A call is named by the `tollgate-call` metadata its caller sent with
         it (a random token); names the engine does not know are ignored.
+        """
+
+    @_abc_1.abstractmethod
+    def Exchange(
+        self,
+        request_iterator: _MaybeAsyncIterator[_exchange_pb2.ExchangeRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_exchange_pb2.ExchangeResponse], _abc.AsyncIterator[_exchange_pb2.ExchangeResponse]]:
+        """Exchange carries many calls of this service over one long-lived stream (exchange.proto): who should use it are
+        front doors, which make every call this way (any client may). The rules:
+        - A call starts with a `start` frame naming it (a number unique among the exchange's calls in flight), its
+          method, its request bytes, its metadata and its timeout; it runs as the same call would as its own RPC (same
+          authentication, limits, errors, usage). The engine's frames carry its reply metadata, messages and end (the
+          status and trailing metadata the RPC would have ended with).
+        - A malformed frame (unknown method, undecodable request, a number already in flight, no step) ends that call
+          with its own error (UNIMPLEMENTED, INVALID_ARGUMENT); the exchange and its other calls go on.
+        - Flow control: with a `window`, the engine sends at most that many messages of the call beyond the credit the
+          caller granted; it stops producing for that call (and only that one) until credit comes.
+        - A `cancel` frame cancels one call. Closing the request side ends the exchange once its calls have ended;
+          the exchange breaking (a reset, the engine gone) ends every call on it, the caller seeing the stream's
+          status as each call's.
+        - The frames ready together travel in one message each way. Callers renew their exchange now and then (new
+          calls on a new stream), so that load balancing can pick again; the engine sets `retiring` when it is
+          shutting down, and from then refuses new calls UNAVAILABLE.
         """
 
 def add_GatewayServiceServicer_to_server(servicer: GatewayServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -1,0 +1,311 @@
+"""`Exchanges`: a split front door's GatewayService calls over `Exchange` streams to its engine (exchange.proto).
+
+Every call is a `start` frame on the current exchange and the engine's frames back; its outcome is what its own RPC
+would have given: the answer, the reply metadata (initial metadata) and trailing metadata, or a
+`grpc.aio.AioRpcError` with the engine's status and trailers, so `RemoteEngine` rebuilds the same `GatewayError`. The
+exchange breaking (the engine gone, a reset) ends each of its calls with the stream's status, UNAVAILABLE as a dead
+engine's RPC would, and the next call opens a new exchange. An engine that does not know `Exchange` raises
+`ExchangeUnsupported` (the caller then makes its own RPCs).
+
+The frames that are ready when the stream is ready to write leave as one message; while a write is in flight, new
+frames gather for the next. A stream's messages come `WINDOW` at a time: credit for more is granted as its
+consumer takes them, so a consumer that stops reading stops its call at the engine, and only that one. An exchange
+is renewed after `max_age` seconds or `max_calls` calls (new calls on a fresh stream, which load balancing may send
+to another engine, while the old one finishes its own); one exchange at a time takes new calls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+import time
+from collections import deque
+from collections.abc import AsyncGenerator, Callable, Iterable
+from datetime import timedelta
+
+import grpc
+from google.protobuf.message import Message
+
+from gateway.engine.exchange import MAX_MESSAGE_BYTES, METHOD_PREFIX, entries
+from gateway.engine.wire import Metadata
+from tollgate.gateway.v1 import exchange_pb2 as xpb
+
+log = logging.getLogger("tollgate.frontdoor")
+
+EXCHANGE_METHOD = METHOD_PREFIX + "Exchange"
+WINDOW = 64  # a stream's messages the engine may send ahead of its consumer
+MAX_AGE = 60.0  # seconds an exchange takes new calls
+MAX_CALLS = 50_000  # calls an exchange takes
+_BACKSTOP = 1.0  # after a unary call's timeout, how long its engine has to say so before we do
+
+
+class ExchangeUnsupported(Exception):
+    """The engine does not serve `Exchange` (a release before it)."""
+
+
+class _Inbox:
+    """The engine's frames for one call, as they come, or the exchange's failure."""
+
+    __slots__ = ("_arrived", "failure", "frames")
+
+    def __init__(self) -> None:
+        self.frames: deque[xpb.ExchangeEngineFrame] = deque()
+        self.failure: BaseException | None = None
+        self._arrived = asyncio.Event()
+
+    def put(self, frame: xpb.ExchangeEngineFrame) -> None:
+        self.frames.append(frame)
+        self._arrived.set()
+
+    def fail(self, failure: BaseException) -> None:
+        self.failure = failure
+        self._arrived.set()
+
+    async def next(self) -> xpb.ExchangeEngineFrame:
+        """The next frame, waited for; the exchange's failure once there are no more."""
+        while not self.frames:
+            if self.failure is not None:
+                raise self.failure
+            self._arrived.clear()
+            await self._arrived.wait()
+        return self.frames.popleft()
+
+
+def _pairs(entries: Iterable[xpb.ExchangeMetadataEntry]) -> Metadata:
+    return tuple((entry.key, entry.value) for entry in entries)
+
+
+def _error(end: xpb.ExchangeCallEnd, initial: Metadata) -> grpc.aio.AioRpcError:
+    """A call's error end, as the `AioRpcError` its own RPC would have raised."""
+    return grpc.aio.AioRpcError(
+        _CODES.get(end.code, grpc.StatusCode.UNKNOWN),
+        grpc.aio.Metadata(*initial),
+        grpc.aio.Metadata(*_pairs(end.trailing_metadata)),
+        end.details,
+        "",
+    )
+
+
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+_Opener = grpc.aio.StreamStreamMultiCallable[xpb.ExchangeRequest, xpb.ExchangeResponse]
+
+
+class _Exchange:
+    """One `Exchange` stream: its calls in flight by number, a writer task and a reader task."""
+
+    def __init__(self, open_stream: _Opener, born: float, on_done: Callable[[_Exchange], None]) -> None:
+        self._stream: grpc.aio.StreamStreamCall[xpb.ExchangeRequest, xpb.ExchangeResponse] = open_stream(None)
+        self._inboxes: dict[int, _Inbox] = {}
+        self._numbers = itertools.count(1)
+        self._out: deque[xpb.ExchangeRequest] = deque()
+        self._tail_bytes = 0
+        self._wake = asyncio.Event()
+        self._on_done = on_done
+        self.born, self.calls = born, 0
+        self.open = True  # taking new calls
+        self._heard = False  # the engine has answered on this stream (it knows the method)
+        self._writer = asyncio.create_task(self._write())
+        self._reader = asyncio.create_task(self._read())
+
+    def start(
+        self, method: str, request: bytes, metadata: Metadata, limit: float | None, window: int
+    ) -> tuple[int, _Inbox]:
+        """Start a call: its number and its inbox."""
+        number = next(self._numbers)
+        self.calls += 1
+        inbox = self._inboxes[number] = _Inbox()
+        start = self._frame(number, len(request)).start
+        start.method, start.request, start.window = method, request, window
+        start.metadata.extend(entries(metadata))
+        if limit is not None:
+            start.timeout.FromTimedelta(timedelta(seconds=max(limit, 0.0)))
+        return number, inbox
+
+    def cancel(self, number: int) -> None:
+        """The caller has gone: the engine cancels the call; nothing more of it is read."""
+        if self._inboxes.pop(number, None) is not None:
+            self._frame(number, 0).cancel.SetInParent()
+            self._wake.set()  # a retired exchange may now close
+
+    def grant(self, number: int, messages: int) -> None:
+        """The caller took `messages` of the call: the engine may send that many more."""
+        if number in self._inboxes:
+            self._frame(number, 0).credit.messages = messages
+
+    def finished(self, number: int) -> None:
+        """The call has ended (its end frame came)."""
+        self._inboxes.pop(number, None)
+        if not self.open:
+            self._wake.set()  # a retired exchange may now close
+
+    def retire(self) -> None:
+        """Take no new calls; close our side once the calls in flight have ended."""
+        self.open = False
+        self._wake.set()
+
+    async def close(self) -> None:
+        """End the stream now (its calls fail as cancelled) and wait for its tasks."""
+        self.open = False
+        self._stream.cancel()
+        for task in (self._writer, self._reader):
+            task.cancel()
+        await asyncio.gather(self._writer, self._reader, return_exceptions=True)
+
+    def _frame(self, number: int, size: int) -> xpb.ExchangeClientFrame:
+        if not self._out or (self._tail_bytes and self._tail_bytes + size > MAX_MESSAGE_BYTES):
+            self._out.append(xpb.ExchangeRequest())
+            self._tail_bytes = 0
+        self._tail_bytes += size + 16
+        self._wake.set()
+        return self._out[-1].frames.add(call=number)
+
+    async def _write(self) -> None:
+        """Write what is ready, one message at a time; half-close once retired and idle."""
+        try:
+            while True:
+                await self._wake.wait()
+                self._wake.clear()
+                while self._out:
+                    message = self._out.popleft()
+                    if not self._out:
+                        self._tail_bytes = 0
+                    await self._stream.write(message)
+                if not self.open and not self._inboxes:
+                    await self._stream.done_writing()
+                    return
+        except Exception as exc:  # the stream ended under us: the reader hears how, and tells the calls
+            log.debug("exchange write failed: %r", exc)
+
+    async def _read(self) -> None:
+        failure: BaseException = _broken(grpc.StatusCode.UNAVAILABLE, "The exchange ended")
+        try:
+            async for response in self._stream:
+                self._heard = True
+                if response.retiring:
+                    self.retire()
+                for frame in response.frames:
+                    inbox = self._inboxes.get(frame.call)
+                    if inbox is not None:
+                        inbox.put(frame)
+        except grpc.aio.AioRpcError as exc:
+            unsupported = exc.code() == grpc.StatusCode.UNIMPLEMENTED and not self._heard
+            failure = ExchangeUnsupported() if unsupported else exc
+            if not unsupported and exc.code() != grpc.StatusCode.CANCELLED:
+                log.warning("the exchange with the engine broke: %s %s", exc.code().name, exc.details())
+        finally:
+            self.open = False
+            for inbox in self._inboxes.values():
+                inbox.fail(failure)
+            self._inboxes.clear()
+            self._wake.set()
+            self._on_done(self)
+
+
+def _broken(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
+    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, "")
+
+
+class Exchanges:
+    """A front door's exchanges with its engine over one channel: the current one takes new calls."""
+
+    def __init__(
+        self,
+        channel: grpc.aio.Channel,
+        *,
+        max_age: float = MAX_AGE,
+        max_calls: int = MAX_CALLS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._open: _Opener = channel.stream_stream(
+            EXCHANGE_METHOD,
+            request_serializer=xpb.ExchangeRequest.SerializeToString,
+            response_deserializer=xpb.ExchangeResponse.FromString,
+        )
+        self._max_age, self._max_calls, self._clock = max_age, max_calls, clock
+        self._current: _Exchange | None = None
+        self._all: set[_Exchange] = set()  # the current one, and retired ones finishing their calls
+        self.opened = 0  # exchanges opened so far
+
+    def _exchange(self) -> _Exchange:
+        """The exchange for a new call: the current one, or a new one when it is closed, old or full."""
+        current = self._current
+        now = self._clock()
+        if (
+            current is None
+            or not current.open
+            or current.calls >= self._max_calls
+            or now - current.born >= self._max_age
+        ):
+            if current is not None:
+                current.retire()
+            current = self._current = _Exchange(self._open, now, self._all.discard)
+            self._all.add(current)
+            self.opened += 1
+        return current
+
+    async def unary(
+        self, method: str, request: Message, metadata: Metadata, limit: float | None = None
+    ) -> tuple[bytes, Metadata, Metadata]:
+        """A unary call: its answer (serialized), its initial metadata and its trailing metadata."""
+        exchange = self._exchange()
+        number, inbox = exchange.start(method, request.SerializeToString(), metadata, limit, 0)
+        ended = False
+        try:
+            async with asyncio.timeout(None if limit is None else limit + _BACKSTOP):
+                initial: Metadata = ()
+                answer = b""
+                while True:
+                    frame = await inbox.next()
+                    initial = initial or _pairs(frame.reply_metadata)
+                    answer = frame.messages[-1] if frame.messages else answer
+                    if frame.HasField("end"):
+                        ended = True
+                        break
+        except TimeoutError:
+            raise _broken(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
+        finally:
+            if ended:
+                exchange.finished(number)
+            else:
+                exchange.cancel(number)
+        if frame.end.code:
+            raise _error(frame.end, initial)
+        return answer, initial, _pairs(frame.end.trailing_metadata)
+
+    async def stream(
+        self, method: str, request: Message, metadata: Metadata, limit: float | None = None
+    ) -> AsyncGenerator[tuple[Metadata, bytes], None]:
+        """A server-streaming call's messages (serialized), each with the initial metadata that came before it (the
+        first only); closing the generator early cancels the call."""
+        exchange = self._exchange()
+        number, inbox = exchange.start(method, request.SerializeToString(), metadata, limit, WINDOW)
+        ended, taken = False, 0
+        try:
+            while True:
+                frame = await inbox.next()
+                initial = _pairs(frame.reply_metadata)
+                for message in frame.messages:
+                    yield initial, message
+                    initial = ()
+                    taken += 1
+                    if taken >= WINDOW // 2:
+                        exchange.grant(number, taken)
+                        taken = 0
+                if frame.HasField("end"):
+                    ended = True
+                    if frame.end.code:
+                        raise _error(frame.end, initial)
+                    return
+        finally:
+            if ended:
+                exchange.finished(number)
+            else:
+                exchange.cancel(number)
+
+    async def close(self) -> None:
+        """End every exchange now."""
+        exchanges, self._current = list(self._all), None
+        await asyncio.gather(*(exchange.close() for exchange in exchanges))
