@@ -92,8 +92,15 @@ class GuardInterceptor(_Interceptor):
             return grpc.unary_stream_rpc_method_handler(
                 streaming, request_deserializer=parse, response_serializer=serialize
             )
-        # Client-streaming methods (only grpc's own reflection service has one) are left as they are: their
-        # servicers read the request iterator synchronously or asynchronously, and a wrapper would have to guess.
+        ours = not method.startswith(_UNTRACKED)
+        if handler.stream_stream is not None and ours and inspect.isasyncgenfunction(handler.stream_stream):
+            # A stream of our own (Exchange): each request message is checked as it is read.
+            streams = self._streams(handler.stream_stream, method)
+            return grpc.stream_stream_rpc_method_handler(
+                streams, request_deserializer=parse, response_serializer=serialize
+            )
+        # Other client-streaming methods (grpc's own reflection service) are left as they are: their servicers read
+        # the request iterator synchronously or asynchronously, and a wrapper would have to guess.
         return handler
 
     def _unary(self, inner: Any, method: str, drain: Drain | None) -> Callable[[Any, Context], Awaitable[Any]]:
@@ -127,6 +134,23 @@ class GuardInterceptor(_Interceptor):
                     if not absorb_cut(exc):
                         raise
                     await _abort_shutdown(context)
+
+        return behavior
+
+    def _streams(self, inner: Any, method: str) -> Callable[[AsyncIterator[Any], Context], AsyncIterator[Any]]:
+        """A bidirectional stream whose request messages that do not decode end it INVALID_ARGUMENT. The stream is
+        not tracked by the drain: it is no request in flight (the calls it carries track themselves)."""
+
+        async def checked(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async for request in requests:
+                if request is UNDECODABLE:
+                    await self._refuse(context, method)
+                yield request
+
+        async def behavior(requests: AsyncIterator[Any], context: Context) -> AsyncIterator[Any]:
+            async with aclosing(inner(checked(requests, context), context)) as responses:
+                async for response in responses:
+                    yield response
 
         return behavior
 

@@ -22,6 +22,7 @@ import logging
 import time
 from collections import deque
 from collections.abc import AsyncGenerator, Callable, Iterable
+from dataclasses import dataclass
 from datetime import timedelta
 
 import grpc
@@ -90,13 +91,23 @@ def _error(end: xpb.ExchangeCallEnd, initial: Metadata) -> grpc.aio.AioRpcError:
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
+@dataclass(slots=True)
+class Counts:
+    """What a front door's exchanges carried, for tests and benchmarks: messages each way, and the engine's frames."""
+
+    opened: int = 0  # exchanges
+    sent: int = 0  # messages to the engine
+    received: int = 0  # messages from the engine
+    frames_received: int = 0  # the frames in them (more than `received` when frames of many calls were coalesced)
+
+
 _Opener = grpc.aio.StreamStreamMultiCallable[xpb.ExchangeRequest, xpb.ExchangeResponse]
 
 
 class _Exchange:
     """One `Exchange` stream: its calls in flight by number, a writer task and a reader task."""
 
-    def __init__(self, open_stream: _Opener, born: float, on_done: Callable[[_Exchange], None]) -> None:
+    def __init__(self, open_stream: _Opener, born: float, on_done: Callable[[_Exchange], None], counts: Counts) -> None:
         self._stream: grpc.aio.StreamStreamCall[xpb.ExchangeRequest, xpb.ExchangeResponse] = open_stream(None)
         self._inboxes: dict[int, _Inbox] = {}
         self._numbers = itertools.count(1)
@@ -104,6 +115,7 @@ class _Exchange:
         self._tail_bytes = 0
         self._wake = asyncio.Event()
         self._on_done = on_done
+        self._counts = counts
         self.born, self.calls = born, 0
         self.open = True  # taking new calls
         self._heard = False  # the engine has answered on this stream (it knows the method)
@@ -173,6 +185,7 @@ class _Exchange:
                     if not self._out:
                         self._tail_bytes = 0
                     await self._stream.write(message)
+                    self._counts.sent += 1
                 if not self.open and not self._inboxes:
                     await self._stream.done_writing()
                     return
@@ -184,6 +197,8 @@ class _Exchange:
         try:
             async for response in self._stream:
                 self._heard = True
+                self._counts.received += 1
+                self._counts.frames_received += len(response.frames)
                 if response.retiring:
                     self.retire()
                 for frame in response.frames:
@@ -227,7 +242,7 @@ class Exchanges:
         self._max_age, self._max_calls, self._clock = max_age, max_calls, clock
         self._current: _Exchange | None = None
         self._all: set[_Exchange] = set()  # the current one, and retired ones finishing their calls
-        self.opened = 0  # exchanges opened so far
+        self.counts = Counts()
 
     def _exchange(self) -> _Exchange:
         """The exchange for a new call: the current one, or a new one when it is closed, old or full."""
@@ -241,9 +256,9 @@ class Exchanges:
         ):
             if current is not None:
                 current.retire()
-            current = self._current = _Exchange(self._open, now, self._all.discard)
+            current = self._current = _Exchange(self._open, now, self._all.discard, self.counts)
             self._all.add(current)
-            self.opened += 1
+            self.counts.opened += 1
         return current
 
     async def unary(

@@ -98,7 +98,7 @@ class RemoteEngine:
         self._calls: set[str] = set()  # the names of the metered calls in flight
         self._prefix, self._serial = secrets.token_urlsafe(12) + ".", itertools.count()
         self._batches = True  # until the engine says it cannot stream in batches
-        self._exchanges = Exchanges(self._channel)
+        self.exchanges = Exchanges(self._channel)  # every GatewayService call rides these (`exchange_client`)
         self._exchanging = True  # until the engine says it has no `Exchange`: then each call is its own RPC
 
     @classmethod
@@ -123,7 +123,7 @@ class RemoteEngine:
         if self._exchanging:
             path = METHOD_PREFIX + name
             try:
-                answer, _, trailing = await self._exchanges.unary(path, request, metadata, _remaining(ctx))
+                answer, _, trailing = await self.exchanges.unary(path, request, metadata, _remaining(ctx))
             except ExchangeUnsupported:
                 self._exchanging = False
             except grpc.aio.AioRpcError as exc:
@@ -141,7 +141,7 @@ class RemoteEngine:
         if self._exchanging:
             path = METHOD_PREFIX + name
             try:
-                async with aclosing(self._exchanges.stream(path, request, metadata, _remaining(ctx))) as payloads:
+                async with aclosing(self.exchanges.stream(path, request, metadata, _remaining(ctx))) as payloads:
                     async for reply, payload in payloads:
                         yield reply, response.FromString(payload)
                 return
@@ -189,7 +189,7 @@ class RemoteEngine:
 
     async def close(self) -> None:
         """Close the exchanges and the channel."""
-        await self._exchanges.close()
+        await self.exchanges.close()
         await self._channel.close(None)
 
     async def ready(self) -> bool:

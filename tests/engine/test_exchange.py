@@ -1,0 +1,337 @@
+"""GatewayService.Exchange: many calls over one stream between a split front door and its engine. A real engine
+gRPC server with a `Drain` in front of a real fake upstream; the front door's `RemoteEngine` (or a raw stream, for
+frames no front door would send)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import aclosing
+from dataclasses import dataclass
+from datetime import timedelta
+
+import grpc
+import pytest
+
+from gateway.call import CallContext, new_request_id
+from gateway.config import parse_config
+from gateway.drain import Drain
+from gateway.engine.core import EngineCore, EngineParts
+from gateway.engine.exchange import METHOD_PREFIX
+from gateway.engine.exchange_client import EXCHANGE_METHOD, WINDOW, Exchanges
+from gateway.engine.remote import RemoteEngine
+from gateway.engine.server import start_engine_server
+from gateway.errors import DeadlineExceededError, ServiceUnavailableError, ShuttingDownError
+from gateway.grpc_guard import UNDECODABLE_MESSAGE
+from gateway.providers.registry import build_providers
+from gateway.testing.fake_openai import FakeOpenAI
+from tests.usage_sink import RecordingSink
+from tollgate.gateway.v1 import exchange_pb2 as xpb
+from tollgate.gateway.v1 import gateway_pb2 as pb
+from tollgate.stats.v1 import stats_pb2
+
+PARAMS = pb.ChatCompletionParams(model="m", messages=[pb.ChatMessage(role=pb.ROLE_USER, content="hi")])
+CHAT = METHOD_PREFIX + "CreateChatCompletion"
+CHUNKS = METHOD_PREFIX + "StreamChatCompletion"
+
+
+@dataclass
+class Engine:
+    address: str
+    drain: Drain
+    sink: RecordingSink
+    upstream: FakeOpenAI
+
+
+@pytest.fixture
+async def engine() -> AsyncIterator[Engine]:
+    async with FakeOpenAI(chunks=20) as upstream:
+        config = parse_config(
+            f'backends: [{{name: up, provider: openai, base_url: "{upstream.base_url}"}}]\n'
+            "models: [{name: m, targets: [{backend: up}]}]\n",
+            os.environ,
+        )
+        sink = RecordingSink()
+        core = EngineCore(config, EngineParts(build_providers(config), usage=sink))
+        drain = Drain()
+        server = await start_engine_server(core, "127.0.0.1:0", drain=drain)
+        try:
+            yield Engine(f"127.0.0.1:{server.port}", drain, sink, upstream)
+        finally:
+            await server.stop(0)
+            await core.close()
+
+
+@pytest.fixture
+async def door(engine: Engine) -> AsyncIterator[RemoteEngine]:
+    remote = RemoteEngine(engine.address)
+    try:
+        yield remote
+    finally:
+        await remote.close()
+
+
+def ctx() -> CallContext:
+    return CallContext(request_id=new_request_id())
+
+
+async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
+    async with asyncio.timeout(seconds):
+        while not condition():  # noqa: ASYNC110  # what we wait for happens in the engine: polling is the point
+            await asyncio.sleep(0.01)
+
+
+async def text_of(door: RemoteEngine) -> str:
+    chunks = [c async for c in door.stream_chat_completion(PARAMS, ctx())]
+    return "".join(c.choices[0].delta.content for c in chunks if c.choices)
+
+
+async def test_many_streams_share_one_exchange_and_its_messages(engine: Engine, door: RemoteEngine) -> None:
+    texts = await asyncio.gather(*(text_of(door) for _ in range(500)))
+    assert len(set(texts)) == 1 and texts[0].startswith("This is a reply from the fake OpenAI"), "every stream whole"
+    counts = door.exchanges.counts
+    assert counts.opened == 1, "one exchange carried the 500 calls"
+    assert counts.frames_received >= 500, "each call's answer came in frames of its own"
+    assert counts.received < counts.frames_received / 3, f"frames of many calls shared messages: {counts}"
+    assert counts.sent < 500 / 3, f"so did the start frames: {counts}"
+    assert len(engine.sink.records) == 500
+
+
+async def test_unary_calls_and_their_reply(door: RemoteEngine) -> None:
+    call = ctx()
+    answers = await asyncio.gather(*(door.create_chat_completion(PARAMS, c) for c in (call, ctx(), ctx())))
+    assert all(a.choices[0].message.content for a in answers)
+    assert call.reply.request_id.startswith("req_") and call.reply.request_id != call.request_id
+    assert call.reply.upstream_seconds > 0, "the trailing metadata came back"
+    assert door.exchanges.counts.opened == 1
+
+
+async def test_a_reader_that_stops_stops_its_call_and_no_other(engine: Engine) -> None:
+    engine.upstream.chunks = 1000
+    exchanges = Exchanges(grpc.aio.insecure_channel(engine.address))
+    request = pb.StreamChatCompletionRequest(params=PARAMS)
+    try:
+        async with aclosing(exchanges.stream(CHUNKS, request, ())) as slow:
+            await anext(slow)  # then stops reading
+            engine.upstream.chunks = 5
+            other = [m async for _, m in exchanges.stream(CHUNKS, request, ())]
+            assert len(other) == 5 + 2, "the other call on the exchange went through (role and finish chunks)"
+            await asyncio.sleep(0.3)
+            assert exchanges.counts.frames_received <= WINDOW + 10, "the engine sent one window, no more"
+            assert len(engine.sink.records) == 1, "the stalled call is still running at the engine"
+            rest = [m async for _, m in slow]
+        assert len(rest) == 1000 + 2 - 1, "credit granted as the reader went on: the whole stream"
+        await until(lambda: len(engine.sink.records) == 2)
+    finally:
+        await exchanges.close()
+
+
+async def test_closing_a_stream_cancels_its_call(engine: Engine, door: RemoteEngine) -> None:
+    engine.upstream.chunk_delay = 0.05
+    async with aclosing(door.stream_chat_completion(PARAMS, ctx())) as chunks:
+        await anext(chunks)
+    await until(lambda: len(engine.sink.records) == 1)
+    assert engine.sink.records[0].outcome == stats_pb2.OUTCOME_CANCELLED, "a client that left, as per-call RPCs"
+    assert engine.drain.in_flight == 0
+    assert await text_of(door), "the exchange goes on"
+
+
+async def test_a_callers_deadline(engine: Engine) -> None:
+    engine.upstream.latency = 2.0
+    exchanges = Exchanges(grpc.aio.insecure_channel(engine.address))
+    request = pb.CreateChatCompletionRequest(params=PARAMS)
+    try:
+        with pytest.raises(grpc.aio.AioRpcError) as caught:
+            await exchanges.unary(CHAT, request, (), 0.05)
+        assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
+        assert DeadlineExceededError.from_metadata(
+            caught.value.code(), caught.value.details() or "", caught.value.trailing_metadata() or ()
+        ).code == "deadline_exceeded"
+        await until(lambda: len(engine.sink.records) == 1)
+        assert engine.sink.records[0].error_type == "deadline_exceeded"
+    finally:
+        await exchanges.close()
+
+
+async def test_renewal_moves_new_calls_to_a_new_exchange(engine: Engine) -> None:
+    now = [0.0]
+    exchanges = Exchanges(grpc.aio.insecure_channel(engine.address), max_calls=3, clock=lambda: now[0])
+    request = pb.CreateChatCompletionRequest(params=PARAMS)
+    try:
+        engine.upstream.chunk_delay = 0.02
+        async with aclosing(exchanges.stream(CHUNKS, pb.StreamChatCompletionRequest(params=PARAMS), ())) as long:
+            await anext(long)
+            for _ in range(4):
+                await exchanges.unary(CHAT, request, ())
+            assert exchanges.counts.opened == 2, "the fourth call went on a new exchange"
+            now[0] = 61.0
+            await exchanges.unary(CHAT, request, ())
+            assert exchanges.counts.opened == 3, "an exchange older than a minute takes no new call"
+            assert len([m async for _, m in long]) == 20 + 1, "the retired exchange finished its call"
+    finally:
+        await exchanges.close()
+
+
+async def test_an_engine_without_the_exchange_gets_its_own_rpcs() -> None:
+    async with FakeOpenAI(chunks=3) as upstream:
+        config = parse_config(
+            f'backends: [{{name: up, provider: openai, base_url: "{upstream.base_url}"}}]\n'
+            "models: [{name: m, targets: [{backend: up}]}]\n",
+            os.environ,
+        )
+        core = EngineCore(config, EngineParts(build_providers(config)))
+        server = grpc.aio.server()
+        from gateway.engine.servicer import GatewayServicer  # noqa: PLC0415 (an engine from before Exchange, below)
+
+        servicer = GatewayServicer(core)
+        server.add_generic_rpc_handlers((_without_exchange(servicer),))
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        door = RemoteEngine(f"127.0.0.1:{port}")
+        try:
+            for _ in range(2):  # the first call finds out, the second goes per call at once
+                assert (await door.create_chat_completion(PARAMS, ctx())).choices
+                assert await text_of(door) == "This is a "
+            assert door.exchanges.counts.opened == 1
+        finally:
+            await door.close()
+            await server.stop(0)
+            await core.close()
+
+
+def _without_exchange(servicer: object) -> grpc.GenericRpcHandler:
+    """GatewayService's handlers as a release before Exchange served them."""
+    from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc  # noqa: PLC0415 (only this test builds one)
+
+    handlers: dict[str, grpc.RpcMethodHandler[object, object]] = {}
+
+    class Capture:
+        def add_generic_rpc_handlers(self, found: tuple[grpc.GenericRpcHandler, ...]) -> None:
+            handlers.update(found[0]._method_handlers)  # type: ignore[attr-defined]  # grpc's own generic handler
+
+        def add_registered_method_handlers(self, _: str, __: object) -> None:
+            pass
+
+    pb_grpc.add_GatewayServiceServicer_to_server(servicer, Capture())  # type: ignore[arg-type]  # a capture only
+    handlers.pop("Exchange", None)
+    handlers.pop("/tollgate.gateway.v1.GatewayService/Exchange", None)
+    return grpc.method_handlers_generic_handler("tollgate.gateway.v1.GatewayService", _short(handlers))
+
+
+def _short(handlers: dict[str, grpc.RpcMethodHandler[object, object]]) -> dict[str, grpc.RpcMethodHandler[object, object]]:
+    return {name.rpartition("/")[2]: handler for name, handler in handlers.items()}
+
+
+# Frames no front door sends: a raw exchange.
+
+
+class RawExchange:
+    """An exchange driven frame by frame."""
+
+    def __init__(self, channel: grpc.aio.Channel) -> None:
+        self.call = channel.stream_stream(
+            EXCHANGE_METHOD,
+            request_serializer=xpb.ExchangeRequest.SerializeToString,
+            response_deserializer=xpb.ExchangeResponse.FromString,
+        )(None)
+        self.frames: dict[int, list[xpb.ExchangeEngineFrame]] = {}
+
+    async def send(self, *frames: xpb.ExchangeClientFrame) -> None:
+        await self.call.write(xpb.ExchangeRequest(frames=frames))
+
+    async def end_of(self, number: int) -> xpb.ExchangeCallEnd:
+        """Read until call `number` ends."""
+        async with asyncio.timeout(10):
+            while not any(f.HasField("end") for f in self.frames.get(number, ())):
+                response = await self.call.read()
+                assert response is not grpc.aio.EOF, "the exchange ended"
+                for frame in response.frames:
+                    self.frames.setdefault(frame.call, []).append(frame)
+        return self.frames[number][-1].end
+
+
+def start(number: int, method: str, request: bytes, **fields: object) -> xpb.ExchangeClientFrame:
+    return xpb.ExchangeClientFrame(
+        call=number, start=xpb.ExchangeCallStart(method=method, request=request, **fields)
+    )
+
+
+GOOD = pb.CreateChatCompletionRequest(params=PARAMS).SerializeToString()
+
+
+async def test_malformed_frames_end_their_own_call(engine: Engine) -> None:
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        raw = RawExchange(channel)
+        engine.upstream.latency = 0.3
+        await raw.send(start(1, CHAT, GOOD))  # in flight while the bad frames come
+        await raw.send(
+            start(2, METHOD_PREFIX + "NoSuchMethod", GOOD),
+            start(3, "/tollgate.gateway.v1.AdminService/Reload", b""),
+            start(4, METHOD_PREFIX + "Exchange", b""),
+            start(5, CHAT, b"\xff\xff\xff\xff"),
+            start(6, CHAT, b"\x0a\x05\x0a\x02\xff\xfe"),
+            xpb.ExchangeClientFrame(call=7),  # no step
+            xpb.ExchangeClientFrame(call=99, credit=xpb.ExchangeCallCredit(messages=5)),  # unknown: ignored
+            xpb.ExchangeClientFrame(call=98, cancel=xpb.ExchangeCallCancel()),  # unknown: ignored
+        )
+        codes = {n: grpc.StatusCode.UNIMPLEMENTED for n in (2, 3, 4)} | {
+            n: grpc.StatusCode.INVALID_ARGUMENT for n in (5, 6, 7)
+        }
+        for number, code in codes.items():
+            end = await raw.end_of(number)
+            assert end.code == code.value[0], (number, end)
+        assert (await raw.end_of(5)).details == UNDECODABLE_MESSAGE
+        assert (await raw.end_of(1)).code == 0, "the call in flight was not disturbed"
+        assert 98 not in raw.frames and 99 not in raw.frames
+        await raw.send(start(8, CHAT, GOOD))
+        await raw.send(start(8, CHAT, GOOD))  # the same number again, while 8 runs
+        end = await raw.end_of(8)
+        assert end.code == grpc.StatusCode.INVALID_ARGUMENT.value[0] and "already in flight" in end.details
+        engine.upstream.latency = 0
+        await raw.send(start(9, CHAT, GOOD))
+        assert (await raw.end_of(9)).code == 0, "the exchange survived it all"
+        await raw.call.done_writing()
+        assert await raw.call.code() == grpc.StatusCode.OK
+
+
+async def test_an_undecodable_exchange_message_is_invalid_argument(engine: Engine) -> None:
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        call = channel.stream_stream(EXCHANGE_METHOD)(None)
+        await call.write(b"\xff\xff\xff\xff")
+        assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+        raw = RawExchange(channel)
+        await raw.send(start(1, CHAT, GOOD))
+        assert (await raw.end_of(1)).code == 0, "the server serves on"
+
+
+async def test_the_timeout_frame(engine: Engine) -> None:
+    engine.upstream.latency = 2.0
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        raw = RawExchange(channel)
+        timeout = timedelta(milliseconds=50)
+        frame = start(1, CHAT, GOOD)
+        frame.start.timeout.FromTimedelta(timeout)
+        await raw.send(frame)
+        end = await raw.end_of(1)
+        assert end.code == grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+
+
+async def test_a_draining_engine_refuses_new_calls_and_cuts_the_rest(engine: Engine, door: RemoteEngine) -> None:
+    engine.upstream.chunk_delay = 0.05
+    running = door.stream_chat_completion(PARAMS, ctx())
+    async with aclosing(running):
+        await anext(running)
+        engine.drain.begin()
+        engine.drain.refuse_new()  # the listeners close: what `serve_until_stopped` does after the drain delay
+        for opened in (1, 2):
+            with pytest.raises(ServiceUnavailableError):
+                await door.create_chat_completion(PARAMS, ctx())
+            assert door.exchanges.counts.opened == opened, "told the exchange is retiring, the door opens another"
+        assert engine.drain.cut() == 1, "the call in flight on the exchange is tracked, the exchange is not"
+        with pytest.raises(ShuttingDownError):
+            async for _ in running:
+                pass
+    await until(lambda: len(engine.sink.records) == 1)
+    assert engine.sink.records[0].error_type == "shutting_down"
+    assert engine.drain.in_flight == 0
