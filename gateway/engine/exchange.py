@@ -18,9 +18,10 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
+from typing import Generic, TypeVar
 
 import grpc
 from google.protobuf.message import Message
@@ -48,6 +49,49 @@ _REFUSED: Status = (grpc.StatusCode.UNAVAILABLE, "The engine is shutting down", 
 def entries(metadata: Iterable[tuple[str, str]]) -> list[xpb.ExchangeMetadataEntry]:
     """Metadata pairs as the exchange's entries."""
     return [xpb.ExchangeMetadataEntry(key=k, value=v) for k, v in metadata]
+
+
+Msg = TypeVar("Msg", xpb.ExchangeRequest, xpb.ExchangeResponse)
+Frame = TypeVar("Frame", xpb.ExchangeClientFrame, xpb.ExchangeEngineFrame)
+
+
+class Outbox(Generic[Msg, Frame]):
+    """The messages of one side of an exchange waiting to be written: new frames join the last message until it
+    holds about `MAX_MESSAGE_BYTES` (a larger frame goes alone); `ready` is set whenever there is something."""
+
+    def __init__(self, new: Callable[[], Msg], add: Callable[[Msg, int], Frame]) -> None:
+        self._new: Callable[[], Msg] = new
+        self._add: Callable[[Msg, int], Frame] = add
+        self._messages: deque[Msg] = deque()
+        self._bytes = 0  # about how much the last message holds
+        self.ready = asyncio.Event()
+
+    def __bool__(self) -> bool:
+        return bool(self._messages)
+
+    def fits(self, size: int) -> bool:
+        """Whether `size` more bytes fit in the last message (and are counted there)."""
+        if self._bytes + size > MAX_MESSAGE_BYTES:
+            return False
+        self._bytes += size
+        return True
+
+    def frame(self, number: int, size: int) -> Frame:
+        """A new frame for call `number`, of about `size` bytes, in the last message or a new one."""
+        if not self._messages or (self._bytes and self._bytes + size > MAX_MESSAGE_BYTES):
+            self._messages.append(self._new())
+            self._bytes = 0
+        self._bytes += size + 16  # the frame's own fields, about
+        self.ready.set()
+        frame: Frame = self._add(self._messages[-1], number)
+        return frame
+
+    def take(self) -> Msg:
+        """The oldest message (a new empty one when there is none)."""
+        message = self._messages.popleft() if self._messages else self._new()
+        if not self._messages:
+            self._bytes = 0
+        return message
 
 
 class ExchangeServer:
@@ -106,10 +150,9 @@ class _Exchange:
         self._server = server
         self._peer = peer
         self._calls: dict[int, _Call] = {}
-        self._out: deque[xpb.ExchangeResponse] = deque()
-        self._tail_bytes = 0  # about how much the last message in `_out` holds
-        self._tail: xpb.ExchangeEngineFrame | None = None  # its last frame, while more messages may join it
-        self._wake = asyncio.Event()
+        self._out = Outbox(xpb.ExchangeResponse, lambda message, number: message.frames.add(call=number))
+        self._tail: xpb.ExchangeEngineFrame | None = None  # the last frame waiting, while more messages may join it
+        self._wake = self._out.ready
         self._reading = True
         self._retiring = False  # the engine refuses new calls: say so once, end when the calls have
         self._announce = False
@@ -243,27 +286,15 @@ class _Exchange:
         self._end(number, _OK)
 
     def _frame(self, number: int, size: int) -> xpb.ExchangeEngineFrame:
-        """A new frame for `number` in the message being filled (a new message when this one is full)."""
-        if not self._out or (self._tail_bytes and self._tail_bytes + size > MAX_MESSAGE_BYTES):
-            self._out.append(xpb.ExchangeResponse())
-            self._tail_bytes = 0
-        self._tail_bytes += size + 16
-        self._wake.set()
-        frame = self._out[-1].frames.add(call=number)
+        frame: xpb.ExchangeEngineFrame = self._out.frame(number, size)
         self._tail = frame
         return frame
 
     def _send(self, number: int, metadata: Metadata, message: bytes) -> None:
         """A message of call `number` (after its reply metadata, the first time)."""
         tail = self._tail
-        if (
-            tail is not None
-            and tail.call == number
-            and not metadata
-            and self._tail_bytes + len(message) <= MAX_MESSAGE_BYTES
-        ):
+        if tail is not None and tail.call == number and not metadata and self._out.fits(len(message)):
             tail.messages.append(message)  # the call's previous frame has not left yet: one frame for both
-            self._tail_bytes += len(message)
             return
         frame = self._frame(number, len(message))
         if metadata:
@@ -283,9 +314,9 @@ class _Exchange:
 
     def _next_message(self) -> xpb.ExchangeResponse:
         """The oldest message waiting (announcing the retirement in the first one after it began)."""
-        message = self._out.popleft() if self._out else xpb.ExchangeResponse()
+        message = self._out.take()
         if not self._out:
-            self._tail, self._tail_bytes = None, 0
+            self._tail = None
         if self._announce:
             message.retiring, self._announce = True, False
         return message

@@ -28,7 +28,7 @@ from datetime import timedelta
 import grpc
 from google.protobuf.message import Message
 
-from gateway.engine.exchange import MAX_MESSAGE_BYTES, METHOD_PREFIX, entries
+from gateway.engine.exchange import METHOD_PREFIX, Outbox, entries
 from gateway.engine.wire import Metadata
 from tollgate.gateway.v1 import exchange_pb2 as xpb
 
@@ -111,9 +111,8 @@ class _Exchange:
         self._stream: grpc.aio.StreamStreamCall[xpb.ExchangeRequest, xpb.ExchangeResponse] = open_stream(None)
         self._inboxes: dict[int, _Inbox] = {}
         self._numbers = itertools.count(1)
-        self._out: deque[xpb.ExchangeRequest] = deque()
-        self._tail_bytes = 0
-        self._wake = asyncio.Event()
+        self._out = Outbox(xpb.ExchangeRequest, lambda message, number: message.frames.add(call=number))
+        self._wake = self._out.ready
         self._on_done = on_done
         self._counts = counts
         self.born, self.calls = born, 0
@@ -129,7 +128,7 @@ class _Exchange:
         number = next(self._numbers)
         self.calls += 1
         inbox = self._inboxes[number] = _Inbox()
-        start = self._frame(number, len(request)).start
+        start = self._out.frame(number, len(request)).start
         start.method, start.request, start.window = method, request, window
         start.metadata.extend(entries(metadata))
         if limit is not None:
@@ -139,13 +138,13 @@ class _Exchange:
     def cancel(self, number: int) -> None:
         """The caller has gone: the engine cancels the call; nothing more of it is read."""
         if self._inboxes.pop(number, None) is not None:
-            self._frame(number, 0).cancel.SetInParent()
+            self._out.frame(number, 0).cancel.SetInParent()
             self._wake.set()  # a retired exchange may now close
 
     def grant(self, number: int, messages: int) -> None:
         """The caller took `messages` of the call: the engine may send that many more."""
         if number in self._inboxes:
-            self._frame(number, 0).credit.messages = messages
+            self._out.frame(number, 0).credit.messages = messages
 
     def finished(self, number: int) -> None:
         """The call has ended (its end frame came)."""
@@ -166,14 +165,6 @@ class _Exchange:
             task.cancel()
         await asyncio.gather(self._writer, self._reader, return_exceptions=True)
 
-    def _frame(self, number: int, size: int) -> xpb.ExchangeClientFrame:
-        if not self._out or (self._tail_bytes and self._tail_bytes + size > MAX_MESSAGE_BYTES):
-            self._out.append(xpb.ExchangeRequest())
-            self._tail_bytes = 0
-        self._tail_bytes += size + 16
-        self._wake.set()
-        return self._out[-1].frames.add(call=number)
-
     async def _write(self) -> None:
         """Write what is ready, one message at a time; half-close once retired and idle."""
         try:
@@ -181,10 +172,7 @@ class _Exchange:
                 await self._wake.wait()
                 self._wake.clear()
                 while self._out:
-                    message = self._out.popleft()
-                    if not self._out:
-                        self._tail_bytes = 0
-                    await self._stream.write(message)
+                    await self._stream.write(self._out.take())
                     self._counts.sent += 1
                 if not self.open and not self._inboxes:
                     await self._stream.done_writing()

@@ -22,6 +22,7 @@ from gateway.engine.exchange import METHOD_PREFIX
 from gateway.engine.exchange_client import EXCHANGE_METHOD, WINDOW, Exchanges
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
+from gateway.engine.servicer import GatewayServicer
 from gateway.errors import DeadlineExceededError, ServiceUnavailableError, ShuttingDownError
 from gateway.grpc_guard import UNDECODABLE_MESSAGE
 from gateway.providers.registry import build_providers
@@ -145,9 +146,12 @@ async def test_a_callers_deadline(engine: Engine) -> None:
         with pytest.raises(grpc.aio.AioRpcError) as caught:
             await exchanges.unary(CHAT, request, (), 0.05)
         assert caught.value.code() == grpc.StatusCode.DEADLINE_EXCEEDED
-        assert DeadlineExceededError.from_metadata(
-            caught.value.code(), caught.value.details() or "", caught.value.trailing_metadata() or ()
-        ).code == "deadline_exceeded"
+        assert (
+            DeadlineExceededError.from_metadata(
+                caught.value.code(), caught.value.details() or "", caught.value.trailing_metadata() or ()
+            ).code
+            == "deadline_exceeded"
+        )
         await until(lambda: len(engine.sink.records) == 1)
         assert engine.sink.records[0].error_type == "deadline_exceeded"
     finally:
@@ -182,8 +186,6 @@ async def test_an_engine_without_the_exchange_gets_its_own_rpcs() -> None:
         )
         core = EngineCore(config, EngineParts(build_providers(config)))
         server = grpc.aio.server()
-        from gateway.engine.servicer import GatewayServicer  # noqa: PLC0415 (an engine from before Exchange, below)
-
         servicer = GatewayServicer(core)
         server.add_generic_rpc_handlers((_without_exchange(servicer),))
         port = server.add_insecure_port("127.0.0.1:0")
@@ -200,27 +202,23 @@ async def test_an_engine_without_the_exchange_gets_its_own_rpcs() -> None:
             await core.close()
 
 
-def _without_exchange(servicer: object) -> grpc.GenericRpcHandler:
-    """GatewayService's handlers as a release before Exchange served them."""
-    from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc  # noqa: PLC0415 (only this test builds one)
-
-    handlers: dict[str, grpc.RpcMethodHandler[object, object]] = {}
-
-    class Capture:
-        def add_generic_rpc_handlers(self, found: tuple[grpc.GenericRpcHandler, ...]) -> None:
-            handlers.update(found[0]._method_handlers)  # type: ignore[attr-defined]  # grpc's own generic handler
-
-        def add_registered_method_handlers(self, _: str, __: object) -> None:
-            pass
-
-    pb_grpc.add_GatewayServiceServicer_to_server(servicer, Capture())  # type: ignore[arg-type]  # a capture only
-    handlers.pop("Exchange", None)
-    handlers.pop("/tollgate.gateway.v1.GatewayService/Exchange", None)
-    return grpc.method_handlers_generic_handler("tollgate.gateway.v1.GatewayService", _short(handlers))
-
-
-def _short(handlers: dict[str, grpc.RpcMethodHandler[object, object]]) -> dict[str, grpc.RpcMethodHandler[object, object]]:
-    return {name.rpartition("/")[2]: handler for name, handler in handlers.items()}
+def _without_exchange(servicer: GatewayServicer) -> grpc.GenericRpcHandler:
+    """The RPCs this test makes, served as a release before Exchange served them."""
+    return grpc.method_handlers_generic_handler(
+        "tollgate.gateway.v1.GatewayService",
+        {
+            "CreateChatCompletion": grpc.unary_unary_rpc_method_handler(
+                servicer.CreateChatCompletion,
+                request_deserializer=pb.CreateChatCompletionRequest.FromString,
+                response_serializer=pb.CreateChatCompletionResponse.SerializeToString,
+            ),
+            "StreamChatCompletionBatches": grpc.unary_stream_rpc_method_handler(
+                servicer.StreamChatCompletionBatches,
+                request_deserializer=pb.StreamChatCompletionBatchesRequest.FromString,
+                response_serializer=pb.StreamChatCompletionBatchesResponse.SerializeToString,
+            ),
+        },
+    )
 
 
 # Frames no front door sends: a raw exchange.
@@ -252,9 +250,7 @@ class RawExchange:
 
 
 def start(number: int, method: str, request: bytes, **fields: object) -> xpb.ExchangeClientFrame:
-    return xpb.ExchangeClientFrame(
-        call=number, start=xpb.ExchangeCallStart(method=method, request=request, **fields)
-    )
+    return xpb.ExchangeClientFrame(call=number, start=xpb.ExchangeCallStart(method=method, request=request, **fields))
 
 
 GOOD = pb.CreateChatCompletionRequest(params=PARAMS).SerializeToString()
