@@ -18,12 +18,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import deque
-from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable, Mapping, Sequence
 from contextlib import aclosing, nullcontext
 from dataclasses import dataclass, field
 from typing import Generic, TypeVar
 
 import grpc
+from google.protobuf.internal.containers import RepeatedCompositeFieldContainer
 from google.protobuf.message import Message
 
 from gateway.call import CallContext
@@ -46,11 +47,22 @@ _NO_STEP: Status = (grpc.StatusCode.INVALID_ARGUMENT, "The frame has no step (st
 _REFUSED: Status = (grpc.StatusCode.UNAVAILABLE, "The engine is shutting down", ())
 
 
-def entries(metadata: Iterable[tuple[str, str]]) -> list[xpb.ExchangeMetadataEntry]:
-    """Metadata pairs as the exchange's entries."""
-    return [xpb.ExchangeMetadataEntry(key=k, value=v) for k, v in metadata]
+async def within(limit: float | None, work: Awaitable[T]) -> T:
+    """`work`, awaited for `limit` seconds at most (TimeoutError past it); with no limit, no timer at all (one
+    per call is a measurable cost on the hop)."""
+    if limit is None:
+        return await work
+    async with asyncio.timeout(limit):
+        return await work
 
 
+def put_metadata(entries: RepeatedCompositeFieldContainer[xpb.ExchangeMetadataEntry], metadata: Metadata) -> None:
+    """Metadata pairs into a frame's entries (made in place: no message copied)."""
+    for key, value in metadata:
+        entries.add(key=key, value=value)
+
+
+T = TypeVar("T")
 Msg = TypeVar("Msg", xpb.ExchangeRequest, xpb.ExchangeResponse)
 Frame = TypeVar("Frame", xpb.ExchangeClientFrame, xpb.ExchangeEngineFrame)
 
@@ -256,8 +268,7 @@ class _Exchange:
         try:
             with server.drain.track(call_name(metadata)) if server.drain is not None else nullcontext():
                 try:
-                    async with asyncio.timeout(limit):
-                        await self._answer(number, call.credit, method, request, ctx)
+                    await within(limit, self._answer(number, call.credit, method, request, ctx))
                 except TimeoutError:
                     self._end(number, failure(DeadlineExceededError(), ctx))
                 except asyncio.CancelledError as exc:
@@ -298,7 +309,7 @@ class _Exchange:
             return
         frame = self._frame(number, len(message))
         if metadata:
-            frame.reply_metadata.extend(entries(metadata))
+            put_metadata(frame.reply_metadata, metadata)
         frame.messages.append(message)
 
     def _end(self, number: int, status: Status, message: bytes | None = None) -> None:
@@ -309,7 +320,7 @@ class _Exchange:
             frame.messages.append(message)
         frame.end.code = code.value[0]
         frame.end.details = details
-        frame.end.trailing_metadata.extend(entries(trailing))
+        put_metadata(frame.end.trailing_metadata, trailing)
         self._tail = None
 
     def _next_message(self) -> xpb.ExchangeResponse:

@@ -28,7 +28,7 @@ from datetime import timedelta
 import grpc
 from google.protobuf.message import Message
 
-from gateway.engine.exchange import METHOD_PREFIX, Outbox, entries
+from gateway.engine.exchange import METHOD_PREFIX, Outbox, put_metadata, within
 from gateway.engine.wire import Metadata
 from tollgate.gateway.v1 import exchange_pb2 as xpb
 
@@ -130,7 +130,7 @@ class _Exchange:
         inbox = self._inboxes[number] = _Inbox()
         start = self._out.frame(number, len(request)).start
         start.method, start.request, start.window = method, request, window
-        start.metadata.extend(entries(metadata))
+        put_metadata(start.metadata, metadata)
         if limit is not None:
             start.timeout.FromTimedelta(timedelta(seconds=max(limit, 0.0)))
         return number, inbox
@@ -207,6 +207,19 @@ class _Exchange:
             self._on_done(self)
 
 
+async def _whole(inbox: _Inbox) -> tuple[xpb.ExchangeCallEnd, bytes, Metadata]:
+    """A unary call's end, answer and reply metadata, read from its frames."""
+    initial: Metadata = ()
+    answer = b""
+    while True:
+        frame = await inbox.next()
+        initial = initial or _pairs(frame.reply_metadata)
+        if frame.messages:
+            answer = frame.messages[-1]
+        if frame.HasField("end"):
+            return frame.end, answer, initial
+
+
 def _broken(code: grpc.StatusCode, details: str) -> grpc.aio.AioRpcError:
     return grpc.aio.AioRpcError(code, grpc.aio.Metadata(), grpc.aio.Metadata(), details, "")
 
@@ -257,16 +270,8 @@ class Exchanges:
         number, inbox = exchange.start(method, request.SerializeToString(), metadata, limit, 0)
         ended = False
         try:
-            async with asyncio.timeout(None if limit is None else limit + _BACKSTOP):
-                initial: Metadata = ()
-                answer = b""
-                while True:
-                    frame = await inbox.next()
-                    initial = initial or _pairs(frame.reply_metadata)
-                    answer = frame.messages[-1] if frame.messages else answer
-                    if frame.HasField("end"):
-                        ended = True
-                        break
+            end, answer, initial = await within(None if limit is None else limit + _BACKSTOP, _whole(inbox))
+            ended = True
         except TimeoutError:
             raise _broken(grpc.StatusCode.DEADLINE_EXCEEDED, "Deadline Exceeded") from None
         finally:
@@ -274,9 +279,9 @@ class Exchanges:
                 exchange.finished(number)
             else:
                 exchange.cancel(number)
-        if frame.end.code:
-            raise _error(frame.end, initial)
-        return answer, initial, _pairs(frame.end.trailing_metadata)
+        if end.code:
+            raise _error(end, initial)
+        return answer, initial, _pairs(end.trailing_metadata)
 
     async def stream(
         self, method: str, request: Message, metadata: Metadata, limit: float | None = None

@@ -26,6 +26,8 @@ from gateway.testing.fake_anthropic import FakeAnthropic
 from gateway.testing.fake_gemini import FakeGemini
 from gateway.testing.fake_openai import FakeOpenAI
 from tests.e2e.test_hostile_bodies import ANTHROPIC_KEY, GEMINI_KEY, MODELS, config
+from tests.engine.test_exchange import RawExchange, start
+from tollgate.gateway.v1 import exchange_pb2 as xpb
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
@@ -239,21 +241,21 @@ UNDECODABLE = [
 ]
 
 
+HOSTILE_METHODS = [
+    "CreateChatCompletion",
+    "StreamChatCompletion",
+    "CreateEmbeddings",
+    "CountTokens",
+    "CreateResponse",
+    "StreamResponse",
+    "GetResponse",
+    "DeleteResponse",
+    "ListResponseInputItems",
+]
+
+
 @pytest.mark.parametrize("data", UNDECODABLE)
-@pytest.mark.parametrize(
-    "method",
-    [
-        "CreateChatCompletion",
-        "StreamChatCompletion",
-        "CreateEmbeddings",
-        "CountTokens",
-        "CreateResponse",
-        "StreamResponse",
-        "GetResponse",
-        "DeleteResponse",
-        "ListResponseInputItems",
-    ],
-)
+@pytest.mark.parametrize("method", HOSTILE_METHODS)
 async def test_undecodable_requests_are_invalid_arguments(engine_address: str, method: str, data: bytes) -> None:
     async with grpc.aio.insecure_channel(engine_address) as channel:
         if method.startswith("Stream"):
@@ -265,6 +267,25 @@ async def test_undecodable_requests_are_invalid_arguments(engine_address: str, m
             with pytest.raises(grpc.aio.AioRpcError) as caught:
                 await channel.unary_unary(SERVICE + method)(data, timeout=10)
     assert caught.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+@pytest.mark.parametrize("data", UNDECODABLE)
+async def test_undecodable_requests_on_an_exchange_end_their_own_call(engine_address: str, data: bytes) -> None:
+    """The same bytes as the request of every method, exchanged: each call ends INVALID_ARGUMENT, the exchange and a
+    good call on it go on; a message of the exchange itself that does not decode ends it INVALID_ARGUMENT."""
+    async with grpc.aio.insecure_channel(engine_address) as channel:
+        raw = RawExchange(channel)
+        await raw.send(*(start(number, SERVICE + method, data) for number, method in enumerate(HOSTILE_METHODS, 1)))
+        for number in range(1, len(HOSTILE_METHODS) + 1):
+            end = await raw.end_of(number)
+            assert end.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], (HOSTILE_METHODS[number - 1], end)
+        good = pb.CreateChatCompletionRequest(params=base("gpt")).SerializeToString()
+        await raw.send(start(100, SERVICE + "CreateChatCompletion", good))
+        assert (await raw.end_of(100)).code == 0
+        await raw.call.write(xpb.ExchangeRequest())  # an empty message: nothing to do
+        whole = channel.stream_stream(SERVICE + "Exchange")(None)
+        await whole.write(data)
+        assert await whole.code() == grpc.StatusCode.INVALID_ARGUMENT
 
 
 async def test_undecodable_requests_leave_the_server_serving(engine_address: str) -> None:
