@@ -198,6 +198,8 @@ class _Exchange:
             failure = ExchangeUnsupported() if unsupported else exc
             if not unsupported and exc.code() != grpc.StatusCode.CANCELLED:
                 log.warning("the exchange with the engine broke: %s %s", exc.code().name, exc.details())
+        except Exception as exc:  # a message that is not an ExchangeResponse: its calls end as on a broken stream
+            log.warning("the exchange with the engine broke: %r", exc)
         finally:
             self.open = False
             for inbox in self._inboxes.values():

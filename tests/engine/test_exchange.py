@@ -331,3 +331,26 @@ async def test_a_draining_engine_refuses_new_calls_and_cuts_the_rest(engine: Eng
     await until(lambda: len(engine.sink.records) == 1)
     assert engine.sink.records[0].error_type == "shutting_down"
     assert engine.drain.in_flight == 0
+
+
+async def test_an_exchange_answering_garbage_ends_its_calls_as_an_unavailable_engine() -> None:
+    async def garbage(requests: AsyncIterator[bytes], _: object) -> AsyncIterator[bytes]:
+        async for _ in requests:
+            yield b"\xff\xff\xff\xff"  # not an ExchangeResponse
+
+    handler = grpc.method_handlers_generic_handler(
+        "tollgate.gateway.v1.GatewayService", {"Exchange": grpc.stream_stream_rpc_method_handler(garbage)}
+    )
+    server = grpc.aio.server()
+    server.add_generic_rpc_handlers((handler,))
+    port = server.add_insecure_port("127.0.0.1:0")
+    await server.start()
+    door = RemoteEngine(f"127.0.0.1:{port}")
+    try:
+        for _ in range(2):
+            with pytest.raises(ServiceUnavailableError):
+                await door.create_chat_completion(PARAMS, ctx())
+        assert door.exchanges.counts.opened == 2, "each broken exchange replaced by a new one"
+    finally:
+        await door.close()
+        await server.stop(0)
