@@ -1,5 +1,9 @@
 """`RemoteEngine`: the `Engine` protocol over a grpc.aio channel, for a front door split from its engine.
 
+Every GatewayService call rides the front door's exchange with the engine (`gateway.engine.exchange_client`: many
+calls over one stream, their frames that are ready together in one message); an engine without `Exchange` gets one
+RPC per call instead. AdminService, health and `CutCalls` are RPCs of their own.
+
 Metadata carries the call context; an aborted call's status and trailing metadata are rebuilt into the very
 `GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process. Each
 metered call also carries an unguessable name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs
