@@ -96,6 +96,7 @@ class Counts:
     """What a front door's exchanges carried, for tests and benchmarks: messages each way, and the engine's frames."""
 
     opened: int = 0  # exchanges
+    ended: int = 0  # exchanges over (retired and finished, or broken)
     sent: int = 0  # messages to the engine
     received: int = 0  # messages from the engine
     frames_received: int = 0  # the frames in them (more than `received` when frames of many calls were coalesced)
@@ -206,6 +207,7 @@ class _Exchange:
                 inbox.fail(failure)
             self._inboxes.clear()
             self._wake.set()
+            self._counts.ended += 1
             self._on_done(self)
 
 

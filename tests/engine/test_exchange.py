@@ -173,6 +173,7 @@ async def test_renewal_moves_new_calls_to_a_new_exchange(engine: Engine) -> None
             await exchanges.unary(CHAT, request, ())
             assert exchanges.counts.opened == 3, "an exchange older than a minute takes no new call"
             assert len([m async for _, m in long]) == 20 + 1, "the retired exchange finished its call"
+        await until(lambda: exchanges.counts.ended == 2)  # the two retired ones closed once idle
     finally:
         await exchanges.close()
 
