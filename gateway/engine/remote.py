@@ -16,7 +16,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, Callable, Sequence
 from contextlib import aclosing
 from typing import Any, TypeVar, cast
 
@@ -44,6 +44,7 @@ from tollgate.gateway.v1 import responses_pb2 as rpb
 T = TypeVar("T")
 M = TypeVar("M", bound=Message)
 
+_PER_CALL_FOR = 300.0  # after an engine said it has no `Exchange`, seconds of RPCs per call before asking again
 _CUT_TIMEOUT = 0.2  # the longest a shutdown's cut waits for the engine to cut our calls first
 _ERROR_CLASS = "tollgate-error-class"  # trailing metadata of every error the engine chose to send
 
@@ -92,7 +93,13 @@ async def _unary(call: grpc.aio.UnaryUnaryCall[Any, T], ctx: CallContext) -> T:
 class RemoteEngine:
     """The routing engine in another process."""
 
-    def __init__(self, target: str, forward_headers: Sequence[str] = (), tls: ClientTLS | None = None) -> None:
+    def __init__(
+        self,
+        target: str,
+        forward_headers: Sequence[str] = (),
+        tls: ClientTLS | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         # The HTTP headers the engine's auth forwards (`auth.headers`) and the cache's controls: only those cross.
         self._forward_headers = (*forward_headers, *CACHE_REQUEST_HEADERS)
         self._channel = open_channel(target, tls, _CHANNEL_OPTIONS)
@@ -103,7 +110,10 @@ class RemoteEngine:
         self._prefix, self._serial = secrets.token_urlsafe(12) + ".", itertools.count()
         self._batches = True  # until the engine says it cannot stream in batches
         self.exchanges = Exchanges(self._channel)  # every GatewayService call rides these (`exchange_client`)
-        self._exchanging = True  # until the engine says it has no `Exchange`: then each call is its own RPC
+        # When the engine said it has no `Exchange` (a release before it), each call is its own RPC until then
+        # (then it asks again: the engine may have been upgraded since).
+        self._per_call_until = -float("inf")
+        self._clock = clock
 
     @classmethod
     def for_config(cls, target: str, config: GatewayConfig) -> RemoteEngine:
@@ -124,12 +134,12 @@ class RemoteEngine:
 
     async def _call(self, name: str, request: Message, response: type[M], metadata: Metadata, ctx: CallContext) -> M:
         """A unary GatewayService call `name`: over the exchange, or (an engine without it) as its own RPC."""
-        if self._exchanging:
+        if self._clock() >= self._per_call_until:
             path = METHOD_PREFIX + name
             try:
                 answer, _, trailing = await self.exchanges.unary(path, request, metadata, _remaining(ctx))
             except ExchangeUnsupported:
-                self._exchanging = False
+                self._per_call_until = self._clock() + _PER_CALL_FOR
             except grpc.aio.AioRpcError as exc:
                 raise _rebuild(exc, ctx) from None
             else:
@@ -142,7 +152,7 @@ class RemoteEngine:
     ) -> AsyncGenerator[tuple[Metadata, M], None]:
         """A server stream `name`'s messages, each with the initial metadata that came before it, over the exchange
         or as its own RPC (see `_call`); its error raised as grpc's."""
-        if self._exchanging:
+        if self._clock() >= self._per_call_until:
             path = METHOD_PREFIX + name
             try:
                 async with aclosing(self.exchanges.stream(path, request, metadata, _remaining(ctx))) as payloads:
@@ -150,7 +160,7 @@ class RemoteEngine:
                         yield reply, response.FromString(payload)
                 return
             except ExchangeUnsupported:  # raised before any message
-                self._exchanging = False
+                self._per_call_until = self._clock() + _PER_CALL_FOR
         call: grpc.aio.UnaryStreamCall[Any, M] = getattr(self._stub, name)(request, metadata=metadata)
         try:
             first = True

@@ -191,12 +191,17 @@ async def test_an_engine_without_the_exchange_gets_its_own_rpcs() -> None:
         server.add_generic_rpc_handlers((_without_exchange(servicer),))
         port = server.add_insecure_port("127.0.0.1:0")
         await server.start()
-        door = RemoteEngine(f"127.0.0.1:{port}")
+        now = [0.0]
+        door = RemoteEngine(f"127.0.0.1:{port}", clock=lambda: now[0])
         try:
             for _ in range(2):  # the first call finds out, the second goes per call at once
                 assert (await door.create_chat_completion(PARAMS, ctx())).choices
                 assert await text_of(door) == "This is a "
             assert door.exchanges.counts.opened == 1
+            now[0] = 301.0  # five minutes on, the engine may have been upgraded: asked again, once
+            assert await text_of(door) == "This is a "
+            assert (await door.create_chat_completion(PARAMS, ctx())).choices
+            assert door.exchanges.counts.opened == 2
         finally:
             await door.close()
             await server.stop(0)
