@@ -1,6 +1,7 @@
 """A gRPC client streaming straight from the engine (`tollgate engine`, the split target's engine): what one stream
-costs the engine when no front door is in between, asked chunk by chunk (`StreamChatCompletion`) and in batches of
-the chunks that are ready together (`StreamChatCompletionBatches`).
+costs the engine when no front door is in between, asked chunk by chunk (`StreamChatCompletion`), in batches of
+the chunks that are ready together (`StreamChatCompletionBatches`), and in batches over one `Exchange` carrying all
+the client's streams (the way a split front door calls; `gateway.engine.exchange_client`).
 
 The client runs in the bench process, like the HTTP load generator; only the engine's CPU is counted. Every stream is
 checked: status OK and at least `chunks` content chunks.
@@ -10,18 +11,22 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Iterable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 
 import grpc
 
 from bench.procs import cpu_seconds
 from bench.targets import MODEL
+from gateway.engine.exchange_client import Exchanges
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.gateway.v1 import gateway_pb2_grpc as pb_grpc
 
 __all__ = ["KINDS", "GrpcFigures", "measure"]
 
-KINDS = ("chunks", "batches")  # StreamChatCompletion, StreamChatCompletionBatches
+KINDS = ("chunks", "batches", "exchange")  # StreamChatCompletion, StreamChatCompletionBatches, both over Exchange
+_BATCHES = "/tollgate.gateway.v1.GatewayService/StreamChatCompletionBatches"
 _MAX_ERROR_SAMPLES = 5
 
 
@@ -52,14 +57,32 @@ def _params(model: str) -> pb.ChatCompletionParams:
     )
 
 
-async def _one(stub: pb_grpc.GatewayServiceAsyncStub, kind: str, params: pb.ChatCompletionParams) -> int:
+def _content(chunks: Iterable[pb.StreamChatCompletionResponse]) -> int:
+    return sum(1 for chunk in chunks if chunk.choices and chunk.choices[0].delta.content)
+
+
+@dataclass(frozen=True)
+class _Client:
+    """The engine's stub (a call per stream) and the client's exchanges (all its streams on one)."""
+
+    stub: pb_grpc.GatewayServiceAsyncStub
+    exchanges: Exchanges
+
+
+async def _one(client: _Client, kind: str, params: pb.ChatCompletionParams) -> int:
     """The content chunks of one stream."""
+    stub, exchanges = client.stub, client.exchanges
     metadata = (("authorization", "Bearer bench"),)
     content = 0
-    if kind == "batches":
+    if kind == "exchange":
+        request = pb.StreamChatCompletionBatchesRequest(params=params)
+        async with aclosing(exchanges.stream(_BATCHES, request, metadata, 60.0)) as messages:
+            async for _, raw in messages:
+                content += _content(pb.StreamChatCompletionBatchesResponse.FromString(raw).chunks)
+    elif kind == "batches":
         request = pb.StreamChatCompletionBatchesRequest(params=params)
         async for message in stub.StreamChatCompletionBatches(request, metadata=metadata, timeout=60):
-            content += sum(1 for chunk in message.chunks if chunk.choices and chunk.choices[0].delta.content)
+            content += _content(message.chunks)
     else:
         async for chunk in stub.StreamChatCompletion(
             pb.StreamChatCompletionRequest(params=params), metadata=metadata, timeout=60
@@ -69,7 +92,7 @@ async def _one(stub: pb_grpc.GatewayServiceAsyncStub, kind: str, params: pb.Chat
 
 
 async def _run(
-    stub: pb_grpc.GatewayServiceAsyncStub,
+    client: _Client,
     kind: str,
     params: pb.ChatCompletionParams,
     n: int,
@@ -84,7 +107,7 @@ async def _run(
         while remaining > 0:
             remaining -= 1
             try:
-                got = await _one(stub, kind, params)
+                got = await _one(client, kind, params)
             except grpc.aio.AioRpcError as exc:
                 errors.append(f"{exc.code().name}: {exc.details()}")
                 continue
@@ -105,20 +128,24 @@ async def measure(
     results: list[GrpcFigures] = []
     async with grpc.aio.insecure_channel(address) as channel:
         stub: pb_grpc.GatewayServiceAsyncStub = pb_grpc.GatewayServiceStub(channel)
-        for kind in KINDS:
-            warm_errors, warm_samples, _ = await _run(stub, kind, params, warmup, concurrency, chunks)
-            before = cpu_seconds(engine_pid)
-            errors, samples, wall = await _run(stub, kind, params, streams, concurrency, chunks)
-            used = cpu_seconds(engine_pid) - before
-            results.append(
-                GrpcFigures(
-                    kind=kind,
-                    concurrency=concurrency,
-                    streams=streams,
-                    errors=errors + warm_errors,
-                    wall_s=wall,
-                    engine_cpu_per_stream_ms=used * 1000 / streams,
-                    error_samples=(warm_samples + samples)[:_MAX_ERROR_SAMPLES],
+        client = _Client(stub, Exchanges(channel))
+        try:
+            for kind in KINDS:
+                warm_errors, warm_samples, _ = await _run(client, kind, params, warmup, concurrency, chunks)
+                before = cpu_seconds(engine_pid)
+                errors, samples, wall = await _run(client, kind, params, streams, concurrency, chunks)
+                used = cpu_seconds(engine_pid) - before
+                results.append(
+                    GrpcFigures(
+                        kind=kind,
+                        concurrency=concurrency,
+                        streams=streams,
+                        errors=errors + warm_errors,
+                        wall_s=wall,
+                        engine_cpu_per_stream_ms=used * 1000 / streams,
+                        error_samples=(warm_samples + samples)[:_MAX_ERROR_SAMPLES],
+                    )
                 )
-            )
+        finally:
+            await client.exchanges.close()
     return results

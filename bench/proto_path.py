@@ -25,6 +25,7 @@ _ROWS = (
     (SPLIT, "tollgate split (front door + engine over gRPC)"),
     ("grpc:chunks", "gRPC client of the engine, chunk by chunk (engine CPU)"),
     ("grpc:batches", "gRPC client of the engine, in batches (engine CPU)"),
+    ("grpc:exchange", "gRPC client of the engine, in batches over one Exchange (engine CPU)"),
     (WORKERS, "tollgate serve --workers 2"),
 )
 RSS_REST_MIB = 80.0
