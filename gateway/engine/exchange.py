@@ -251,6 +251,14 @@ class _Exchange:
         timeout = start.timeout.ToTimedelta().total_seconds() if start.HasField("timeout") else None
         call = self._calls[number] = _Call(_Credit(start.window))
         call.task = asyncio.create_task(self._run(number, call, method, request, metadata, timeout))
+        # Forgotten when its task is done, even one cancelled before it ran (start and cancel in one message).
+        call.task.add_done_callback(lambda _: self._forget(number, call))
+
+    def _forget(self, number: int, call: _Call) -> None:
+        """Call `number`'s task is over: its state goes (an exchange ends once it has no call left)."""
+        if self._calls.get(number) is call:
+            del self._calls[number]
+        self._wake.set()
 
     def _reject(self, number: int, status: Status) -> None:
         """A malformed frame for `number`: the call (if it runs) is cancelled and ends with `status`."""
@@ -265,20 +273,15 @@ class _Exchange:
         """One call, as its own RPC would run under the guard: tracked, within its deadline, cut as a shutdown."""
         server = self._server
         ctx = call_context(metadata, self._peer, limit, server.front_doors)
-        try:
-            with server.drain.track(call_name(metadata)) if server.drain is not None else nullcontext():
-                try:
-                    await within(limit, self._answer(number, call.credit, method, request, ctx))
-                except TimeoutError:
-                    self._end(number, failure(DeadlineExceededError(), ctx))
-                except asyncio.CancelledError as exc:
-                    if not absorb_cut(exc):
-                        raise  # a cancel frame, or the exchange closing: nobody to answer
-                    self._end(number, failure(ShuttingDownError(), ctx))
-        finally:
-            if self._calls.get(number) is call:
-                del self._calls[number]
-            self._wake.set()
+        with server.drain.track(call_name(metadata)) if server.drain is not None else nullcontext():
+            try:
+                await within(limit, self._answer(number, call.credit, method, request, ctx))
+            except TimeoutError:
+                self._end(number, failure(DeadlineExceededError(), ctx))
+            except asyncio.CancelledError as exc:
+                if not absorb_cut(exc):
+                    raise  # a cancel frame, or the exchange closing: nobody to answer
+                self._end(number, failure(ShuttingDownError(), ctx))
 
     async def _answer(self, number: int, credit: _Credit, method: Method, request: Message, ctx: CallContext) -> None:
         """Run the method: a unary call's answer with its end; a stream's messages, each when its credit allows."""

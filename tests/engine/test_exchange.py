@@ -360,3 +360,22 @@ async def test_an_exchange_answering_garbage_ends_its_calls_as_an_unavailable_en
     finally:
         await door.close()
         await server.stop(0)
+
+
+CANCEL = xpb.ExchangeCallCancel()
+
+
+async def test_a_call_cancelled_in_its_start_message_is_forgotten(engine: Engine) -> None:
+    # The caller went before its start frame left: start and cancel ride one message, and the call's task is
+    # cancelled before it ever ran. The exchange must forget the call, or it never ends.
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        raw = RawExchange(channel)
+        await raw.send(start(1, CHAT, GOOD), xpb.ExchangeClientFrame(call=1, cancel=CANCEL))
+        await raw.send(start(2, CHAT, GOOD))
+        assert (await raw.end_of(2)).code == 0
+        assert 1 not in raw.frames, "nothing more is sent for a cancelled call"
+        await raw.call.done_writing()
+        async with asyncio.timeout(5):
+            assert await raw.call.code() == grpc.StatusCode.OK, "the exchange ended with its last call"
+        assert engine.drain.in_flight == 0
+
