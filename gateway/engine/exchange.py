@@ -45,6 +45,7 @@ _UNKNOWN_METHOD: Status = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!", (
 _UNDECODABLE: Status = (grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE, ())
 _NO_STEP: Status = (grpc.StatusCode.INVALID_ARGUMENT, "The frame has no step (start, cancel or credit)", ())
 _REFUSED: Status = (grpc.StatusCode.UNAVAILABLE, "The engine is shutting down", ())
+_BAD_TIMEOUT: Status = (grpc.StatusCode.INVALID_ARGUMENT, "The call's timeout is out of range", ())
 
 
 async def within(limit: float | None, work: Awaitable[T]) -> T:
@@ -248,7 +249,11 @@ class _Exchange:
             self._end(number, _UNDECODABLE)
             return
         metadata = tuple((entry.key, entry.value) for entry in start.metadata)
-        timeout = start.timeout.ToTimedelta().total_seconds() if start.HasField("timeout") else None
+        try:
+            timeout = start.timeout.ToTimedelta().total_seconds() if start.HasField("timeout") else None
+        except (OverflowError, ValueError):  # beyond any Duration: a malformed frame, not a broken exchange
+            self._end(number, _BAD_TIMEOUT)
+            return
         call = self._calls[number] = _Call(_Credit(start.window))
         call.task = asyncio.create_task(self._run(number, call, method, request, metadata, timeout))
         # Forgotten when its task is done, even one cancelled before it ran (start and cancel in one message).

@@ -379,3 +379,15 @@ async def test_a_call_cancelled_in_its_start_message_is_forgotten(engine: Engine
             assert await raw.call.code() == grpc.StatusCode.OK, "the exchange ended with its last call"
         assert engine.drain.in_flight == 0
 
+async def test_a_timeout_out_of_range_ends_its_own_call(engine: Engine) -> None:
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        raw = RawExchange(channel)
+        frame = start(1, CHAT, GOOD)
+        frame.start.timeout.seconds = 10**15  # beyond any Duration (and any timedelta)
+        await raw.send(frame)
+        end = await raw.end_of(1)
+        assert end.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], end
+        await raw.send(start(2, CHAT, GOOD))
+        assert (await raw.end_of(2)).code == 0, "the exchange reads on"
+
+
