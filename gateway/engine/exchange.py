@@ -167,6 +167,7 @@ class _Exchange:
         self._tail: xpb.ExchangeEngineFrame | None = None  # the last frame waiting, while more messages may join it
         self._wake = self._out.ready
         self._reading = True
+        self._broken = False  # the reader failed: no cancel or credit can come any more, so the calls end now
         self._retiring = False  # the engine refuses new calls: say so once, end when the calls have
         self._announce = False
 
@@ -182,6 +183,8 @@ class _Exchange:
             while self._reading or self._calls or self._out:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._broken:
+                    return
                 while self._out or self._announce:
                     yield self._next_message()
                 if self._retiring and not self._calls:
@@ -205,6 +208,7 @@ class _Exchange:
                     self._take(frame)
         except Exception as exc:  # the stream broke as we read: grpc ends the exchange, and we with it
             log.debug("exchange with %s broke: %r", self._peer, exc)
+            self._broken = True
         finally:
             self._reading = False
             self._wake.set()
