@@ -392,7 +392,6 @@ async def test_a_timeout_out_of_range_ends_its_own_call(engine: Engine) -> None:
         assert (await raw.end_of(2)).code == 0, "the exchange reads on"
 
 
-
 async def test_a_broken_read_ends_the_calls_in_flight(engine: Engine) -> None:
     # A stream waiting for credit it can no longer hear must not keep the exchange (and the engine's call) forever.
     engine.upstream.chunks = 50
