@@ -45,6 +45,7 @@ _UNKNOWN_METHOD: Status = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!", (
 _UNDECODABLE: Status = (grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE, ())
 _NO_STEP: Status = (grpc.StatusCode.INVALID_ARGUMENT, "The frame has no step (start, cancel or credit)", ())
 _REFUSED: Status = (grpc.StatusCode.UNAVAILABLE, "The engine is shutting down", ())
+_BAD_TIMEOUT: Status = (grpc.StatusCode.INVALID_ARGUMENT, "The call's timeout is out of range", ())
 
 
 async def within(limit: float | None, work: Awaitable[T]) -> T:
@@ -166,6 +167,7 @@ class _Exchange:
         self._tail: xpb.ExchangeEngineFrame | None = None  # the last frame waiting, while more messages may join it
         self._wake = self._out.ready
         self._reading = True
+        self._broken = False  # the reader failed: no cancel or credit can come any more, so the calls end now
         self._retiring = False  # the engine refuses new calls: say so once, end when the calls have
         self._announce = False
 
@@ -181,6 +183,8 @@ class _Exchange:
             while self._reading or self._calls or self._out:
                 await self._wake.wait()
                 self._wake.clear()
+                if self._broken:
+                    return
                 while self._out or self._announce:
                     yield self._next_message()
                 if self._retiring and not self._calls:
@@ -204,6 +208,7 @@ class _Exchange:
                     self._take(frame)
         except Exception as exc:  # the stream broke as we read: grpc ends the exchange, and we with it
             log.debug("exchange with %s broke: %r", self._peer, exc)
+            self._broken = True
         finally:
             self._reading = False
             self._wake.set()
@@ -248,9 +253,21 @@ class _Exchange:
             self._end(number, _UNDECODABLE)
             return
         metadata = tuple((entry.key, entry.value) for entry in start.metadata)
-        timeout = start.timeout.ToTimedelta().total_seconds() if start.HasField("timeout") else None
+        try:
+            timeout = start.timeout.ToTimedelta().total_seconds() if start.HasField("timeout") else None
+        except (OverflowError, ValueError):  # beyond any Duration: a malformed frame, not a broken exchange
+            self._end(number, _BAD_TIMEOUT)
+            return
         call = self._calls[number] = _Call(_Credit(start.window))
         call.task = asyncio.create_task(self._run(number, call, method, request, metadata, timeout))
+        # Forgotten when its task is done, even one cancelled before it ran (start and cancel in one message).
+        call.task.add_done_callback(lambda _: self._forget(number, call))
+
+    def _forget(self, number: int, call: _Call) -> None:
+        """Call `number`'s task is over: its state goes (an exchange ends once it has no call left)."""
+        if self._calls.get(number) is call:
+            del self._calls[number]
+        self._wake.set()
 
     def _reject(self, number: int, status: Status) -> None:
         """A malformed frame for `number`: the call (if it runs) is cancelled and ends with `status`."""
@@ -265,20 +282,15 @@ class _Exchange:
         """One call, as its own RPC would run under the guard: tracked, within its deadline, cut as a shutdown."""
         server = self._server
         ctx = call_context(metadata, self._peer, limit, server.front_doors)
-        try:
-            with server.drain.track(call_name(metadata)) if server.drain is not None else nullcontext():
-                try:
-                    await within(limit, self._answer(number, call.credit, method, request, ctx))
-                except TimeoutError:
-                    self._end(number, failure(DeadlineExceededError(), ctx))
-                except asyncio.CancelledError as exc:
-                    if not absorb_cut(exc):
-                        raise  # a cancel frame, or the exchange closing: nobody to answer
-                    self._end(number, failure(ShuttingDownError(), ctx))
-        finally:
-            if self._calls.get(number) is call:
-                del self._calls[number]
-            self._wake.set()
+        with server.drain.track(call_name(metadata)) if server.drain is not None else nullcontext():
+            try:
+                await within(limit, self._answer(number, call.credit, method, request, ctx))
+            except TimeoutError:
+                self._end(number, failure(DeadlineExceededError(), ctx))
+            except asyncio.CancelledError as exc:
+                if not absorb_cut(exc):
+                    raise  # a cancel frame, or the exchange closing: nobody to answer
+                self._end(number, failure(ShuttingDownError(), ctx))
 
     async def _answer(self, number: int, credit: _Credit, method: Method, request: Message, ctx: CallContext) -> None:
         """Run the method: a unary call's answer with its end; a stream's messages, each when its credit allows."""

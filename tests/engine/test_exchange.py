@@ -360,3 +360,48 @@ async def test_an_exchange_answering_garbage_ends_its_calls_as_an_unavailable_en
     finally:
         await door.close()
         await server.stop(0)
+
+
+CANCEL = xpb.ExchangeCallCancel()
+
+
+async def test_a_call_cancelled_in_its_start_message_is_forgotten(engine: Engine) -> None:
+    # The caller went before its start frame left: start and cancel ride one message, and the call's task is
+    # cancelled before it ever ran. The exchange must forget the call, or it never ends.
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        raw = RawExchange(channel)
+        await raw.send(start(1, CHAT, GOOD), xpb.ExchangeClientFrame(call=1, cancel=CANCEL))
+        await raw.send(start(2, CHAT, GOOD))
+        assert (await raw.end_of(2)).code == 0
+        assert 1 not in raw.frames, "nothing more is sent for a cancelled call"
+        await raw.call.done_writing()
+        async with asyncio.timeout(5):
+            assert await raw.call.code() == grpc.StatusCode.OK, "the exchange ended with its last call"
+        assert engine.drain.in_flight == 0
+
+
+async def test_a_timeout_out_of_range_ends_its_own_call(engine: Engine) -> None:
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        raw = RawExchange(channel)
+        frame = start(1, CHAT, GOOD)
+        frame.start.timeout.seconds = 10**15  # beyond any Duration (and any timedelta)
+        await raw.send(frame)
+        end = await raw.end_of(1)
+        assert end.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], end
+        await raw.send(start(2, CHAT, GOOD))
+        assert (await raw.end_of(2)).code == 0, "the exchange reads on"
+
+
+async def test_a_broken_read_ends_the_calls_in_flight(engine: Engine) -> None:
+    # A stream waiting for credit it can no longer hear must not keep the exchange (and the engine's call) forever.
+    engine.upstream.chunks = 50
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        call = channel.stream_stream(EXCHANGE_METHOD)(None)
+        chunks = pb.StreamChatCompletionRequest(params=PARAMS).SerializeToString()
+        await call.write(xpb.ExchangeRequest(frames=[start(1, CHUNKS, chunks, window=1)]).SerializeToString())
+        first = xpb.ExchangeResponse.FromString(await call.read())
+        assert first.frames[0].messages, "the call sent its window and waits for credit"
+        await call.write(b"\xff\xff\xff\xff")  # not an ExchangeRequest: the exchange is over
+        async with asyncio.timeout(5):
+            assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
+        await until(lambda: engine.drain.in_flight == 0)
