@@ -149,6 +149,11 @@ class _Credit:
             self._left += messages
             self._granted.set()
 
+    def lift(self) -> None:
+        """No limit from now on (the caller can grant no more: it closed its side)."""
+        self._left = None
+        self._granted.set()
+
 
 @dataclass(slots=True)
 class _Call:
@@ -206,6 +211,10 @@ class _Exchange:
             async for request in requests:
                 for frame in request.frames:
                     self._take(frame)
+            # The caller closed its side: no credit can come any more, so its streams are no longer held for it
+            # (the stream's own HTTP/2 flow control still bounds what waits to be read).
+            for call in self._calls.values():
+                call.credit.lift()
         except Exception as exc:  # the stream broke as we read: grpc ends the exchange, and we with it
             log.debug("exchange with %s broke: %r", self._peer, exc)
             self._broken = True

@@ -405,3 +405,22 @@ async def test_a_broken_read_ends_the_calls_in_flight(engine: Engine) -> None:
         async with asyncio.timeout(5):
             assert await call.code() == grpc.StatusCode.INVALID_ARGUMENT
         await until(lambda: engine.drain.in_flight == 0)
+
+
+async def test_a_caller_that_closes_its_side_gets_the_rest_of_its_streams(engine: Engine) -> None:
+    # Credit comes on the caller's side of the stream: once it has closed it, a window would hold the call forever.
+    engine.upstream.chunks = 50
+    async with grpc.aio.insecure_channel(engine.address) as channel:
+        call = channel.stream_stream(EXCHANGE_METHOD)(None)
+        chunks = pb.StreamChatCompletionRequest(params=PARAMS).SerializeToString()
+        await call.write(xpb.ExchangeRequest(frames=[start(1, CHUNKS, chunks, window=1)]).SerializeToString())
+        await call.done_writing()
+        messages, ended = 0, False
+        async with asyncio.timeout(5):
+            while not ended:
+                response = xpb.ExchangeResponse.FromString(await call.read())
+                for frame in response.frames:
+                    messages += len(frame.messages)
+                    ended = ended or (frame.HasField("end") and frame.end.code == 0)
+            assert await call.code() == grpc.StatusCode.OK
+        assert messages > 50, "every chunk came, with no credit granted"

@@ -144,7 +144,8 @@ class ExchangeCallStart(_message.Message):
     """
     window: _builtins.int
     """How many response messages the engine may send for this call before the caller grants more with credit
-    frames; 0: no limit (the caller reads everything as it comes). Unary calls send one message.
+    frames; 0: no limit (the caller reads everything as it comes). Unary calls send one message. Once the caller
+    has closed its side of the exchange it can grant no more, and the window no longer holds its calls.
     """
     @_builtins.property
     def metadata(self) -> _containers.RepeatedCompositeFieldContainer[Global___ExchangeMetadataEntry]:
