@@ -6,7 +6,7 @@ RPC per call instead. AdminService, health and `CutCalls` are RPCs of their own.
 
 Metadata carries the call context; an aborted call's status and trailing metadata are rebuilt into the very
 `GatewayError` the engine raised, so an HTTP client sees the same error in split mode as in one process. Each
-metered call also carries an unguessable name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs
+GatewayService call also carries an unguessable name (`gateway.drain.CALL_KEY`): when this process's shutdown grace runs
 out, it first asks the engine to cut those calls (`cut_calls`, GatewayService.CutCalls), so that their usage records
 say shutdown, and the client still gets the in-band error; cancelled, they would read as clients that went away.
 """
@@ -16,8 +16,8 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from collections.abc import AsyncGenerator, Callable, Sequence
-from contextlib import aclosing
+from collections.abc import AsyncGenerator, Callable, Iterator, Sequence
+from contextlib import aclosing, contextmanager
 from typing import Any, TypeVar, cast
 
 import grpc
@@ -125,15 +125,24 @@ class RemoteEngine:
     def _metadata(self, ctx: CallContext) -> tuple[tuple[str, str], ...]:
         return call_metadata(ctx, self._forward_headers)
 
-    def _named(self, ctx: CallContext) -> tuple[str, Metadata]:
-        """A name for a call the engine meters, known until the caller discards it from `_calls` (see `cut_calls`),
-        and the call's metadata carrying it: unguessable (a random prefix per front door), cheap (a counter)."""
+    @contextmanager
+    def _named(self, ctx: CallContext) -> Iterator[Metadata]:
+        """The metadata of a call named for `cut_calls` while the block runs: unguessable (a random prefix per front
+        door), cheap (a counter)."""
         name = f"{self._prefix}{next(self._serial)}"
         self._calls.add(name)
-        return name, (*self._metadata(ctx), (CALL_KEY, name))
+        try:
+            yield (*self._metadata(ctx), (CALL_KEY, name))
+        finally:
+            self._calls.discard(name)
 
-    async def _call(self, name: str, request: Message, response: type[M], metadata: Metadata, ctx: CallContext) -> M:
-        """A unary GatewayService call `name`: over the exchange, or (an engine without it) as its own RPC."""
+    async def _call(self, name: str, request: Message, response: type[M], ctx: CallContext) -> M:
+        """A unary GatewayService call `name`, named (see `cut_calls`): over the exchange, or (an engine without it)
+        as its own RPC."""
+        with self._named(ctx) as metadata:
+            return await self._unary(name, request, response, metadata, ctx)
+
+    async def _unary(self, name: str, request: Message, response: type[M], metadata: Metadata, ctx: CallContext) -> M:
         if self._clock() >= self._per_call_until:
             path = METHOD_PREFIX + name
             try:
@@ -178,17 +187,15 @@ class RemoteEngine:
         """A server stream's messages, its metadata adopted at the first; the call, named (see `cut_calls`), is made
         at the first `anext` (so a generator closed unstarted makes none), and closing the generator cancels it, and
         so the upstream request."""
-        call_name, metadata = self._named(ctx)
-        try:
-            async with aclosing(self._messages(name, request, response, metadata, ctx)) as messages:
-                async for initial, message in messages:
-                    if initial:
-                        adopt(ctx.reply, initial)
-                    yield message
-        except grpc.aio.AioRpcError as exc:
-            raise _rebuild(exc, ctx) from None
-        finally:
-            self._calls.discard(call_name)
+        with self._named(ctx) as metadata:
+            try:
+                async with aclosing(self._messages(name, request, response, metadata, ctx)) as messages:
+                    async for initial, message in messages:
+                        if initial:
+                            adopt(ctx.reply, initial)
+                        yield message
+            except grpc.aio.AioRpcError as exc:
+                raise _rebuild(exc, ctx) from None
 
     async def cut_calls(self) -> int:
         """Our shutdown grace is over: ask the engine to cut our calls in flight itself, as a shutdown (cancelling
@@ -219,11 +226,7 @@ class RemoteEngine:
     ) -> pb.CreateChatCompletionResponse:
         """One whole completion."""
         request = pb.CreateChatCompletionRequest(params=params)
-        name, metadata = self._named(ctx)
-        try:
-            return await self._call("CreateChatCompletion", request, pb.CreateChatCompletionResponse, metadata, ctx)
-        finally:
-            self._calls.discard(name)
+        return await self._call("CreateChatCompletion", request, pb.CreateChatCompletionResponse, ctx)
 
     def stream_chat_completion(
         self, params: pb.ChatCompletionParams, ctx: CallContext
@@ -246,27 +249,25 @@ class RemoteEngine:
     async def _in_batches(
         self, params: pb.ChatCompletionParams, ctx: CallContext
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
-        name, metadata = self._named(ctx)
         request = pb.StreamChatCompletionBatchesRequest(params=params)
         first = True
-        try:
-            batches = self._messages(
-                "StreamChatCompletionBatches", request, pb.StreamChatCompletionBatchesResponse, metadata, ctx
-            )
-            async with aclosing(batches):
-                async for _, message in batches:
-                    if first:  # the reply rides in the first message (see the proto)
-                        adopt(ctx.reply, message.reply_metadata.items())
-                        first = False
-                    for chunk in message.chunks:
-                        yield chunk
-            return
-        except grpc.aio.AioRpcError as exc:
-            if not (first and _unimplemented(exc)):
-                raise _rebuild(exc, ctx) from None
-            self._batches = False
-        finally:
-            self._calls.discard(name)
+        with self._named(ctx) as metadata:
+            try:
+                batches = self._messages(
+                    "StreamChatCompletionBatches", request, pb.StreamChatCompletionBatchesResponse, metadata, ctx
+                )
+                async with aclosing(batches):
+                    async for _, message in batches:
+                        if first:  # the reply rides in the first message (see the proto)
+                            adopt(ctx.reply, message.reply_metadata.items())
+                            first = False
+                        for chunk in message.chunks:
+                            yield chunk
+                return
+            except grpc.aio.AioRpcError as exc:
+                if not (first and _unimplemented(exc)):
+                    raise _rebuild(exc, ctx) from None
+                self._batches = False
         async with aclosing(self._chunk_by_chunk(params, ctx)) as chunks:
             async for chunk in chunks:
                 yield chunk
@@ -275,11 +276,7 @@ class RemoteEngine:
         self, request: pb.CreateEmbeddingsRequest, ctx: CallContext
     ) -> pb.CreateEmbeddingsResponse:
         """Embeddings."""
-        name, metadata = self._named(ctx)
-        try:
-            return await self._call("CreateEmbeddings", request, pb.CreateEmbeddingsResponse, metadata, ctx)
-        finally:
-            self._calls.discard(name)
+        return await self._call("CreateEmbeddings", request, pb.CreateEmbeddingsResponse, ctx)
 
     async def list_backends(self, ctx: CallContext) -> admin_pb2.ListBackendsResponse:
         """The engine's health report (the engine checks the admin token)."""
@@ -296,18 +293,18 @@ class RemoteEngine:
 
     async def list_models(self, ctx: CallContext) -> pb.ListModelsResponse:
         """The models."""
-        return await self._call("ListModels", pb.ListModelsRequest(), pb.ListModelsResponse, self._metadata(ctx), ctx)
+        return await self._call("ListModels", pb.ListModelsRequest(), pb.ListModelsResponse, ctx)
 
     async def count_tokens(self, params: pb.ChatCompletionParams, ctx: CallContext) -> pb.CountTokensResponse:
         """The backend's count of the request's input tokens."""
         request = pb.CountTokensRequest(params=params)
-        return await self._call("CountTokens", request, pb.CountTokensResponse, self._metadata(ctx), ctx)
+        return await self._call("CountTokens", request, pb.CountTokensResponse, ctx)
 
     # Legacy completions, images, audio, moderations, rerank (endpoints.proto).
     async def create_completion(self, params: ep.CompletionParams, ctx: CallContext) -> ep.CreateCompletionResponse:
         """A whole legacy text completion."""
         request = ep.CreateCompletionRequest(params=params)
-        return await self._call("CreateCompletion", request, ep.CreateCompletionResponse, self._metadata(ctx), ctx)
+        return await self._call("CreateCompletion", request, ep.CreateCompletionResponse, ctx)
 
     def stream_completion(
         self, params: ep.CompletionParams, ctx: CallContext
@@ -318,15 +315,13 @@ class RemoteEngine:
 
     async def create_image(self, request: ep.CreateImageRequest, ctx: CallContext) -> ep.CreateImageResponse:
         """Generated images."""
-        return await self._call("CreateImage", request, ep.CreateImageResponse, self._metadata(ctx), ctx)
+        return await self._call("CreateImage", request, ep.CreateImageResponse, ctx)
 
     async def create_transcription(
         self, request: ep.CreateTranscriptionRequest, ctx: CallContext
     ) -> ep.CreateTranscriptionResponse:
         """The text of an audio file."""
-        return await self._call(
-            "CreateTranscription", request, ep.CreateTranscriptionResponse, self._metadata(ctx), ctx
-        )
+        return await self._call("CreateTranscription", request, ep.CreateTranscriptionResponse, ctx)
 
     def stream_speech(
         self, request: ep.StreamSpeechRequest, ctx: CallContext
@@ -338,20 +333,18 @@ class RemoteEngine:
         self, request: ep.CreateModerationRequest, ctx: CallContext
     ) -> ep.CreateModerationResponse:
         """Moderation results."""
-        return await self._call("CreateModeration", request, ep.CreateModerationResponse, self._metadata(ctx), ctx)
+        return await self._call("CreateModeration", request, ep.CreateModerationResponse, ctx)
 
     async def rerank(self, request: ep.RerankRequest, ctx: CallContext) -> ep.RerankResponse:
         """Documents ordered by relevance."""
-        return await self._call("Rerank", request, ep.RerankResponse, self._metadata(ctx), ctx)
+        return await self._call("Rerank", request, ep.RerankResponse, ctx)
 
     # The Responses API.
 
     async def create_response(self, params: rpb.ResponseParams, ctx: CallContext) -> rpb.Response:
         """A whole response."""
         request = rpb.CreateResponseRequest(params=params)
-        return (
-            await self._call("CreateResponse", request, rpb.CreateResponseResponse, self._metadata(ctx), ctx)
-        ).response
+        return (await self._call("CreateResponse", request, rpb.CreateResponseResponse, ctx)).response
 
     def stream_response(
         self, params: rpb.ResponseParams, ctx: CallContext
@@ -363,17 +356,15 @@ class RemoteEngine:
     async def get_response(self, response_id: str, ctx: CallContext) -> rpb.Response:
         """A stored response of the caller's."""
         request = rpb.GetResponseRequest(response_id=response_id)
-        return (await self._call("GetResponse", request, rpb.GetResponseResponse, self._metadata(ctx), ctx)).response
+        return (await self._call("GetResponse", request, rpb.GetResponseResponse, ctx)).response
 
     async def delete_response(self, response_id: str, ctx: CallContext) -> rpb.DeleteResponseResponse:
         """Forget a stored response of the caller's."""
         request = rpb.DeleteResponseRequest(response_id=response_id)
-        return await self._call("DeleteResponse", request, rpb.DeleteResponseResponse, self._metadata(ctx), ctx)
+        return await self._call("DeleteResponse", request, rpb.DeleteResponseResponse, ctx)
 
     async def list_response_input_items(
         self, request: rpb.ListResponseInputItemsRequest, ctx: CallContext
     ) -> rpb.ListResponseInputItemsResponse:
         """A page of a stored response's input items."""
-        return await self._call(
-            "ListResponseInputItems", request, rpb.ListResponseInputItemsResponse, self._metadata(ctx), ctx
-        )
+        return await self._call("ListResponseInputItems", request, rpb.ListResponseInputItemsResponse, ctx)

@@ -21,6 +21,7 @@ from gateway.errors import GatewayError, ShuttingDownError
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI
 from tests.usage_sink import RecordingSink
+from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 from tollgate.stats.v1 import stats_pb2
 
@@ -32,6 +33,7 @@ class Split:
     doors: tuple[RemoteEngine, RemoteEngine]  # two front doors on one engine
     drain: Drain  # the engine's
     sink: RecordingSink
+    upstream: FakeOpenAI
 
 
 @pytest.fixture
@@ -48,7 +50,7 @@ async def split() -> AsyncIterator[Split]:
         server = await start_engine_server(engine, "127.0.0.1:0", drain=drain)
         doors = (RemoteEngine(f"127.0.0.1:{server.port}"), RemoteEngine(f"127.0.0.1:{server.port}"))
         try:
-            yield Split(doors, drain, sink)
+            yield Split(doors, drain, sink, upstream)
         finally:
             for door in doors:
                 await door.close()
@@ -90,3 +92,17 @@ async def test_the_engine_cuts_a_front_doors_calls_as_a_shutdown(split: Split) -
     await until(lambda: len(split.sink.records) == 3)
     assert split.sink.records[-1].outcome == stats_pb2.OUTCOME_CANCELLED, "a call abandoned is still a cancel"
     assert await mine.cut_calls() == 0, "nothing left in flight"
+
+
+async def test_a_unary_call_of_any_endpoint_is_cut_as_a_shutdown_too(split: Split) -> None:
+    # Every call a front door makes is named, not only chat's: a legacy completion waiting on its upstream here.
+    split.upstream.latency = 5.0
+    mine = split.doors[0]
+    params = ep.CompletionParams(model="m", prompt=["hi"], single_prompt=True)
+    call = asyncio.create_task(mine.create_completion(params, CallContext(request_id=new_request_id())))
+    await until(lambda: split.drain.in_flight == 1)
+    assert await mine.cut_calls() == 1
+    with pytest.raises(ShuttingDownError):
+        await call
+    await until(lambda: len(split.sink.records) == 1)
+    assert split.sink.records[0].error_type == "shutting_down"
