@@ -7,8 +7,9 @@ Started, each on free ports in one temp dir, every process stopped by its PID af
 - three `tollgate serve` replicas, and HAProxy in front, health-checking `/readyz`.
 
 Then the scenarios run one after the other, each with plain and streamed traffic, and a table prints: requests,
-client errors, usage records expected / stored / duplicated, and what the limiter admitted against its limit. A
-scenario whose own check failed (a replica on the wrong config after a reload) says so in its note and fails the run.
+client errors, usage records expected / stored / duplicated / resent, and what the limiter admitted against its
+limit. A scenario whose own check failed (a replica on the wrong config after a reload) says so in its note and
+fails the run.
 
     python -m bench.fleet [--quick] [--scenarios steady,limits,token-limits,reload,replica-killed,redis-killed,...]
 """
@@ -483,13 +484,20 @@ SCENARIOS: dict[str, Callable[[Fleet, bool], Row]] = {
 
 def render(rows: list[Row]) -> str:
     """The table."""
-    head = ("scenario", "requests", "client errors", "records exp/stored/dup", "limit admitted / configured", "note")
+    head = (
+        "scenario",
+        "requests",
+        "client errors",
+        "records exp/stored/dup/resent",
+        "limit admitted / configured",
+        "note",
+    )
     lines = [
         (
             r.scenario,
             str(r.requests),
             str(r.client_errors),
-            f"{r.records.expected} / {r.records.stored} / {r.records.duplicated}",
+            f"{r.records.expected} / {r.records.stored} / {r.records.duplicated} / {r.records.resent}",
             r.admitted,
             f"{r.note}; FAILED: {r.failed}" if r.failed else r.note,
         )

@@ -57,10 +57,13 @@ class Records:
 
     expected: int
     stored: int
-    duplicated: int  # client ids with more than one record
+    duplicated: int  # client ids with more than one record from one replica's config: one call recorded twice
     tokens: int  # total tokens of the stored records
     statuses: Counter[int] = field(default_factory=Counter)
     configs: Counter[str] = field(default_factory=Counter)  # records by the gateway config they ran on
+    # Client ids with records from several configs (each replica has its own): the load balancer sent the request
+    # again after a replica died without answering (`retry-on empty-response`), two upstream calls each recorded once.
+    resent: int = 0
 
 
 async def run_traffic(traffic: Traffic) -> list[Outcome]:
@@ -142,11 +145,13 @@ def count_records(db: Path, outcomes: list[Outcome], *, wait: float = 15.0) -> R
         if found >= expected or time.monotonic() > deadline:
             break
         time.sleep(0.25)
-    per_id = Counter(client_id for client_id, _, _, _ in rows)
+    per_call = Counter((client_id, config) for client_id, _, _, config in rows)
+    configs_per_id = Counter(client_id for client_id, _ in per_call)
     return Records(
         expected=len(expected),
         stored=len(found & expected),
-        duplicated=sum(1 for count in per_id.values() if count > 1),
+        duplicated=sum(1 for count in per_call.values() if count > 1),
+        resent=sum(1 for count in configs_per_id.values() if count > 1),
         tokens=sum(tokens for _, tokens, _, _ in rows),
         statuses=Counter(status for _, _, status, _ in rows),
         configs=Counter(config for _, _, _, config in rows),
