@@ -57,10 +57,15 @@ async def ready_batches(items: AsyncIterator[T], limit: int = DEFAULT_LIMIT) -> 
                 pending = (awaiting, yielded)
                 break
             yield batch
-            if isinstance(failure, StopAsyncIteration):
-                return
             if failure is not None:
-                raise failure
+                try:
+                    if not isinstance(failure, StopAsyncIteration):
+                        raise failure
+                    return
+                finally:
+                    # Dropped, as `except ... as` drops its name: this frame -> the exception -> its traceback -> this
+                    # frame is a cycle that would hold the last batch until the garbage collector finds it.
+                    failure = None
     finally:
         if pending is not None:
             await _cancel(*pending)

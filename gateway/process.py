@@ -4,6 +4,7 @@ bound on how long stopping may take."""
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -11,6 +12,12 @@ import threading
 from collections.abc import Awaitable, Callable
 
 log = logging.getLogger("tollgate")
+
+# The cyclic garbage collector's youngest generation is collected once this many more tracked objects (dicts, lists,
+# messages...) were made than freed since the last collection. CPython's 700 is reached within every few requests
+# when fifty are in flight, though they leave almost no cyclic garbage behind (what they make is freed by reference
+# counting): a collection about every 10 requests, a full one every 1,000, ≈ 40 µs of CPU a request in all.
+_YOUNG_COLLECTION_THRESHOLD = 10_000
 
 
 def catch_stop_signals() -> asyncio.Future[signal.Signals]:
@@ -52,13 +59,24 @@ def exit_by(seconds: float) -> Callable[[], None]:
     return timer.cancel
 
 
+def settle_collector() -> None:
+    """Spare the garbage collector work that finds nothing: what is alive now (modules, classes, descriptors: most
+    of the heap, for the whole life of the process) is never walked again, and the youngest generation is collected
+    at `_YOUNG_COLLECTION_THRESHOLD` instead of CPython's 700. Cycles are still collected, only later."""
+    gc.freeze()
+    _, middle, oldest = gc.get_threshold()
+    gc.set_threshold(_YOUNG_COLLECTION_THRESHOLD, middle, oldest)
+
+
 def run(main: Callable[[], Awaitable[None]]) -> None:
-    """Run `main` to completion on uvloop where it is installed, else on asyncio's own loop."""
+    """Run `main` to completion on uvloop where it is installed, else on asyncio's own loop, with the collector
+    settled (`settle_collector`) once everything the command imported is loaded."""
     try:
         import uvloop  # noqa: PLC0415  # optional: a faster event loop where it is installed
 
         factory: Callable[[], asyncio.AbstractEventLoop] | None = uvloop.new_event_loop
     except ImportError:
         factory = None
+    settle_collector()
     with asyncio.Runner(loop_factory=factory) as runner:
         runner.run(main())  # type: ignore[arg-type]  # Runner.run accepts any awaitable coroutine

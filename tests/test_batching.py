@@ -4,6 +4,9 @@ closing or cancelling while an item is awaited reaches the iterator where it wai
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import gc
+import weakref
 from collections.abc import AsyncGenerator
 from contextlib import aclosing
 
@@ -139,3 +142,32 @@ async def test_cancelling_the_task_while_it_writes_a_batch_cancels_the_waiting_s
         await task
     assert isinstance(source.ended_by, asyncio.CancelledError)
     assert source.cleaned
+
+
+class Chunk:
+    """An item that can be watched for being freed."""
+
+
+async def _chunks(count: int, fail: bool) -> AsyncGenerator[Chunk, None]:
+    for _ in range(count):
+        yield Chunk()
+    if fail:
+        raise ValueError("the upstream broke")
+
+
+@pytest.mark.parametrize("fail", [False, True], ids=["ends", "fails"])
+async def test_an_iterator_ended_within_a_batch_leaves_no_cycle_holding_that_batch(fail: bool) -> None:
+    # A stream's end (or failure) found while its last chunks are batched: were it kept in a local of the batches'
+    # frame, frame -> exception -> traceback -> frame would hold the last batch until a collection found the cycle.
+    gc.disable()
+    try:
+        batches = ready_batches(_chunks(3, fail))
+        last = await anext(batches)
+        freed = weakref.ref(last[-1])
+        del last
+        with contextlib.suppress(StopAsyncIteration, ValueError):
+            await anext(batches)
+        del batches
+        assert freed() is None
+    finally:
+        gc.enable()

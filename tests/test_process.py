@@ -1,4 +1,5 @@
-"""The exit watchdog: a process whose shutdown hangs (a blocked event loop included) is ended at the bound."""
+"""What every long-running process shares: the exit watchdog (a process whose shutdown hangs, a blocked event loop
+included, is ended at the bound) and a settled garbage collector."""
 
 from __future__ import annotations
 
@@ -17,6 +18,21 @@ from gateway.process import exit_by
 cancel = exit_by(0.3)
 cancel()
 """
+
+SETTLED = """
+import gc
+from gateway.process import run
+
+async def main() -> None:
+    print(gc.get_threshold()[0], gc.get_freeze_count() > 0)
+
+run(main)
+"""
+
+
+def test_a_process_runs_with_what_it_imported_frozen_and_young_collections_spaced_out() -> None:
+    done = subprocess.run([sys.executable, "-c", SETTLED], check=True, capture_output=True, text=True, timeout=30)
+    assert done.stdout.split() == ["10000", "True"]
 
 
 def test_a_hung_shutdown_is_ended_at_the_bound() -> None:
