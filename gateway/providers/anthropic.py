@@ -27,7 +27,7 @@ from gateway.errors import GatewayError, InvalidRequestError, UpstreamError
 from gateway.providers.anthropic_decode import StreamTranslator, anthropic_error, decode_message
 from gateway.providers.anthropic_encode import encode_messages_request
 from gateway.providers.base import with_prefix
-from gateway.providers.http import MALFORMED, HttpProvider, sse_data
+from gateway.providers.http import MALFORMED, HttpProvider, json_body, sse_data
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
@@ -85,7 +85,7 @@ class AnthropicProvider(HttpProvider):
     def _request(self, model: str, params: pb.ChatCompletionParams, *, stream: bool) -> tuple[bytes, dict[str, str]]:
         body = encode_messages_request(params, model, stream=stream, default_max_tokens=self.options.default_max_tokens)
         beta = [*self.options.beta, *(b for b in params.anthropic_beta if b not in self.options.beta)]
-        return orjson.dumps(body), ({"anthropic-beta": ",".join(beta)} if beta else {})
+        return json_body(body), ({"anthropic-beta": ",".join(beta)} if beta else {})
 
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
         """A non-streaming message, from the non-streaming Messages endpoint: one JSON body to decode rather than an
@@ -149,7 +149,7 @@ class AnthropicProvider(HttpProvider):
         for key in _NOT_COUNTED:
             body.pop(key, None)
         _, headers = self._request(model, params, stream=False)
-        raw = await self._post(self._count_url, orjson.dumps(body), headers)
+        raw = await self._post(self._count_url, json_body(body), headers)
         try:
             return int(orjson.loads(raw)["input_tokens"])
         except MALFORMED as exc:

@@ -24,7 +24,7 @@ from gateway.providers.base import collect
 from gateway.providers.gemini_images import decode_imagen, encode_imagen_request
 from gateway.providers.gemini_request import encode_embed_request, encode_generate_request, model_path
 from gateway.providers.gemini_response import GeminiTranslator, decode_embeddings
-from gateway.providers.http import MALFORMED, HttpProvider, sse_data
+from gateway.providers.http import MALFORMED, HttpProvider, json_body, sse_data
 from gateway.providers.openai_compat import read_error_body, upstream_error
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -57,7 +57,7 @@ class GeminiProvider(HttpProvider):
         self, model: str, params: pb.ChatCompletionParams
     ) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         """A streamed answer, translated one server-sent event at a time, then its usage."""
-        body = orjson.dumps(encode_generate_request(params))
+        body = json_body(encode_generate_request(params))
         translator = GeminiTranslator(model, int(self._clock()))
         with self._translate_errors():
             async with self._client().post(self._url(model, "streamGenerateContent?alt=sse"), data=body) as resp:
@@ -81,7 +81,7 @@ class GeminiProvider(HttpProvider):
 
     async def complete(self, model: str, params: pb.ChatCompletionParams) -> pb.CreateChatCompletionResponse:
         """A whole answer from generateContent, folded through the same translation as a stream."""
-        raw = await self._post(self._url(model, "generateContent"), orjson.dumps(encode_generate_request(params)))
+        raw = await self._post(self._url(model, "generateContent"), json_body(encode_generate_request(params)))
         translator = GeminiTranslator(model, int(self._clock()))
         try:
             chunks = [translator.chunk(orjson.loads(raw))]
@@ -95,7 +95,7 @@ class GeminiProvider(HttpProvider):
 
     async def embed(self, model: str, request: pb.CreateEmbeddingsRequest) -> pb.CreateEmbeddingsResponse:
         """Every input in one batchEmbedContents call."""
-        body = orjson.dumps(encode_embed_request(request, model))
+        body = json_body(encode_embed_request(request, model))
         raw = await self._post(self._url(model, "batchEmbedContents"), body)
         try:
             out = decode_embeddings(orjson.loads(raw), model, request.encoding_format)
@@ -112,7 +112,7 @@ class GeminiProvider(HttpProvider):
 
     async def generate_images(self, model: str, request: ep.CreateImageRequest) -> ep.CreateImageResponse:
         """Images from an Imagen model's `:predict`."""
-        raw = await self._post(self._url(model, "predict"), orjson.dumps(encode_imagen_request(request)))
+        raw = await self._post(self._url(model, "predict"), json_body(encode_imagen_request(request)))
         try:
             out = decode_imagen(orjson.loads(raw), int(self._clock()))
         except MALFORMED as exc:

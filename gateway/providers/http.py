@@ -12,6 +12,7 @@ import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
 
 import aiohttp
+import orjson
 
 from gateway.config import BackendConfig
 from gateway.errors import (
@@ -27,6 +28,13 @@ _DATA = b"data:"
 _MAX_LINE = 2 * _READ_BUFFER  # what aiohttp's `readline` allowed with this buffer
 # What decoding a body of the wrong shape raises (orjson's errors are ValueErrors).
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError)
+
+
+def json_body(value: object) -> bytes:
+    """`value` as a JSON request body. orjson's bytes keep the buffer orjson wrote them into, at least 4 KiB and about
+    ten times the length of a long text (a 100 KB prompt holds 1 MB), and a body lives as long as its call: minutes
+    for a stream. So it is copied to its own size (a memcpy: ≈ 0.1 µs a KB)."""
+    return bytes(memoryview(orjson.dumps(value)))
 
 
 class HttpProvider:

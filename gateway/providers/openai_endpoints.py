@@ -33,7 +33,7 @@ from gateway.codec.endpoints_response import (
 )
 from gateway.errors import GatewayError, UpstreamError
 from gateway.providers import capabilities as cap
-from gateway.providers.http import MALFORMED, HttpProvider, sse_data
+from gateway.providers.http import MALFORMED, HttpProvider, json_body, sse_data
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 
 _DONE = b"[DONE]"
@@ -69,7 +69,7 @@ class OpenAIEndpoints(HttpProvider):
         raise NotImplementedError
 
     async def _post_json(self, operation: str, model: str, body: dict[str, Any]) -> Any:
-        raw = await self._post(self._url(operation, model), orjson.dumps(body))
+        raw = await self._post(self._url(operation, model), json_body(body))
         try:
             return orjson.loads(raw)
         except MALFORMED as exc:
@@ -92,7 +92,8 @@ class OpenAIEndpoints(HttpProvider):
         self, operation: str, model: str, request: dict[str, Any], decode: Callable[[Any], C]
     ) -> AsyncGenerator[C, None]:
         """An OpenAI stream of chunks with choices (chat's, legacy completions'), each decoded by `decode`."""
-        body = orjson.dumps(request)
+        body = json_body(request)
+        del request  # a stream may last minutes: of its request it keeps the body it sent, nothing else
         # Which choices started and which finished, to tell a stream cut short from one that ended without [DONE].
         started: set[int] = set()
         finished: set[int] = set()
@@ -150,7 +151,7 @@ class OpenAIEndpoints(HttpProvider):
 
     async def speak(self, model: str, request: ep.StreamSpeechRequest) -> AsyncGenerator[ep.StreamSpeechResponse, None]:
         """The audio, piece by piece as the server sends it; the first piece names its media type."""
-        body = orjson.dumps(encode_speech_request(request, model))
+        body = json_body(encode_speech_request(request, model))
         with self._translate_errors():
             url = self._url(cap.SPEECH, model)
             async with self._client().post(url, data=body, headers={"Accept": "*/*"}) as resp:

@@ -16,7 +16,7 @@ from gateway.codec.responses_request import encode_response_params
 from gateway.codec.responses_response import decode_event, decode_response
 from gateway.config import BackendConfig
 from gateway.errors import InvalidRequestError, UpstreamError
-from gateway.providers.http import MALFORMED, sse_data
+from gateway.providers.http import MALFORMED, json_body, sse_data
 from gateway.providers.openai_compat import OPENAI_BASE_URL, OpenAICompatibleProvider, upstream_error
 from tollgate.gateway.v1 import responses_pb2 as rpb
 
@@ -38,7 +38,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
     async def respond(self, model: str, params: rpb.ResponseParams) -> rpb.Response:
         """The backend's whole response, from the non-streaming call (one JSON body: far cheaper to read than the
         events of the same answer)."""
-        body = orjson.dumps(encode_response_params(params, model, stream=False))
+        body = json_body(encode_response_params(params, model, stream=False))
         raw = await self._post(self._responses_url, body)
         try:
             return decode_response(orjson.loads(raw))
@@ -49,7 +49,7 @@ class OpenAIProvider(OpenAICompatibleProvider):
         self, model: str, params: rpb.ResponseParams
     ) -> AsyncGenerator[rpb.StreamResponseResponse, None]:
         """The backend's events for `params`, up to the one that ends the response."""
-        body = orjson.dumps(encode_response_params(params, model, stream=True))
+        body = json_body(encode_response_params(params, model, stream=True))
         with self._translate_errors():
             async with self._client().post(self._responses_url, data=body) as resp:
                 if resp.status >= 400:
