@@ -87,6 +87,7 @@ run: install-runtime
 bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.spool_cost
+	$(BIN)/python -m bench.codec_cost
 
 # Faults done to real processes (SIGKILL, SIGTERM with streams in flight...), and the matrix of what each cost.
 chaos: install

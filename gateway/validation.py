@@ -44,10 +44,11 @@ def bad(param: str, message: str) -> InvalidRequestError:
 def validate_chat(params: pb.ChatCompletionParams) -> None:
     """Raise `InvalidRequestError` for the first thing wrong with a chat request (or a token count's)."""
     check_model(params.model)
-    if not params.messages:
+    messages = params.messages
+    if not messages:
         raise bad("messages", "must not be empty")
-    for i, message in enumerate(params.messages):
-        _check_message(message, f"messages[{i}]")
+    for i, message in enumerate(messages):
+        _check_message(message, i)
     # One pass over the fields that are set: a typical request sets a handful of the thirty.
     for field, value in params.ListFields():
         check = _CHAT_CHECKS.get(field.name)
@@ -115,19 +116,25 @@ def _check_metadata(pairs: Iterable[tuple[str, str]]) -> None:
             raise bad(f"metadata.{key}", f"at most {METADATA_VALUE_MAX} characters")
 
 
-def _check_message(message: pb.ChatMessage, param: str) -> None:
-    if message.role not in _ROLES:
-        raise bad(f"{param}.role", "required: one of system, user, assistant, tool, developer, function")
-    has_content = message.HasField("content") or len(message.content_parts) > 0
-    if not has_content and message.role not in _CONTENT_OPTIONAL:
-        raise bad(f"{param}.content", "required for this role")
-    if message.role == pb.ROLE_TOOL and not message.HasField("tool_call_id"):
-        raise bad(f"{param}.tool_call_id", "required for a tool message")
-    for j, part in enumerate(message.content_parts):
-        _check_part(part, f"{param}.content[{j}]")
-    for j, call in enumerate(message.tool_calls):
-        _check_json(call.extra_json, f"{param}.tool_calls[{j}].extra_json")
-    _check_json(message.extra_json, f"{param}.extra_json")
+def _check_message(message: pb.ChatMessage, i: int) -> None:
+    """`messages[i]`. A conversation sends every earlier turn again, so this runs tens of times a request: each field
+    is read once (a read is a call into upb, an empty list's loop ≈ 0.4 µs) and an error's path made only for it."""
+    role = message.role
+    if role not in _ROLES:
+        raise bad(f"messages[{i}].role", "required: one of system, user, assistant, tool, developer, function")
+    parts = message.content_parts
+    if not parts and role not in _CONTENT_OPTIONAL and not message.HasField("content"):
+        raise bad(f"messages[{i}].content", "required for this role")
+    if role == pb.ROLE_TOOL and not message.HasField("tool_call_id"):
+        raise bad(f"messages[{i}].tool_call_id", "required for a tool message")
+    if parts:
+        for j, part in enumerate(parts):
+            _check_part(part, f"messages[{i}].content[{j}]")
+    if calls := message.tool_calls:
+        for j, call in enumerate(calls):
+            _check_json(call.extra_json, f"messages[{i}].tool_calls[{j}].extra_json")
+    if extra := message.extra_json:
+        _check_json(extra, f"messages[{i}].extra_json")
 
 
 def _check_part(part: pb.ContentPart, param: str) -> None:

@@ -30,8 +30,9 @@ _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 
 
 def _extra(body: dict[str, Any], known: frozenset[str], param: str) -> str:
-    extra = {k: v for k, v in body.items() if k not in known}
-    return json_text(extra, param or "body") if extra else ""
+    if body.keys() <= known:  # the usual case, checked without building anything
+        return ""
+    return json_text({k: v for k, v in body.items() if k not in known}, param or "body")
 
 
 _PARAM_KEYS = frozenset(
@@ -75,9 +76,9 @@ def decode_chat_params(body: object) -> tuple[pb.ChatCompletionParams, bool]:
     """Validate a chat completion body; return the params and whether the client asked for a stream."""
     body = as_dict(body, "body")
     params = pb.ChatCompletionParams(model=_model(body))
-    params.messages.extend(
-        decode_message(m, f"messages[{i}]") for i, m in enumerate(as_list(body.get("messages"), "messages"))
-    )
+    add = params.messages.add
+    for i, message in enumerate(as_list(body.get("messages"), "messages")):
+        decode_message(message, f"messages[{i}]", add())
     _decode_sampling(body, params)
     _decode_tools(body, params)
     stream = body.get("stream") is not None and as_bool(body["stream"], "stream")
@@ -183,14 +184,16 @@ def decode_tool(value: object, param: str) -> pb.Tool:
     return out
 
 
-def decode_message(value: object, param: str) -> pb.ChatMessage:
-    """One entry of `messages`."""
+def decode_message(value: object, param: str, out: pb.ChatMessage) -> None:
+    """One entry of `messages`, decoded into `out`: a message added to its list in place, since one made apart is
+    copied when added (a conversation sends every earlier turn again: this runs tens of times a request)."""
     msg = as_dict(value, param)
-    role_name = as_str(msg.get("role"), f"{param}.role")
-    role = ROLES.get(role_name)
+    role_name = msg.get("role")
+    role = ROLES.get(role_name) if isinstance(role_name, str) else None
     if role is None:
+        role_name = as_str(role_name, f"{param}.role")
         raise bad(f"{param}.role", f"expected one of {', '.join(ROLES)}, got {role_name!r}")
-    out = pb.ChatMessage(role=role)
+    out.role = role
     content = msg.get("content")
     if isinstance(content, str):
         out.content = content
@@ -208,8 +211,8 @@ def decode_message(value: object, param: str) -> pb.ChatMessage:
             _decode_tool_call(c, f"{param}.tool_calls[{i}]")
             for i, c in enumerate(as_list(calls, f"{param}.tool_calls"))
         )
-    out.extra_json = _extra(msg, _MESSAGE_KEYS, param)
-    return out
+    if extra := _extra(msg, _MESSAGE_KEYS, param):
+        out.extra_json = extra
 
 
 def _decode_tool_call(value: object, param: str) -> pb.ToolCall:

@@ -84,15 +84,17 @@ def encode_tool(tool: pb.Tool) -> dict[str, Any]:
 def encode_message(msg: pb.ChatMessage) -> dict[str, Any]:
     """One entry of `messages`."""
     out: dict[str, Any] = {"role": ROLE_NAMES.get(msg.role, "user")}
-    if msg.content_parts:
-        out["content"] = [encode_part(p) for p in msg.content_parts]
+    # Each field read once (a read is a call into upb): this runs for every turn of a conversation.
+    if parts := msg.content_parts:
+        out["content"] = [encode_part(p) for p in parts]
     else:
-        out["content"] = msg.content if msg.HasField("content") else None
+        content = msg.content
+        out["content"] = content if content or msg.HasField("content") else None
     for key in ("name", "tool_call_id", "refusal", "reasoning_content"):
         if msg.HasField(key):
             out[key] = getattr(msg, key)
-    if msg.tool_calls:
-        out["tool_calls"] = [encode_tool_call(c) for c in msg.tool_calls]
+    if calls := msg.tool_calls:
+        out["tool_calls"] = [encode_tool_call(c) for c in calls]
     return merge_extra(out, msg.extra_json)
 
 
