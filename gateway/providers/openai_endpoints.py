@@ -109,12 +109,13 @@ class OpenAIEndpoints(HttpProvider):
                         if "error" in raw:
                             raise self._in_band_error(raw["error"])
                         chunk = decode(raw)
+                        for choice in raw.get("choices") or ():  # the JSON's: cheaper to read than the message's
+                            index = int(choice.get("index") or 0)
+                            started.add(index)
+                            if choice.get("finish_reason"):
+                                finished.add(index)
                     except MALFORMED as exc:
                         raise self._malformed(exc) from exc
-                    for choice in chunk.choices:
-                        started.add(choice.index)
-                        if choice.finish_reason:
-                            finished.add(choice.index)
                     yield chunk
         # A server that closes without [DONE] is accepted only if it had finished every choice it started.
         if not started or started != finished:
