@@ -135,13 +135,12 @@ class _Credit:
         self._granted = asyncio.Event()
 
     async def take(self) -> None:
-        """One message's credit, waited for when there is none."""
-        if self._left is None:
-            return
-        while self._left <= 0:
+        """One message's credit, waited for when there is none (or until the limit is lifted meanwhile)."""
+        while self._left is not None and self._left <= 0:
             self._granted.clear()
             await self._granted.wait()
-        self._left -= 1
+        if self._left is not None:
+            self._left -= 1
 
     def grant(self, messages: int) -> None:
         """The caller took `messages` more."""

@@ -18,7 +18,7 @@ from gateway.call import CallContext, new_request_id
 from gateway.config import parse_config
 from gateway.drain import Drain
 from gateway.engine.core import EngineCore, EngineParts
-from gateway.engine.exchange import METHOD_PREFIX
+from gateway.engine.exchange import METHOD_PREFIX, _Credit
 from gateway.engine.exchange_client import EXCHANGE_METHOD, WINDOW, Exchanges
 from gateway.engine.remote import RemoteEngine
 from gateway.engine.server import start_engine_server
@@ -424,3 +424,16 @@ async def test_a_caller_that_closes_its_side_gets_the_rest_of_its_streams(engine
                     ended = ended or (frame.HasField("end") and frame.end.code == 0)
             assert await call.code() == grpc.StatusCode.OK
         assert messages > 50, "every chunk came, with no credit granted"
+
+
+async def test_a_call_waiting_for_credit_goes_on_when_its_caller_closes_its_side() -> None:
+    # The race under test_a_caller_that_closes_its_side_gets_the_rest_of_its_streams, made certain: the call has
+    # used its window and waits for credit when the caller's half-close lifts the window.
+    credit = _Credit(1)
+    await credit.take()
+    waiting = asyncio.create_task(credit.take())
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    credit.lift()
+    await asyncio.wait_for(waiting, 1)
+    await asyncio.wait_for(credit.take(), 1)  # and no limit from then on
