@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator, Callable
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 import grpc
 import pytest
@@ -392,13 +393,19 @@ async def test_a_timeout_out_of_range_ends_its_own_call(engine: Engine) -> None:
         assert (await raw.end_of(2)).code == 0, "the exchange reads on"
 
 
+async def _stream_in_a_window_of_one(engine: Engine, channel: grpc.aio.Channel) -> Any:
+    """A raw exchange carrying call 1: a 50-chunk stream whose window is one message (credit must come for more)."""
+    engine.upstream.chunks = 50
+    call = channel.stream_stream(EXCHANGE_METHOD)(None)
+    chunks = pb.StreamChatCompletionRequest(params=PARAMS).SerializeToString()
+    await call.write(xpb.ExchangeRequest(frames=[start(1, CHUNKS, chunks, window=1)]).SerializeToString())
+    return call
+
+
 async def test_a_broken_read_ends_the_calls_in_flight(engine: Engine) -> None:
     # A stream waiting for credit it can no longer hear must not keep the exchange (and the engine's call) forever.
-    engine.upstream.chunks = 50
     async with grpc.aio.insecure_channel(engine.address) as channel:
-        call = channel.stream_stream(EXCHANGE_METHOD)(None)
-        chunks = pb.StreamChatCompletionRequest(params=PARAMS).SerializeToString()
-        await call.write(xpb.ExchangeRequest(frames=[start(1, CHUNKS, chunks, window=1)]).SerializeToString())
+        call = await _stream_in_a_window_of_one(engine, channel)
         first = xpb.ExchangeResponse.FromString(await call.read())
         assert first.frames[0].messages, "the call sent its window and waits for credit"
         await call.write(b"\xff\xff\xff\xff")  # not an ExchangeRequest: the exchange is over
@@ -409,11 +416,8 @@ async def test_a_broken_read_ends_the_calls_in_flight(engine: Engine) -> None:
 
 async def test_a_caller_that_closes_its_side_gets_the_rest_of_its_streams(engine: Engine) -> None:
     # Credit comes on the caller's side of the stream: once it has closed it, a window would hold the call forever.
-    engine.upstream.chunks = 50
     async with grpc.aio.insecure_channel(engine.address) as channel:
-        call = channel.stream_stream(EXCHANGE_METHOD)(None)
-        chunks = pb.StreamChatCompletionRequest(params=PARAMS).SerializeToString()
-        await call.write(xpb.ExchangeRequest(frames=[start(1, CHUNKS, chunks, window=1)]).SerializeToString())
+        call = await _stream_in_a_window_of_one(engine, channel)
         await call.done_writing()
         messages, ended = 0, False
         async with asyncio.timeout(5):
