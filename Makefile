@@ -88,6 +88,7 @@ bench: install
 	$(BIN)/python -m bench
 	$(BIN)/python -m bench.spool_cost
 	$(BIN)/python -m bench.codec_cost
+	$(BIN)/python -m bench.upstream_client
 
 # Faults done to real processes (SIGKILL, SIGTERM with streams in flight...), and the matrix of what each cost.
 chaos: install

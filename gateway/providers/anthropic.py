@@ -19,11 +19,11 @@ from contextlib import aclosing
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.config import BackendConfig, ConfigError
 from gateway.errors import GatewayError, InvalidRequestError, UpstreamError
+from gateway.providers.answer import Answer, TransportError
 from gateway.providers.anthropic_decode import StreamTranslator, anthropic_error, decode_message
 from gateway.providers.anthropic_encode import encode_messages_request
 from gateway.providers.base import with_prefix
@@ -161,10 +161,10 @@ class AnthropicProvider(HttpProvider):
             f"backend '{self.backend.name}' (Anthropic) has no embeddings", code="unsupported_operation"
         )
 
-    async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
+    async def _error(self, resp: Answer) -> GatewayError:
         try:
-            body = orjson.loads(await resp.content.read(_MAX_ERROR_BODY))
-        except (orjson.JSONDecodeError, TimeoutError, aiohttp.ClientError):
+            body = orjson.loads(await resp.read(_MAX_ERROR_BODY))
+        except (orjson.JSONDecodeError, TimeoutError, TransportError, OSError):
             body = None
         return anthropic_error(resp.status, body, resp.headers.get("Retry-After"), self.backend.name)
 

@@ -14,12 +14,12 @@ import time
 from collections.abc import AsyncGenerator, Callable
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.config import BackendConfig, ConfigError
 from gateway.errors import GatewayError, UpstreamCredentialsError, UpstreamError
 from gateway.providers import capabilities as cap
+from gateway.providers.answer import Answer
 from gateway.providers.base import collect
 from gateway.providers.gemini_images import decode_imagen, encode_imagen_request
 from gateway.providers.gemini_request import encode_embed_request, encode_generate_request, model_path
@@ -106,8 +106,8 @@ class GeminiProvider(HttpProvider):
                                 f"{len(request.input)} inputs")  # fmt: skip
         return out
 
-    async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
-        body = await read_error_body(resp, self.backend)
+    async def _error(self, resp: Answer) -> GatewayError:
+        body = await read_error_body(resp)
         return _gemini_error(body, resp.headers.get("Retry-After"), self.backend.name, resp.status)
 
     async def generate_images(self, model: str, request: ep.CreateImageRequest) -> ep.CreateImageResponse:

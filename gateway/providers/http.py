@@ -1,5 +1,5 @@
-"""What every HTTP provider adapter shares: one pooled aiohttp session per backend, the one place where transport
-exceptions become `GatewayError`s, and an SSE reader.
+"""What every HTTP provider adapter shares: one pooled upstream client per backend (gateway.providers.transport), the
+one place where transport exceptions become `GatewayError`s, and an SSE reader.
 
 Timeouts are a connect timeout and an idle-based read timeout (the longest wait for the next bytes), so a long stream
 that keeps producing is never cut, and a stalled one is. A subclass supplies its headers and `_error`, which reads an
@@ -10,22 +10,23 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
+from typing import Protocol
 
-import aiohttp
 import orjson
 
 from gateway.config import BackendConfig
 from gateway.errors import (
     GatewayError,
+    InvalidRequestError,
     UpstreamConnectionError,
     UpstreamError,
     UpstreamTimeoutError,
 )
+from gateway.providers.answer import Answer, BrokenAnswer, TransportError
+from gateway.providers.transport import InvalidHeader, UpstreamClient
 
-# A single SSE line may carry a large tool-call argument chunk; aiohttp's default line limit is 64 KiB.
-_READ_BUFFER = 4 * 1024 * 1024
 _DATA = b"data:"
-_MAX_LINE = 2 * _READ_BUFFER  # what aiohttp's `readline` allowed with this buffer
+_MAX_LINE = 8 * 1024 * 1024  # a single SSE line may carry a large tool-call argument chunk, but not without end
 # What decoding a body of the wrong shape raises (orjson's errors are ValueErrors).
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError)
 
@@ -45,30 +46,19 @@ class HttpProvider:
         merged = {"Content-Type": "application/json", "Accept": "application/json", **headers}
         merged.update(backend.headers)  # the operator's extra headers win
         self._headers = merged
-        self._session: aiohttp.ClientSession | None = None
+        self._session: UpstreamClient | None = None
         # The cheapest documented call that needs a valid key (listing models), for active health checks.
         self._probe_url = ""
 
-    def _client(self) -> aiohttp.ClientSession:
+    def _client(self) -> UpstreamClient:
         # Created on first use, inside the running event loop, then reused for every request.
         if self._session is None:
-            connector = aiohttp.TCPConnector(
-                limit=self.backend.max_connections, ttl_dns_cache=300, keepalive_timeout=30, enable_cleanup_closed=True
-            )
-            timeout = aiohttp.ClientTimeout(
-                total=None, sock_connect=self.backend.connect_timeout, sock_read=self.backend.read_timeout
-            )
-            self._session = aiohttp.ClientSession(
-                connector=connector,
+            backend = self.backend
+            self._session = UpstreamClient(
+                limit=backend.max_connections,
+                connect_timeout=backend.connect_timeout,
+                read_timeout=backend.read_timeout,
                 headers=self._headers,
-                timeout=timeout,
-                read_bufsize=_READ_BUFFER,
-                max_line_size=_READ_BUFFER,
-                max_field_size=_READ_BUFFER,
-                skip_auto_headers=("User-Agent",),
-                # One session serves every client: a cookie one upstream answer sets must not ride on the next
-                # caller's request (and looking cookies up cost every request a few microseconds).
-                cookie_jar=aiohttp.DummyCookieJar(),
             )
         return self._session
 
@@ -93,7 +83,7 @@ class HttpProvider:
                     raise await self._error(resp)
                 await resp.read()
 
-    async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
+    async def _error(self, resp: Answer) -> GatewayError:
         """The client-facing error for an upstream error answer (each provider reads its own error body)."""
         raise NotImplementedError
 
@@ -103,37 +93,46 @@ class HttpProvider:
 
     @contextlib.contextmanager
     def _translate_errors(self) -> Iterator[None]:
-        """The one place where aiohttp's and the OS's exceptions become `GatewayError`s."""
+        """The one place where the transport's and the OS's exceptions become `GatewayError`s."""
         name = self.backend.name
         try:
             yield
         except GatewayError:
             raise
-        except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        except TimeoutError as exc:
             raise UpstreamTimeoutError(f"backend '{name}' did not answer in time") from exc
-        except aiohttp.ClientPayloadError as exc:
+        except BrokenAnswer as exc:
             raise UpstreamError(f"backend '{name}' broke off its answer") from exc
-        except (aiohttp.ClientConnectionError, OSError) as exc:
+        except InvalidHeader as exc:  # a header the request itself carries (say, an Anthropic beta name)
+            raise InvalidRequestError(f"cannot be sent to backend '{name}': {exc}") from exc
+        except OSError as exc:
             raise UpstreamConnectionError(f"backend '{name}' could not be reached ({type(exc).__name__})") from exc
-        except aiohttp.ClientError as exc:
+        except TransportError as exc:
             raise UpstreamError(f"backend '{name}' failed ({type(exc).__name__})") from exc
 
 
-async def sse_data(resp: aiohttp.ClientResponse) -> AsyncIterator[bytes]:
+class Pieces(Protocol):
+    """A body read as it arrives: an `Answer`, or (in bench.upstream_client) aiohttp's `StreamReader`."""
+
+    async def readany(self) -> bytes:
+        """What has arrived and was not taken yet, waiting for some if nothing has; b"" at the end."""
+        ...
+
+
+async def sse_data(resp: Pieces) -> AsyncIterator[bytes]:
     """The `data` of each server-sent event, as the spec joins multi-line data; comments and other fields skipped.
 
     An event is dispatched at its blank line; a last event the server did not terminate is discarded, as the SSE
     specification says. The body is read as it arrives and split into lines here: a `readline` each (two a chunk)
     cost more than the rest of a chunk's reading. A line longer than `_MAX_LINE` is a broken answer.
     """
-    content = resp.content
     data: list[bytes] = []
     pending: list[bytes] = []  # the start of a line whose newline has not arrived
     pending_size = 0
     while True:
         if pending_size > _MAX_LINE:
-            raise aiohttp.ClientPayloadError(f"an event stream line over {_MAX_LINE} bytes")
-        block = await content.readany()
+            raise BrokenAnswer(f"an event stream line over {_MAX_LINE} bytes")
+        block = await resp.readany()
         if block:
             if b"\n" not in block:
                 pending.append(block)

@@ -6,12 +6,10 @@ client-facing errors by HTTP status and documented error codes, never by message
 
 from __future__ import annotations
 
-import asyncio
 import logging
 from collections.abc import AsyncGenerator, Mapping
 from typing import Any
 
-import aiohttp
 import orjson
 
 from gateway.codec.openai_encode import encode_chat_params, encode_embeddings_request
@@ -26,6 +24,7 @@ from gateway.errors import (
     UpstreamRequestError,
     UpstreamTimeoutError,
 )
+from gateway.providers.answer import Answer, TransportError
 from gateway.providers.http import MALFORMED, json_body
 from gateway.providers.openai_endpoints import OpenAIEndpoints
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -114,17 +113,17 @@ class OpenAICompatibleProvider(OpenAIEndpoints):
     def _stream(self, model: str, request: dict[str, Any]) -> AsyncGenerator[pb.StreamChatCompletionResponse, None]:
         return self._stream_choices("chat", model, request, decode_chunk)
 
-    async def _error(self, resp: aiohttp.ClientResponse) -> GatewayError:
-        body = await read_error_body(resp, self.backend)
+    async def _error(self, resp: Answer) -> GatewayError:
+        body = await read_error_body(resp)
         return upstream_error(resp.status, body, resp.headers.get("Retry-After"), self.backend.name)
 
 
-async def read_error_body(resp: aiohttp.ClientResponse, backend: BackendConfig) -> Any:
-    """The parsed JSON of an error answer (bounded in size and time), or None when it is not JSON."""
+async def read_error_body(resp: Answer) -> Any:
+    """The parsed JSON of an error answer (its first `_MAX_ERROR_BODY` bytes, under the read timeout), or None when it
+    is not JSON."""
     try:
-        raw = await asyncio.wait_for(resp.content.read(_MAX_ERROR_BODY), backend.read_timeout)
-        return orjson.loads(raw)
-    except (orjson.JSONDecodeError, TimeoutError, aiohttp.ClientError):
+        return orjson.loads(await resp.read(_MAX_ERROR_BODY))
+    except (orjson.JSONDecodeError, TimeoutError, TransportError, OSError):
         return None
 
 

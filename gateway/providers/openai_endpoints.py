@@ -12,7 +12,6 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, Callable, Iterable
 from typing import Any, Protocol, TypeVar
 
-import aiohttp
 import orjson
 
 from gateway.codec.endpoints_request import (
@@ -34,6 +33,7 @@ from gateway.codec.endpoints_response import (
 from gateway.errors import GatewayError, UpstreamError
 from gateway.providers import capabilities as cap
 from gateway.providers.http import MALFORMED, HttpProvider, json_body, sse_data
+from gateway.providers.transport import multipart_form
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 
 _DONE = b"[DONE]"
@@ -131,19 +131,11 @@ class OpenAIEndpoints(HttpProvider):
 
     async def transcribe(self, model: str, request: ep.CreateTranscriptionRequest) -> ep.CreateTranscriptionResponse:
         """The text of an audio file, uploaded as multipart/form-data."""
-        form = aiohttp.FormData(transcription_form(request, model))
-        form.add_field(
-            "file",
-            request.file,
-            filename=request.filename or "audio",
-            content_type=request.content_type or "application/octet-stream",
-        )
-        payload = form()
+        file = ("file", request.filename or "audio", request.content_type or "application/octet-stream", request.file)
+        body, content_type = multipart_form(transcription_form(request, model), file)
         # The session's JSON content type must not stand: the upload's own names its boundary.
         raw = await self._post(
-            self._url(cap.TRANSCRIPTIONS, model),
-            payload,  # type: ignore[arg-type]  # aiohttp posts a payload as readily as bytes
-            {"Content-Type": payload.content_type, "Accept": "*/*"},
+            self._url(cap.TRANSCRIPTIONS, model), body, {"Content-Type": content_type, "Accept": "*/*"}
         )
         try:
             return decode_transcription(raw, request.response_format)
@@ -158,9 +150,9 @@ class OpenAIEndpoints(HttpProvider):
             async with self._client().post(url, data=body, headers={"Accept": "*/*"}) as resp:
                 if resp.status >= 400:
                     raise await self._error(resp)
-                content_type = resp.headers.get("Content-Type", "application/octet-stream")
+                content_type = resp.headers.get("Content-Type") or "application/octet-stream"
                 sent = False
-                async for piece in resp.content.iter_chunked(_AUDIO_PIECE):
+                while piece := await resp.readany(_AUDIO_PIECE):
                     yield ep.StreamSpeechResponse(content_type="" if sent else content_type, audio=piece)
                     sent = True
                 if not sent:

@@ -31,6 +31,7 @@ import aiohttp
 from gateway.config import BackendConfig, GatewayConfig
 from gateway.config.routing_wake import WakeAction, WakeConfig
 from gateway.errors import ServiceUnavailableError, UpstreamConnectionError
+from gateway.providers.answer import ConnectFailed
 from gateway.providers.base import Continuer, Provider
 from gateway.providers.wake_actions import ActionFailed, CommandRun, is_ready, ready_url, run_action
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -108,7 +109,7 @@ class RedisFleetLock:
 
 def _asleep(exc: UpstreamConnectionError) -> bool:
     """A refused (or unreachable) connection: the backend is not there at all, as opposed to one that broke off."""
-    return isinstance(exc.__cause__, aiohttp.ClientConnectorError | ConnectionRefusedError)
+    return isinstance(exc.__cause__, ConnectFailed)
 
 
 class Waker:

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import asyncio
 
-import aiohttp
 import pytest
 from aiohttp import web
 
 from gateway.providers import http
+from gateway.providers.answer import BrokenAnswer
 from gateway.providers.http import sse_data
+from gateway.providers.transport import UpstreamClient
 from tests.providers.serving import served
 
 BODY = (
@@ -36,12 +37,13 @@ async def read_events(body: bytes, piece: int) -> list[bytes]:
 
     app = web.Application()
     app.router.add_get("/", handler)
-    async with (
-        served(app) as port,
-        aiohttp.ClientSession() as session,
-        session.get(f"http://127.0.0.1:{port}/") as resp,
-    ):
-        return [data async for data in sse_data(resp)]
+    async with served(app) as port:
+        client = UpstreamClient(limit=1, connect_timeout=5, read_timeout=5, headers={})
+        try:
+            async with client.get(f"http://127.0.0.1:{port}/") as resp:
+                return [data async for data in sse_data(resp)]
+        finally:
+            await client.close()
 
 
 @pytest.mark.parametrize("piece", [1, 2, 5, 17, len(BODY)])
@@ -62,5 +64,5 @@ async def test_a_last_blank_line_without_its_newline_still_dispatches() -> None:
 async def test_a_line_over_the_limit_is_a_broken_answer(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(http, "_MAX_LINE", 64)
     assert await read_events(b"data: " + b"x" * 60 + b"\n\n", 8) == [b"x" * 60]
-    with pytest.raises(aiohttp.ClientPayloadError, match="over 64 bytes"):
+    with pytest.raises(BrokenAnswer, match="over 64 bytes"):
         await read_events(b"data: " + b"x" * 200 + b"\n\n", 8)

@@ -1,0 +1,344 @@
+"""An upstream's answer as it arrives (gateway.providers.transport sends the request): the connection it comes on,
+its status and headers parsed by llhttp (`httptools`, as in uvicorn), its body taken whole or piece by piece under an
+idle-based read timeout, and the errors an answer can end in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import zlib
+
+import httptools
+
+__all__ = ["Answer", "BrokenAnswer", "ConnectFailed", "Headers", "MalformedAnswer", "Origin", "TransportError"]
+
+PAUSE_AT = 1 << 20  # answer bytes read but not yet taken past which the socket is not read until the reader catches up
+_MAX_HEADER_BYTES = 256 * 1024  # an answer's status line and headers together
+_LENGTH_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
+_GZIP = frozenset((b"gzip", b"x-gzip"))
+
+Origin = tuple[str, str, int]  # scheme, host, port
+
+
+class TransportError(Exception):
+    """What the transport raises besides `TimeoutError` and `ConnectionError`s."""
+
+
+class ConnectFailed(ConnectionError):
+    """No connection could be made: refused, unreachable, an unknown name, a failed TLS handshake."""
+
+
+class MalformedAnswer(TransportError):
+    """What came back is not an HTTP/1.1 answer."""
+
+
+class BrokenAnswer(TransportError):
+    """The answer broke off, or its body could not be read, after its headers had arrived."""
+
+
+class Headers(dict[str, str]):
+    """An answer's headers, looked up without regard to case; a repeated header's values joined with ", "."""
+
+    def get(self, name: str, default: str | None = None) -> str | None:  # type: ignore[override]
+        return super().get(name.lower(), default)
+
+    def __getitem__(self, name: str) -> str:
+        return super().__getitem__(name.lower())
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and super().__contains__(name.lower())
+
+
+class Connection(asyncio.Protocol):
+    """One kept-alive TCP (or TLS) connection; the answer being read, if any, gets its bytes."""
+
+    def __init__(self, origin: Origin) -> None:
+        self.origin = origin
+        self.transport: asyncio.Transport | None = None
+        self.answer: Answer | None = None
+        self.closed = False
+        self.idle_since = 0.0
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]
+
+    def data_received(self, data: bytes) -> None:
+        if self.answer is None:  # bytes nobody asked for: the connection is out of step
+            self.close()
+            return
+        self.answer.feed(data)
+
+    def eof_received(self) -> bool:
+        if self.answer is not None:
+            self.answer.ended()
+        return False  # close the transport
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.closed = True
+        if self.answer is not None:
+            self.answer.lost(exc)
+
+    def close(self) -> None:
+        self.closed = True
+        if self.transport is not None:
+            self.transport.close()
+
+
+class Answer:
+    """An upstream's answer: its status at once, its headers when asked, its body as it arrives.
+
+    Read the body whole (`read`) or piece by piece (`readany`); pieces not yet taken are bounded: past `PAUSE_AT`
+    bytes the socket is not read until the reader catches up. An answer waiting longer than the read timeout for its
+    next bytes fails with `TimeoutError`.
+    """
+
+    def __init__(self, connection: Connection, read_timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+        self.status = 0
+        self.connection = connection
+        self._loop = loop
+        self._parser = httptools.HttpResponseParser(self)
+        self._raw_headers: list[tuple[bytes, bytes]] = []
+        self._header_bytes = 0
+        self._headers: Headers | None = None
+        self._headers_done = False
+        self._interim = False  # a 1xx answer before the real one
+        self._delimited = False  # a Content-Length or chunked body: its end is known without the connection closing
+        self._decoder: zlib._Decompress | None = None
+        self._body: collections.deque[bytes] = collections.deque()
+        self._buffered = 0
+        self._whole = False  # the reader wants the whole body: never pause for it
+        self._paused = False
+        self.complete = False
+        self.keep_alive = False
+        self._error: BaseException | None = None
+        self._waiter: asyncio.Future[None] | None = None
+        self._read_timeout = read_timeout
+        self._last_bytes = loop.time()
+        self._timer: asyncio.TimerHandle | None = loop.call_at(self._last_bytes + read_timeout, self._check_idle)
+
+    # The connection's side.
+
+    def feed(self, data: bytes) -> None:
+        self._last_bytes = self._loop.time()
+        try:
+            self._parser.feed_data(data)
+        except httptools.HttpParserError as exc:
+            if isinstance(exc.__context__, TransportError):  # raised by one of the callbacks below
+                self._fail(exc.__context__)
+            else:
+                self._fail(
+                    BrokenAnswer(f"unreadable body ({exc})") if self._headers_done else MalformedAnswer(str(exc))
+                )
+
+    def ended(self) -> None:
+        """The server closed its side: the end of a close-delimited body, or an answer cut short."""
+        if self.complete:
+            return
+        if self._headers_done and not self._delimited:
+            self._finish()
+        elif self._headers_done:
+            self._fail(BrokenAnswer("the connection closed before the end of the body"))
+        else:
+            self._fail(ConnectionResetError("the connection closed before an answer"))
+
+    def lost(self, exc: Exception | None) -> None:
+        """The connection is gone, closed (`exc` None) or broken."""
+        if exc is None:
+            self.ended()
+        elif self._headers_done:
+            self._fail(BrokenAnswer(f"the connection broke during the body ({exc!r})"))
+        else:
+            self._fail(ConnectionResetError(f"the connection broke before an answer ({exc!r})"))
+
+    def abandon(self) -> None:
+        """The caller gave up on the answer: its connection cannot carry another."""
+        self._fail(ConnectionResetError("the call was given up"))
+
+    def reusable(self) -> bool:
+        """Whether the answer was read to its end on a connection that stays open; stops the read timeout."""
+        self._stop_timer()
+        if self._paused:
+            self._paused = False
+            self._pause(False)
+        return self.complete and self.keep_alive and not self.connection.closed
+
+    # httptools' callbacks.
+
+    def on_message_begin(self) -> None:
+        if self.complete:  # a second answer nobody asked for
+            self.keep_alive = False
+
+    def on_header(self, name: bytes, value: bytes) -> None:
+        self._header_bytes += len(name) + len(value)
+        if self._header_bytes > _MAX_HEADER_BYTES:
+            raise BrokenAnswer(f"headers over {_MAX_HEADER_BYTES} bytes")
+        self._raw_headers.append((name, value))
+
+    def on_headers_complete(self) -> None:
+        self.status = self._parser.get_status_code()
+        if 100 <= self.status < 200:  # 103 Early Hints and the like: the answer is still to come
+            self._interim = True
+            self._raw_headers = []
+            return
+        self.keep_alive = self._parser.should_keep_alive()
+        self._headers_done = True
+        for name, value in self._raw_headers:
+            lowered = name.lower()
+            if lowered in _LENGTH_HEADERS:
+                self._delimited = True
+            elif lowered == b"content-encoding":
+                self._decoder = _decoder(value)
+        self._wake()
+
+    def on_body(self, data: bytes) -> None:
+        if self._decoder is not None:
+            try:
+                data = self._decoder.decompress(data)
+            except zlib.error as exc:
+                raise BrokenAnswer(f"undecodable compressed body ({exc})") from exc
+            if not data:
+                return
+        self._body.append(data)
+        self._buffered += len(data)
+        if self._buffered > PAUSE_AT and not self._whole and not self._paused:
+            self._paused = True
+            self._pause(True)
+        self._wake()
+
+    def on_message_complete(self) -> None:
+        if self._interim:
+            self._interim = False
+            return
+        if self._decoder is not None:
+            rest = self._decoder.flush()
+            if rest:
+                self._body.append(rest)
+        self._finish()
+
+    # The reader's side.
+
+    async def headers_received(self) -> None:
+        """Wait for the status line and headers."""
+        while not self._headers_done:
+            await self._wait()
+
+    @property
+    def headers(self) -> Headers:
+        """The answer's headers (built on first use: most calls look at none)."""
+        if self._headers is None:
+            headers = Headers()
+            for raw_name, raw_value in self._raw_headers:
+                name, value = raw_name.decode("latin-1").lower(), raw_value.decode("latin-1")
+                earlier = dict.get(headers, name)  # names are lower-case already
+                headers[name] = value if earlier is None else f"{earlier}, {value}"
+            self._headers = headers
+        return self._headers
+
+    async def readany(self, limit: int = 0) -> bytes:
+        """What has arrived of the body and was not taken yet (at most `limit` bytes if given), waiting for some if
+        nothing has; b"" at the end of the body."""
+        while not self._body:
+            if self._error is not None:
+                raise self._error
+            if self.complete:
+                return b""
+            await self._wait()
+        body = self._body
+        data = body.popleft() if len(body) == 1 else b"".join(body.popleft() for _ in range(len(body)))
+        if limit and len(data) > limit:
+            body.appendleft(data[limit:])
+            data = data[:limit]
+        self._buffered -= len(data)
+        if self._paused and self._buffered <= PAUSE_AT // 2:
+            self._paused = False
+            self._pause(False)
+        return data
+
+    async def read(self, limit: int = 0) -> bytes:
+        """The whole body, or its first `limit` bytes if given (an error answer's, say; the rest is never read)."""
+        if not limit:
+            self._whole = True
+            if self._paused:
+                self._paused = False
+                self._pause(False)
+            while not self.complete:
+                if self._error is not None:
+                    raise self._error
+                await self._wait()
+            self._buffered = 0
+            body, self._body = self._body, collections.deque()
+            return body[0] if len(body) == 1 else b"".join(body)
+        parts: list[bytes] = []
+        size = 0
+        while size < limit:
+            piece = await self.readany(limit - size)
+            if not piece:
+                break
+            parts.append(piece)
+            size += len(piece)
+        return b"".join(parts)
+
+    # Inside.
+
+    async def _wait(self) -> None:
+        if self._error is not None:
+            raise self._error
+        self._waiter = self._loop.create_future()
+        try:
+            await self._waiter
+        finally:
+            self._waiter = None
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
+
+    def _finish(self) -> None:
+        self.complete = True
+        self._stop_timer()
+        self._wake()
+
+    def _fail(self, error: BaseException) -> None:
+        if self._error is not None or self.complete:
+            return
+        self._error = error
+        self.keep_alive = False
+        self._stop_timer()
+        self.connection.close()
+        self._wake()
+
+    def _stop_timer(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+
+    def _check_idle(self) -> None:
+        """The read timeout's timer: fail an answer whose bytes stopped coming, else look again when they could."""
+        now = self._loop.time()
+        if self._paused:  # the reader is behind: the backend is not the one waiting
+            self._last_bytes = now
+        due = self._last_bytes + self._read_timeout
+        if now >= due:
+            self._timer = None
+            self._fail(TimeoutError(f"no bytes for {self._read_timeout:g} s"))
+        else:
+            self._timer = self._loop.call_at(due, self._check_idle)
+
+    def _pause(self, paused: bool) -> None:
+        transport = self.connection.transport
+        if transport is None or self.connection.closed:
+            return
+        transport.pause_reading() if paused else transport.resume_reading()
+
+
+def _decoder(encoding: bytes) -> zlib._Decompress | None:
+    name = encoding.strip().lower()
+    if name in _GZIP:
+        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+    if name == b"deflate":
+        return zlib.decompressobj()
+    if name == b"identity":
+        return None
+    raise BrokenAnswer(f"a body in an encoding that was not asked for ({encoding[:40]!r})")
