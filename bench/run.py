@@ -375,15 +375,51 @@ async def _realistic(plan: Plan, log_dir: Path, services: list[Service]) -> list
     )
 
 
+async def _goal_rounds(plan: Plan, upstream: Service, targets: Sequence[Target]) -> list[figures.RunFigures]:
+    """The floor, one process and split at the highest concurrency, plain and streamed, in `GOAL_ROUNDS` rounds whose
+    order alternates (forwards, then backwards), so that a machine getting busier or quieter favours none: issue 18's
+    CPU ratios are judged on their medians."""
+    chosen = [target for target in targets if target.name in proto_path.GOAL_TARGETS]
+    if len(chosen) < 2:
+        return []
+    concurrency = max(plan.concurrencies)
+    scenarios = [
+        Scenario(name, stream=name == "stream", chunks=plan.chunks, model=MODEL, include_usage=plan.include_usage)
+        for name in ("plain", "stream")
+        if name in plan.scenarios
+    ]
+    runs: list[figures.RunFigures] = []
+    session = make_session(concurrency + 10)
+    try:
+        for round_index in range(proto_path.GOAL_ROUNDS):
+            order = chosen if round_index % 2 == 0 else chosen[::-1]
+            for scenario in scenarios:
+                for target in order:
+                    run = await _measure_one(session, plan, upstream, target, scenario, concurrency)
+                    _progress(run)
+                    runs.append(run)
+    finally:
+        await session.close()
+    return runs
+
+
 async def _proto_path_runs(
-    plan: Plan, targets: Sequence[Target], log_dir: Path, services: list[Service], meta: dict[str, Any]
-) -> tuple[list[grpc_direct.GrpcFigures], list[realistic.RealisticFigures]]:
-    """The runs of issue 18's table beyond the main ones: the gRPC client of the engine, the realistic streams."""
+    plan: Plan,
+    upstream: Service,
+    targets: Sequence[Target],
+    log_dir: Path,
+    services: list[Service],
+    meta: dict[str, Any],
+) -> tuple[list[figures.RunFigures], list[grpc_direct.GrpcFigures], list[realistic.RealisticFigures]]:
+    """The runs of issue 18's table beyond the main ones: the goal rounds, the gRPC client of the engine, the
+    realistic streams."""
+    rounds = await _goal_rounds(plan, upstream, targets)
+    meta["goal_rounds"] = [asdict(run) for run in rounds]
     grpc_runs = await _grpc_direct(plan, targets)
     meta["grpc_direct"] = [asdict(run) for run in grpc_runs]
     real = await _realistic(plan, log_dir, services) if "realistic" in plan.scenarios else []
     meta["realistic"] = [asdict(figure) for figure in real]
-    return grpc_runs, real
+    return rounds, grpc_runs, real
 
 
 def _failed(grpc_runs: Sequence[grpc_direct.GrpcFigures], real: Sequence[realistic.RealisticFigures]) -> bool:
@@ -502,7 +538,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         upstream, targets = start_targets(plan.targets, plan.chunks, log_dir, services, store)
         with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
             runs, usage = runner.run(_until_signalled(_measure_and_check(plan, upstream, targets)))
-            grpc_runs, real = runner.run(_until_signalled(_proto_path_runs(plan, targets, log_dir, services, meta)))
+            proto_runs = _proto_path_runs(plan, upstream, targets, log_dir, services, meta)
+            rounds, grpc_runs, real = runner.run(_until_signalled(proto_runs))
             seconds = _BROWNOUT_SECONDS / (_QUICK_DIVISOR if args.quick else 1)
             if "brownout" in plan.scenarios:
                 figures = runner.run(_until_signalled(brownout.run_brownout(seconds, 10, log_dir, services)))
@@ -511,7 +548,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         if "brownout" in plan.scenarios:
             print(f"\n{brownout.text_report(figures, seconds, 10)}")
             status = status or int(any(f.errors for f in figures))
-        print(f"\n{proto_path.report(runs, grpc_runs, real, plan.chunks)}")
+        print(f"\n{proto_path.report(runs, grpc_runs, real, plan.chunks, rounds)}")
         status = status or int(_failed(grpc_runs, real))
         print(f"\n{prompt_routing.report(args.quick)}")  # in process: the semantic decision, held requests
     except (KeyboardInterrupt, asyncio.CancelledError):
