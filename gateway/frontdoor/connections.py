@@ -4,7 +4,8 @@ connections per process.
 Each accepted connection's protocol (aiohttp's request handler) is wrapped by a `_Guarded` protocol that forwards
 every call to it. The header clock starts when the connection opens, and again when the first bytes of a later
 request arrive on an idle keep-alive connection; it stops when the request reaches the application (the front
-door's middleware calls `request_started`). A connection whose headers are late gets a 408 and is closed. A
+door's middleware calls `request_started`). A connection whose headers are late gets a 408 and is closed (the
+clocks are read by one `Sweep`, so a late connection is answered up to a quarter of the timeout later). A
 connection past `max_connections` gets a 503 with `Retry-After` and is closed at once. Idle keep-alive connections
 (aiohttp's `keepalive_timeout`) and slow bodies (`read_json`) are limited elsewhere; every close is counted by
 reason in `closed` (`tollgate_http_connections_closed_total{reason}`), the keep-alive ones told apart by the
@@ -20,6 +21,8 @@ from typing import Any, cast
 
 import orjson
 from aiohttp import web
+
+from gateway.sweep import Sweep, tick_for
 
 log = logging.getLogger("tollgate.frontdoor")
 
@@ -60,6 +63,7 @@ class ConnectionGuard:
         self.closed = dict.fromkeys((MAX_CONNECTIONS, HEADER_TIMEOUT, BODY_TIMEOUT, KEEPALIVE_TIMEOUT), 0)
         self.stopping = False  # the server closes idle connections itself now: not keep-alive timeouts
         self._next_log = -float("inf")
+        self.headers_due = Sweep(tick_for(header_timeout))  # the connections whose header clock runs
 
     @property
     def refused(self) -> int:
@@ -135,7 +139,7 @@ class _Guarded(asyncio.Protocol):
         self._make_handler = make_handler
         self._inner: Any = None  # aiohttp's RequestHandler, made once the connection is admitted
         self.transport: asyncio.Transport | None = None
-        self._timer: asyncio.TimerHandle | None = None
+        self._clock_started: float | None = None  # loop time the header clock started; None: it is stopped
         self.active = 0  # requests being handled on this connection
         self.idle_since: float | None = None  # loop time its last request was answered; None: none was yet
         self.ended = False  # the client ended its side
@@ -154,7 +158,7 @@ class _Guarded(asyncio.Protocol):
     def data_received(self, data: bytes) -> None:
         if self._inner is None:
             return
-        if self.active == 0 and self._timer is None:
+        if self.active == 0 and self._clock_started is None:
             self._arm()  # the first bytes of another request on a kept-alive connection
         self._inner.data_received(data)
 
@@ -178,19 +182,29 @@ class _Guarded(asyncio.Protocol):
 
     def disarm(self) -> None:
         """Stop the header clock."""
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+        if self._clock_started is not None:
+            self._clock_started = None
+            self._guard.headers_due.unwatch(self)
 
     def _arm(self) -> None:
-        loop = asyncio.get_running_loop()
-        self._timer = loop.call_later(self._guard.header_timeout, self._headers_late)
+        self._clock_started = asyncio.get_running_loop().time()
+        self._guard.headers_due.watch(self)
 
-    def _headers_late(self) -> None:
-        self._timer = None
+    def check(self, now: float) -> bool:
+        """The header clock (`Sweep`): a 408 and the connection closed when it ran out; whether it still runs."""
+        started = self._clock_started
+        if started is None:
+            return False
+        if now - started < self._guard.header_timeout:
+            return True
+        self._clock_started = None
         transport = self.transport
         if self.active or transport is None or transport.is_closing():
-            return  # a request got in meanwhile: its body and its answer have limits of their own
+            return False  # a request got in meanwhile: its body and its answer have limits of their own
+        self._headers_late(transport)
+        return False
+
+    def _headers_late(self, transport: asyncio.Transport) -> None:
         self._guard.closed[HEADER_TIMEOUT] += 1
         self._guard._say(f"a request's headers took over {self._guard.header_timeout:g}s: answered 408")
         transport.write(_HEADERS_LATE)

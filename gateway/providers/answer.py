@@ -11,6 +11,8 @@ import zlib
 
 import httptools
 
+from gateway.sweep import Sweep
+
 __all__ = ["Answer", "BrokenAnswer", "ConnectFailed", "Headers", "MalformedAnswer", "Origin", "TransportError"]
 
 PAUSE_AT = 1 << 20  # answer bytes read but not yet taken past which the socket is not read until the reader catches up
@@ -53,6 +55,8 @@ class Headers(dict[str, str]):
 class Connection(asyncio.Protocol):
     """One kept-alive TCP (or TLS) connection; the answer being read, if any, gets its bytes."""
 
+    __slots__ = ("answer", "closed", "idle_since", "origin", "transport")
+
     def __init__(self, origin: Origin) -> None:
         self.origin = origin
         self.transport: asyncio.Transport | None = None
@@ -93,7 +97,34 @@ class Answer:
     next bytes fails with `TimeoutError`.
     """
 
-    def __init__(self, connection: Connection, read_timeout: float, loop: asyncio.AbstractEventLoop) -> None:
+    __slots__ = (
+        "_body",
+        "_buffered",
+        "_decoder",
+        "_delimited",
+        "_error",
+        "_header_bytes",
+        "_headers",
+        "_headers_done",
+        "_interim",
+        "_last_bytes",
+        "_loop",
+        "_parser",
+        "_paused",
+        "_raw_headers",
+        "_read_timeout",
+        "_sweep",
+        "_waiter",
+        "_whole",
+        "complete",
+        "connection",
+        "keep_alive",
+        "status",
+    )
+
+    def __init__(
+        self, connection: Connection, read_timeout: float, sweep: Sweep, loop: asyncio.AbstractEventLoop
+    ) -> None:
         self.status = 0
         self.connection = connection
         self._loop = loop
@@ -115,7 +146,8 @@ class Answer:
         self._waiter: asyncio.Future[None] | None = None
         self._read_timeout = read_timeout
         self._last_bytes = loop.time()
-        self._timer: asyncio.TimerHandle | None = loop.call_at(self._last_bytes + read_timeout, self._check_idle)
+        self._sweep = sweep  # the read timeout: checked with every other answer's on one timer
+        sweep.watch(self)
 
     # The connection's side.
 
@@ -157,7 +189,7 @@ class Answer:
 
     def reusable(self) -> bool:
         """Whether the answer was read to its end on a connection that stays open; stops the read timeout."""
-        self._stop_timer()
+        self._unwatch()
         if self._paused:
             self._paused = False
             self._pause(False)
@@ -297,7 +329,7 @@ class Answer:
 
     def _finish(self) -> None:
         self.complete = True
-        self._stop_timer()
+        self._unwatch()
         self._wake()
 
     def _fail(self, error: BaseException) -> None:
@@ -305,26 +337,23 @@ class Answer:
             return
         self._error = error
         self.keep_alive = False
-        self._stop_timer()
+        self._unwatch()
         self.connection.close()
         self._wake()
 
-    def _stop_timer(self) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
+    def _unwatch(self) -> None:
+        self._sweep.unwatch(self)
 
-    def _check_idle(self) -> None:
-        """The read timeout's timer: fail an answer whose bytes stopped coming, else look again when they could."""
-        now = self._loop.time()
+    def check(self, now: float) -> bool:
+        """The read timeout (`Sweep`): fail an answer whose bytes stopped coming; whether to go on watching it."""
+        if self.complete or self._error is not None:
+            return False
         if self._paused:  # the reader is behind: the backend is not the one waiting
             self._last_bytes = now
-        due = self._last_bytes + self._read_timeout
-        if now >= due:
-            self._timer = None
-            self._fail(TimeoutError(f"no bytes for {self._read_timeout:g} s"))
-        else:
-            self._timer = self._loop.call_at(due, self._check_idle)
+        if now - self._last_bytes < self._read_timeout:
+            return True
+        self._fail(TimeoutError(f"no bytes for {self._read_timeout:g} s"))
+        return False
 
     def _pause(self, paused: bool) -> None:
         transport = self.connection.transport

@@ -24,6 +24,7 @@ from types import TracebackType
 from urllib.parse import quote, urlsplit
 
 from gateway.providers.answer import Answer, ConnectFailed, Connection, Origin, TransportError
+from gateway.sweep import Sweep, tick_for
 
 __all__ = ["InvalidHeader", "UpstreamClient", "multipart_form"]
 
@@ -90,6 +91,7 @@ class UpstreamClient:
         self._limit = limit
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
+        self._sweep = Sweep(tick_for(read_timeout))
         self._keepalive = keepalive  # an idle connection older than this is closed rather than reused
         self._ssl = ssl_context
         defaults = {"Accept-Encoding": _ACCEPT_ENCODING, **headers}
@@ -119,7 +121,7 @@ class UpstreamClient:
         if body is not None:
             head += b"Content-Length: %d\r\n" % len(body)
         connection = await self._acquire(origin)
-        answer = Answer(connection, self._read_timeout, self._loop)
+        answer = Answer(connection, self._read_timeout, self._sweep, self._loop)
         connection.answer = answer
         try:
             transport = connection.transport
