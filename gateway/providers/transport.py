@@ -24,11 +24,13 @@ from types import TracebackType
 from urllib.parse import quote, urlsplit
 
 from gateway.providers.answer import Answer, ConnectFailed, Connection, Origin, TransportError
+from gateway.providers.resolver import Resolver
 from gateway.sweep import Sweep, tick_for
 
 __all__ = ["InvalidHeader", "UpstreamClient", "multipart_form"]
 
 _ACCEPT_ENCODING = "gzip, deflate"
+_KEEPALIVE = 30.0  # an idle connection older than this is closed rather than reused (aiohttp's client kept 30 s too)
 _URL_CACHE = 256  # a backend calls a handful of URLs; the cache is cleared if a caller makes up many more
 _FORBIDDEN_IN_VALUES = ("\r", "\n", "\0")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%?"  # what a URL's path and query keep as they are; anything else is percent-encoded
@@ -85,15 +87,15 @@ class UpstreamClient:
         connect_timeout: float,
         read_timeout: float,
         headers: Mapping[str, str],
-        keepalive: float = 30.0,
         ssl_context: ssl.SSLContext | None = None,
+        resolver: Resolver | None = None,
     ) -> None:
         self._limit = limit
         self._connect_timeout = connect_timeout
         self._read_timeout = read_timeout
         self._sweep = Sweep(tick_for(read_timeout))
-        self._keepalive = keepalive  # an idle connection older than this is closed rather than reused
         self._ssl = ssl_context
+        self._resolver = resolver or Resolver()
         defaults = {"Accept-Encoding": _ACCEPT_ENCODING, **headers}
         self._defaults = {name.lower(): (name, value) for name, value in defaults.items()}
         self._default_lines = _header_lines(defaults)
@@ -147,8 +149,8 @@ class UpstreamClient:
             connection.idle_since = now = self._loop.time()
             idle = self._idle.setdefault(connection.origin, [])
             idle.append(connection)
-            if idle[0].idle_since < now - self._keepalive:
-                _close_stale(idle, now - self._keepalive)
+            if idle[0].idle_since < now - _KEEPALIVE:
+                _close_stale(idle, now - _KEEPALIVE)
         else:
             connection.close()
         self._free()
@@ -206,7 +208,7 @@ class UpstreamClient:
             now = self._loop.time()
             while idle:
                 connection = idle.pop()
-                if not connection.closed and now - connection.idle_since < self._keepalive:
+                if not connection.closed and now - connection.idle_since < _KEEPALIVE:
                     return connection
                 connection.close()
             return await self._connect(origin)
@@ -219,20 +221,30 @@ class UpstreamClient:
         tls = scheme == "https"
         if tls and self._ssl is None:
             self._ssl = ssl.create_default_context()
+        tls_context = self._ssl if tls else None
+        failure: OSError | None = None
         try:
             async with asyncio.timeout(self._connect_timeout):
-                _, connection = await self._loop.create_connection(
-                    lambda: Connection(origin),
-                    host,
-                    port,
-                    ssl=self._ssl if tls else None,
-                    server_hostname=host if tls else None,
-                )
+                for address, address_port in await self._resolver.addresses(host, port):
+                    try:
+                        _, connection = await self._loop.create_connection(
+                            lambda: Connection(origin),
+                            address,
+                            address_port,
+                            ssl=tls_context,
+                            server_hostname=host if tls else None,
+                        )
+                    except OSError as exc:  # the next address, if the name has another
+                        failure = exc
+                    else:
+                        return connection
         except TimeoutError:
             raise TimeoutError(f"no connection to {host}:{port} in {self._connect_timeout:g} s") from None
-        except OSError as exc:
-            raise ConnectFailed(f"{host}:{port}: {exc.strerror or exc}") from exc
-        return connection
+        except OSError as exc:  # the name has no address
+            failure = exc
+        self._resolver.forget(host, port)
+        assert failure is not None
+        raise ConnectFailed(f"{host}:{port}: {failure.strerror or failure}") from failure
 
     def _free(self) -> None:
         self._in_use -= 1
