@@ -4,8 +4,9 @@ deflate, and flow control for answers read piece by piece.
 
 It does what a provider call needs and no more: no cookies, no redirects (a 3xx is an answer like any other), no
 proxies, one request at a time on a connection. That is why it exists: a call through aiohttp's `ClientSession` cost
-≈ 70 µs of CPU, about as much as the rest of a one-process request's own work; a call here costs ≈ 20 µs
-(docs/benchmarks.md, "Round 6: the upstream client"). The answer is read by gateway.providers.answer.
+≈ 65 µs of CPU, about as much as the rest of a one-process request's own work; a call here costs ≈ 30 µs
+(docs/benchmarks.md, "Round 6: the upstream client"). The answer is read by gateway.providers.answer, host names are
+looked up by gateway.providers.resolver.
 
     client = UpstreamClient(limit=100, connect_timeout=5, read_timeout=60, headers={"Authorization": "Bearer …"})
     async with client.post(url, body) as answer:
