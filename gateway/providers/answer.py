@@ -17,7 +17,6 @@ __all__ = ["Answer", "BrokenAnswer", "ConnectFailed", "Headers", "MalformedAnswe
 
 PAUSE_AT = 1 << 20  # answer bytes read but not yet taken past which the socket is not read until the reader catches up
 _MAX_HEADER_BYTES = 256 * 1024  # an answer's status line and headers together
-_LENGTH_HEADERS = frozenset((b"content-length", b"transfer-encoding"))
 _GZIP = frozenset((b"gzip", b"x-gzip"))
 
 Origin = tuple[str, str, int]  # scheme, host, port
@@ -74,6 +73,7 @@ class Connection(asyncio.Protocol):
         self.answer.feed(data)
 
     def eof_received(self) -> bool:
+        self.closed = True  # the transport closes now; connection_lost comes a loop iteration later
         if self.answer is not None:
             self.answer.ended()
         return False  # close the transport
@@ -103,6 +103,7 @@ class Answer:
         "_decoder",
         "_delimited",
         "_error",
+        "_head_bytes",
         "_header_bytes",
         "_headers",
         "_headers_done",
@@ -131,11 +132,12 @@ class Answer:
         self._parser = httptools.HttpResponseParser(self)
         self._raw_headers: list[tuple[bytes, bytes]] = []
         self._header_bytes = 0
+        self._head_bytes = 0  # bytes fed before the headers were complete, for the limit on a line never ending
         self._headers: Headers | None = None
         self._headers_done = False
         self._interim = False  # a 1xx answer before the real one
         self._delimited = False  # a Content-Length or chunked body: its end is known without the connection closing
-        self._decoder: zlib._Decompress | None = None
+        self._decoder: _Decoder | None = None
         self._body: collections.deque[bytes] = collections.deque()
         self._buffered = 0
         self._whole = False  # the reader wants the whole body: never pause for it
@@ -155,6 +157,8 @@ class Answer:
         self._last_bytes = self._loop.time()
         try:
             self._parser.feed_data(data)
+        except httptools.HttpParserUpgrade:
+            self._fail(MalformedAnswer(f"a switch of protocols ({self.status}) that was not asked for"))
         except httptools.HttpParserError as exc:
             if isinstance(exc.__context__, TransportError):  # raised by one of the callbacks below
                 self._fail(exc.__context__)
@@ -162,12 +166,21 @@ class Answer:
                 self._fail(
                     BrokenAnswer(f"unreadable body ({exc})") if self._headers_done else MalformedAnswer(str(exc))
                 )
+        if not self._headers_done:
+            self._head_bytes += len(data)
+            if self._head_bytes > _MAX_HEADER_BYTES:
+                self._fail(BrokenAnswer(f"headers over {_MAX_HEADER_BYTES} bytes"))
 
     def ended(self) -> None:
         """The server closed its side: the end of a close-delimited body, or an answer cut short."""
         if self.complete:
             return
         if self._headers_done and not self._delimited:
+            try:
+                self._end_decoding()
+            except BrokenAnswer as exc:
+                self._fail(exc)
+                return
             self._finish()
         elif self._headers_done:
             self._fail(BrokenAnswer("the connection closed before the end of the body"))
@@ -198,8 +211,10 @@ class Answer:
     # httptools' callbacks.
 
     def on_message_begin(self) -> None:
-        if self.complete:  # a second answer nobody asked for
+        if self.complete:  # a second answer nobody asked for: stop here, and never reuse the connection
             self.keep_alive = False
+            self.connection.close()
+            raise BrokenAnswer("bytes after the answer")
 
     def on_header(self, name: bytes, value: bytes) -> None:
         self._header_bytes += len(name) + len(value)
@@ -217,8 +232,10 @@ class Answer:
         self._headers_done = True
         for name, value in self._raw_headers:
             lowered = name.lower()
-            if lowered in _LENGTH_HEADERS:
+            if lowered == b"content-length":
                 self._delimited = True
+            elif lowered == b"transfer-encoding":  # chunked last: delimited; any other coding: read until the close
+                self._delimited = value.rpartition(b",")[2].strip().lower() == b"chunked"
             elif lowered == b"content-encoding":
                 self._decoder = _decoder(value)
         self._wake()
@@ -242,11 +259,18 @@ class Answer:
         if self._interim:
             self._interim = False
             return
-        if self._decoder is not None:
-            rest = self._decoder.flush()
-            if rest:
-                self._body.append(rest)
+        self._end_decoding()
         self._finish()
+
+    def _end_decoding(self) -> None:
+        decoder = self._decoder
+        if decoder is None:
+            return
+        rest = decoder.flush()
+        if rest:
+            self._body.append(rest)
+        if not decoder.eof and decoder.started:
+            raise BrokenAnswer("a compressed body cut short")
 
     # The reader's side.
 
@@ -362,12 +386,41 @@ class Answer:
         transport.pause_reading() if paused else transport.resume_reading()
 
 
-def _decoder(encoding: bytes) -> zlib._Decompress | None:
+class _Decoder:
+    """A body's decompressor: gzip, or "deflate", which servers send zlib-wrapped (as RFC 9110 says) or raw."""
+
+    __slots__ = ("_inner", "_wbits", "started")
+
+    def __init__(self, wbits: int | None) -> None:
+        self._wbits = wbits  # None: deflate, zlib-wrapped or raw as its first byte says
+        self._inner: zlib._Decompress | None = None
+        self.started = False
+
+    def decompress(self, data: bytes) -> bytes:
+        if self._inner is None:
+            if not data:
+                return b""
+            wbits = self._wbits
+            if wbits is None:  # a zlib stream's first byte names the deflate method (8); aiohttp tells them apart so
+                wbits = zlib.MAX_WBITS if data[0] & 0x0F == 8 else -zlib.MAX_WBITS
+            self._inner = zlib.decompressobj(wbits)
+            self.started = True
+        return self._inner.decompress(data)
+
+    def flush(self) -> bytes:
+        return self._inner.flush() if self._inner is not None else b""
+
+    @property
+    def eof(self) -> bool:
+        return self._inner is not None and self._inner.eof
+
+
+def _decoder(encoding: bytes) -> _Decoder | None:
     name = encoding.strip().lower()
     if name in _GZIP:
-        return zlib.decompressobj(16 + zlib.MAX_WBITS)
+        return _Decoder(16 + zlib.MAX_WBITS)
     if name == b"deflate":
-        return zlib.decompressobj()
+        return _Decoder(None)
     if name == b"identity":
         return None
     raise BrokenAnswer(f"a body in an encoding that was not asked for ({encoding[:40]!r})")

@@ -100,6 +100,7 @@ class UpstreamClient:
         defaults = {"Accept-Encoding": _ACCEPT_ENCODING, **headers}
         self._defaults = {name.lower(): (name, value) for name, value in defaults.items()}
         self._default_lines = _header_lines(defaults)
+        self._own_host = "host" in self._defaults
         self._loop = asyncio.get_running_loop()
         self._idle: dict[Origin, list[Connection]] = {}
         self._in_use = 0
@@ -120,7 +121,14 @@ class UpstreamClient:
     ) -> Answer:
         """Send a request and wait for its answer's headers; the caller must `release` the answer."""
         origin, head_start = self._target(method, url)
-        head = head_start + (self._default_lines if not headers else self._merged_lines(headers))
+        if not headers:
+            own_host, lines = self._own_host, self._default_lines
+        else:
+            own_host = self._own_host or any(name.lower() == "host" for name in headers)
+            lines = self._merged_lines(headers)
+        if own_host:  # a Host header of the caller's (or the operator's) replaces the URL's, as in aiohttp
+            head_start = head_start[: head_start.index(b"\r\n") + 2]
+        head = head_start + lines
         if body is not None:
             head += b"Content-Length: %d\r\n" % len(body)
         connection = await self._acquire(origin)
@@ -194,16 +202,17 @@ class UpstreamClient:
         return _header_lines(dict(merged.values()))
 
     async def _acquire(self, origin: Origin) -> Connection:
-        while self._in_use >= self._limit:
+        if self._in_use >= self._limit:
             waiter = self._loop.create_future()
             self._waiting.append(waiter)
             try:
-                await waiter
+                await waiter  # a slot is handed over: `_in_use` already counts it, so no newcomer can take it first
             except asyncio.CancelledError:
                 if waiter.done() and not waiter.cancelled():
-                    self._wake_one()  # this one was woken for a free slot it will not take
+                    self._free()  # this one was handed a slot it will not take
                 raise
-        self._in_use += 1
+        else:
+            self._in_use += 1
         try:
             idle = self._idle.get(origin)
             now = self._loop.time()
@@ -248,15 +257,13 @@ class UpstreamClient:
         raise ConnectFailed(f"{host}:{port}: {failure.strerror or failure}") from failure
 
     def _free(self) -> None:
-        self._in_use -= 1
-        self._wake_one()
-
-    def _wake_one(self) -> None:
+        """A slot is free: handed to the first call still waiting, else returned."""
         while self._waiting:
             waiter = self._waiting.popleft()
             if not waiter.done():
                 waiter.set_result(None)
                 return
+        self._in_use -= 1
 
 
 def _close_stale(idle: list[Connection], horizon: float) -> None:
