@@ -9,6 +9,7 @@ import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any, TypeVar
+from urllib.parse import urlsplit
 
 T = TypeVar("T")
 
@@ -143,6 +144,13 @@ def _url(value: Any, path: str) -> str:
     text = _str(value, path)
     if not text.startswith(("http://", "https://")):
         raise ConfigError(f"{path}: expected an http:// or https:// URL, got {text!r}")
+    try:  # what a call would find wrong with it only when it is made
+        parts = urlsplit(text)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigError(f"{path}: not a usable URL ({exc}): {text!r}") from None
+    if not parts.hostname or port == 0:
+        raise ConfigError(f"{path}: expected a host (and a port from 1 to 65535), got {text!r}")
     return text.rstrip("/")
 
 
