@@ -19,7 +19,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Coroutine, Sequence
+from collections.abc import Coroutine, Iterable, Sequence
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from types import FrameType
@@ -300,25 +300,35 @@ async def _measure_one(
     return _figures(target, scenario, concurrency, result, warm, _used(marks[0], after, settled, result.wall))
 
 
-async def _measure(plan: Plan, upstream: Service, targets: list[Target]) -> list[figures.RunFigures]:
-    """Every target back to back for each (scenario, concurrency), so compared figures share machine conditions."""
-    scenarios = [
-        Scenario("plain", stream=False, chunks=plan.chunks, model=MODEL),
-        Scenario("stream", stream=True, chunks=plan.chunks, model=MODEL, include_usage=plan.include_usage),
+def _scenarios(plan: Plan) -> list[Scenario]:
+    """The plain and streamed scenarios the plan wants."""
+    return [
+        Scenario(name, stream=stream, chunks=plan.chunks, model=MODEL, include_usage=stream and plan.include_usage)
+        for name, stream in (("plain", False), ("stream", True))
+        if name in plan.scenarios
     ]
-    runs: list[figures.RunFigures] = []
-    session = make_session(max(plan.concurrencies) + 10)
+
+
+async def _measure_each(
+    plan: Plan, upstream: Service, runs: Iterable[tuple[Scenario, int, Target]], connections: int
+) -> list[figures.RunFigures]:
+    """Each (scenario, concurrency, target) of `runs` measured in turn, on one session of `connections`."""
+    measured: list[figures.RunFigures] = []
+    session = make_session(connections)
     try:
-        for scenario in scenarios:
-            if scenario.name not in plan.scenarios:
-                continue
-            for concurrency in plan.concurrencies:
-                for target in targets:
-                    run = await _measure_one(session, plan, upstream, target, scenario, concurrency)
-                    _progress(run)
-                    runs.append(run)
+        for scenario, concurrency, target in runs:
+            run = await _measure_one(session, plan, upstream, target, scenario, concurrency)
+            _progress(run)
+            measured.append(run)
     finally:
         await session.close()
+    return measured
+
+
+async def _measure(plan: Plan, upstream: Service, targets: list[Target]) -> list[figures.RunFigures]:
+    """Every target back to back for each (scenario, concurrency), so compared figures share machine conditions."""
+    wanted = ((s, c, t) for s in _scenarios(plan) for c in plan.concurrencies for t in targets)
+    runs = await _measure_each(plan, upstream, wanted, max(plan.concurrencies) + 10)
     order = {target.name: index for index, target in enumerate(targets)}
     runs.sort(key=lambda run: (run.scenario != "plain", order[run.target], run.concurrency))
     return runs
@@ -382,25 +392,14 @@ async def _goal_rounds(plan: Plan, upstream: Service, targets: Sequence[Target])
     chosen = [target for target in targets if target.name in proto_path.GOAL_TARGETS]
     if len(chosen) < 2:
         return []
-    concurrency = max(plan.concurrencies)
-    scenarios = [
-        Scenario(name, stream=name == "stream", chunks=plan.chunks, model=MODEL, include_usage=plan.include_usage)
-        for name in ("plain", "stream")
-        if name in plan.scenarios
-    ]
-    runs: list[figures.RunFigures] = []
-    session = make_session(concurrency + 10)
-    try:
-        for round_index in range(proto_path.GOAL_ROUNDS):
-            order = chosen if round_index % 2 == 0 else chosen[::-1]
-            for scenario in scenarios:
-                for target in order:
-                    run = await _measure_one(session, plan, upstream, target, scenario, concurrency)
-                    _progress(run)
-                    runs.append(run)
-    finally:
-        await session.close()
-    return runs
+    top = max(plan.concurrencies)
+    wanted = (
+        (scenario, top, target)
+        for round_index in range(proto_path.GOAL_ROUNDS)
+        for scenario in _scenarios(plan)
+        for target in (chosen if round_index % 2 == 0 else chosen[::-1])
+    )
+    return await _measure_each(plan, upstream, wanted, top + 10)
 
 
 async def _proto_path_runs(
