@@ -181,7 +181,7 @@ class UpstreamClient:
             return known
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https") or not parts.hostname:
-            raise InvalidHeader(f"not an http(s) URL: {url[:80]!r}")
+            raise ValueError(f"not an http(s) URL: {url[:80]!r}")  # config validates every base_url
         port = parts.port or (443 if parts.scheme == "https" else 80)
         path = quote(parts.path or "/", safe=_PATH_SAFE) + (
             "?" + quote(parts.query, safe=_PATH_SAFE) if parts.query else ""
