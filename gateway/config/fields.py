@@ -160,6 +160,20 @@ def _str_map(value: Any, path: str) -> Mapping[str, str]:
     return MappingProxyType({str(k): _str(v, f"{path}.{k}") for k, v in value.items()})
 
 
+_HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
+
+
+def _header_map(value: Any, path: str) -> Mapping[str, str]:
+    """HTTP headers to send: token names, values without line breaks or NUL (they would split the request)."""
+    headers = _str_map(value, path)
+    for name, text in headers.items():
+        if not _HEADER_NAME.fullmatch(name):
+            raise ConfigError(f"{path}: {name!r} is not a header name")
+        if any(c in text for c in "\r\n\0"):
+            raise ConfigError(f"{path}.{name}: a line break or NUL cannot be sent in a header")
+    return headers
+
+
 def _globs(value: Any, path: str) -> tuple[str, ...]:
     """One glob or a list of them."""
     items = value if isinstance(value, list) else [value]
