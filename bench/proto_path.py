@@ -22,7 +22,7 @@ __all__ = ["GOAL_ROUNDS", "GOAL_TARGETS", "Goal", "goals", "report", "table"]
 
 SPLIT = "split"
 WORKERS = "workers-2"
-GOAL_ROUNDS = 3
+GOAL_ROUNDS = 5
 GOAL_TARGETS = (FLOOR, TOLLGATE, SPLIT)
 _ROWS = (
     (DIRECT, "direct to the mock"),
