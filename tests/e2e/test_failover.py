@@ -279,9 +279,9 @@ async def test_a_backend_that_recovers_from_a_brown_out_gets_traffic_back(
     recovered = time.monotonic() - ended
     # 200 ms decays to below the fast backend's few ms in about 0.2 s * ln(200 / 2) ≈ 0.9 s.
     assert recovered < 2.0
-    # What is left of the brown-out in `a`'s estimate decays with time, not with requests: when `a` is first retried
-    # it is about the fast backend's own few ms, and three more time constants divide it by twenty; then the two,
-    # equally fast, share the traffic (a gateway fast enough to ask the 40 at once saw `a` 7 times).
+    # What is left of the brown-out in `a`'s estimate decays with time, not with requests: three more time constants
+    # divide it by twenty. Then `a` is no longer an occasional probe: it serves whenever its estimate is the lower,
+    # a share that follows the two backends' jitter (6 to 28 of 40 seen; a starved `a` would get none or one).
     await asyncio.sleep(0.6)
     shares = Counter([await ask(gateway, "fastest") for _ in range(40)])
-    assert shares["gpt-4o-mini"] >= 8, shares
+    assert shares["gpt-4o-mini"] >= 4, shares
