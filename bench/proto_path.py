@@ -4,7 +4,7 @@ gRPC client of the engine and `--workers 2`, from the runs of the same bench, th
 The plain and 20-chunk stream columns come from the main runs at their highest concurrency; the realistic columns
 from bench.realistic; the gRPC client rows from bench.grpc_direct (the engine's CPU alone). The CPU ratios of the
 floor, one process and split are judged on the medians of `GOAL_ROUNDS` rounds measured apart, the three in
-alternating order (`goal_rounds` in bench.run): one run of each is a coin toss near a goal on a shared machine.
+alternating order (`_goal_rounds` in bench.run): one run of each is a coin toss near a goal on a shared machine.
 """
 
 from __future__ import annotations
@@ -111,13 +111,18 @@ def _ratio(name: str, value: float | None, base: float | None, limit: float) -> 
     return Goal(name, f"{value:.3f} / {base:.3f} = {ratio:.2f}x", ratio <= limit)
 
 
-def _cpu(runs: Sequence[RunFigures], target: str, scenario: str, c: int) -> float | None:
-    """The CPU a request of `target`'s runs at concurrency `c`: the median when there are several (goal rounds)."""
-    values = [
+def _cpu_values(runs: Sequence[RunFigures], target: str, scenario: str, c: int) -> list[float]:
+    """The CPU a request of each of `target`'s runs at concurrency `c`, in run order."""
+    return [
         r.cpu_per_request_ms
         for r in runs
         if r.target == target and r.scenario == scenario and r.concurrency == c and r.cpu_per_request_ms is not None
     ]
+
+
+def _cpu(runs: Sequence[RunFigures], target: str, scenario: str, c: int) -> float | None:
+    """The CPU a request of `target`'s runs at concurrency `c`: the median when there are several (goal rounds)."""
+    values = _cpu_values(runs, target, scenario, c)
     return statistics.median(values) if values else None
 
 
@@ -208,17 +213,13 @@ def _rounds_note(rounds: Sequence[RunFigures]) -> list[str]:
     """What the CPU ratios were judged on: each target's figures in the goal rounds, and their medians."""
     if not rounds:
         return []
-    count = max(Counter((r.target, r.scenario) for r in rounds).values())
-    lines = [
-        f"CPU ms a request in {count} alternating rounds at c={_top(rounds)} (the goals' ratios are of the medians):"
-    ]
+    count, c = max(Counter((r.target, r.scenario) for r in rounds).values()), _top(rounds)
+    lines = [f"CPU ms a request in {count} alternating rounds at c={c} (the goals' ratios are of the medians):"]
     for scenario in ("plain", "stream"):
         for target in GOAL_TARGETS:
-            values = [r.cpu_per_request_ms for r in rounds if r.target == target and r.scenario == scenario]
-            shown = [v for v in values if v is not None]
-            if shown:
-                figures = " / ".join(f"{v:.3f}" for v in shown)
-                lines.append(f"  {scenario:<7} {target:<9} {figures}   median {statistics.median(shown):.3f}")
+            if values := _cpu_values(rounds, target, scenario, c):
+                figures = " / ".join(f"{v:.3f}" for v in values)
+                lines.append(f"  {scenario:<7} {target:<9} {figures}   median {statistics.median(values):.3f}")
     return [*lines, ""]
 
 

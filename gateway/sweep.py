@@ -51,13 +51,6 @@ class Sweep:
         """Stop checking `item` (nothing happens if it was not watched)."""
         self._watched.pop(item, None)
 
-    def close(self) -> None:
-        """Stop the timer and forget everything watched."""
-        self._watched.clear()
-        if self._timer is not None:
-            self._timer.cancel()
-            self._timer = None
-
     def _sweep(self) -> None:
         loop = asyncio.get_running_loop()
         now = loop.time()

@@ -163,14 +163,32 @@ def _str_map(value: Any, path: str) -> Mapping[str, str]:
 _HEADER_NAME = re.compile(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+")  # an HTTP token (RFC 9110)
 
 
+def header_name_problem(name: str) -> str | None:
+    """Why `name` cannot be sent as an HTTP header's name, or None when it can: it must be a token."""
+    return None if _HEADER_NAME.fullmatch(name) else f"{name[:40]!r} is not a header name"
+
+
+def header_value_problem(value: str) -> str | None:
+    """Why `value` cannot be sent as an HTTP header's value, or None when it can: a line break or NUL would split
+    the request, and the wire carries Latin-1."""
+    if any(c in value for c in "\r\n\0"):
+        return "a line break or NUL cannot be sent in a header"
+    if not value.isascii():
+        try:
+            value.encode("latin-1")
+        except UnicodeEncodeError:
+            return "a character outside Latin-1 cannot be sent in a header"
+    return None
+
+
 def _header_map(value: Any, path: str) -> Mapping[str, str]:
-    """HTTP headers to send: token names, values without line breaks or NUL (they would split the request)."""
+    """HTTP headers to send, each name and value one the upstream client can send (checked by the same rules)."""
     headers = _str_map(value, path)
     for name, text in headers.items():
-        if not _HEADER_NAME.fullmatch(name):
-            raise ConfigError(f"{path}: {name!r} is not a header name")
-        if any(c in text for c in "\r\n\0"):
-            raise ConfigError(f"{path}.{name}: a line break or NUL cannot be sent in a header")
+        if problem := header_name_problem(name):
+            raise ConfigError(f"{path}: {problem}")
+        if problem := header_value_problem(text):
+            raise ConfigError(f"{path}.{name}: {problem}")
     return headers
 
 

@@ -131,8 +131,8 @@ class Answer:
         self._loop = loop
         self._parser = httptools.HttpResponseParser(self)
         self._raw_headers: list[tuple[bytes, bytes]] = []
-        self._header_bytes = 0
-        self._head_bytes = 0  # bytes fed before the headers were complete, for the limit on a line never ending
+        self._header_bytes = 0  # of the header lines parsed: exact, whatever the packets
+        self._head_bytes = 0  # of the packets fed before the headers were complete: bounds a line that never ends
         self._headers: Headers | None = None
         self._headers_done = False
         self._interim = False  # a 1xx answer before the real one
@@ -203,9 +203,7 @@ class Answer:
     def reusable(self) -> bool:
         """Whether the answer was read to its end on a connection that stays open; stops the read timeout."""
         self._unwatch()
-        if self._paused:
-            self._paused = False
-            self._pause(False)
+        self._resume()
         return self.complete and self.keep_alive and not self.connection.closed
 
     # httptools' callbacks.
@@ -252,7 +250,7 @@ class Answer:
         self._buffered += len(data)
         if self._buffered > PAUSE_AT and not self._whole and not self._paused:
             self._paused = True
-            self._pause(True)
+            self._reading(False)
         self._wake()
 
     def on_message_complete(self) -> None:
@@ -306,18 +304,15 @@ class Answer:
             body.appendleft(data[limit:])
             data = data[:limit]
         self._buffered -= len(data)
-        if self._paused and self._buffered <= PAUSE_AT // 2:
-            self._paused = False
-            self._pause(False)
+        if self._buffered <= PAUSE_AT // 2:
+            self._resume()
         return data
 
     async def read(self, limit: int = 0) -> bytes:
         """The whole body, or its first `limit` bytes if given (an error answer's, say; the rest is never read)."""
         if not limit:
             self._whole = True
-            if self._paused:
-                self._paused = False
-                self._pause(False)
+            self._resume()
             while not self.complete:
                 if self._error is not None:
                     raise self._error
@@ -379,11 +374,17 @@ class Answer:
         self._fail(TimeoutError(f"no bytes for {self._read_timeout:g} s"))
         return False
 
-    def _pause(self, paused: bool) -> None:
+    def _resume(self) -> None:
+        """Read the socket again, if it was held back for the reader."""
+        if self._paused:
+            self._paused = False
+            self._reading(True)
+
+    def _reading(self, on: bool) -> None:
         transport = self.connection.transport
         if transport is None or self.connection.closed:
             return
-        transport.pause_reading() if paused else transport.resume_reading()
+        transport.resume_reading() if on else transport.pause_reading()
 
 
 class _Decoder:

@@ -23,17 +23,16 @@ import orjson
 
 from gateway.config import BackendConfig, ConfigError
 from gateway.errors import GatewayError, InvalidRequestError, UpstreamError
-from gateway.providers.answer import Answer, TransportError
+from gateway.providers.answer import Answer
 from gateway.providers.anthropic_decode import StreamTranslator, anthropic_error, decode_message
 from gateway.providers.anthropic_encode import encode_messages_request
 from gateway.providers.base import with_prefix
-from gateway.providers.http import MALFORMED, HttpProvider, json_body, sse_data
+from gateway.providers.http import MALFORMED, HttpProvider, json_body, read_error_body, sse_data
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 ANTHROPIC_BASE_URL = "https://api.anthropic.com"
 ANTHROPIC_VERSION = "2023-06-01"
 DEFAULT_MAX_TOKENS = 4096
-_MAX_ERROR_BODY = 64 * 1024
 # Request fields the count_tokens endpoint does not take (it counts input only).
 _NOT_COUNTED = ("max_tokens", "temperature", "top_p", "top_k", "stop_sequences", "metadata", "stream")
 
@@ -162,10 +161,7 @@ class AnthropicProvider(HttpProvider):
         )
 
     async def _error(self, resp: Answer) -> GatewayError:
-        try:
-            body = orjson.loads(await resp.read(_MAX_ERROR_BODY))
-        except (orjson.JSONDecodeError, TimeoutError, TransportError, OSError):
-            body = None
+        body = await read_error_body(resp)
         return anthropic_error(resp.status, body, resp.headers.get("Retry-After"), self.backend.name)
 
 

@@ -24,8 +24,8 @@ from gateway.providers.base import collect
 from gateway.providers.gemini_images import decode_imagen, encode_imagen_request
 from gateway.providers.gemini_request import encode_embed_request, encode_generate_request, model_path
 from gateway.providers.gemini_response import GeminiTranslator, decode_embeddings
-from gateway.providers.http import MALFORMED, HttpProvider, json_body, sse_data
-from gateway.providers.openai_compat import read_error_body, upstream_error
+from gateway.providers.http import MALFORMED, HttpProvider, json_body, read_error_body, sse_data
+from gateway.providers.openai_compat import upstream_error
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
 

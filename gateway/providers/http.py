@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 from collections.abc import AsyncIterator, Iterator, Mapping
-from typing import Protocol
+from typing import Any, Protocol
 
 import orjson
 
@@ -26,6 +26,7 @@ from gateway.providers.answer import Answer, BrokenAnswer, TransportError
 from gateway.providers.transport import InvalidHeader, UpstreamClient
 
 _DATA = b"data:"
+_MAX_ERROR_BODY = 64 * 1024  # of an error answer, what is read to find its message
 _MAX_LINE = 8 * 1024 * 1024  # a single SSE line may carry a large tool-call argument chunk, but not without end
 # What decoding a body of the wrong shape raises (orjson's errors are ValueErrors).
 MALFORMED = (KeyError, TypeError, ValueError, AttributeError)
@@ -109,6 +110,15 @@ class HttpProvider:
             raise UpstreamConnectionError(f"backend '{name}' could not be reached ({type(exc).__name__})") from exc
         except TransportError as exc:
             raise UpstreamError(f"backend '{name}' failed ({type(exc).__name__})") from exc
+
+
+async def read_error_body(resp: Answer) -> Any:
+    """The parsed JSON of an error answer (its first `_MAX_ERROR_BODY` bytes, under the read timeout), or None when it
+    is not JSON: each provider makes its own error of it."""
+    try:
+        return orjson.loads(await resp.read(_MAX_ERROR_BODY))
+    except (orjson.JSONDecodeError, TimeoutError, TransportError, OSError):
+        return None
 
 
 class Pieces(Protocol):

@@ -24,15 +24,14 @@ from gateway.errors import (
     UpstreamRequestError,
     UpstreamTimeoutError,
 )
-from gateway.providers.answer import Answer, TransportError
-from gateway.providers.http import MALFORMED, json_body
+from gateway.providers.answer import Answer
+from gateway.providers.http import MALFORMED, json_body, read_error_body
 from gateway.providers.openai_endpoints import OpenAIEndpoints
 from tollgate.gateway.v1 import gateway_pb2 as pb
 
 log = logging.getLogger("tollgate.providers")
 
 OPENAI_BASE_URL = "https://api.openai.com/v1"
-_MAX_ERROR_BODY = 64 * 1024
 
 
 # Where each operation lives under the base URL (chat and embeddings; the rest are gateway.providers.openai_endpoints').
@@ -116,15 +115,6 @@ class OpenAICompatibleProvider(OpenAIEndpoints):
     async def _error(self, resp: Answer) -> GatewayError:
         body = await read_error_body(resp)
         return upstream_error(resp.status, body, resp.headers.get("Retry-After"), self.backend.name)
-
-
-async def read_error_body(resp: Answer) -> Any:
-    """The parsed JSON of an error answer (its first `_MAX_ERROR_BODY` bytes, under the read timeout), or None when it
-    is not JSON."""
-    try:
-        return orjson.loads(await resp.read(_MAX_ERROR_BODY))
-    except (orjson.JSONDecodeError, TimeoutError, TransportError, OSError):
-        return None
 
 
 def _error_fields(body: Any) -> tuple[str, str | None, str | None]:

@@ -24,6 +24,7 @@ from collections.abc import Mapping, Sequence
 from types import TracebackType
 from urllib.parse import quote, urlsplit
 
+from gateway.config.fields import header_name_problem, header_value_problem
 from gateway.providers.answer import Answer, ConnectFailed, Connection, Origin, TransportError
 from gateway.providers.resolver import Resolver
 from gateway.sweep import Sweep, tick_for
@@ -33,7 +34,6 @@ __all__ = ["InvalidHeader", "UpstreamClient", "multipart_form"]
 _ACCEPT_ENCODING = "gzip, deflate"
 _KEEPALIVE = 30.0  # an idle connection older than this is closed rather than reused (aiohttp's client kept 30 s too)
 _URL_CACHE = 256  # a backend calls a handful of URLs; the cache is cleared if a caller makes up many more
-_FORBIDDEN_IN_VALUES = ("\r", "\n", "\0")
 _PATH_SAFE = "/:@!$&'()*+,;=-._~%?"  # what a URL's path and query keep as they are; anything else is percent-encoded
 
 
@@ -42,18 +42,14 @@ class InvalidHeader(TransportError, ValueError):
 
 
 def _header_lines(headers: Mapping[str, str]) -> bytes:
-    """`headers` as the lines of a request head, each checked; the caller adds the final blank line."""
-    lines = []
+    """`headers` as the lines of a request head, each checked as config checks an operator's; the caller adds the
+    final blank line."""
     for name, value in headers.items():
-        if not name or not name.isascii() or any(c in name for c in ' \t:\r\n\0()<>@,;\\"/[]?={}'):
-            raise InvalidHeader(f"not a header name: {name[:40]!r}")
-        if any(c in value for c in _FORBIDDEN_IN_VALUES):
-            raise InvalidHeader(f"a line break or NUL in the value of header {name!r}")
-        lines.append(f"{name}: {value}\r\n")
-    try:
-        return "".join(lines).encode("latin-1")
-    except UnicodeEncodeError as exc:
-        raise InvalidHeader(f"a header value outside Latin-1 ({exc.reason})") from exc
+        if problem := header_name_problem(name):
+            raise InvalidHeader(problem)
+        if problem := header_value_problem(value):
+            raise InvalidHeader(f"{name}: {problem}")
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items()).encode("latin-1")
 
 
 class _Call:
@@ -121,11 +117,7 @@ class UpstreamClient:
     ) -> Answer:
         """Send a request and wait for its answer's headers; the caller must `release` the answer."""
         origin, head_start = self._target(method, url)
-        if not headers:
-            own_host, lines = self._own_host, self._default_lines
-        else:
-            own_host = self._own_host or any(name.lower() == "host" for name in headers)
-            lines = self._merged_lines(headers)
+        lines, own_host = self._head_lines(headers)
         if own_host:  # a Host header of the caller's (or the operator's) replaces the URL's, as in aiohttp
             head_start = head_start[: head_start.index(b"\r\n") + 2]
         head = head_start + lines
@@ -195,11 +187,15 @@ class UpstreamClient:
         self._urls[key] = known = ((parts.scheme, parts.hostname, port), start)
         return known
 
-    def _merged_lines(self, headers: Mapping[str, str]) -> bytes:
+    def _head_lines(self, headers: Mapping[str, str] | None) -> tuple[bytes, bool]:
+        """The header lines of a request (the client's own, a caller's winning whatever their case), and whether they
+        name its Host."""
+        if not headers:
+            return self._default_lines, self._own_host
         merged = dict(self._defaults)
         for name, value in headers.items():
             merged[name.lower()] = (name, value)
-        return _header_lines(dict(merged.values()))
+        return _header_lines(dict(merged.values())), "host" in merged
 
     async def _acquire(self, origin: Origin) -> Connection:
         if self._in_use >= self._limit:
