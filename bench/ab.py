@@ -11,6 +11,9 @@ one without touching the checkout).
     python -m bench.ab --base /tmp/main --rounds 3 --concurrency 1,10,50
     python -m bench.ab --base /tmp/main --scenarios stream --concurrency 200 --chunks 50 --chunk-delay 0.02 \\
         --latency 0.1 --stream-requests 1000        # realistic streams
+    python -m bench.ab --base /tmp/main --split --scenarios plain --concurrency 50 --rounds 6  # split mode
+
+With `--split`, each tree runs as `tollgate engine` and `tollgate frontdoor` (its CPU is both processes').
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from bench.targets import tollgate_config
 _HOST = "127.0.0.1"
 _URL_READY = r"listening (http://\S+)"
 _HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
+_GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"
 _HERE = Path(__file__).resolve().parent.parent
 _WARMUP = 100
 
@@ -64,9 +68,26 @@ def _python(*args: str) -> list[str]:
     return [str(_HERE / ".venv" / "bin" / "python"), *args]
 
 
+def _gateway(name: str, tree: Path, config_path: Path, split: bool, log_dir: Path, services: list[Service]) -> str:
+    """One tree's gateway, started (in split mode its engine, then its front door): its URL."""
+    config = ["--config", str(config_path)]
+    if not split:
+        serve = _python("-m", "gateway", "serve", *config, "--http", f"{_HOST}:0", "--grpc", f"{_HOST}:0")
+        services.append(start_service(name, serve, log_dir, tree))
+    else:
+        engine = start_service(
+            f"{name}-engine", _python("-m", "gateway", "engine", *config, "--grpc", f"{_HOST}:0"), log_dir, tree
+        )
+        services.append(engine)
+        port = engine.wait_for(_GRPC_READY)[1]
+        door = _python("-m", "gateway", "frontdoor", *config, "--http", f"{_HOST}:0", "--engine", f"{_HOST}:{port}")
+        services.append(start_service(f"{name}-frontdoor", door, log_dir, tree))
+    return f"http://{_HOST}:{services[-1].wait_for(_HTTP_READY)[1]}/v1"
+
+
 def _start(
     base: Path, args: argparse.Namespace, log_dir: Path, services: list[Service]
-) -> tuple[dict[str, str], dict[str, int]]:
+) -> tuple[dict[str, str], dict[str, tuple[int, ...]]]:
     """The upstream, the floor and both gateways, started; their URLs and PIDs by target name."""
     fake = ["-m", "gateway.testing.fake_openai", "--host", _HOST, "--port", "0", "--chunks", str(args.chunks)]
     delays = ["--chunk-delay", str(args.chunk_delay), "--latency", str(args.latency)]
@@ -80,17 +101,22 @@ def _start(
     floor_argv = ["-m", "bench.floor_proxy", "--upstream", base_url, "--host", _HOST, "--port", "0"]
     floor = start_service("floor", _python(*floor_argv, "--max-connections", str(args.pool)), log_dir, _HERE)
     services.append(floor)
-    serve = ["-m", "gateway", "serve", "--config", str(config_path), "--http", f"{_HOST}:0", "--grpc", f"{_HOST}:0"]
-    gateways = [start_service(name, _python(*serve), log_dir, tree) for name, tree in (("A", base), ("B", _HERE))]
-    services.extend(gateways)
-    urls = {"direct": base_url, "floor": floor.wait_for(_URL_READY)[1]}
-    for gateway in gateways:
-        urls[gateway.name] = f"http://{_HOST}:{gateway.wait_for(_HTTP_READY)[1]}/v1"
-    pids = {"direct": upstream.pid, "floor": floor.pid, "A": gateways[0].pid, "B": gateways[1].pid}
+    urls: dict[str, str] = {"direct": base_url, "floor": floor.wait_for(_URL_READY)[1]}
+    pids: dict[str, tuple[int, ...]] = {"direct": (upstream.pid,), "floor": (floor.pid,)}
+    for name, tree in (("A", base), ("B", _HERE)):
+        first = len(services)
+        urls[name] = _gateway(name, tree, config_path, args.split, log_dir, services)
+        pids[name] = tuple(service.pid for service in services[first:])
     return urls, pids
 
 
-async def _run(sitting: Sitting, urls: dict[str, str], pids: dict[str, int], pool: int) -> dict[Key, list[Sample]]:
+def _cpu(pids: tuple[int, ...]) -> float:
+    return sum(cpu_seconds(pid) for pid in pids)
+
+
+async def _run(
+    sitting: Sitting, urls: dict[str, str], pids: dict[str, tuple[int, ...]], pool: int
+) -> dict[Key, list[Sample]]:
     session = make_session(pool)
     headers = request_headers("bench")
     samples: dict[Key, list[Sample]] = {}
@@ -106,9 +132,9 @@ async def _run(sitting: Sitting, urls: dict[str, str], pids: dict[str, int], poo
                     for target in (["direct"] if concurrency == 1 else []) + order:
                         endpoint = Endpoint(f"{urls[target]}/chat/completions", headers)
                         await run_load(session, endpoint, scenario, min(_WARMUP, requests), min(concurrency, _WARMUP))
-                        before = cpu_seconds(pids[target])
+                        before = _cpu(pids[target])
                         result = await run_load(session, endpoint, scenario, requests, concurrency)
-                        cpu_ms = (cpu_seconds(pids[target]) - before) * 1000 / requests
+                        cpu_ms = (_cpu(pids[target]) - before) * 1000 / requests
                         latencies = sorted(result.latencies)
                         p50 = percentile(latencies, 0.5) * 1000 if latencies else float("nan")
                         samples.setdefault((name, concurrency, target), []).append(Sample(cpu_ms, p50, result.errors))
@@ -155,6 +181,7 @@ def _parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--chunk-delay", type=float, default=0.0, help="seconds between chunks upstream")
     parser.add_argument("--latency", type=float, default=0.0, help="seconds before the upstream's first byte")
     parser.add_argument("--pool", type=int, default=600, help="connections per client and upstream pool")
+    parser.add_argument("--split", action="store_true", help="each tree as an engine and a front door over gRPC")
     return parser.parse_args(argv)
 
 

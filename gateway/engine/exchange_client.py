@@ -7,9 +7,10 @@ exchange breaking (the engine gone, a reset) ends each of its calls with the str
 engine's RPC would, and the next call opens a new exchange. An engine that does not know `Exchange` raises
 `ExchangeUnsupported` (the caller then makes its own RPCs).
 
-The frames that are ready when the stream is ready to write leave as one message; while a write is in flight, new
-frames gather for the next. A stream's messages come `WINDOW` at a time: credit for more is granted as its
-consumer takes them, so a consumer that stops reading stops its call at the engine, and only that one. An exchange
+The frames that are ready when the stream is ready to write leave as one message (with other calls in flight, after
+one more turn of the loop: `exchange.gather`); while a write is in flight, new frames gather for the next. A
+stream's messages come `WINDOW` at a time: credit for more is granted as its consumer takes them, so a consumer that
+stops reading stops its call at the engine, and only that one. An exchange
 is renewed after `max_age` seconds or `max_calls` calls (new calls on a fresh stream, which load balancing may send
 to another engine, while the old one finishes its own); one exchange at a time takes new calls.
 """
@@ -28,7 +29,7 @@ from datetime import timedelta
 import grpc
 from google.protobuf.message import Message
 
-from gateway.engine.exchange import METHOD_PREFIX, Outbox, put_metadata, within
+from gateway.engine.exchange import METHOD_PREFIX, Outbox, gather, put_metadata, within
 from gateway.engine.wire import Metadata
 from tollgate.gateway.v1 import exchange_pb2 as xpb
 
@@ -171,6 +172,7 @@ class _Exchange:
         try:
             while True:
                 await self._wake.wait()
+                await gather(len(self._inboxes) - 1)
                 self._wake.clear()
                 while self._out:
                     await self._stream.write(self._out.take())
