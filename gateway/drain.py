@@ -14,9 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
-from contextvars import ContextVar
+from collections.abc import Callable, Iterable
+from contextvars import ContextVar, Token
 
 from gateway.errors import ShuttingDownError
 
@@ -64,6 +63,36 @@ def absorb_cut(exc: asyncio.CancelledError) -> bool:
     return True
 
 
+class _Tracked:
+    """`Drain.track`'s block (a class rather than a generator: it wraps every request)."""
+
+    __slots__ = ("_drain", "_name", "_task", "_token")
+
+    def __init__(self, drain: Drain, name: str) -> None:
+        self._drain, self._name = drain, name
+        self._task: asyncio.Task[object] | None = None
+        self._token: Token[_Cut | None] | None = None
+
+    def __enter__(self) -> None:
+        task = self._task = asyncio.current_task()
+        if task is None:  # not in a task: nothing to cut
+            return
+        drain = self._drain
+        cell = drain._tasks[task] = _Cut()
+        if self._name:
+            drain._named[self._name] = task
+        self._token = _REQUEST_CUT.set(cell)
+        drain._idle.clear()
+
+    def __exit__(self, *exc: object) -> None:
+        if self._task is None:
+            return
+        if self._token is not None:
+            with contextlib.suppress(ValueError):  # reset in another context (a generator finalized elsewhere)
+                _REQUEST_CUT.reset(self._token)
+        self._drain._forget(self._task, self._name)
+
+
 class Drain:
     """The requests a process is serving, and whether it is stopping."""
 
@@ -99,30 +128,17 @@ class Drain:
         self._on_refusal.append(callback)
         return lambda: self._on_refusal.remove(callback)
 
-    @contextmanager
-    def track(self, name: str = "") -> Iterator[None]:
-        """Count the current task as a request in flight for as long as the block runs; `name` (its caller's
+    def track(self, name: str = "") -> _Tracked:
+        """Count the current task as a request in flight for as long as the `with` block runs; `name` (its caller's
         `CALL_KEY`) lets `cut_calls` find it."""
-        task = asyncio.current_task()
-        if task is None:  # not in a task: nothing to cut
-            yield
-            return
-        tasks = self._tasks
-        cell = tasks[task] = _Cut()
+        return _Tracked(self, name)
+
+    def _forget(self, task: asyncio.Task[object], name: str) -> None:
+        self._tasks.pop(task, None)
         if name:
-            self._named[name] = task
-        token = _REQUEST_CUT.set(cell)
-        self._idle.clear()
-        try:
-            yield
-        finally:
-            with contextlib.suppress(ValueError):  # reset in another context (a generator finalized elsewhere)
-                _REQUEST_CUT.reset(token)
-            tasks.pop(task, None)
-            if name:
-                self._named.pop(name, None)
-            if not tasks:
-                self._idle.set()
+            self._named.pop(name, None)
+        if not self._tasks:
+            self._idle.set()
 
     async def wait_idle(self, until: float) -> bool:
         """Wait until no request is in flight, or until the clock reads `until`; whether it happened."""

@@ -40,6 +40,7 @@ log = logging.getLogger("tollgate.engine")
 
 METHOD_PREFIX = f"/{pb.DESCRIPTOR.services_by_name['GatewayService'].full_name}/"
 MAX_MESSAGE_BYTES = 4 << 20  # the frames of one message, about; far below the 64 MiB a message may carry
+_NUMBERS = {code: code.value[0] for code in grpc.StatusCode}  # a status code as it goes on the wire
 _OK: Status = (grpc.StatusCode.OK, "", ())
 _UNKNOWN_METHOD: Status = (grpc.StatusCode.UNIMPLEMENTED, "Method not found!", ())  # grpc's own words
 _UNDECODABLE: Status = (grpc.StatusCode.INVALID_ARGUMENT, UNDECODABLE_MESSAGE, ())
@@ -123,6 +124,7 @@ class ExchangeServer:
         self, methods: Mapping[str, Method], front_doors: Sequence[Network] = (), drain: Drain | None = None
     ) -> None:
         self.methods = methods
+        self.paths = {METHOD_PREFIX + name: method for name, method in methods.items()}  # by a start frame's method
         self.front_doors = tuple(front_doors)
         self.drain = drain
         self.undecodable = UndecodableLog()
@@ -135,17 +137,20 @@ class ExchangeServer:
 
 
 class _Credit:
-    """How many more messages a call may send (`None`: no limit), and a wait for more."""
+    """How many more messages a call may send (`None`: no limit), and a wait for more (made when first needed: a
+    unary call never waits)."""
 
     __slots__ = ("_granted", "_left")
 
     def __init__(self, window: int) -> None:
         self._left: int | None = window or None
-        self._granted = asyncio.Event()
+        self._granted: asyncio.Event | None = None
 
     async def take(self) -> None:
         """One message's credit, waited for when there is none (or until the limit is lifted meanwhile)."""
         while self._left is not None and self._left <= 0:
+            if self._granted is None:
+                self._granted = asyncio.Event()
             self._granted.clear()
             await self._granted.wait()
         if self._left is not None:
@@ -155,12 +160,16 @@ class _Credit:
         """The caller took `messages` more."""
         if self._left is not None:
             self._left += messages
-            self._granted.set()
+            self._wake()
 
     def lift(self) -> None:
         """No limit from now on (the caller can grant no more: it closed its side)."""
         self._left = None
-        self._granted.set()
+        self._wake()
+
+    def _wake(self) -> None:
+        if self._granted is not None:
+            self._granted.set()
 
 
 @dataclass(slots=True)
@@ -260,8 +269,8 @@ class _Exchange:
         if self._retiring:
             self._end(number, _REFUSED)
             return
-        method = self._server.methods.get(start.method.removeprefix(METHOD_PREFIX))
-        if method is None or not start.method.startswith(METHOD_PREFIX):
+        method = self._server.paths.get(start.method)
+        if method is None:
             self._end(number, _UNKNOWN_METHOD)
             return
         try:
@@ -270,7 +279,7 @@ class _Exchange:
             self._server.undecodable.note(start.method, self._peer)
             self._end(number, _UNDECODABLE)
             return
-        metadata = tuple((entry.key, entry.value) for entry in start.metadata)
+        metadata = tuple([(entry.key, entry.value) for entry in start.metadata])
         try:
             timeout = start.timeout.ToTimedelta().total_seconds() if start.HasField("timeout") else None
         except (OverflowError, ValueError):  # beyond any Duration: a malformed frame, not a broken exchange
@@ -348,9 +357,11 @@ class _Exchange:
         frame = self._frame(number, len(message) if message is not None else 0)
         if message is not None:
             frame.messages.append(message)
-        frame.end.code = code.value[0]
-        frame.end.details = details
-        put_metadata(frame.end.trailing_metadata, trailing)
+        end = frame.end
+        end.code = _NUMBERS[code]
+        if details:
+            end.details = details
+        put_metadata(end.trailing_metadata, trailing)
         self._tail = None
 
     def _next_message(self) -> xpb.ExchangeResponse:

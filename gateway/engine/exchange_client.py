@@ -75,7 +75,7 @@ class _Inbox:
 
 
 def _pairs(entries: Iterable[xpb.ExchangeMetadataEntry]) -> Metadata:
-    return tuple((entry.key, entry.value) for entry in entries)
+    return tuple([(entry.key, entry.value) for entry in entries])
 
 
 def _error(end: xpb.ExchangeCallEnd, initial: Metadata) -> grpc.aio.AioRpcError:
