@@ -89,6 +89,7 @@ bench: install
 	$(BIN)/python -m bench.spool_cost
 	$(BIN)/python -m bench.codec_cost
 	$(BIN)/python -m bench.upstream_client
+	$(BIN)/python -m bench.exchange_cost
 
 # Faults done to real processes (SIGKILL, SIGTERM with streams in flight...), and the matrix of what each cost.
 chaos: install
