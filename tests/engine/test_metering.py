@@ -10,7 +10,7 @@ import pytest
 from gateway.auth.principal import ANONYMOUS, Principal
 from gateway.call import CallContext
 from gateway.config import Price, parse_config
-from gateway.engine.metering import Meter, estimate_prompt_tokens
+from gateway.engine.metering import DEADLINE_SLACK, Meter, estimate_prompt_tokens
 from gateway.engine.record import CallRecord
 from gateway.errors import RateLimitError, UpstreamError
 from gateway.stats.pricing import cost_usd, price_for
@@ -162,3 +162,24 @@ def test_prompt_estimate_counts_text_parts_and_tool_calls() -> None:
         tool_calls=[pb.ToolCall(function=pb.FunctionCall(name="f" * 4, arguments="b" * 36))],
     )
     assert estimate_prompt_tokens(pb.ChatCompletionParams(messages=[message])) == 20
+
+
+@pytest.mark.parametrize(
+    ("cancelled_at", "error_type", "outcome"),
+    [
+        (0.5, "", stats_pb2.OUTCOME_CANCELLED),  # halfway: the caller left
+        (1.0 - DEADLINE_SLACK / 2, "deadline_exceeded", stats_pb2.OUTCOME_FAILED),  # its cancel beat our count
+        (1.2, "deadline_exceeded", stats_pb2.OUTCOME_FAILED),  # past it: grpc cancelled the call
+    ],
+)
+def test_a_cancel_at_the_callers_deadline_is_the_deadline(
+    cancelled_at: float, error_type: str, outcome: stats_pb2.Outcome.ValueType
+) -> None:
+    sink = RecordingSink()
+    meter = Meter(CONFIG, sink)
+    ctx = CallContext(request_id="req_d", started=time.perf_counter() - cancelled_at, deadline=1.0)
+    with pytest.raises(asyncio.CancelledError), meter.call(ctx, "chat", "fast") as call:
+        answered(call)
+        raise asyncio.CancelledError
+    (record,) = sink.records
+    assert (record.error_type, record.outcome) == (error_type, outcome)
