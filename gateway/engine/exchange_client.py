@@ -10,9 +10,9 @@ engine's RPC would, and the next call opens a new exchange. An engine that does 
 The frames that are ready when the stream is ready to write leave as one message (with other calls in flight, after
 one more turn of the loop: `exchange.gather`); while a write is in flight, new frames gather for the next. A
 stream's messages come `WINDOW` at a time: credit for more is granted as its consumer takes them, so a consumer that
-stops reading stops its call at the engine, and only that one. An exchange
-is renewed after `max_age` seconds or `max_calls` calls (new calls on a fresh stream, which load balancing may send
-to another engine, while the old one finishes its own); one exchange at a time takes new calls.
+stops reading stops its call at the engine, and only that one. An exchange is renewed after `max_age` seconds or
+`max_calls` calls (new calls on a fresh stream, which load balancing may send to another engine, while the old one
+finishes its own); one exchange at a time takes new calls.
 """
 
 from __future__ import annotations
