@@ -14,6 +14,9 @@ one without touching the checkout).
     python -m bench.ab --base /tmp/main --split --scenarios plain --concurrency 50 --rounds 6  # split mode
 
 With `--split`, each tree runs as `tollgate engine` and `tollgate frontdoor` (its CPU is both processes').
+
+A is started first, and on this machine the gateway started first measures 6-13% lower with the same code (A/A
+sittings; docs/benchmarks.md, Round 7): run a comparison both ways before believing a few per cent.
 """
 
 from __future__ import annotations
