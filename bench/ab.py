@@ -32,13 +32,10 @@ from pathlib import Path
 import orjson
 
 from bench.load import Endpoint, Scenario, make_session, percentile, request_headers, run_load
-from bench.procs import Service, cpu_seconds, start_service, stop_all
+from bench.procs import GRPC_READY, HTTP_READY, URL_READY, Service, cpu_seconds, start_service, stop_all
 from bench.targets import tollgate_config
 
 _HOST = "127.0.0.1"
-_URL_READY = r"listening (http://\S+)"
-_HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
-_GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"
 _HERE = Path(__file__).resolve().parent.parent
 _WARMUP = 100
 
@@ -82,10 +79,10 @@ def _gateway(name: str, tree: Path, config_path: Path, split: bool, log_dir: Pat
             f"{name}-engine", _python("-m", "gateway", "engine", *config, "--grpc", f"{_HOST}:0"), log_dir, tree
         )
         services.append(engine)
-        port = engine.wait_for(_GRPC_READY)[1]
+        port = engine.wait_for(GRPC_READY)[1]
         door = _python("-m", "gateway", "frontdoor", *config, "--http", f"{_HOST}:0", "--engine", f"{_HOST}:{port}")
         services.append(start_service(f"{name}-frontdoor", door, log_dir, tree))
-    return f"http://{_HOST}:{services[-1].wait_for(_HTTP_READY)[1]}/v1"
+    return f"http://{_HOST}:{services[-1].wait_for(HTTP_READY)[1]}/v1"
 
 
 def _start(
@@ -96,7 +93,7 @@ def _start(
     delays = ["--chunk-delay", str(args.chunk_delay), "--latency", str(args.latency)]
     upstream = start_service("upstream", _python(*fake, *delays), log_dir, _HERE)
     services.append(upstream)
-    base_url = upstream.wait_for(_URL_READY)[1]
+    base_url = upstream.wait_for(URL_READY)[1]
     config = tollgate_config(base_url)
     config["backends"][0]["max_connections"] = args.pool
     config_path = log_dir / "ab.yaml"
@@ -104,7 +101,7 @@ def _start(
     floor_argv = ["-m", "bench.floor_proxy", "--upstream", base_url, "--host", _HOST, "--port", "0"]
     floor = start_service("floor", _python(*floor_argv, "--max-connections", str(args.pool)), log_dir, _HERE)
     services.append(floor)
-    urls: dict[str, str] = {"direct": base_url, "floor": floor.wait_for(_URL_READY)[1]}
+    urls: dict[str, str] = {"direct": base_url, "floor": floor.wait_for(URL_READY)[1]}
     pids: dict[str, tuple[int, ...]] = {"direct": (upstream.pid,), "floor": (floor.pid,)}
     for name, tree in (("A", base), ("B", _HERE)):
         first = len(services)

@@ -25,14 +25,13 @@ import uvloop
 from aiohttp import ClientSession
 
 from bench.load import make_session, percentile
-from bench.procs import Service, start_service, stop_all
+from bench.procs import HTTP_READY, Service, start_service, stop_all
 from gateway.testing.fake_openai import FakeOpenAI
 
 __all__ = ["BrownoutFigures", "main", "run_brownout", "text_report"]
 
 _REPO = Path(__file__).resolve().parents[1]
 _HOST = "127.0.0.1"
-_HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
 _FAST, _SLOW = 0.005, 0.5
 _WARMUP_SECONDS = 1.0
 POLICIES = ("weighted", "latency")
@@ -102,7 +101,7 @@ async def run_brownout(
         argv = [sys.executable, "-m", "gateway", "serve", "--config", str(path), *listen]
         gateway = start_service("brownout-tollgate", argv, log_dir, _REPO)
         services.append(gateway)
-        port = (await asyncio.to_thread(gateway.wait_for, _HTTP_READY))[1]
+        port = (await asyncio.to_thread(gateway.wait_for, HTTP_READY))[1]
         url = f"http://{_HOST}:{port}/v1/chat/completions"
         session = make_session(concurrency + 10)
         try:

@@ -17,8 +17,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
 import sys
 import tempfile
 import time
@@ -30,7 +28,7 @@ import grpc
 import orjson
 import uvloop
 
-from bench.procs import cpu_seconds
+from bench.procs import GRPC_READY, Service, cpu_seconds, start_service, stop_all
 from bench.targets import tollgate_config
 from gateway.assemble import assemble
 from gateway.config.load import load_config
@@ -47,12 +45,6 @@ _CONCURRENCY = 50
 _PATH = METHOD_PREFIX + "ListModels"
 _METADATA = (("authorization", "Bearer bench"), ("tollgate-client-address", "10.0.0.1"), ("tollgate-call", "b.1"))
 _PEER = "ipv4:127.0.0.1:50000"
-_GRPC_READY = re.compile(r"grpc listening on 127\.0\.0\.1:(\d+)")
-
-
-def _cpu() -> float:
-    """This process's CPU seconds, all its threads (grpc's included)."""
-    return time.process_time()
 
 
 class _Peer:
@@ -112,8 +104,8 @@ class _QueuedChannel:
 async def _per_call(
     call: Callable[[], Awaitable[object]], calls: int, rounds: int, *clocks: Callable[[], float]
 ) -> list[float]:
-    """For each CPU clock (seconds), the least it read a call over `rounds` rounds of `calls` calls from
-    `_CONCURRENCY` workers, in µs."""
+    """For each CPU clock (seconds; `time.process_time` counts all this process's threads, grpc's included), the
+    least it read a call over `rounds` rounds of `calls` calls from `_CONCURRENCY` workers, in µs."""
 
     async def worker(count: int) -> None:
         for _ in range(count):
@@ -139,8 +131,10 @@ async def in_process(config_path: Path, calls: int, rounds: int) -> dict[str, fl
     exchanges = Exchanges(_QueuedChannel(ExchangeServer(methods_of(engine), (), Drain())))  # type: ignore[arg-type]
     request = pb.ListModelsRequest()
     try:
-        direct = await _per_call(lambda: engine.list_models(call_context(_METADATA, _PEER)), calls, rounds, _cpu)
-        queues = await _per_call(lambda: exchanges.unary(_PATH, request, _METADATA), calls, rounds, _cpu)
+        direct = await _per_call(
+            lambda: engine.list_models(call_context(_METADATA, _PEER)), calls, rounds, time.process_time
+        )
+        queues = await _per_call(lambda: exchanges.unary(_PATH, request, _METADATA), calls, rounds, time.process_time)
         return {"direct": direct[0], "queues": queues[0]}
     finally:
         await exchanges.close()
@@ -163,27 +157,24 @@ async def against_engine(address: str, engine_pid: int, calls: int, rounds: int)
                 ("rpc", lambda: rpc(request, metadata=_METADATA)),
                 ("exchange", lambda: exchanges.unary(_PATH, request, _METADATA)),
             ):
-                caller, engine = await _per_call(call, calls, rounds, _cpu, lambda: cpu_seconds(engine_pid))
+                caller, engine = await _per_call(
+                    call, calls, rounds, time.process_time, lambda: cpu_seconds(engine_pid)
+                )
                 found[name] = (caller, engine)
         finally:
             await exchanges.close()
     return found
 
 
-def _start_engine(config_path: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
+def start_engine(config_path: Path, log_dir: Path) -> tuple[Service, str]:
+    """`tollgate engine` on `config_path`, started (the caller stops it, `stop_all`): it and its gRPC address."""
     argv = [sys.executable, "-m", "gateway", "engine", "--config", str(config_path), "--grpc", "127.0.0.1:0"]
-    with log.open("wb") as out:
-        proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT)
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        found = _GRPC_READY.search(log.read_text(errors="replace"))
-        if found:
-            return proc, f"127.0.0.1:{found[1]}"
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError(f"the engine did not start: {log.read_text(errors='replace')[-2000:]}")
+    engine = start_service("engine", argv, log_dir)
+    try:
+        return engine, f"127.0.0.1:{engine.wait_for(GRPC_READY)[1]}"
+    except BaseException:
+        stop_all([engine])
+        raise
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -196,12 +187,11 @@ def main(argv: list[str] | None = None) -> int:
         config_path.write_bytes(orjson.dumps(tollgate_config("http://127.0.0.1:9/v1")))  # never called: JSON is YAML
         settle_collector()  # the collector as every tollgate process has it
         local = uvloop.run(in_process(config_path, args.calls, args.rounds))
-        proc, address = _start_engine(config_path, Path(work) / "engine.log")
+        service, address = start_engine(config_path, Path(work))
         try:
-            remote = uvloop.run(against_engine(address, proc.pid, args.calls, args.rounds))
+            remote = uvloop.run(against_engine(address, service.pid, args.calls, args.rounds))
         finally:
-            proc.terminate()
-            proc.wait(timeout=10)
+            stop_all([service])
     print(f"ListModels, {_CONCURRENCY} in flight, CPU a call (least of {args.rounds} rounds of {args.calls}):")
     print(f"  direct (the engine in this process)            {local['direct']:7.1f} µs")
     print(f"  exchange over queues (both ends, no gRPC)      {local['queues']:7.1f} µs")

@@ -20,6 +20,10 @@ CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 _STOP_TIMEOUT = 5.0
 _POLL_INTERVAL = 0.02
 _LOG_TAIL = 2000
+# What a service prints once it listens on loopback (for `Service.wait_for`): the port, or the whole URL.
+HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"  # tollgate serve / frontdoor
+GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"  # tollgate serve / engine
+URL_READY = r"listening (http://\S+)"  # the fake upstreams and the floor proxy
 
 
 @dataclass

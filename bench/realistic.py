@@ -22,7 +22,7 @@ from pathlib import Path
 import orjson
 
 from bench.load import Endpoint, Scenario, make_session, percentile, request_headers, run_load
-from bench.procs import Service, cpu_seconds, start_service
+from bench.procs import GRPC_READY, HTTP_READY, URL_READY, Service, cpu_seconds, start_service
 from bench.targets import MODEL, tollgate_config
 
 __all__ = ["TARGETS", "RealisticFigures", "run_realistic"]
@@ -34,9 +34,6 @@ FIRST_BYTE = 0.1
 _HOST = "127.0.0.1"
 _REPO = Path(__file__).resolve().parents[1]
 _POOL = 2000  # upstream connections each gateway may open: more than streams in flight
-_HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
-_GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"
-_URL_READY = r"listening (http://\S+)"
 _RSS_EVERY = 0.2
 
 
@@ -102,7 +99,7 @@ def _start(wanted: tuple[str, ...], log_dir: Path, services: list[Service]) -> t
     delays = ("--chunk-delay", str(CHUNK_DELAY), "--latency", str(FIRST_BYTE))
     upstream = start_service("realistic-upstream", _python(*fake, *delays), log_dir, _REPO)
     services.append(upstream)
-    base = upstream.wait_for(_URL_READY)[1]
+    base = upstream.wait_for(URL_READY)[1]
     config = tollgate_config(base)
     config["backends"][0]["max_connections"] = _POOL
     config_path = log_dir / "realistic.yaml"
@@ -117,14 +114,14 @@ def _start(wanted: tuple[str, ...], log_dir: Path, services: list[Service]) -> t
 
     if "floor" in wanted:
         floor = ("-m", "bench.floor_proxy", "--upstream", base, "--host", _HOST, "--port", "0")
-        begin("floor", _python(*floor, "--max-connections", str(_POOL)), _URL_READY)
+        begin("floor", _python(*floor, "--max-connections", str(_POOL)), URL_READY)
     if "tollgate" in wanted:
-        begin("tollgate", _python(*serve), _HTTP_READY)
+        begin("tollgate", _python(*serve), HTTP_READY)
     if "workers-2" in wanted:
-        begin("workers-2", _python(*serve, "--workers", "2"), _HTTP_READY)
+        begin("workers-2", _python(*serve, "--workers", "2"), HTTP_READY)
     if "split" in wanted:
         engine = ("-m", "gateway", "engine", "--config", str(config_path), "--grpc", f"{_HOST}:0")
-        begin("split", _python(*engine), _GRPC_READY)
+        begin("split", _python(*engine), GRPC_READY)
     gateways = [_Gateway("direct", base, [])] if "direct" in wanted else []
     for name, service, ready in pending:
         found = service.wait_for(ready)[1]
@@ -134,7 +131,7 @@ def _start(wanted: tuple[str, ...], log_dir: Path, services: list[Service]) -> t
             argv = _python("-m", "gateway", "frontdoor", "--config", str(config_path), "--http", f"{_HOST}:0")
             frontdoor = start_service("realistic-split-frontdoor", [*argv, "--engine", f"{_HOST}:{found}"], log_dir)
             services.append(frontdoor)
-            port = frontdoor.wait_for(_HTTP_READY)[1]
+            port = frontdoor.wait_for(HTTP_READY)[1]
             gateways.append(_Gateway(name, f"http://{_HOST}:{port}/v1", [service, frontdoor]))
         else:
             gateways.append(_Gateway(name, f"http://{_HOST}:{found}/v1", [service]))

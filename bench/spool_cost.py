@@ -24,7 +24,7 @@ from contextlib import closing
 from pathlib import Path
 
 from bench.load import Endpoint, Scenario, make_session, run_load
-from bench.procs import Service, cpu_seconds, start_service, stop_all
+from bench.procs import HTTP_READY, Service, cpu_seconds, start_service, stop_all
 from gateway.config import StatsConfig
 from gateway.stats import UsageReporter
 from tollgate.stats.v1 import stats_pb2
@@ -54,7 +54,7 @@ async def _one_round(root: Path, config: Path, db: Path, requests: int, name: st
     """CPU milliseconds per request of one gateway run (its records delivered included)."""
     gateway = start_service(name, [sys.executable, "-m", "gateway", "serve", "--config", str(config)], root)
     try:
-        port = (await asyncio.to_thread(gateway.wait_for, r"http listening on 127\.0\.0\.1:(\d+)")).group(1)
+        port = (await asyncio.to_thread(gateway.wait_for, HTTP_READY)).group(1)
         endpoint = Endpoint(f"http://127.0.0.1:{port}/v1/chat/completions", {"Content-Type": "application/json"})
         scenario = Scenario("plain", stream=False, chunks=8)
         async with make_session(_CONCURRENCY) as session:

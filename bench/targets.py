@@ -30,7 +30,7 @@ import orjson
 from bench import cache, limits, secured, telemetry
 from bench.figures import LIMIT_HEADER
 from bench.load import Endpoint, request_headers
-from bench.procs import Service, start_service
+from bench.procs import GRPC_READY, HTTP_READY, URL_READY, Service, start_service
 
 __all__ = ["ALL_TARGETS", "MODEL", "Target", "start_targets", "tollgate_config"]
 
@@ -54,9 +54,6 @@ _REPO = Path(__file__).resolve().parents[1]
 _HOST = "127.0.0.1"
 _GATEWAY = ("-m", "gateway")
 _LISTEN = ("--http", f"{_HOST}:0", "--grpc", f"{_HOST}:0")
-_HTTP_READY = r"http listening on 127\.0\.0\.1:(\d+)"
-_GRPC_READY = r"grpc listening on 127\.0\.0\.1:(\d+)"
-_URL_READY = r"listening (http://\S+)"
 _REDIS_SERVER = "redis-server"
 
 
@@ -107,7 +104,7 @@ def _write_config(log_dir: Path, name: str, config: dict[str, Any]) -> Path:
 def _serve(target: Target, config_path: Path, log_dir: Path) -> _Pending:
     """`tollgate serve` on the configuration file `config_path`, started."""
     argv = _python(*_GATEWAY, "serve", "--config", str(config_path), *_LISTEN)
-    return target, start_service(target.name, argv, log_dir, _REPO), _HTTP_READY
+    return target, start_service(target.name, argv, log_dir, _REPO), HTTP_READY
 
 
 def start_targets(
@@ -121,13 +118,13 @@ def start_targets(
     upstream = start_service("upstream", _python(*fake, "--chunk-delay", "0", "--latency", "0"), log_dir, _REPO)
     services.append(upstream)
     side = secured.start_side_servers(log_dir, _REPO, services) if "secured" in wanted else None
-    base = upstream.wait_for(_URL_READY)[1]
+    base = upstream.wait_for(URL_READY)[1]
     config = tollgate_config(base)
     config_path = _write_config(log_dir, "tollgate", config)
     pending: list[_Pending] = []
     if "floor" in wanted:
         argv = _python("-m", "bench.floor_proxy", "--upstream", base, "--host", _HOST, "--port", "0")
-        pending.append((Target("floor", ""), start_service("floor", argv, log_dir, _REPO), _URL_READY))
+        pending.append((Target("floor", ""), start_service("floor", argv, log_dir, _REPO), URL_READY))
     plain = (Target("tollgate", ""), Target("responses", "", api="responses"))  # one config, two APIs
     pending += [_serve(target, config_path, log_dir) for target in plain if target.name in wanted]
     if "limits" in wanted:
@@ -153,7 +150,7 @@ def start_targets(
             pending.append(_serve(Target(name, ""), _write_config(log_dir, name, make(config)), log_dir))
     if "split" in wanted:
         argv = _python(*_GATEWAY, "engine", "--config", str(config_path), "--grpc", f"{_HOST}:0")
-        pending.append((Target("split", ""), start_service("split-engine", argv, log_dir, _REPO), _GRPC_READY))
+        pending.append((Target("split", ""), start_service("split-engine", argv, log_dir, _REPO), GRPC_READY))
     if "anthropic" in wanted:
         pending.append(_start_translated(chunks, log_dir, services))
     services += [service for _, service, _ in pending]
@@ -182,7 +179,7 @@ def _ready(pending: _Pending, log_dir: Path, services: list[Service]) -> Target:
         frontdoor = start_service("split-frontdoor", [*argv, "--engine", f"{_HOST}:{found}"], log_dir, _REPO)
         services.append(frontdoor)
         target.services.append(frontdoor)
-        target.base_url = f"http://{_HOST}:{frontdoor.wait_for(_HTTP_READY)[1]}/v1"
+        target.base_url = f"http://{_HOST}:{frontdoor.wait_for(HTTP_READY)[1]}/v1"
     else:
         target.base_url = f"http://{_HOST}:{found}/v1"
     return target
@@ -219,7 +216,7 @@ def _start_translated(chunks: int, log_dir: Path, services: list[Service]) -> _P
     fake = ("-m", "gateway.testing.fake_anthropic", "--host", _HOST, "--port", "0", "--chunks", str(chunks))
     upstream = start_service("anthropic-upstream", _python(*fake), log_dir, _REPO)
     services.append(upstream)
-    config = tollgate_config(upstream.wait_for(_URL_READY)[1])
+    config = tollgate_config(upstream.wait_for(URL_READY)[1])
     config["backends"][0]["provider"] = "anthropic"
     return _serve(Target("anthropic", ""), _write_config(log_dir, "anthropic", config), log_dir)
 

@@ -8,7 +8,8 @@ from pathlib import Path
 
 import orjson
 
-from bench.exchange_cost import _METADATA, _PATH, _PEER, _QueuedChannel, _start_engine, against_engine, in_process
+from bench.exchange_cost import _METADATA, _PATH, _PEER, _QueuedChannel, against_engine, in_process, start_engine
+from bench.procs import stop_all
 from bench.targets import tollgate_config
 from gateway.assemble import assemble
 from gateway.config.load import load_config
@@ -44,12 +45,11 @@ async def test_every_way_is_timed(tmp_path: Path) -> None:
     config = _config(tmp_path)
     local = await in_process(config, calls=100, rounds=1)
     assert local["direct"] > 0 and local["queues"] > 0
-    proc, address = _start_engine(config, tmp_path / "engine.log")
+    engine, address = start_engine(config, tmp_path)
     try:
-        remote = await against_engine(address, proc.pid, calls=500, rounds=1)
+        remote = await against_engine(address, engine.pid, calls=500, rounds=1)
     finally:
-        proc.terminate()
-        proc.wait(timeout=10)
+        stop_all([engine])
     # The engine's CPU is read from /proc in clock ticks (10 ms): enough calls for the RPCs to register; the
     # exchange's may read 0 on so few. An RPC costs its caller several times what a call on the exchange does.
     (rpc_caller, rpc_engine), (exchange_caller, exchange_engine) = remote["rpc"], remote["exchange"]
