@@ -22,14 +22,17 @@ import itertools
 import logging
 import time
 from collections import deque
-from collections.abc import AsyncGenerator, Callable, Iterable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Protocol
 
 import grpc
 from google.protobuf.message import Message
 
+from gateway.config.tls import ClientTLS
 from gateway.engine.exchange import METHOD_PREFIX, Outbox, gather, put_metadata, within
+from gateway.engine.exchange_wire import WireOpener, split_target
 from gateway.engine.wire import Metadata
 from tollgate.gateway.v1 import exchange_pb2 as xpb
 
@@ -103,14 +106,26 @@ class Counts:
     frames_received: int = 0  # the frames in them (more than `received` when frames of many calls were coalesced)
 
 
-_Opener = grpc.aio.StreamStreamMultiCallable[xpb.ExchangeRequest, xpb.ExchangeResponse]
+class _Stream(Protocol):
+    """What an exchange uses of its stream: a grpc.aio call's, or a `WireStream`'s."""
+
+    async def write(self, request: xpb.ExchangeRequest) -> None: ...
+
+    async def done_writing(self) -> None: ...
+
+    def cancel(self) -> bool: ...
+
+    def __aiter__(self) -> AsyncIterator[xpb.ExchangeResponse]: ...
+
+
+_Opener = Callable[[None], _Stream]
 
 
 class _Exchange:
     """One `Exchange` stream: its calls in flight by number, a writer task and a reader task."""
 
     def __init__(self, open_stream: _Opener, born: float, on_done: Callable[[_Exchange], None], counts: Counts) -> None:
-        self._stream: grpc.aio.StreamStreamCall[xpb.ExchangeRequest, xpb.ExchangeResponse] = open_stream(None)
+        self._stream = open_stream(None)
         self._inboxes: dict[int, _Inbox] = {}
         self._numbers = itertools.count(1)
         self._out = Outbox(xpb.ExchangeRequest, lambda message, number: message.frames.add(call=number))
@@ -235,17 +250,23 @@ class Exchanges:
 
     def __init__(
         self,
-        channel: grpc.aio.Channel,
+        channel: grpc.aio.Channel | WireOpener[xpb.ExchangeRequest, xpb.ExchangeResponse],
         *,
         max_age: float = MAX_AGE,
         max_calls: int = MAX_CALLS,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
-        self._open: _Opener = channel.stream_stream(
-            EXCHANGE_METHOD,
-            request_serializer=xpb.ExchangeRequest.SerializeToString,
-            response_deserializer=xpb.ExchangeResponse.FromString,
-        )
+        self._open: _Opener
+        if isinstance(channel, WireOpener):
+            self._wire: WireOpener[xpb.ExchangeRequest, xpb.ExchangeResponse] | None = channel
+            self._open = channel
+        else:
+            self._wire = None
+            self._open = channel.stream_stream(
+                EXCHANGE_METHOD,
+                request_serializer=xpb.ExchangeRequest.SerializeToString,
+                response_deserializer=xpb.ExchangeResponse.FromString,
+            )
         self._max_age, self._max_calls, self._clock = max_age, max_calls, clock
         self._current: _Exchange | None = None
         self._all: set[_Exchange] = set()  # the current one, and retired ones finishing their calls
@@ -323,3 +344,14 @@ class Exchanges:
         """End every exchange now."""
         exchanges, self._current = list(self._all), None
         await asyncio.gather(*(exchange.close() for exchange in exchanges))
+        if self._wire is not None:
+            await self._wire.close()
+
+
+def wire_opener(target: str, tls: ClientTLS | None) -> WireOpener[xpb.ExchangeRequest, xpb.ExchangeResponse] | None:
+    """Exchanges on a connection of their own to `target` (`exchange_wire`); None for a target it cannot dial."""
+    place = split_target(target)
+    if place is None:
+        return None
+    serialize, deserialize = xpb.ExchangeRequest.SerializeToString, xpb.ExchangeResponse.FromString
+    return WireOpener(*place, EXCHANGE_METHOD, serialize, deserialize, tls)

@@ -30,7 +30,7 @@ from gateway.config import GatewayConfig
 from gateway.config.tls import ClientTLS
 from gateway.drain import CALL_KEY
 from gateway.engine.exchange import METHOD_PREFIX
-from gateway.engine.exchange_client import Exchanges, ExchangeUnsupported
+from gateway.engine.exchange_client import Exchanges, ExchangeUnsupported, wire_opener
 from gateway.engine.routes import routing_headers
 from gateway.engine.wire import Metadata, adopt, call_metadata
 from gateway.errors import GatewayError
@@ -109,7 +109,8 @@ class RemoteEngine:
         self._calls: set[str] = set()  # the names of the metered calls in flight
         self._prefix, self._serial = secrets.token_urlsafe(12) + ".", itertools.count()
         self._batches = True  # until the engine says it cannot stream in batches
-        self.exchanges = Exchanges(self._channel)  # every GatewayService call rides these (`exchange_client`)
+        # Every GatewayService call rides these (`exchange_client`), on a connection of their own (`exchange_wire`).
+        self.exchanges = Exchanges(wire_opener(target, tls) or self._channel)
         # When the engine said it has no `Exchange` (a release before it), each call is its own RPC until then
         # (then it asks again: the engine may have been upgraded since).
         self._per_call_until = -float("inf")

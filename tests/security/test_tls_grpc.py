@@ -141,6 +141,26 @@ async def test_split_front_door_reaches_the_engine_over_mutual_tls(pki: Pki, ups
         assert engine.config.tls.grpc is not None
 
 
+async def test_split_front_door_exchanges_follow_a_rotated_client_certificate(
+    pki: Pki, other_pki: Pki, upstream: FakeOpenAI
+) -> None:
+    """The exchange's own connection (gateway.engine.exchange_wire) does TLS as the channel does: a certificate the
+    engine does not trust is a 503, and the renewed files are read by the next connection, without a restart."""
+    async for _, server in engine_with(pki.server_tls(mutual=True), upstream):
+        untrusted = other_pki.client_tls("gateway")
+        client = ClientTLS(ca=str(pki.ca_file), cert=untrusted.cert, key=untrusted.key, server_name="localhost")
+        remote = RemoteEngine(f"127.0.0.1:{server.port}", tls=client)
+        try:
+            with pytest.raises(ServiceUnavailableError):
+                await remote.create_chat_completion(PARAMS, CallContext(request_id="req_untrusted"))
+            pki.reissue(client.cert, client.key, "gateway.tollgate.test")
+            reply = await remote.create_chat_completion(PARAMS, CallContext(request_id="req_renewed"))
+            assert reply.choices[0].message.content
+            assert remote.exchanges.counts.received >= 1  # it came over an exchange, not a call of its own
+        finally:
+            await remote.close()
+
+
 async def test_client_certificate_rotation_reopens_the_channel(pki: Pki, other_pki: Pki, upstream: FakeOpenAI) -> None:
     """The gateway as a client: its certificate files rotate, and the same channel (and stub) follows them."""
     async for _, server in engine_with(pki.server_tls(mutual=True), upstream):
