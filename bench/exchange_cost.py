@@ -5,11 +5,13 @@ The same trivial call (`ListModels`: no provider, a few µs of the engine's own)
 - `queues`: through a split front door's exchange (`Exchanges`) and the engine's (`ExchangeServer`), both in this
   process, the gRPC stream between them replaced by two queues of serialized messages: the exchange's own Python at
   both ends, no gRPC;
-- against a real `tollgate engine` (another process): `rpc`, one grpc.aio call each, and `exchange`, on one
-  `Exchange` stream, with this process's CPU (the caller's) and the engine's apart.
+- against a real `tollgate engine` (another process): `rpc`, one grpc.aio call each; `exchange`, on one `Exchange`
+  stream over a grpc.aio channel; `wire`, on one `Exchange` stream over the connection a split front door uses
+  (`gateway.engine.exchange_wire`); with this process's CPU (the caller's) and the engine's apart.
 
 Each figure is CPU a call, the least of a few rounds. `queues` minus `direct` is what to shrink in our code;
-`exchange` minus `queues` is gRPC's part (docs/benchmarks.md, Round 7).
+`exchange` minus `queues` is gRPC's part (docs/benchmarks.md, Round 7), `exchange` minus `wire` grpc.aio's on the
+calling side (Round 8).
 """
 
 from __future__ import annotations
@@ -34,7 +36,7 @@ from gateway.assemble import assemble
 from gateway.config.load import load_config
 from gateway.drain import Drain
 from gateway.engine.exchange import METHOD_PREFIX, ExchangeServer
-from gateway.engine.exchange_client import Exchanges
+from gateway.engine.exchange_client import Exchanges, wire_opener
 from gateway.engine.methods import methods_of
 from gateway.engine.wire import call_context
 from gateway.process import settle_collector
@@ -142,7 +144,7 @@ async def in_process(config_path: Path, calls: int, rounds: int) -> dict[str, fl
 
 
 async def against_engine(address: str, engine_pid: int, calls: int, rounds: int) -> dict[str, tuple[float, float]]:
-    """`rpc` and `exchange` against a real engine: (this process's, the engine's) CPU a call, µs."""
+    """`rpc`, `exchange` and `wire` against a real engine: (this process's, the engine's) CPU a call, µs."""
     request = pb.ListModelsRequest()
     found: dict[str, tuple[float, float]] = {}
     async with grpc.aio.insecure_channel(address) as channel:
@@ -152,10 +154,14 @@ async def against_engine(address: str, engine_pid: int, calls: int, rounds: int)
             response_deserializer=pb.ListModelsResponse.FromString,
         )
         exchanges = Exchanges(channel)
+        opener = wire_opener(address, None)
+        assert opener is not None
+        wire = Exchanges(opener)
         try:
             for name, call in (
                 ("rpc", lambda: rpc(request, metadata=_METADATA)),
                 ("exchange", lambda: exchanges.unary(_PATH, request, _METADATA)),
+                ("wire", lambda: wire.unary(_PATH, request, _METADATA)),
             ):
                 caller, engine = await _per_call(
                     call, calls, rounds, time.process_time, lambda: cpu_seconds(engine_pid)
@@ -163,6 +169,7 @@ async def against_engine(address: str, engine_pid: int, calls: int, rounds: int)
                 found[name] = (caller, engine)
         finally:
             await exchanges.close()
+            await wire.close()
     return found
 
 

@@ -55,3 +55,5 @@ async def test_every_way_is_timed(tmp_path: Path) -> None:
     (rpc_caller, rpc_engine), (exchange_caller, exchange_engine) = remote["rpc"], remote["exchange"]
     assert rpc_engine > 0 and exchange_engine >= 0
     assert rpc_caller > exchange_caller > 0
+    wire_caller, wire_engine = remote["wire"]
+    assert wire_caller > 0 and wire_engine >= 0

@@ -498,20 +498,15 @@ class WireStream(Generic[Req, Resp]):
         """A header block: the response's headers, or its trailers (`end`), or both at once (trailers-only)."""
         metadata = _metadata(fields)
         values = dict(fields)
-        if not end:
+        status = values.get(b":status", b"200")
+        if status != b"200":  # not a gRPC answer (a proxy's, no such path): the code HTTP's status maps to
+            code = _HTTP_CODES.get(int(status) if status.isdigit() else 0, grpc.StatusCode.UNKNOWN)
+            self.ended(_error(code, f"The engine answered HTTP {status.decode('ascii', 'replace')}", metadata))
+        elif not end:
             self._initial = metadata
-            status = values.get(b":status", b"200")
-            if status != b"200":
-                code = _HTTP_CODES.get(int(status), grpc.StatusCode.UNKNOWN)
-                self.ended(_error(code, f"The engine answered HTTP {status.decode()}", metadata))
-            return
-        if b"grpc-status" not in values:
-            self.ended(
-                _error(grpc.StatusCode.UNKNOWN, "The engine's trailers had no grpc-status", self._initial, metadata)
-            )
-            return
-        code = _CODES.get(int(values[b"grpc-status"]), grpc.StatusCode.UNKNOWN)
-        if code == grpc.StatusCode.OK:
+        elif b"grpc-status" not in values:
+            self.ended(_error(grpc.StatusCode.UNKNOWN, "The engine's trailers had no status", self._initial, metadata))
+        elif (code := _CODES.get(int(values[b"grpc-status"]), grpc.StatusCode.UNKNOWN)) == grpc.StatusCode.OK:
             self.ended(_OK)
         else:
             details = unquote(values.get(b"grpc-message", b"").decode("utf-8", "replace"))

@@ -171,12 +171,14 @@ async def test_an_http_error_status_is_the_grpc_code_the_protocol_maps_it_to(
     engine: Start, status: str, code: grpc.StatusCode
 ) -> None:
     async def script(peer: Peer) -> None:
-        opened = await peer.next(HEADERS)
-        peer.send(peer.headers(opened.stream, [(":status", status)], end=False))
+        for trailers_only in (False, True):
+            opened = await peer.next(HEADERS)
+            peer.send(peer.headers(opened.stream, [(":status", status)], end=trailers_only))
 
     opener, _ = await engine(script)
-    _, error = await outcome(opener())
-    assert error is not None and error.code() == code
+    for _ in range(2):  # headers, then trailers-only
+        _, error = await outcome(opener())
+        assert error is not None and error.code() == code
 
 
 async def test_a_reset_stream_ends_with_its_code(engine: Start) -> None:
