@@ -13,7 +13,8 @@ one without touching the checkout).
         --latency 0.1 --stream-requests 1000        # realistic streams
     python -m bench.ab --base /tmp/main --split --scenarios plain --concurrency 50 --rounds 6  # split mode
 
-With `--split`, each tree runs as `tollgate engine` and `tollgate frontdoor` (its CPU is both processes').
+With `--split`, each tree runs as `tollgate engine` and `tollgate frontdoor` (its CPU is both processes', and the
+report gives each process's median too).
 
 A is started first, and on this machine the gateway started first measures 6-13% lower with the same code (A/A
 sittings; docs/benchmarks.md, Round 7): run a comparison both ways before believing a few per cent.
@@ -59,6 +60,7 @@ class Sample:
     cpu_ms: float
     p50_ms: float
     errors: int
+    by_process: tuple[float, ...] = ()  # the same, each process's (split mode: the engine's, then the front door's)
 
 
 Key = tuple[str, int, str]  # scenario, concurrency, target
@@ -110,8 +112,8 @@ def _start(
     return urls, pids
 
 
-def _cpu(pids: tuple[int, ...]) -> float:
-    return sum(cpu_seconds(pid) for pid in pids)
+def _cpu(pids: tuple[int, ...]) -> list[float]:
+    return [cpu_seconds(pid) for pid in pids]
 
 
 async def _run(
@@ -134,10 +136,15 @@ async def _run(
                         await run_load(session, endpoint, scenario, min(_WARMUP, requests), min(concurrency, _WARMUP))
                         before = _cpu(pids[target])
                         result = await run_load(session, endpoint, scenario, requests, concurrency)
-                        cpu_ms = (_cpu(pids[target]) - before) * 1000 / requests
+                        spent = tuple(
+                            (a - b) * 1000 / requests for a, b in zip(_cpu(pids[target]), before, strict=True)
+                        )
+                        cpu_ms = sum(spent)
                         latencies = sorted(result.latencies)
                         p50 = percentile(latencies, 0.5) * 1000 if latencies else float("nan")
-                        samples.setdefault((name, concurrency, target), []).append(Sample(cpu_ms, p50, result.errors))
+                        samples.setdefault((name, concurrency, target), []).append(
+                            Sample(cpu_ms, p50, result.errors, spent)
+                        )
                         print(
                             f"round {round_no} {name:6} c={concurrency:<3} {target:6} CPU/req {cpu_ms:.3f} ms"
                             f"  p50 {p50:.2f} ms  errors {result.errors}",
@@ -159,6 +166,10 @@ def report(samples: dict[Key, list[Sample]], sitting: Sitting) -> str:
                 median = statistics.median(s.cpu_ms for s in runs)
                 by_round = " / ".join(f"{s.cpu_ms:.3f}" for s in runs)
                 lines.append(f"{name:8} {concurrency:3} {target:6}  {by_round}  {median:.3f}  {median / floor:.2f}x")
+                if len(runs[0].by_process) > 1:  # split: where it went
+                    parts = zip(*(s.by_process for s in runs), strict=True)
+                    medians = " + ".join(f"{statistics.median(part):.3f}" for part in parts)
+                    lines.append(f"{'':8} {'':3} {target:6}  by process (engine + front door), medians: {medians}")
             if concurrency == 1:
                 direct = statistics.median(s.p50_ms for s in samples[(name, 1, "direct")])
                 for target in ("floor", "A", "B"):
