@@ -9,13 +9,17 @@ server, for this client as for any other. Everything else a front door asks its 
 without `Exchange`) stays on its grpc.aio channel.
 
 What it does of HTTP/2: the connection preface and settings, flow control both ways (our receive windows are
-returned as data arrives: the exchange's own credit is what bounds a stream, see `exchange_client`), HPACK (the
-`hpack` package decodes; we send literal fields, never indexed), CONTINUATION, PING answered, GOAWAY (streams past
-its last id fail as UNAVAILABLE, the rest finish), RST_STREAM, and keepalive as the channel had it (a PING after
-`KEEPALIVE` seconds of silence while streams are open, at most two without data in between; no answer within
-`PING_TIMEOUT` ends the connection). One connection per target at a time, renewed when it fails or is told to go
-away. A stream's outcome is what a grpc.aio call's would be, down to the `grpc.aio.AioRpcError` and its status, so
-`exchange_client` reads both the same way.
+returned as data arrives: the exchange's own credit is what bounds a stream, see `exchange_client`; a send window
+the peer's new settings made negative holds data back until it is positive again), HPACK (the `hpack` package
+decodes; we send literal fields, never indexed), CONTINUATION, PING answered, GOAWAY (streams past its last id fail
+as UNAVAILABLE, the rest finish), RST_STREAM, and keepalive as the channel had it (a PING after `KEEPALIVE` seconds
+of silence while streams are open, at most two without data in between, twice as long after the peer's
+`too_many_pings`; no answer within `PING_TIMEOUT` ends the connection). A protocol error ends the connection; a
+stream's unreadable status ends only that stream. One connection per target at a time, renewed when it fails or is
+told to go away. A stream's outcome is what a grpc.aio call's would be, down to the `grpc.aio.AioRpcError` and its
+status, so `exchange_client` reads both the same way; a failure to connect (refused, TLS refused, files that cannot
+be read) is UNAVAILABLE, never a stream left waiting. TLS as grpc's channel: ALPN `h2`, the `tls.engine` files (with
+no `ca`, the system's roots, where grpc uses its own bundled ones).
 """
 
 from __future__ import annotations
@@ -35,7 +39,6 @@ import grpc
 import hpack
 
 from gateway.config.tls import ClientTLS
-from gateway.tls.files import read_file
 
 log = logging.getLogger("tollgate.frontdoor")
 
@@ -54,13 +57,14 @@ _FRAME = struct.Struct(">BHBBI")  # length (high byte, low 16 bits), type, flags
 _PREFIX = struct.Struct(">BI")  # a gRPC message's compressed flag and length
 _DATA, _HEADERS, _PRIORITY, _RST, _SETTINGS, _PUSH, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = range(10)
 _END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-_CANCEL, _REFUSED = 0x8, 0x7
+_CANCEL, _REFUSED, _ENHANCE_YOUR_CALM = 0x8, 0x7, 0xB
 _INITIAL_WINDOW, _MAX_FRAME = 0x4, 0x5
 # The HTTP/2 error codes a reset stream ends with, as gRPC's status (PROTOCOL-HTTP2, "Errors").
 _RESET_CODES = {
     _REFUSED: grpc.StatusCode.UNAVAILABLE,
     _CANCEL: grpc.StatusCode.CANCELLED,
-    0xB: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    _ENHANCE_YOUR_CALM: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    0xC: grpc.StatusCode.PERMISSION_DENIED,  # INADEQUATE_SECURITY
 }
 _HTTP_CODES = {
     400: grpc.StatusCode.INTERNAL,
@@ -110,6 +114,8 @@ def split_target(target: str) -> tuple[str, int] | None:
     connection cannot dial (a unix socket, a resolver of another kind), which then stays on grpc.aio."""
     if target.startswith("dns:///"):
         target = target[len("dns:///") :]
+    elif target.startswith("dns:") and not target.startswith("dns://"):
+        target = target[len("dns:") :]
     elif "://" in target or target.startswith(("unix:", "ipv4:", "ipv6:", "vsock:")):
         return None
     host, sep, port = target.rpartition(":")
@@ -122,8 +128,7 @@ def client_context(tls: ClientTLS) -> ssl.SSLContext:
     """TLS as a gRPC channel would do it (`gateway.tls.grpc_channel_credentials`): trust `ca` (else the system's
     roots), present `cert` and `key` when given, and offer HTTP/2 by ALPN. Read afresh for each connection, so
     rotated files are used by the next one."""
-    ca = read_file(tls.ca)
-    context = ssl.create_default_context(cadata=ca.decode() if ca else None)
+    context = ssl.create_default_context(cafile=tls.ca or None)  # PEM, text around the certificates skipped
     if tls.cert and tls.key:
         context.load_cert_chain(tls.cert, tls.key)
     context.set_alpn_protocols(["h2"])
@@ -133,14 +138,17 @@ def client_context(tls: ClientTLS) -> ssl.SSLContext:
 class _Connection(asyncio.Protocol):
     """One HTTP/2 connection to the engine: its frames in and out, its streams by id, flow control and keepalive."""
 
-    def __init__(self) -> None:
+    def __init__(self, keepalive: float, calm: Callable[[], None]) -> None:
         loop = asyncio.get_running_loop()
+        self.keepalive = keepalive  # seconds of silence before a PING
+        self._calm = calm  # told when the peer says we ping too often
         self._loop = loop
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, WireStream[object, object]] = {}
         self.usable = True  # takes new streams: no GOAWAY, not lost
         self._next_id = 1
         self._buffer = bytearray()
+        self._broken = False  # a protocol error was seen: the connection is closing
         self._block: tuple[int, int, bytearray] | None = None  # a header block waiting for its CONTINUATION frames
         self._decoder = hpack.Decoder()
         self.send_window = _DEFAULT_WINDOW  # connection-level, for our DATA
@@ -163,6 +171,7 @@ class _Connection(asyncio.Protocol):
             _PING: self._ping,
             _GOAWAY: self._goaway,
             _WINDOW_UPDATE: self._window_update,
+            _PUSH: self._push,
         }
 
     # ------------------------------------------------------------------------------------------ the transport's side
@@ -172,7 +181,7 @@ class _Connection(asyncio.Protocol):
         settings = struct.pack(">HIHI", 0x2, 0, _INITIAL_WINDOW, _WINDOW)  # no push; our window
         grow = struct.pack(">I", _WINDOW - _DEFAULT_WINDOW)
         self.transport.write(_PREFACE + _frame(_SETTINGS, 0, 0, settings) + _frame(_WINDOW_UPDATE, 0, 0, grow))
-        self._timer = self._loop.call_later(KEEPALIVE / 3, self._keepalive)
+        self._timer = self._loop.call_later(self.keepalive / 3, self._keepalive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
@@ -193,6 +202,8 @@ class _Connection(asyncio.Protocol):
         self._changed.set()
 
     def data_received(self, data: bytes) -> None:
+        if self._broken:
+            return
         self._heard = time.monotonic()
         buffer = self._buffer
         buffer += data
@@ -207,7 +218,9 @@ class _Connection(asyncio.Protocol):
                 at = end
         except (hpack.HPACKError, ValueError, IndexError, struct.error) as exc:
             log.warning("the engine's HTTP/2 connection broke: %r", exc)
-            self.close(0x1)  # PROTOCOL_ERROR
+            self._broken = True  # nothing more is read (a closing TLS transport may still deliver some)
+            del buffer[:]
+            self.close(0x1, abort=True)  # PROTOCOL_ERROR
             return
         del buffer[:at]
 
@@ -248,8 +261,13 @@ class _Connection(asyncio.Protocol):
         else:
             self._write(_frame(_PING, _ACK, 0, payload))
 
+    def _push(self, flags: int, stream_id: int, payload: bytes) -> None:
+        raise ValueError("PUSH_PROMISE, with push disabled")
+
     def _window_update(self, flags: int, stream_id: int, payload: bytes) -> None:
         increment = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF
+        if not increment:
+            raise ValueError("a WINDOW_UPDATE of 0")
         if stream_id == 0:
             self.send_window += increment
         elif (stream := self.streams.get(stream_id)) is not None:
@@ -281,7 +299,10 @@ class _Connection(asyncio.Protocol):
         # Always decoded, the stream gone or not: the table is the connection's. `raw`: names and values are bytes.
         fields = cast(list[tuple[bytes, bytes]], self._decoder.decode(bytes(block), raw=True))
         if (stream := self.streams.get(stream_id)) is not None:
-            stream.headers(fields, bool(flags & _END_STREAM))
+            try:
+                stream.headers(fields, bool(flags & _END_STREAM))
+            except ValueError as exc:  # a status that is no number, bad base64 in a -bin value
+                stream.ended(_error(grpc.StatusCode.INTERNAL, f"The engine's headers could not be read: {exc}"))
 
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if flags & _ACK:
@@ -293,6 +314,8 @@ class _Connection(asyncio.Protocol):
                     stream.send_window += value - self.initial_window
                 self.initial_window = value
             elif key == _MAX_FRAME:
+                if not 16_384 <= value < 1 << 24:
+                    raise ValueError(f"SETTINGS_MAX_FRAME_SIZE {value}")
                 self.max_frame = value
         self._write(_frame(_SETTINGS, _ACK, 0))
         self._changed.set()
@@ -300,6 +323,8 @@ class _Connection(asyncio.Protocol):
     def _goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
         last, code = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF, int.from_bytes(payload[4:8], "big")
         self.usable = False
+        if code == _ENHANCE_YOUR_CALM and payload[8:] == b"too_many_pings":
+            self._calm()  # as grpc's channel does: the next connection pings half as often
         for number, stream in list(self.streams.items()):
             if number > last:
                 stream.ended(_error(grpc.StatusCode.UNAVAILABLE, f"The engine is going away (HTTP/2 error {code})"))
@@ -331,7 +356,8 @@ class _Connection(asyncio.Protocol):
             if stream.outcome is not None:
                 ended = _error(grpc.StatusCode.INTERNAL, "The engine ended the stream before our side was written")
                 raise stream.outcome if isinstance(stream.outcome, BaseException) else ended
-            size = min(len(view), stream.send_window, self.send_window, self.max_frame)
+            # A window may be negative (the peer lowered SETTINGS_INITIAL_WINDOW_SIZE): nothing goes until it is not.
+            size = max(0, min(len(view), stream.send_window, self.send_window, self.max_frame))
             if self._paused or (size == 0 and view):
                 self._changed.clear()
                 await self._changed.wait()
@@ -347,37 +373,44 @@ class _Connection(asyncio.Protocol):
     def reset(self, stream_id: int) -> None:
         """Cancel a stream of ours."""
         self.streams.pop(stream_id, None)
+        self._changed.set()  # its writer, if waiting for a window, finds it ended
         self._write(_frame(_RST, 0, stream_id, _CANCEL.to_bytes(4, "big")))
         self._close_if_done()
 
     def forget(self, stream_id: int) -> None:
         """A stream has ended."""
         self.streams.pop(stream_id, None)
+        self._changed.set()  # its writer, if waiting for a window, finds it ended
         self._close_if_done()
 
     def _close_if_done(self) -> None:
         if not self.usable and not self.streams:
             self.close()
 
-    def close(self, code: int = 0) -> None:
-        """Say GOAWAY and close."""
+    def close(self, code: int = 0, *, abort: bool = False) -> None:
+        """Say GOAWAY and close (`abort`: without waiting for what is still to be written)."""
         self.usable = False
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(_frame(_GOAWAY, 0, 0, struct.pack(">II", 0, code)))
-            self.transport.close()
+            if abort:
+                self.transport.abort()
+            else:
+                self.transport.close()
 
     def _keepalive(self) -> None:
         now = time.monotonic()
         if self._ping_sent is not None and now - self._ping_sent >= PING_TIMEOUT:
             log.warning("the engine did not answer a PING in %.0f s: its connection is closed", PING_TIMEOUT)
+            self.usable = False
             if self.transport is not None:
                 self.transport.abort()
             return
-        if self.streams and self._ping_sent is None and now - self._heard >= KEEPALIVE and self._pings_without_data < 2:
+        quiet = now - self._heard >= self.keepalive
+        if self.streams and self._ping_sent is None and quiet and self._pings_without_data < 2:
             self._ping_sent = now
             self._pings_without_data += 1
             self._write(_frame(_PING, 0, 0, bytes(8)))
-        self._timer = self._loop.call_later(KEEPALIVE / 3, self._keepalive)
+        self._timer = self._loop.call_later(self.keepalive / 3, self._keepalive)
 
 
 _OK = object()  # a stream's outcome when it ended with status OK
@@ -404,7 +437,8 @@ class WireStream(Generic[Req, Resp]):
         for _ in range(3):  # a connection may be told to go away between being handed out and the stream opening
             try:
                 connection = await opener.connection()
-            except (OSError, TimeoutError) as exc:  # refused, unreachable, TLS refused, closed
+            except Exception as exc:  # refused, unreachable, TLS refused or unreadable files, closing: never a hang
+                log.warning("could not connect to the engine: %r", exc)
                 self.ended(_error(grpc.StatusCode.UNAVAILABLE, f"Could not connect to the engine: {exc!r}"))
                 return
             if self.outcome is not None:  # cancelled while connecting
@@ -482,7 +516,7 @@ class WireStream(Generic[Req, Resp]):
                 response = self._deserialize(bytes(buffer[at + 5 : at + 5 + length]))
             except Exception as exc:  # not the message the method answers with
                 self.cancel()
-                self.outcome = exc  # raised to the reader as it is, as grpc.aio does
+                self.outcome = exc  # raised to the reader as it is: `exchange_client` ends the exchange as broken
                 return
             self._responses.append(response)
             at += 5 + length
@@ -499,18 +533,23 @@ class WireStream(Generic[Req, Resp]):
         metadata = _metadata(fields)
         values = dict(fields)
         status = values.get(b":status", b"200")
-        if status != b"200":  # not a gRPC answer (a proxy's, no such path): the code HTTP's status maps to
-            code = _HTTP_CODES.get(int(status) if status.isdigit() else 0, grpc.StatusCode.UNKNOWN)
-            self.ended(_error(code, f"The engine answered HTTP {status.decode('ascii', 'replace')}", metadata))
-        elif not end:
+        if not end and status.startswith(b"1"):
+            return  # informational: the answer follows
+        if not end and status == b"200":
             self._initial = metadata
-        elif b"grpc-status" not in values:
-            self.ended(_error(grpc.StatusCode.UNKNOWN, "The engine's trailers had no status", self._initial, metadata))
-        elif (code := _CODES.get(int(values[b"grpc-status"]), grpc.StatusCode.UNKNOWN)) == grpc.StatusCode.OK:
-            self.ended(_OK)
-        else:
+            return
+        grpc_status = values.get(b"grpc-status")
+        if grpc_status is None:  # not a gRPC answer (a proxy's, no such path): the code HTTP's status maps to
+            code = _HTTP_CODES.get(int(status) if status.isdigit() else 0, grpc.StatusCode.UNKNOWN)
+            what = f"HTTP {status.decode('ascii', 'replace')}" if status != b"200" else "no status"
+            self.ended(_error(code, f"The engine answered {what}", self._initial, metadata))
+        elif (code := _CODES.get(int(grpc_status), grpc.StatusCode.UNKNOWN)) != grpc.StatusCode.OK:
             details = unquote(values.get(b"grpc-message", b"").decode("utf-8", "replace"))
             self.ended(_error(code, details, self._initial, metadata))
+        elif self._buffer:
+            self.ended(_error(grpc.StatusCode.INTERNAL, "The engine's stream ended inside a message", self._initial))
+        else:
+            self.ended(_OK)
 
     def ended(self, outcome: object) -> None:
         """The stream is over (`_OK`, or the error its reader gets once the responses before it are read)."""
@@ -555,6 +594,7 @@ class WireOpener(Generic[Req, Resp]):
         self._connecting: asyncio.Future[_Connection] | None = None
         self._all: set[_Connection] = set()
         self._closed = False
+        self._keepalive = KEEPALIVE
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
         self.headers = _header_block(
             [
@@ -567,6 +607,11 @@ class WireOpener(Generic[Req, Resp]):
                 (b"user-agent", b"tollgate-exchange"),
             ]
         )
+
+    def _calm(self) -> None:
+        """The engine said we ping too often (GOAWAY `too_many_pings`): half as often from the next connection."""
+        self._keepalive *= 2
+        log.warning("the engine asked for fewer PINGs: keepalive now every %.0f s", self._keepalive)
 
     def __call__(self, _metadata: object = None) -> WireStream[Req, Resp]:
         return WireStream(self)
@@ -581,17 +626,24 @@ class WireOpener(Generic[Req, Resp]):
         return await asyncio.shield(self._connecting)
 
     async def _connect(self) -> _Connection:
+        if self._closed:
+            raise ConnectionError("the front door is closing")
         loop = asyncio.get_running_loop()
         tls = self._tls
         context = client_context(tls) if tls is not None else None
         server_name = (tls.server_name or self._host) if tls is not None else None
         async with asyncio.timeout(CONNECT_TIMEOUT):
-            _, connection = await loop.create_connection(
-                _Connection, self._host, self._port, ssl=context, server_hostname=server_name
+            transport, connection = await loop.create_connection(
+                lambda: _Connection(self._keepalive, self._calm),
+                self._host,
+                self._port,
+                ssl=context,
+                server_hostname=server_name,
             )
-        if self._closed:
+        ssl_object = transport.get_extra_info("ssl_object")
+        if self._closed or (ssl_object is not None and ssl_object.selected_alpn_protocol() != "h2"):
             connection.close()
-            raise ConnectionError("the front door is closing")
+            raise ConnectionError("the front door is closing" if self._closed else "the engine did not offer h2")
         self._current = connection
         self._all.add(connection)
         connection.lost.add_done_callback(lambda _: self._all.discard(connection))

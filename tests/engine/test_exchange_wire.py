@@ -7,15 +7,18 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import struct
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import cast
 
 import grpc
 import hpack
 import pytest
 
+from gateway.config.tls import ClientTLS
 from gateway.engine import exchange_wire
 from gateway.engine.exchange_wire import WireOpener, WireStream, split_target
 
@@ -353,6 +356,88 @@ async def test_an_engine_that_is_not_there_is_unavailable() -> None:
 def test_targets_it_dials_and_those_left_to_grpc() -> None:
     assert split_target("engine:50051") == ("engine", 50051)
     assert split_target("dns:///engine.ns.svc:50051") == ("engine.ns.svc", 50051)
+    assert split_target("dns:engine:50051") == ("engine", 50051)
     assert split_target("[::1]:7000") == ("::1", 7000)
     assert split_target("unix:/run/engine.sock") is None
     assert split_target("engine") is None
+
+
+# ------------------------------------------------------------------------------------------ what a review found
+
+
+async def test_a_window_made_negative_by_new_settings_holds_data_back(engine: Start) -> None:
+    """RFC 9113 6.9.2: a lower SETTINGS_INITIAL_WINDOW_SIZE can take a stream's window below 0; nothing is sent then."""
+    over: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+    async def script(peer: Peer) -> None:
+        peer.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 1000)))
+        await peer.next(HEADERS)
+        used = 0
+        while used < 1000:  # the first message takes the whole window
+            used += len((await peer.next(DATA)).payload)
+        peer.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 200)))  # the window is now 200 - 1000 = -800
+        sent = 0
+        with contextlib.suppress(TimeoutError):
+            while True:
+                sent += len((await asyncio.wait_for(peer.next(DATA), 0.5)).payload)
+        over.set_result(sent)
+
+    opener, _ = await engine(script)
+    stream = opener()
+    await asyncio.sleep(0.1)
+    await stream.write(b"a" * 995)
+    writing = asyncio.ensure_future(stream.write(b"b" * 3000))
+    assert await asyncio.wait_for(over, 5) == 0
+    assert not writing.done()
+    stream.cancel()
+    with pytest.raises(grpc.aio.AioRpcError):
+        await asyncio.wait_for(writing, 1)  # a writer waiting for a window is released when its stream ends
+
+
+async def test_a_stream_reset_while_its_writer_waits_for_a_window_releases_the_writer(engine: Start) -> None:
+    async def script(peer: Peer) -> None:
+        peer.send(frame(SETTINGS, 0, 0, struct.pack(">HI", 0x4, 10)))
+        opened = await peer.next(HEADERS)
+        await peer.next(DATA)
+        peer.send(frame(RST, 0, opened.stream, (0x2).to_bytes(4, "big")))  # INTERNAL_ERROR
+
+    opener, _ = await engine(script)
+    stream = opener()
+    await asyncio.sleep(0.1)
+    with pytest.raises(grpc.aio.AioRpcError) as caught:
+        await asyncio.wait_for(stream.write(b"x" * 100), 5)
+    assert caught.value.code() == grpc.StatusCode.INTERNAL
+
+
+async def test_a_bad_status_ends_its_stream_and_the_connection_goes_on(engine: Start) -> None:
+    async def script(peer: Peer) -> None:
+        first = await peer.next(HEADERS)
+        peer.send(peer.headers(first.stream, [*OK_HEADERS, ("grpc-status", "seven")], end=True))
+        second = await peer.next(HEADERS)
+        peer.send(peer.headers(second.stream, [*OK_HEADERS, ("grpc-status", "0")], end=True))
+
+    opener, peers = await engine(script)
+    _, error = await outcome(opener())
+    assert error is not None and error.code() == grpc.StatusCode.INTERNAL
+    assert await outcome(opener()) == ([], None)
+    assert len(peers) == 1
+
+
+async def test_too_many_pings_makes_the_next_connection_ping_half_as_often(engine: Start) -> None:
+    async def script(peer: Peer) -> None:
+        await peer.next(HEADERS)
+        peer.send(frame(GOAWAY, 0, 0, struct.pack(">II", 0, 0xB) + b"too_many_pings"))
+
+    opener, _ = await engine(script)
+    _, error = await outcome(opener())
+    assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
+    assert opener._keepalive == 2 * exchange_wire.KEEPALIVE
+
+
+async def test_an_unreadable_ca_ends_the_stream_rather_than_hanging(tmp_path: Path) -> None:
+    bad = tmp_path / "ca.pem"
+    bad.write_bytes(b"\x00\xff not a certificate")
+    opener: WireOpener[bytes, bytes] = WireOpener("127.0.0.1", 9, "/svc/Method", bytes, bytes, ClientTLS(ca=str(bad)))
+    _, error = await outcome(opener())
+    assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
+    await opener.close()
