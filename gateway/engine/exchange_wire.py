@@ -230,7 +230,7 @@ class _Connection(asyncio.Protocol):
         if self._block is not None and kind != _CONTINUATION:
             raise ValueError("a header block was interrupted")
         handle = self._handlers.get(kind)
-        if handle is not None:  # PRIORITY, PUSH_PROMISE (push is off) and unknown kinds are ignored, as HTTP/2 says
+        if handle is not None:  # PRIORITY and unknown kinds are ignored, as HTTP/2 says
             handle(flags, stream_id, payload)
 
     def _header_frame(self, flags: int, stream_id: int, payload: bytes) -> None:
@@ -399,6 +399,8 @@ class _Connection(asyncio.Protocol):
 
     def _keepalive(self) -> None:
         now = time.monotonic()
+        if self._ping_sent is not None and self._heard > self._ping_sent:
+            self._ping_sent = None  # anything heard since the PING shows the connection alive, its ACK or not
         if self._ping_sent is not None and now - self._ping_sent >= PING_TIMEOUT:
             log.warning("the engine did not answer a PING in %.0f s: its connection is closed", PING_TIMEOUT)
             self.usable = False
@@ -438,7 +440,7 @@ class WireStream(Generic[Req, Resp]):
             try:
                 connection = await opener.connection()
             except Exception as exc:  # refused, unreachable, TLS refused or unreadable files, closing: never a hang
-                log.warning("could not connect to the engine: %r", exc)
+                log.debug("could not connect to the engine: %r", exc)  # the exchange says so, with this
                 self.ended(_error(grpc.StatusCode.UNAVAILABLE, f"Could not connect to the engine: {exc!r}"))
                 return
             if self.outcome is not None:  # cancelled while connecting

@@ -441,3 +441,27 @@ async def test_an_unreadable_ca_ends_the_stream_rather_than_hanging(tmp_path: Pa
     _, error = await outcome(opener())
     assert error is not None and error.code() == grpc.StatusCode.UNAVAILABLE
     await opener.close()
+
+
+async def test_a_connection_that_is_heard_from_is_alive_without_the_pings_ack(
+    engine: Start, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(exchange_wire, "KEEPALIVE", 0.2)
+    monkeypatch.setattr(exchange_wire, "PING_TIMEOUT", 0.25)
+    pinged = asyncio.Event()
+
+    async def script(peer: Peer) -> None:
+        opened = await peer.next(HEADERS)
+        peer.send(peer.headers(opened.stream, OK_HEADERS))
+        for _ in range(6):  # a message every 0.3 s: silences long enough for a PING, which is never acknowledged
+            await asyncio.sleep(0.3)
+            peer.send(frame(DATA, 0, opened.stream, message(b"tick")))
+            while not peer.frames.empty():
+                if (await peer.frames.get()).kind == PING:
+                    pinged.set()
+        peer.send(peer.headers(opened.stream, [("grpc-status", "0")], end=True))
+
+    opener, _ = await engine(script)
+    got, error = await outcome(opener())
+    assert error is None and len(got) == 6
+    assert pinged.is_set()
