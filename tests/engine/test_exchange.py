@@ -65,9 +65,11 @@ async def engine() -> AsyncIterator[Engine]:
             await core.close()
 
 
-@pytest.fixture
-async def door(engine: Engine) -> AsyncIterator[RemoteEngine]:
-    remote = RemoteEngine(engine.address)
+@pytest.fixture(params=["own connection", "grpc.aio channel"])
+async def door(engine: Engine, request: pytest.FixtureRequest) -> AsyncIterator[RemoteEngine]:
+    """A split front door's engine client, its exchanges on their own connection (gateway.engine.exchange_wire), or,
+    for an `ipv4:` target, which that connection does not dial, on the grpc.aio channel."""
+    remote = RemoteEngine(engine.address if request.param == "own connection" else f"ipv4:{engine.address}")
     try:
         yield remote
     finally:
