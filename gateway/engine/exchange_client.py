@@ -1,4 +1,5 @@
-"""`Exchanges`: a split front door's GatewayService calls over `Exchange` streams to its engine (exchange.proto).
+"""`Exchanges`: a split front door's GatewayService calls over `Exchange` streams to its engine (exchange.proto), on
+a connection of their own (`wire_opener`, `exchange_wire`) or on a grpc.aio channel.
 
 Every call is a `start` frame on the current exchange and the engine's frames back; its outcome is what its own RPC
 would have given: the answer, the reply metadata (initial metadata) and trailing metadata, or a
