@@ -77,12 +77,7 @@ class _Tracked:
         task = self._task = asyncio.current_task()
         if task is None:  # not in a task: nothing to cut
             return
-        drain = self._drain
-        cell = drain._tasks[task] = _Cut()
-        if self._name:
-            drain._named[self._name] = task
-        self._token = _REQUEST_CUT.set(cell)
-        drain._idle.clear()
+        self._token = _REQUEST_CUT.set(self._drain._remember(task, self._name))
 
     def __exit__(self, *exc: object) -> None:
         if self._task is None:
@@ -132,6 +127,14 @@ class Drain:
         """Count the current task as a request in flight for as long as the `with` block runs; `name` (its caller's
         `CALL_KEY`) lets `cut_calls` find it."""
         return _Tracked(self, name)
+
+    def _remember(self, task: asyncio.Task[object], name: str) -> _Cut:
+        """`task` is a request in flight (named `name`, when it has one): the cell its cut is told through."""
+        cell = self._tasks[task] = _Cut()
+        if name:
+            self._named[name] = task
+        self._idle.clear()
+        return cell
 
     def _forget(self, task: asyncio.Task[object], name: str) -> None:
         self._tasks.pop(task, None)
