@@ -1,33 +1,34 @@
 """One way to serve gRPC: the given services plus `grpc.health.v1` and server reflection, on one port.
 
 The engine, the reference auth server and the reference stats server all start here, so each of them answers
-grpcurl and Kubernetes health probes the same way and shuts down the same way.
+grpcurl and Kubernetes health probes the same way and shuts down the same way. The server is tollgate's own
+(`gateway.wire_server`: gRPC's protocol spoken from the event loop), hosting the grpc.aio servicers as they are.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
+from typing import Any
 
-import grpc
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio  # type: ignore[attr-defined]  # grpc-stubs predates the aio API
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2_grpc
+from grpc_reflection.v1alpha._async import ReflectionServicer  # reflection.aio's, which mypy cannot see
 
 from gateway.config.tls import ServerTLS
 from gateway.drain import Drain
 from gateway.grpc_guard import GuardInterceptor
-from gateway.tls import grpc_server_credentials
+from gateway.tls import grpc_server_context
+from gateway.wire_server import WireServer
 
-# A service's full name, and the function that adds its servicer to a server.
-Service = tuple[str, Callable[[grpc.aio.Server], None]]
-
-_OPTIONS = [("grpc.max_receive_message_length", 64 << 20)]
+# A service's full name, and the function that adds its servicer to a server (a generated `add_*_to_server`).
+Service = tuple[str, Callable[[Any], None]]
 
 
 class GrpcServer:
     """A started gRPC server; `stop` enters graceful shutdown (health NOT_SERVING, then drain)."""
 
-    def __init__(self, server: grpc.aio.Server, health_servicer: health_aio.HealthServicer, port: int) -> None:
+    def __init__(self, server: WireServer, health_servicer: health_aio.HealthServicer, port: int) -> None:
         self.server = server
         self.port = port
         self._health = health_servicer
@@ -57,21 +58,16 @@ async def start_grpc_server(
     (`gateway.grpc_guard`). With `tls` the port speaks only TLS (mutual when it names a client CA), its certificate
     following the files.
     """
-    options = [*_OPTIONS, ("grpc.so_reuseport", int(reuse_port))]
-    server = grpc.aio.server(interceptors=[GuardInterceptor(drain)], options=options)
+    server = WireServer(interceptors=[GuardInterceptor(drain)])
     for _, add in services:
         add(server)
     health_servicer = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     names = [name for name, _ in services]
-    reflection.enable_server_reflection((*names, health.SERVICE_NAME, reflection.SERVICE_NAME), server)
-    if tls is not None:
-        port = server.add_secure_port(address, grpc_server_credentials(tls))
-    else:
-        port = server.add_insecure_port(address)
-    if port == 0:
-        raise OSError(f"cannot listen on {address} for gRPC")
-    await server.start()
+    reflecting = ReflectionServicer((*names, health.SERVICE_NAME, reflection.SERVICE_NAME))
+    reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflecting, server)
+    context = grpc_server_context(tls) if tls is not None else None
+    port = await server.start(address, tls=context, reuse_port=reuse_port)
     for name in ("", *names):
         await health_servicer.set(name, health_pb2.HealthCheckResponse.SERVING)
     return GrpcServer(server, health_servicer, port)

@@ -8,7 +8,7 @@ way. Here a message is one `transport.write` and one parse in `data_received`. T
 server, for this client as for any other. Everything else a front door asks its engine (health, admin, a release
 without `Exchange`) stays on its grpc.aio channel.
 
-The connection itself (frames, flow control, HPACK, PING, GOAWAY, keepalive) is `http2.Connection`; this module
+The connection itself (frames, flow control, HPACK, PING, GOAWAY, keepalive) is `http2.ClientConnection`; this module
 is what a gRPC stream is on it: the call's headers, its messages (5-byte prefix, at most `MAX_MESSAGE` taken), its
 status and metadata from the trailers (an unreadable one ends only that stream), HTTP statuses as gRPC's codes, and
 the opener: one connection per target at a time, renewed when it fails or is told to go away, keepalive every
@@ -22,7 +22,6 @@ where grpc uses its own bundled ones).
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import ssl
 import struct
@@ -34,7 +33,7 @@ from urllib.parse import unquote
 import grpc
 
 from gateway.config.tls import ClientTLS
-from gateway.engine.http2 import Connection, Metadata, header_block, rpc_error
+from gateway.http2 import ClientConnection, Metadata, header_block, metadata_of, rpc_error
 
 log = logging.getLogger("tollgate.frontdoor")
 
@@ -57,7 +56,6 @@ _HTTP_CODES = {
     504: grpc.StatusCode.UNAVAILABLE,
 }
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
-_RESERVED = {b":status", b"content-type", b"grpc-status", b"grpc-message", b"grpc-encoding", b"grpc-accept-encoding"}
 
 
 def split_target(target: str) -> tuple[str, int] | None:
@@ -95,10 +93,10 @@ class WireStream(Generic[Req, Resp]):
 
     def __init__(self, opener: WireOpener[Req, Resp]) -> None:
         self._serialize, self._deserialize = opener.serialize, opener.deserialize
-        self._connection: Connection | None = None
+        self._connection: ClientConnection | None = None
         self.id = 0
         self.send_window = 0
-        self.unreturned = 0  # bytes received, not yet returned to the engine's window
+        self._unreturned = 0  # bytes received, not yet returned to the engine's window
         self.outcome: object = None  # _OK or an AioRpcError, once ended
         self._initial: Metadata = ()
         self._buffer = bytearray()  # DATA not yet a whole message
@@ -168,8 +166,15 @@ class WireStream(Generic[Req, Resp]):
 
     # ----------------------------------------------------------------------------------- what the connection tells
 
-    def received(self, data: bytes) -> None:
-        """DATA for this stream: the whole messages in it (and before it) are parsed and queued."""
+    def received(self, data: bytes, flow: int, end: bool) -> None:
+        """DATA for this stream: the whole messages in it (and before it) are parsed and queued (what bounds them is
+        the exchange's own credit, so the window is returned as it arrives); DATA that ends it means no status."""
+        self._unreturned += flow
+        self._parse(data)
+        if end:
+            self.ended(rpc_error(grpc.StatusCode.INTERNAL, "The engine ended the stream without a status"))
+
+    def _parse(self, data: bytes) -> None:
         buffer = self._buffer
         buffer += data
         at, size = 0, len(buffer)
@@ -196,14 +201,14 @@ class WireStream(Generic[Req, Resp]):
         del buffer[:at]
         self._arrived.set()
 
-    def returned(self) -> bytes:
-        """The WINDOW_UPDATE increment that returns what was received."""
-        increment, self.unreturned = self.unreturned, 0
-        return increment.to_bytes(4, "big")
+    def returned(self) -> int:
+        """What was received, now returned to the engine's window."""
+        increment, self._unreturned = self._unreturned, 0
+        return increment
 
     def headers(self, fields: list[tuple[bytes, bytes]], end: bool) -> None:
         """A header block: the response's headers, or its trailers (`end`), or both at once (trailers-only)."""
-        metadata = _metadata(fields)
+        metadata = metadata_of(fields)
         values = dict(fields)
         status = values.get(b":status", b"200")
         if not end and status.startswith(b"1"):
@@ -233,20 +238,6 @@ class WireStream(Generic[Req, Resp]):
         self._arrived.set()
 
 
-def _metadata(fields: list[tuple[bytes, bytes]]) -> Metadata:
-    """The metadata in a header block: every field but the pseudo-headers and gRPC's own; `-bin` values decoded."""
-    pairs: list[tuple[str, str | bytes]] = []
-    for name, value in fields:
-        if name.startswith(b":") or name in _RESERVED:
-            continue
-        key = name.decode("ascii", "replace")
-        if key.endswith("-bin"):
-            pairs.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
-        else:
-            pairs.append((key, value.decode("utf-8", "replace")))
-    return tuple(pairs)
-
-
 class WireOpener(Generic[Req, Resp]):
     """Opens `method`'s streams on a connection to `host:port` (TLS when `tls`): a stand-in for a grpc.aio
     stream-stream multicallable (`opener(None)` is a new stream). Streams share the current connection; a new one is
@@ -263,9 +254,9 @@ class WireOpener(Generic[Req, Resp]):
     ) -> None:
         self.serialize, self.deserialize = serialize, deserialize
         self._host, self._port, self._tls = host, port, tls
-        self._current: Connection | None = None
-        self._connecting: asyncio.Future[Connection] | None = None
-        self._all: set[Connection] = set()
+        self._current: ClientConnection | None = None
+        self._connecting: asyncio.Future[ClientConnection] | None = None
+        self._all: set[ClientConnection] = set()
         self._closed = False
         self._keepalive = KEEPALIVE
         authority = f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
@@ -289,7 +280,7 @@ class WireOpener(Generic[Req, Resp]):
     def __call__(self, _metadata: object = None) -> WireStream[Req, Resp]:
         return WireStream(self)
 
-    async def connection(self) -> Connection:
+    async def connection(self) -> ClientConnection:
         """The connection a new stream opens on: the current one, or a new one."""
         current = self._current
         if current is not None and current.usable:
@@ -298,7 +289,7 @@ class WireOpener(Generic[Req, Resp]):
             self._connecting = asyncio.ensure_future(self._connect())
         return await asyncio.shield(self._connecting)
 
-    async def _connect(self) -> Connection:
+    async def _connect(self) -> ClientConnection:
         if self._closed:
             raise ConnectionError("the front door is closing")
         loop = asyncio.get_running_loop()
@@ -307,7 +298,7 @@ class WireOpener(Generic[Req, Resp]):
         server_name = (tls.server_name or self._host) if tls is not None else None
         async with asyncio.timeout(CONNECT_TIMEOUT):
             transport, connection = await loop.create_connection(
-                lambda: Connection(self._keepalive, PING_TIMEOUT, self._calm),
+                lambda: ClientConnection(self._keepalive, PING_TIMEOUT, self._calm),
                 self._host,
                 self._port,
                 ssl=context,

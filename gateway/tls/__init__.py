@@ -2,14 +2,14 @@
 from the certificate files the configuration names (docs/tls.md). Servers and clients alike re-read their files when
 they change on disk, as cert-manager rotates a Secret, without a restart.
 
-`files` (watching them), `server` (gRPC server credentials, the HTTPS context), `client` (channels that reopen on
+`files` (watching them), `server` (the HTTPS and gRPC servers' contexts), `client` (channels that reopen on
 new files), `flags` (the reference servers' command-line flags).
 """
 
 from gateway.tls.client import RenewingChannel, grpc_channel_credentials, open_channel
 from gateway.tls.files import WatchedFiles
 from gateway.tls.flags import add_client_flags, add_server_flags, client_tls_from_flags, server_tls_from_flags
-from gateway.tls.server import grpc_server_credentials, http_server_context
+from gateway.tls.server import grpc_server_context, http_server_context
 
 __all__ = [
     "RenewingChannel",
@@ -18,7 +18,7 @@ __all__ = [
     "add_server_flags",
     "client_tls_from_flags",
     "grpc_channel_credentials",
-    "grpc_server_credentials",
+    "grpc_server_context",
     "http_server_context",
     "open_channel",
     "server_tls_from_flags",

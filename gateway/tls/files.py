@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 import os
 import ssl
+from collections.abc import Sequence
 from pathlib import Path
 
 from gateway.config.tls import ServerTLS
@@ -58,10 +59,13 @@ def read_file(path: str) -> bytes | None:
     return Path(path).read_bytes() if path else None
 
 
-def checked_server_context(tls: ServerTLS) -> ssl.SSLContext:
-    """A server context with the chain and key loaded (which checks that they match) and the client CA, if any."""
+def checked_server_context(tls: ServerTLS, alpn: Sequence[str] = ()) -> ssl.SSLContext:
+    """A server context with the chain and key loaded (which checks that they match) and the client CA, if any;
+    offering the `alpn` protocols."""
     context = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
     context.minimum_version = ssl.TLSVersion.TLSv1_2
+    if alpn:
+        context.set_alpn_protocols(list(alpn))
     context.load_cert_chain(tls.cert, tls.key)
     if tls.client_ca:
         context.load_verify_locations(tls.client_ca)

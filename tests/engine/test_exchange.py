@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from contextlib import aclosing
 from dataclasses import dataclass
 from datetime import timedelta
@@ -28,6 +28,7 @@ from gateway.errors import DeadlineExceededError, ServiceUnavailableError, Shutt
 from gateway.grpc_guard import UNDECODABLE_MESSAGE
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI
+from tests.polling import until
 from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import exchange_pb2 as xpb
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -78,12 +79,6 @@ async def door(engine: Engine, request: pytest.FixtureRequest) -> AsyncIterator[
 
 def ctx() -> CallContext:
     return CallContext(request_id=new_request_id())
-
-
-async def until(condition: Callable[[], bool], seconds: float = 5.0) -> None:
-    async with asyncio.timeout(seconds):
-        while not condition():  # noqa: ASYNC110  # what we wait for happens in the engine: polling is the point
-            await asyncio.sleep(0.01)
 
 
 async def text_of(door: RemoteEngine) -> str:

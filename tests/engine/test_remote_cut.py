@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 import pytest
@@ -20,6 +20,7 @@ from gateway.engine.server import start_engine_server
 from gateway.errors import GatewayError, ShuttingDownError
 from gateway.providers.registry import build_providers
 from gateway.testing.fake_openai import FakeOpenAI
+from tests.polling import until
 from tests.usage_sink import RecordingSink
 from tollgate.gateway.v1 import endpoints_pb2 as ep
 from tollgate.gateway.v1 import gateway_pb2 as pb
@@ -65,12 +66,6 @@ async def read(door: RemoteEngine, started: asyncio.Event) -> GatewayError | Non
     except GatewayError as exc:
         return exc
     return None
-
-
-async def until(condition: Callable[[], bool]) -> None:
-    async with asyncio.timeout(5):
-        while not condition():  # noqa: ASYNC110  # records arrive when the engine's calls end: polling is the point
-            await asyncio.sleep(0.01)
 
 
 async def test_the_engine_cuts_a_front_doors_calls_as_a_shutdown(split: Split) -> None:

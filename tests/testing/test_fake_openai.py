@@ -10,7 +10,7 @@ import signal
 import struct
 import sys
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +21,7 @@ import pytest_asyncio
 from openai.types.chat import ChatCompletionUserMessageParam
 
 from gateway.testing.fake_openai import FakeOpenAI, Fault
+from tests.polling import until
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 USER = {"role": "user", "content": "hello world"}
@@ -64,14 +65,6 @@ async def stream_events(session: aiohttp.ClientSession, fake: FakeOpenAI, body: 
         payload = block.removeprefix("data: ")
         events.append(payload if payload == "[DONE]" else json.loads(payload))
     return events
-
-
-async def until(condition: Callable[[], bool], seconds: float = 3.0) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + seconds
-    while not condition():
-        assert loop.time() < deadline, "condition never became true"
-        await asyncio.sleep(0.01)
 
 
 def assert_error(body: Any, error_type: str, param: str | None, code: str | None) -> None:

@@ -1,19 +1,22 @@
-"""`Connection`: one HTTP/2 client connection carrying gRPC streams (RFC 9113, and gRPC's PROTOCOL-HTTP2), spoken
-from the event loop: the frames in and out, flow control both ways, HPACK, PING, GOAWAY, RST_STREAM and keepalive.
-What a stream is to gRPC (its messages, its status, its metadata) is `exchange_wire.WireStream`'s; this module ends
-streams with the `grpc.aio.AioRpcError` a grpc.aio call would have raised where the connection is the cause (lost,
-reset, going away).
+"""HTTP/2 connections carrying gRPC streams (RFC 9113, and gRPC's PROTOCOL-HTTP2), spoken from the event loop:
+the frames in and out, flow control both ways, HPACK, PING, GOAWAY, RST_STREAM; `Connection` is what both ends
+share, `ClientConnection` a client's (it opens streams, and keeps the connection alive), and a server's is
+`gateway.wire_server`'s. What a stream is to gRPC (its messages, its status, its metadata) is the stream's own
+(`exchange_wire.WireStream` for a client, `wire_server`'s for a server); this module ends streams with the
+`grpc.aio.AioRpcError` a grpc.aio call would have raised where the connection is the cause (lost, reset, going away).
 
-Our receive windows are returned as data arrives (what bounds a stream is its user's own credit); a send window the
-peer's new settings made negative holds data back until it is positive again; we send header fields as HPACK
-literals, never indexed, and decode the peer's with the `hpack` package. Keepalive: a PING after `keepalive` seconds
-of silence while streams are open, at most two without data of ours in between; anything heard after it shows the
-connection alive; nothing within `ping_timeout` ends the connection. A protocol error ends the connection.
+The connection's receive window is returned as data arrives; a stream's, as the stream says it took what it
+received (`Stream.returned`). A send window the peer's new settings made negative holds data back until it is
+positive again; we send header fields as HPACK literals, never indexed, and decode the peer's with the `hpack`
+package. A client's keepalive: a PING after `keepalive` seconds of silence while streams are open, at most two without
+data of ours in between; anything heard after it shows the connection alive; nothing within `ping_timeout` ends the
+connection. A protocol error ends the connection.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import logging
 import struct
 import time
@@ -23,30 +26,47 @@ from typing import Protocol, cast
 import grpc
 import hpack
 
-log = logging.getLogger("tollgate.frontdoor")
+log = logging.getLogger("tollgate.http2")
 
-_WINDOW = 4 << 20  # our receive window per stream and for the connection
+WINDOW = 4 << 20  # our receive window per stream and for the connection
 _DEFAULT_WINDOW = 65_535
-_PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
+PREFACE = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n"
 
 _FRAME = struct.Struct(">BHBBI")  # length (high byte, low 16 bits), type, flags, stream id
 _DATA, _HEADERS, _PRIORITY, _RST, _SETTINGS, _PUSH, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = range(10)
 _END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
-_CANCEL, _REFUSED, _ENHANCE_YOUR_CALM = 0x8, 0x7, 0xB
+NO_ERROR, PROTOCOL_ERROR, REFUSED, CANCEL, ENHANCE_YOUR_CALM = 0x0, 0x1, 0x7, 0x8, 0xB
 _INITIAL_WINDOW, _MAX_FRAME = 0x4, 0x5
 # The HTTP/2 error codes a reset stream ends with, as gRPC's status (PROTOCOL-HTTP2, "Errors").
 _RESET_CODES = {
-    _REFUSED: grpc.StatusCode.UNAVAILABLE,
-    _CANCEL: grpc.StatusCode.CANCELLED,
-    _ENHANCE_YOUR_CALM: grpc.StatusCode.RESOURCE_EXHAUSTED,
+    REFUSED: grpc.StatusCode.UNAVAILABLE,
+    CANCEL: grpc.StatusCode.CANCELLED,
+    ENHANCE_YOUR_CALM: grpc.StatusCode.RESOURCE_EXHAUSTED,
     0xC: grpc.StatusCode.PERMISSION_DENIED,  # INADEQUATE_SECURITY
 }
+MAX_HEADER_BLOCK = 64 << 10  # the largest header block taken (grpc's own limit is 16 KiB of metadata)
 Metadata = tuple[tuple[str, str | bytes], ...]  # HTTP/2 metadata: a `-bin` key's value is bytes
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes | memoryview = b"") -> bytes:
     length = len(payload)
     return _FRAME.pack(length >> 16, length & 0xFFFF, kind, flags, stream) + payload
+
+
+def data_frame(stream_id: int, data: bytes | memoryview, end: bool = False) -> bytes:
+    return frame(_DATA, _END_STREAM if end else 0, stream_id, data)
+
+
+def headers_frames(stream_id: int, block: bytes, end: bool, max_frame: int) -> bytes:
+    """A header block as HEADERS frames (`end`: it ends our side), in CONTINUATION frames past `max_frame`."""
+    flags = _END_STREAM if end else 0
+    if len(block) <= max_frame:
+        return frame(_HEADERS, flags | _END_HEADERS, stream_id, block)
+    pieces = [block[at : at + max_frame] for at in range(0, len(block), max_frame)]
+    frames = [frame(_HEADERS, flags, stream_id, pieces[0])]
+    frames += [frame(_CONTINUATION, 0, stream_id, piece) for piece in pieces[1:-1]]
+    frames.append(frame(_CONTINUATION, _END_HEADERS, stream_id, pieces[-1]))
+    return b"".join(frames)
 
 
 def _literal(value: bytes) -> bytes:
@@ -61,9 +81,35 @@ def _literal(value: bytes) -> bytes:
     return bytes(out) + bytes([n]) + value
 
 
-def header_block(fields: list[tuple[bytes, bytes]]) -> bytes:
+def header_block(fields: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], ...]) -> bytes:
     """`fields` as HPACK literals without indexing (first byte 0): nothing of ours enters the peer's table."""
     return b"".join(b"\x00" + _literal(name) + _literal(value) for name, value in fields)
+
+
+_RESERVED = {
+    b"content-type",
+    b"te",
+    b"grpc-status",
+    b"grpc-message",
+    b"grpc-encoding",
+    b"grpc-accept-encoding",
+    b"grpc-timeout",
+}
+
+
+def metadata_of(fields: list[tuple[bytes, bytes]]) -> Metadata:
+    """The gRPC metadata in a header block: every field but the pseudo-headers and gRPC's own; `-bin` values decoded
+    (ValueError for bad base64)."""
+    pairs: list[tuple[str, str | bytes]] = []
+    for name, value in fields:
+        if name.startswith(b":") or name in _RESERVED:
+            continue
+        key = name.decode("ascii", "replace")
+        if key.endswith("-bin"):
+            pairs.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
+        else:
+            pairs.append((key, value.decode("utf-8", "replace")))
+    return tuple(pairs)
 
 
 def rpc_error(
@@ -78,35 +124,33 @@ class Stream(Protocol):
 
     id: int
     send_window: int  # what it may send (negative after the peer lowered the initial window)
-    unreturned: int  # what it received, not yet returned to the peer's window
     outcome: object  # None while it runs
 
-    def received(self, data: bytes) -> None:
-        """DATA for it."""
+    def received(self, data: bytes, flow: int, end: bool) -> None:
+        """DATA for it (`flow`: what the frame counts against the windows; `end`: the peer's side is over)."""
 
     def headers(self, fields: list[tuple[bytes, bytes]], end: bool) -> None:
-        """A header block for it (`end`: it ends the stream)."""
+        """A header block for it (`end`: it ends the peer's side)."""
 
     def ended(self, outcome: object) -> None:
-        """It is over (an error, or its own sign of an OK end)."""
+        """It is over, reset or lost (an error, or its own sign of an OK end)."""
 
-    def returned(self) -> bytes:
-        """The WINDOW_UPDATE increment that returns what it received."""
+    def returned(self) -> int:
+        """What it received and took, not yet returned to the peer's window (and now counted as returned)."""
 
 
 class Connection(asyncio.Protocol):
-    """One HTTP/2 connection to the engine: its frames in and out, its streams by id, flow control and keepalive."""
+    """One HTTP/2 connection: its frames in and out, its streams by id, flow control. A client's or a server's
+    (`ClientConnection`, `wire_server.ServerConnection`), which say how streams begin and how the peer's GOAWAY ends
+    them."""
 
-    def __init__(self, keepalive: float, ping_timeout: float, calm: Callable[[], None]) -> None:
+    def __init__(self, settings: bytes) -> None:
         loop = asyncio.get_running_loop()
-        self.keepalive = keepalive  # seconds of silence before a PING
-        self.ping_timeout = ping_timeout  # seconds a PING has to be answered
-        self._calm = calm  # told when the peer says we ping too often
         self._loop = loop
+        self._settings_out = settings  # our SETTINGS payload
         self.transport: asyncio.Transport | None = None
         self.streams: dict[int, Stream] = {}
         self.usable = True  # takes new streams: no GOAWAY, not lost
-        self._next_id = 1
         self._buffer = bytearray()
         self._broken = False  # a protocol error was seen: the connection is closing
         self._block: tuple[int, int, bytearray] | None = None  # a header block waiting for its CONTINUATION frames
@@ -118,9 +162,6 @@ class Connection(asyncio.Protocol):
         self._paused = False  # the transport's buffer is full
         self._changed = asyncio.Event()  # a window opened, the transport resumed, or the connection was lost
         self._heard = time.monotonic()
-        self._ping_sent: float | None = None
-        self._pings_without_data = 0
-        self._timer: asyncio.TimerHandle | None = None
         self.lost: asyncio.Future[None] = loop.create_future()
         self._handlers: dict[int, Callable[[int, int, bytes], None]] = {
             _DATA: self._data,
@@ -138,17 +179,13 @@ class Connection(asyncio.Protocol):
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport by class
-        settings = struct.pack(">HIHI", 0x2, 0, _INITIAL_WINDOW, _WINDOW)  # no push; our window
-        grow = struct.pack(">I", _WINDOW - _DEFAULT_WINDOW)
-        self.transport.write(_PREFACE + frame(_SETTINGS, 0, 0, settings) + frame(_WINDOW_UPDATE, 0, 0, grow))
-        self._timer = self._loop.call_later(self.keepalive / 3, self._keepalive)
+        grow = struct.pack(">I", WINDOW - _DEFAULT_WINDOW)
+        self.transport.write(frame(_SETTINGS, 0, 0, self._settings_out) + frame(_WINDOW_UPDATE, 0, 0, grow))
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
-        if self._timer is not None:
-            self._timer.cancel()
         for stream in list(self.streams.values()):
-            stream.ended(rpc_error(grpc.StatusCode.UNAVAILABLE, "The connection to the engine was lost"))
+            stream.ended(rpc_error(grpc.StatusCode.UNAVAILABLE, "The connection was lost"))
         self.streams.clear()
         self._changed.set()  # writers waiting for a window find their stream ended
         if not self.lost.done():
@@ -169,6 +206,7 @@ class Connection(asyncio.Protocol):
         buffer += data
         size, at = len(buffer), 0
         try:
+            at = self._preface(buffer)
             while size - at >= 9:
                 high, low, kind, flags, stream = _FRAME.unpack_from(buffer, at)
                 end = at + 9 + (high << 16 | low)
@@ -177,12 +215,16 @@ class Connection(asyncio.Protocol):
                 self.frame(kind, flags, stream & 0x7FFFFFFF, bytes(buffer[at + 9 : end]))
                 at = end
         except (hpack.HPACKError, ValueError, IndexError, struct.error) as exc:
-            log.warning("the engine's HTTP/2 connection broke: %r", exc)
+            log.warning("an HTTP/2 connection broke: %r", exc)
             self._broken = True  # nothing more is read (a closing TLS transport may still deliver some)
             del buffer[:]
-            self.close(0x1, abort=True)  # PROTOCOL_ERROR
+            self.close(PROTOCOL_ERROR, abort=True)
             return
         del buffer[:at]
+
+    def _preface(self, buffer: bytearray) -> int:
+        """How much of `buffer` is the peer's connection preface, read (a server's reads the client's)."""
+        return 0
 
     # ------------------------------------------------------------------------------------------------ frames in
 
@@ -206,6 +248,8 @@ class Connection(asyncio.Protocol):
         if self._block is None or self._block[0] != stream_id:
             raise ValueError("CONTINUATION without its HEADERS")
         self._block[2].extend(payload)
+        if len(self._block[2]) > MAX_HEADER_BLOCK:
+            raise ValueError("a header block over the limit")
         if flags & _END_HEADERS:
             self._headers()
 
@@ -213,12 +257,12 @@ class Connection(asyncio.Protocol):
         if (stream := self.streams.get(stream_id)) is not None:
             code = int.from_bytes(payload[:4], "big")
             status = _RESET_CODES.get(code, grpc.StatusCode.INTERNAL)
-            stream.ended(rpc_error(status, f"The engine reset the stream (HTTP/2 error {code})"))
+            self.streams.pop(stream_id, None)
+            stream.ended(rpc_error(status, f"The peer reset the stream (HTTP/2 error {code})"))
+            self._changed.set()  # its writer, if waiting for a window, finds it ended
 
     def _ping(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if flags & _ACK:
-            self._ping_sent = None
-        else:
+        if not flags & _ACK:
             self._write(frame(_PING, _ACK, 0, payload))
 
     def _push(self, flags: int, stream_id: int, payload: bytes) -> None:
@@ -241,14 +285,13 @@ class Connection(asyncio.Protocol):
             payload = payload[1 : len(payload) - payload[0]]
         stream = self.streams.get(stream_id)
         if stream is not None:
-            stream.unreturned += flow
-            stream.received(payload)
-            if flags & _END_STREAM:
-                stream.ended(rpc_error(grpc.StatusCode.INTERNAL, "The engine ended the stream without a status"))
-        if self._returned >= _WINDOW // 2:  # the connection's and the streams' windows, returned together
+            stream.received(payload, flow, bool(flags & _END_STREAM))
+        if self._returned >= WINDOW // 2:  # the connection's window, and what the streams took of theirs
             grow = struct.pack(">I", self._returned)
             frames = [frame(_WINDOW_UPDATE, 0, 0, grow)]
-            frames += [frame(_WINDOW_UPDATE, 0, sid, s.returned()) for sid, s in self.streams.items() if s.unreturned]
+            for sid, s in self.streams.items():
+                if increment := s.returned():
+                    frames.append(frame(_WINDOW_UPDATE, 0, sid, increment.to_bytes(4, "big")))
             self._returned = 0
             self._write(b"".join(frames))
 
@@ -258,11 +301,17 @@ class Connection(asyncio.Protocol):
         self._block = None
         # Always decoded, the stream gone or not: the table is the connection's. `raw`: names and values are bytes.
         fields = cast(list[tuple[bytes, bytes]], self._decoder.decode(bytes(block), raw=True))
-        if (stream := self.streams.get(stream_id)) is not None:
-            try:
-                stream.headers(fields, bool(flags & _END_STREAM))
-            except ValueError as exc:  # a status that is no number, bad base64 in a -bin value
-                stream.ended(rpc_error(grpc.StatusCode.INTERNAL, f"The engine's headers could not be read: {exc}"))
+        end = bool(flags & _END_STREAM)
+        if (stream := self.streams.get(stream_id)) is None:
+            self._new_stream(stream_id, fields, end)
+            return
+        try:
+            stream.headers(fields, end)
+        except ValueError as exc:  # a status that is no number, bad base64 in a -bin value
+            stream.ended(rpc_error(grpc.StatusCode.INTERNAL, f"The peer's headers could not be read: {exc}"))
+
+    def _new_stream(self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool) -> None:
+        """HEADERS for a stream we do not have: a client ignores them (a stream it ended), a server may open one."""
 
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if flags & _ACK:
@@ -281,13 +330,7 @@ class Connection(asyncio.Protocol):
         self._changed.set()
 
     def _goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
-        last, code = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF, int.from_bytes(payload[4:8], "big")
         self.usable = False
-        if code == _ENHANCE_YOUR_CALM and payload[8:] == b"too_many_pings":
-            self._calm()  # as grpc's channel does: the next connection pings half as often
-        for number, stream in list(self.streams.items()):
-            if number > last:
-                stream.ended(rpc_error(grpc.StatusCode.UNAVAILABLE, f"The engine is going away (HTTP/2 error {code})"))
         if not self.streams:
             self.close()
 
@@ -297,24 +340,27 @@ class Connection(asyncio.Protocol):
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(data)
 
-    def open(self, stream: Stream, headers: bytes) -> int:
-        """Open `stream` with its header block: its id."""
-        stream_id, self._next_id = self._next_id, self._next_id + 2
-        self.streams[stream_id] = stream
-        stream.send_window = self.initial_window
-        self._pings_without_data = 0
-        self._write(frame(_HEADERS, _END_HEADERS, stream_id, headers))
-        if stream_id >= 1 << 30:
-            self.usable = False  # ids run out long after this; the next stream opens a new connection
-        return stream_id
+    def send_headers(self, stream_id: int, block: bytes, end: bool) -> None:
+        """A header block on a stream (`end`: it ends our side)."""
+        self._write(headers_frames(stream_id, block, end, self.max_frame))
 
-    async def send(self, stream: Stream, data: bytes, end: bool) -> None:
-        """`data` as DATA frames on `stream`, as its and the connection's windows allow; `end` closes our side."""
-        self._pings_without_data = 0
+    async def send(self, stream: Stream, data: bytes, end: bool, headers: bytes = b"") -> None:
+        """`data` as DATA frames on `stream`, as its and the connection's windows allow; `end` closes our side;
+        `headers`, a header block to send first (in the same write as the first DATA when it can go at once)."""
+        self._sending()
+        if headers:
+            head = headers_frames(stream.id, headers, False, self.max_frame)
+            size = len(data)
+            if not self._paused and 0 < size <= min(stream.send_window, self.send_window, self.max_frame):
+                self._write(head + data_frame(stream.id, data, end))
+                stream.send_window -= size
+                self.send_window -= size
+                return
+            self._write(head)
         view = memoryview(data)
         while True:
             if stream.outcome is not None:
-                ended = rpc_error(grpc.StatusCode.INTERNAL, "The engine ended the stream before our side was written")
+                ended = rpc_error(grpc.StatusCode.INTERNAL, "The stream ended before our side was written")
                 raise stream.outcome if isinstance(stream.outcome, BaseException) else ended
             # A window may be negative (the peer lowered SETTINGS_INITIAL_WINDOW_SIZE): nothing goes until it is not.
             size = max(0, min(len(view), stream.send_window, self.send_window, self.max_frame))
@@ -323,18 +369,26 @@ class Connection(asyncio.Protocol):
                 await self._changed.wait()
                 continue
             last = size == len(view)
-            self._write(frame(_DATA, _END_STREAM if end and last else 0, stream.id, view[:size]))
+            self._write(data_frame(stream.id, view[:size], end and last))
             stream.send_window -= size
             self.send_window -= size
             if last:
                 return
             view = view[size:]
 
-    def reset(self, stream_id: int) -> None:
-        """Cancel a stream of ours."""
+    def _sending(self) -> None:
+        """We are about to send DATA (a client's keepalive counts it)."""
+
+    def give_back(self, stream: Stream) -> None:
+        """Return to the peer now what `stream` took of its window (its reader caught up with a full window)."""
+        if stream.id in self.streams and (increment := stream.returned()):
+            self._write(frame(_WINDOW_UPDATE, 0, stream.id, increment.to_bytes(4, "big")))
+
+    def reset(self, stream_id: int, code: int = CANCEL) -> None:
+        """End a stream with RST_STREAM `code`."""
         self.streams.pop(stream_id, None)
         self._changed.set()  # its writer, if waiting for a window, finds it ended
-        self._write(frame(_RST, 0, stream_id, _CANCEL.to_bytes(4, "big")))
+        self._write(frame(_RST, 0, stream_id, code.to_bytes(4, "big")))
         self._close_if_done()
 
     def forget(self, stream_id: int) -> None:
@@ -347,22 +401,80 @@ class Connection(asyncio.Protocol):
         if not self.usable and not self.streams:
             self.close()
 
-    def close(self, code: int = 0, *, abort: bool = False) -> None:
-        """Say GOAWAY and close (`abort`: without waiting for what is still to be written)."""
+    def write_goaway(self, last: int, code: int = NO_ERROR) -> None:
+        """Say GOAWAY: no stream of the peer's after `last` is taken."""
+        self._write(frame(_GOAWAY, 0, 0, struct.pack(">II", last, code)))
+
+    def close(self, code: int = NO_ERROR, *, abort: bool = False, last: int = 0) -> None:
+        """Say GOAWAY (`last`: the last stream of the peer's we took) and close (`abort`: without waiting for what is
+        still to be written)."""
         self.usable = False
         if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(frame(_GOAWAY, 0, 0, struct.pack(">II", 0, code)))
+            self.write_goaway(last, code)
             if abort:
                 self.transport.abort()
             else:
                 self.transport.close()
+
+
+class ClientConnection(Connection):
+    """A client's connection: it opens streams, ends those the peer's GOAWAY will not take, and keeps itself alive
+    (see the module docstring)."""
+
+    def __init__(self, keepalive: float, ping_timeout: float, calm: Callable[[], None]) -> None:
+        super().__init__(struct.pack(">HIHI", 0x2, 0, _INITIAL_WINDOW, WINDOW))  # no push; our window
+        self.keepalive = keepalive  # seconds of silence before a PING
+        self.ping_timeout = ping_timeout  # seconds a PING has to be answered
+        self._calm = calm  # told when the peer says we ping too often
+        self._next_id = 1
+        self._ping_sent: float | None = None
+        self._pings_without_data = 0
+        self._timer: asyncio.TimerHandle | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(PREFACE)
+        super().connection_made(transport)
+        self._timer = self._loop.call_later(self.keepalive / 3, self._keepalive)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+        super().connection_lost(exc)
+
+    def _ping(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if flags & _ACK:
+            self._ping_sent = None
+        super()._ping(flags, stream_id, payload)
+
+    def _goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
+        last, code = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF, int.from_bytes(payload[4:8], "big")
+        if code == ENHANCE_YOUR_CALM and payload[8:] == b"too_many_pings":
+            self._calm()  # as grpc's channel does: the next connection pings half as often
+        for number, stream in list(self.streams.items()):
+            if number > last:
+                stream.ended(rpc_error(grpc.StatusCode.UNAVAILABLE, f"The peer is going away (HTTP/2 error {code})"))
+        super()._goaway(flags, stream_id, payload)
+
+    def _sending(self) -> None:
+        self._pings_without_data = 0
+
+    def open(self, stream: Stream, headers: bytes) -> int:
+        """Open `stream` with its header block: its id."""
+        stream_id, self._next_id = self._next_id, self._next_id + 2
+        self.streams[stream_id] = stream
+        stream.send_window = self.initial_window
+        self._pings_without_data = 0
+        self.send_headers(stream_id, headers, False)
+        if stream_id >= 1 << 30:
+            self.usable = False  # ids run out long after this; the next stream opens a new connection
+        return stream_id
 
     def _keepalive(self) -> None:
         now = time.monotonic()
         if self._ping_sent is not None and self._heard > self._ping_sent:
             self._ping_sent = None  # anything heard since the PING shows the connection alive, its ACK or not
         if self._ping_sent is not None and now - self._ping_sent >= self.ping_timeout:
-            log.warning("the engine did not answer a PING in %.0f s: its connection is closed", self.ping_timeout)
+            log.warning("a PING went unanswered for %.0f s: the connection is closed", self.ping_timeout)
             self.usable = False
             if self.transport is not None:
                 self.transport.abort()
