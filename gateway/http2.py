@@ -8,7 +8,8 @@ share, `ClientConnection` a client's (it opens streams, and keeps the connection
 The connection's receive window is returned as data arrives; a stream's, as the stream says it took what it
 received (`Stream.returned`). A send window the peer's new settings made negative holds data back until it is
 positive again; we send header fields as HPACK literals, never indexed, and decode the peer's with the `hpack`
-package. A client's keepalive: a PING after `keepalive` seconds of silence while streams are open, at most two without
+package; what a connection writes in one turn of the loop goes to the socket as one write. A client's
+keepalive: a PING after `keepalive` seconds of silence while streams are open, at most two without
 data of ours in between; anything heard after it shows the connection alive; nothing within `ping_timeout` ends the
 connection. A protocol error ends the connection.
 """
@@ -160,6 +161,7 @@ class Connection(asyncio.Protocol):
         self.max_frame = 16_384
         self._returned = 0  # bytes received on the connection, not yet returned with a WINDOW_UPDATE
         self._paused = False  # the transport's buffer is full
+        self._pending: list[bytes] | None = None  # written in this turn of the loop, not yet flushed
         self._changed = asyncio.Event()  # a window opened, the transport resumed, or the connection was lost
         self._heard = time.monotonic()
         self.lost: asyncio.Future[None] = loop.create_future()
@@ -337,8 +339,18 @@ class Connection(asyncio.Protocol):
     # ----------------------------------------------------------------------------------------------- frames out
 
     def _write(self, data: bytes) -> None:
-        if self.transport is not None and not self.transport.is_closing():
-            self.transport.write(data)
+        """Queue `data`: what is written in one turn of the loop goes to the socket as one write, at its end."""
+        if self._pending is not None:
+            self._pending.append(data)
+        elif self.transport is not None and not self.transport.is_closing():
+            self._pending = [data]
+            self._loop.call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write what is queued now."""
+        pending, self._pending = self._pending, None
+        if pending and self.transport is not None and not self.transport.is_closing():
+            self.transport.write(pending[0] if len(pending) == 1 else b"".join(pending))
 
     def send_headers(self, stream_id: int, block: bytes, end: bool) -> None:
         """A header block on a stream (`end`: it ends our side)."""
@@ -411,6 +423,7 @@ class Connection(asyncio.Protocol):
         self.usable = False
         if self.transport is not None and not self.transport.is_closing():
             self.write_goaway(last, code)
+            self.flush()
             if abort:
                 self.transport.abort()
             else:

@@ -69,6 +69,7 @@ _MESSAGE_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")  # g
 _RESPONSE_HEADERS = ((b":status", b"200"), (b"content-type", b"application/grpc"))
 _HEADERS_BLOCK = header_block(_RESPONSE_HEADERS)
 _OK = grpc.StatusCode.OK
+_UNRESOLVED: Any = object()
 
 
 class HandlerCallDetails(NamedTuple):
@@ -260,7 +261,9 @@ class Call:
         try:
             if self._bad is not None:
                 raise self._bad
-            handler = await server.handler(self.method)
+            handler = server.resolved.get(self.method, _UNRESOLVED)
+            if handler is _UNRESOLVED:
+                handler = await server.resolve(self.method)
             if handler is None:
                 raise _Status(grpc.StatusCode.UNIMPLEMENTED, "Method not found!")
             await self._serve(handler)
@@ -555,7 +558,7 @@ class WireServer:
         self._interceptors = list(interceptors)
         self._registered: dict[str, grpc.RpcMethodHandler[Any, Any]] = {}
         self._generic: list[grpc.GenericRpcHandler[Any, Any]] = []
-        self._resolved: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}
+        self.resolved: dict[str, grpc.RpcMethodHandler[Any, Any] | None] = {}  # by method, once asked for
         self._listeners: list[asyncio.Server] = []
         self.connections: set[ServerConnection] = set()
         self.calls: set[asyncio.Task[None]] = set()
@@ -570,12 +573,11 @@ class WireServer:
         for name, handler in handlers.items():
             self._registered[f"/{service}/{name}"] = handler
 
-    async def handler(self, method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
-        """`method`'s handler, interceptors applied (once per method); None for an unknown method."""
-        if method in self._resolved:
-            return self._resolved[method]
-        if len(self._resolved) > 10_000:  # unknown paths a client makes up must not grow this without end
-            self._resolved = {path: h for path, h in self._resolved.items() if h is not None}
+    async def resolve(self, method: str) -> grpc.RpcMethodHandler[Any, Any] | None:
+        """`method`'s handler, interceptors applied, kept in `resolved` (interceptors run once per method); None for
+        an unknown method."""
+        if len(self.resolved) > 10_000:  # unknown paths a client makes up must not grow this without end
+            self.resolved = {path: h for path, h in self.resolved.items() if h is not None}
 
         async def lookup(details: HandlerCallDetails) -> grpc.RpcMethodHandler[Any, Any] | None:
             found = self._registered.get(details.method)
@@ -589,7 +591,7 @@ class WireServer:
         for interceptor in reversed(self._interceptors):
             continuation = functools.partial(interceptor.intercept_service, continuation)
         handler = await continuation(HandlerCallDetails(method, ()))
-        self._resolved[method] = handler
+        self.resolved[method] = handler
         return cast("grpc.RpcMethodHandler[Any, Any] | None", handler)
 
     async def start(self, address: str, *, tls: ssl.SSLContext | None = None, reuse_port: bool = False) -> int:
