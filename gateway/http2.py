@@ -46,7 +46,40 @@ _RESET_CODES = {
     0xC: grpc.StatusCode.PERMISSION_DENIED,  # INADEQUATE_SECURITY
 }
 MAX_HEADER_BLOCK = 64 << 10  # the largest header block taken (grpc's own limit is 16 KiB of metadata)
+MAX_FRAME = 16_384  # the largest frame taken (SETTINGS_MAX_FRAME_SIZE: we keep HTTP/2's default)
+MAX_HELD = 1 << 20  # bytes of answers (PING and SETTINGS acks, headers) queued for a peer that reads nothing
+# What a peer may ask of us at most (a burst, then so many a second): frames we must answer (PING, SETTINGS) and
+# streams it resets (each may have started work: HTTP/2's "rapid reset").
+_ANSWERS = (100, 10.0)
+_RESETS = (2000, 200.0)
+_FLOW_CONTROL_ERROR, _FRAME_SIZE_ERROR = 0x3, 0x6
 Metadata = tuple[tuple[str, str | bytes], ...]  # HTTP/2 metadata: a `-bin` key's value is bytes
+
+
+class PeerError(ValueError):
+    """What the peer did ends the connection, with this HTTP/2 error code in our GOAWAY."""
+
+    def __init__(self, message: str, code: int = PROTOCOL_ERROR) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+class Allowance:
+    """A token bucket: `burst` at once, `rate` more a second."""
+
+    def __init__(self, burst: int, rate: float) -> None:
+        self._burst, self._rate = burst, rate
+        self._tokens = float(burst)
+        self._at = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self._tokens = min(self._burst, self._tokens + (now - self._at) * self._rate)
+        self._at = now
+        if self._tokens < 1:
+            return False
+        self._tokens -= 1
+        return True
 
 
 def frame(kind: int, flags: int, stream: int, payload: bytes | memoryview = b"") -> bytes:
@@ -125,6 +158,7 @@ class Stream(Protocol):
 
     id: int
     send_window: int  # what it may send (negative after the peer lowered the initial window)
+    recv_window: int  # what the peer may still send on it (the connection keeps it)
     outcome: object  # None while it runs
 
     def received(self, data: bytes, flow: int, end: bool) -> None:
@@ -145,8 +179,16 @@ class Connection(asyncio.Protocol):
     (`ClientConnection`, `wire_server.ServerConnection`), which say how streams begin and how the peer's GOAWAY ends
     them."""
 
-    def __init__(self, settings: bytes) -> None:
+    def __init__(self, settings: bytes, keepalive: float, ping_timeout: float) -> None:
         loop = asyncio.get_running_loop()
+        self.keepalive = keepalive  # seconds of silence, with streams open, before a PING
+        self.ping_timeout = ping_timeout  # seconds a PING has to be answered
+        self._ping_sent: float | None = None
+        self._pings_without_data = 0
+        self._timer: asyncio.TimerHandle | None = None
+        self._answers = Allowance(*_ANSWERS)
+        self._resets = Allowance(*_RESETS)
+        self._held = 0  # bytes other than DATA written while the transport is paused
         self._loop = loop
         self._settings_out = settings  # our SETTINGS payload
         self.transport: asyncio.Transport | None = None
@@ -160,6 +202,7 @@ class Connection(asyncio.Protocol):
         self.initial_window = _DEFAULT_WINDOW  # a new stream's send window (the peer's SETTINGS_INITIAL_WINDOW_SIZE)
         self.max_frame = 16_384
         self._returned = 0  # bytes received on the connection, not yet returned with a WINDOW_UPDATE
+        self._recv_window = WINDOW  # what the peer may still send on the connection
         self._paused = False  # the transport's buffer is full
         self._pending: list[bytes] | None = None  # written in this turn of the loop, not yet flushed
         self._changed = asyncio.Event()  # a window opened, the transport resumed, or the connection was lost
@@ -183,9 +226,13 @@ class Connection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)  # uvloop's is not an asyncio.Transport by class
         grow = struct.pack(">I", WINDOW - _DEFAULT_WINDOW)
         self.transport.write(frame(_SETTINGS, 0, 0, self._settings_out) + frame(_WINDOW_UPDATE, 0, 0, grow))
+        self._timer = self._loop.call_later(self.keepalive / 3, self._keepalive)
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.usable = False
+        self._pending = None
+        if self._timer is not None:
+            self._timer.cancel()
         for stream in list(self.streams.values()):
             stream.ended(rpc_error(grpc.StatusCode.UNAVAILABLE, "The connection was lost"))
         self.streams.clear()
@@ -198,6 +245,7 @@ class Connection(asyncio.Protocol):
 
     def resume_writing(self) -> None:
         self._paused = False
+        self._held = 0
         self._changed.set()
 
     def data_received(self, data: bytes) -> None:
@@ -209,9 +257,14 @@ class Connection(asyncio.Protocol):
         size, at = len(buffer), 0
         try:
             at = self._preface(buffer)
+            if at < 0:
+                return  # the preface is not all here yet
             while size - at >= 9:
                 high, low, kind, flags, stream = _FRAME.unpack_from(buffer, at)
-                end = at + 9 + (high << 16 | low)
+                length = high << 16 | low
+                if length > MAX_FRAME:
+                    raise PeerError(f"a frame of {length} bytes, over SETTINGS_MAX_FRAME_SIZE", _FRAME_SIZE_ERROR)
+                end = at + 9 + length
                 if end > size:
                     break
                 self.frame(kind, flags, stream & 0x7FFFFFFF, bytes(buffer[at + 9 : end]))
@@ -220,12 +273,13 @@ class Connection(asyncio.Protocol):
             log.warning("an HTTP/2 connection broke: %r", exc)
             self._broken = True  # nothing more is read (a closing TLS transport may still deliver some)
             del buffer[:]
-            self.close(PROTOCOL_ERROR, abort=True)
+            self.close(exc.code if isinstance(exc, PeerError) else PROTOCOL_ERROR, abort=True)
             return
         del buffer[:at]
 
     def _preface(self, buffer: bytearray) -> int:
-        """How much of `buffer` is the peer's connection preface, read (a server's reads the client's)."""
+        """How much of `buffer` is the peer's connection preface, read (a server's reads the client's); -1 while it
+        is not all there."""
         return 0
 
     # ------------------------------------------------------------------------------------------------ frames in
@@ -243,6 +297,8 @@ class Connection(asyncio.Protocol):
         if flags & _PRIORITY_FLAG:
             payload = payload[5:]
         self._block = (stream_id, flags, bytearray(payload))
+        if len(payload) > MAX_HEADER_BLOCK:
+            raise PeerError("a header block over the limit", ENHANCE_YOUR_CALM)
         if flags & _END_HEADERS:
             self._headers()
 
@@ -251,12 +307,14 @@ class Connection(asyncio.Protocol):
             raise ValueError("CONTINUATION without its HEADERS")
         self._block[2].extend(payload)
         if len(self._block[2]) > MAX_HEADER_BLOCK:
-            raise ValueError("a header block over the limit")
+            raise PeerError("a header block over the limit", ENHANCE_YOUR_CALM)
         if flags & _END_HEADERS:
             self._headers()
 
     def _reset(self, flags: int, stream_id: int, payload: bytes) -> None:
         if (stream := self.streams.get(stream_id)) is not None:
+            if not self._resets.take():
+                raise PeerError("streams reset faster than allowed", ENHANCE_YOUR_CALM)
             code = int.from_bytes(payload[:4], "big")
             status = _RESET_CODES.get(code, grpc.StatusCode.INTERNAL)
             self.streams.pop(stream_id, None)
@@ -264,8 +322,14 @@ class Connection(asyncio.Protocol):
             self._changed.set()  # its writer, if waiting for a window, finds it ended
 
     def _ping(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if not flags & _ACK:
-            self._write(frame(_PING, _ACK, 0, payload))
+        if len(payload) != 8:
+            raise PeerError("a PING that is not 8 bytes", _FRAME_SIZE_ERROR)
+        if flags & _ACK:
+            self._ping_sent = None
+            return
+        if not self._answers.take():
+            raise PeerError("PINGs and SETTINGS faster than allowed", ENHANCE_YOUR_CALM)
+        self._write(frame(_PING, _ACK, 0, payload))
 
     def _push(self, flags: int, stream_id: int, payload: bytes) -> None:
         raise ValueError("PUSH_PROMISE, with push disabled")
@@ -276,24 +340,40 @@ class Connection(asyncio.Protocol):
             raise ValueError("a WINDOW_UPDATE of 0")
         if stream_id == 0:
             self.send_window += increment
+            window = self.send_window
         elif (stream := self.streams.get(stream_id)) is not None:
             stream.send_window += increment
+            window = stream.send_window
+        else:
+            return
+        if window > 0x7FFFFFFF:
+            raise PeerError("a window over 2^31-1", _FLOW_CONTROL_ERROR)
         self._changed.set()
 
     def _data(self, flags: int, stream_id: int, payload: bytes) -> None:
+        if stream_id == 0:
+            raise ValueError("DATA on stream 0")
         flow = len(payload)  # flow control counts the padding too
         self._returned += flow
+        self._recv_window -= flow
+        if self._recv_window < 0:
+            raise PeerError("DATA past the connection's window", _FLOW_CONTROL_ERROR)
         if flags & _PADDED:
             payload = payload[1 : len(payload) - payload[0]]
         stream = self.streams.get(stream_id)
         if stream is not None:
+            stream.recv_window -= flow
+            if stream.recv_window < 0:
+                raise PeerError("DATA past a stream's window", _FLOW_CONTROL_ERROR)
             stream.received(payload, flow, bool(flags & _END_STREAM))
         if self._returned >= WINDOW // 2:  # the connection's window, and what the streams took of theirs
             grow = struct.pack(">I", self._returned)
             frames = [frame(_WINDOW_UPDATE, 0, 0, grow)]
             for sid, s in self.streams.items():
                 if increment := s.returned():
+                    s.recv_window += increment
                     frames.append(frame(_WINDOW_UPDATE, 0, sid, increment.to_bytes(4, "big")))
+            self._recv_window += self._returned
             self._returned = 0
             self._write(b"".join(frames))
 
@@ -318,9 +398,13 @@ class Connection(asyncio.Protocol):
     def _settings(self, flags: int, stream_id: int, payload: bytes) -> None:
         if flags & _ACK:
             return
+        if not self._answers.take():
+            raise PeerError("PINGs and SETTINGS faster than allowed", ENHANCE_YOUR_CALM)
         for at in range(0, len(payload) - 5, 6):
             key, value = struct.unpack_from(">HI", payload, at)
             if key == _INITIAL_WINDOW:
+                if value > 0x7FFFFFFF:
+                    raise PeerError("SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1", _FLOW_CONTROL_ERROR)
                 for stream in self.streams.values():
                     stream.send_window += value - self.initial_window
                 self.initial_window = value
@@ -338,8 +422,17 @@ class Connection(asyncio.Protocol):
 
     # ----------------------------------------------------------------------------------------------- frames out
 
-    def _write(self, data: bytes) -> None:
-        """Queue `data`: what is written in one turn of the loop goes to the socket as one write, at its end."""
+    def _write(self, data: bytes, *, answer: bool = True) -> None:
+        """Queue `data`: what is written in one turn of the loop goes to the socket as one write, at its end. What is
+        not DATA (`answer`) and is written while the peer reads nothing is counted: past `MAX_HELD`, the connection
+        is closed (a peer that asks and never reads must not fill our memory)."""
+        if answer and self._paused and not self._broken:
+            self._held += len(data)
+            if self._held > MAX_HELD:
+                log.warning("an HTTP/2 peer reads nothing of what it asks for: its connection is closed")
+                self._broken = True
+                self.close(ENHANCE_YOUR_CALM, abort=True)
+                return
         if self._pending is not None:
             self._pending.append(data)
         elif self.transport is not None and not self.transport.is_closing():
@@ -364,7 +457,7 @@ class Connection(asyncio.Protocol):
             head = headers_frames(stream.id, headers, False, self.max_frame)
             size = len(data)
             if not self._paused and 0 < size <= min(stream.send_window, self.send_window, self.max_frame):
-                self._write(head + data_frame(stream.id, data, end))
+                self._write(head + data_frame(stream.id, data, end), answer=False)
                 stream.send_window -= size
                 self.send_window -= size
                 return
@@ -381,7 +474,7 @@ class Connection(asyncio.Protocol):
                 await self._changed.wait()
                 continue
             last = size == len(view)
-            self._write(data_frame(stream.id, view[:size], end and last))
+            self._write(data_frame(stream.id, view[:size], end and last), answer=False)
             stream.send_window -= size
             self.send_window -= size
             if last:
@@ -389,11 +482,13 @@ class Connection(asyncio.Protocol):
             view = view[size:]
 
     def _sending(self) -> None:
-        """We are about to send DATA (a client's keepalive counts it)."""
+        """We are about to send DATA (keepalive counts it)."""
+        self._pings_without_data = 0
 
     def give_back(self, stream: Stream) -> None:
         """Return to the peer now what `stream` took of its window (its reader caught up with a full window)."""
         if stream.id in self.streams and (increment := stream.returned()):
+            stream.recv_window += increment
             self._write(frame(_WINDOW_UPDATE, 0, stream.id, increment.to_bytes(4, "big")))
 
     def reset(self, stream_id: int, code: int = CANCEL) -> None:
@@ -429,59 +524,6 @@ class Connection(asyncio.Protocol):
             else:
                 self.transport.close()
 
-
-class ClientConnection(Connection):
-    """A client's connection: it opens streams, ends those the peer's GOAWAY will not take, and keeps itself alive
-    (see the module docstring)."""
-
-    def __init__(self, keepalive: float, ping_timeout: float, calm: Callable[[], None]) -> None:
-        super().__init__(struct.pack(">HIHI", 0x2, 0, _INITIAL_WINDOW, WINDOW))  # no push; our window
-        self.keepalive = keepalive  # seconds of silence before a PING
-        self.ping_timeout = ping_timeout  # seconds a PING has to be answered
-        self._calm = calm  # told when the peer says we ping too often
-        self._next_id = 1
-        self._ping_sent: float | None = None
-        self._pings_without_data = 0
-        self._timer: asyncio.TimerHandle | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        cast(asyncio.Transport, transport).write(PREFACE)
-        super().connection_made(transport)
-        self._timer = self._loop.call_later(self.keepalive / 3, self._keepalive)
-
-    def connection_lost(self, exc: Exception | None) -> None:
-        if self._timer is not None:
-            self._timer.cancel()
-        super().connection_lost(exc)
-
-    def _ping(self, flags: int, stream_id: int, payload: bytes) -> None:
-        if flags & _ACK:
-            self._ping_sent = None
-        super()._ping(flags, stream_id, payload)
-
-    def _goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
-        last, code = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF, int.from_bytes(payload[4:8], "big")
-        if code == ENHANCE_YOUR_CALM and payload[8:] == b"too_many_pings":
-            self._calm()  # as grpc's channel does: the next connection pings half as often
-        for number, stream in list(self.streams.items()):
-            if number > last:
-                stream.ended(rpc_error(grpc.StatusCode.UNAVAILABLE, f"The peer is going away (HTTP/2 error {code})"))
-        super()._goaway(flags, stream_id, payload)
-
-    def _sending(self) -> None:
-        self._pings_without_data = 0
-
-    def open(self, stream: Stream, headers: bytes) -> int:
-        """Open `stream` with its header block: its id."""
-        stream_id, self._next_id = self._next_id, self._next_id + 2
-        self.streams[stream_id] = stream
-        stream.send_window = self.initial_window
-        self._pings_without_data = 0
-        self.send_headers(stream_id, headers, False)
-        if stream_id >= 1 << 30:
-            self.usable = False  # ids run out long after this; the next stream opens a new connection
-        return stream_id
-
     def _keepalive(self) -> None:
         now = time.monotonic()
         if self._ping_sent is not None and self._heard > self._ping_sent:
@@ -498,3 +540,38 @@ class ClientConnection(Connection):
             self._pings_without_data += 1
             self._write(frame(_PING, 0, 0, bytes(8)))
         self._timer = self._loop.call_later(self.keepalive / 3, self._keepalive)
+
+
+class ClientConnection(Connection):
+    """A client's connection: it opens streams, ends those the peer's GOAWAY will not take, and keeps itself alive
+    (see the module docstring)."""
+
+    def __init__(self, keepalive: float, ping_timeout: float, calm: Callable[[], None]) -> None:
+        super().__init__(struct.pack(">HIHI", 0x2, 0, _INITIAL_WINDOW, WINDOW), keepalive, ping_timeout)  # no push
+        self._calm = calm  # told when the peer says we ping too often
+        self._next_id = 1
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        cast(asyncio.Transport, transport).write(PREFACE)
+        super().connection_made(transport)
+
+    def _goaway(self, flags: int, stream_id: int, payload: bytes) -> None:
+        last, code = int.from_bytes(payload[:4], "big") & 0x7FFFFFFF, int.from_bytes(payload[4:8], "big")
+        if code == ENHANCE_YOUR_CALM and payload[8:] == b"too_many_pings":
+            self._calm()  # as grpc's channel does: the next connection pings half as often
+        for number, stream in list(self.streams.items()):
+            if number > last:
+                stream.ended(rpc_error(grpc.StatusCode.UNAVAILABLE, f"The peer is going away (HTTP/2 error {code})"))
+        super()._goaway(flags, stream_id, payload)
+
+    def open(self, stream: Stream, headers: bytes) -> int:
+        """Open `stream` with its header block: its id."""
+        stream_id, self._next_id = self._next_id, self._next_id + 2
+        self.streams[stream_id] = stream
+        stream.send_window = self.initial_window
+        stream.recv_window = WINDOW
+        self._pings_without_data = 0
+        self.send_headers(stream_id, headers, False)
+        if stream_id >= 1 << 30:
+            self.usable = False  # ids run out long after this; the next stream opens a new connection
+        return stream_id

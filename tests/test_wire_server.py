@@ -5,17 +5,19 @@ and registered as generated code registers them, with generic handlers of all fo
 from __future__ import annotations
 
 import asyncio
+import socket
 import struct
 from collections.abc import AsyncIterator
-from typing import Any, cast
+from typing import Any, NoReturn, cast
 
 import grpc
 import hpack
 import pytest
 
-from gateway import wire_server
+from gateway import http2, wire_call
 from gateway.http2 import PREFACE, WINDOW, frame
-from gateway.wire_server import WireServer, grpc_timeout
+from gateway.wire_call import grpc_timeout
+from gateway.wire_server import ServerConnection, WireServer
 from tests.polling import until
 
 SERVICE = "test.Echo"
@@ -195,7 +197,7 @@ async def test_a_message_over_the_limit_is_resource_exhausted(
     served: tuple[WireServer, Echo, grpc.aio.Channel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     _, _, channel = served
-    monkeypatch.setattr(wire_server, "MAX_MESSAGE", 1000)
+    monkeypatch.setattr(wire_call, "MAX_MESSAGE", 1000)
     with pytest.raises(grpc.aio.AioRpcError) as failure:
         await _method(channel, "unary_unary", "Unary")(b"x" * 1001, timeout=5)
     assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
@@ -374,11 +376,11 @@ async def test_bad_headers_end_the_call_not_the_connection(
     assert statuses == {1: "3", 3: "12", 5: "3"}  # INVALID_ARGUMENT, UNIMPLEMENTED, INVALID_ARGUMENT
 
 
-async def test_unfinished_messages_past_the_budget_close_the_connection(
+async def test_held_bytes_past_the_budget_close_the_connection(
     served: tuple[WireServer, Echo, grpc.aio.Channel], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     server, _, channel = served
-    monkeypatch.setattr(wire_server, "MAX_PARTIAL", 100_000)
+    monkeypatch.setattr(wire_call, "MAX_BUFFERED", 100_000)
     port = server._listeners[0].sockets[0].getsockname()[1]
     opened = b"".join(
         frame(1, 0x4, n, _request_headers("/test.Echo/Unary"))
@@ -389,3 +391,162 @@ async def test_unfinished_messages_past_the_budget_close_the_connection(
     assert any(kind == 7 for kind, *_ in said)  # GOAWAY: the connection is over
     await until(lambda: not server.calls)
     assert await _method(channel, "unary_unary", "Unary")(b"ok", timeout=5) == b"ko"
+
+
+def _message(data: bytes) -> bytes:
+    return struct.pack(">BI", 0, len(data)) + data
+
+
+def _goaway_code(said: list[tuple[int, int, int, bytes]]) -> int | None:
+    codes = [struct.unpack(">II", payload[:8])[1] for kind, _, _, payload in said if kind == 7]
+    return codes[0] if codes else None
+
+
+async def _connected(server: WireServer) -> tuple[asyncio.StreamReader, asyncio.StreamWriter, ServerConnection]:
+    before = set(server.connections)
+    reader, writer = await asyncio.open_connection("127.0.0.1", server._listeners[0].sockets[0].getsockname()[1])
+    writer.write(PREFACE + frame(4, 0, 0))
+    await until(lambda: bool(server.connections - before))
+    return reader, writer, next(iter(server.connections - before))
+
+
+async def _read_all(reader: asyncio.StreamReader, seconds: float = 3.0) -> bytes:
+    received = b""
+    try:
+        async with asyncio.timeout(seconds):
+            while chunk := await reader.read(65536):
+                received += chunk
+    except (TimeoutError, ConnectionError):
+        pass
+    return received
+
+
+async def test_a_preface_in_pieces_is_read_whole(served: tuple[WireServer, Echo, grpc.aio.Channel]) -> None:
+    server, _, _ = served
+    port = server._listeners[0].sockets[0].getsockname()[1]
+    request = PREFACE + frame(4, 0, 0) + frame(1, 0x4, 1, _request_headers("/test.Echo/Unary"))
+    request += frame(0, 0x1, 1, _message(b"abc"))
+    for cut in (3, 10, 30):
+        reader, writer = await asyncio.open_connection("127.0.0.1", port)
+        writer.write(request[:cut])
+        await writer.drain()
+        await asyncio.sleep(0.05)
+        writer.write(request[cut:])
+        said = _frames(await _read_all(reader, 1.0))
+        writer.close()
+        assert any(kind == 0 and payload == _message(b"cba") for kind, _, _, payload in said), cut
+
+
+@pytest.mark.parametrize(
+    ("what", "code"),
+    [
+        ("a frame over the frame size", 0x6),  # FRAME_SIZE_ERROR
+        ("a header block over the limit", 0xB),  # ENHANCE_YOUR_CALM
+        ("DATA past the stream's window", 0x3),  # FLOW_CONTROL_ERROR
+        ("a PING flood", 0xB),
+        ("DATA on stream 0", 0x1),  # PROTOCOL_ERROR
+    ],
+)
+async def test_what_breaks_the_rules_ends_the_connection(
+    served: tuple[WireServer, Echo, grpc.aio.Channel], what: str, code: int
+) -> None:
+    server, echo, channel = served
+    reader, writer, connection = await _connected(server)
+    opened = frame(1, 0x4, 1, _request_headers("/test.Echo/Unary")) + frame(0, 0, 1, _message(b"wait"))
+    if what == "a frame over the frame size":
+        writer.write(frame(0, 0, 1, b"x" * 20_000))
+    elif what == "a header block over the limit":
+        writer.write(frame(1, 0, 1, b"\x20" * 16_000) + frame(9, 0, 1, b"\x20" * 16_000) * 4)  # HEADERS, CONTINUATION
+    elif what == "DATA past the stream's window":
+        # whole messages the handler (busy with its first) does not read: they hold the window until it is gone
+        writer.write(opened + frame(0, 0, 1, _message(b"y" * 15_995)) * (WINDOW // 16_000 + 2))
+    elif what == "a PING flood":
+        writer.write(frame(6, 0, 0, bytes(8)) * 1000)
+    else:
+        writer.write(frame(0, 0, 0, b"z"))
+    said = _frames(await _read_all(reader))
+    writer.close()
+    assert _goaway_code(said) == code
+    await until(lambda: connection not in server.connections)
+    echo.release.set()
+    assert await _method(channel, "unary_unary", "Unary")(b"on", timeout=5) == b"no"
+
+
+async def test_rapid_resets_end_the_connection(
+    served: tuple[WireServer, Echo, grpc.aio.Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """HTTP/2's rapid reset: streams opened and reset at once, each having started a call."""
+    server, _, _ = served
+    monkeypatch.setattr(http2, "_RESETS", (20, 0.0))
+    reader, writer, _ = await _connected(server)
+    for n in range(1, 100, 2):
+        writer.write(frame(1, 0x4, n, _request_headers("/test.Echo/Unary")) + frame(3, 0, n, struct.pack(">I", 8)))
+    said = _frames(await _read_all(reader))
+    writer.close()
+    assert _goaway_code(said) == 0xB
+    await until(lambda: not server.calls)
+
+
+async def test_a_peer_that_reads_nothing_is_dropped(
+    served: tuple[WireServer, Echo, grpc.aio.Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Answers to a client that asks and never reads are counted, and it is dropped past the limit."""
+    server, _, _ = served
+    monkeypatch.setattr(http2, "MAX_HELD", 10_000)
+    _, writer, connection = await _connected(server)
+    assert connection.transport is not None
+    connection.transport.set_write_buffer_limits(high=1)
+    connection.transport.get_extra_info("socket").setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    for n in range(1, 20_000, 2):  # each a trailers-only UNIMPLEMENTED, never read
+        writer.write(frame(1, 0x4 | 0x1, n, _request_headers("/test.Echo/Nothing")))
+        if n % 1000 == 1:
+            await asyncio.sleep(0.01)
+    await until(lambda: connection not in server.connections)
+    writer.close()
+
+
+async def test_a_call_cut_inside_a_message_is_reset(served: tuple[WireServer, Echo, grpc.aio.Channel]) -> None:
+    """A deadline while an answer waits for the client's window: the stream is reset, not ended with a status
+    after half a message."""
+    server, _, _ = served
+    reader, writer, _ = await _connected(server)
+    writer.write(
+        frame(4, 0, 0, struct.pack(">HI", 4, 4))  # a window of 4 bytes
+        + frame(1, 0x4, 1, _request_headers("/test.Echo/Unary", [("grpc-timeout", "300m")]))
+        + frame(0, 0x1, 1, _message(b"hello"))
+    )
+    said = [(kind, payload) for kind, _, stream, payload in _frames(await _read_all(reader, 1.5)) if stream == 1]
+    writer.close()
+    assert [kind for kind, _ in said] == [1, 0, 3]  # headers, 4 bytes of DATA, RST_STREAM
+    assert said[1][1] == b"\x00\x00\x00\x00" and said[2][1] == struct.pack(">I", 8)  # CANCEL
+
+
+async def test_trailing_metadata_that_cannot_be_sent_ends_internal() -> None:
+    async def bad(request: bytes, context: Any) -> NoReturn:
+        await context.abort(grpc.StatusCode.NOT_FOUND, "no", (("clé", "v"),))
+        raise AssertionError("unreachable: abort raises")
+
+    server = WireServer()
+    handler = grpc.unary_unary_rpc_method_handler(bad, request_deserializer=_bytes, response_serializer=_bytes)
+    server.add_generic_rpc_handlers((grpc.method_handlers_generic_handler("t.S", {"M": handler}),))
+    port = await server.start("127.0.0.1:0")
+    try:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as failure:
+                await channel.unary_unary("/t.S/M", _bytes, _bytes)(b"x", timeout=5)
+            assert failure.value.code() == grpc.StatusCode.INTERNAL
+            assert not server.calls
+    finally:
+        await server.stop(0)
+
+
+async def test_a_compressed_message_is_inflated_as_read_and_bounded(
+    served: tuple[WireServer, Echo, grpc.aio.Channel], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A small gzip message that inflates past the limit is refused when its handler reads it; nothing inflated is
+    held for a handler that has not."""
+    _, _, channel = served
+    monkeypatch.setattr(wire_call, "MAX_MESSAGE", 10_000)
+    with pytest.raises(grpc.aio.AioRpcError) as failure:
+        await _method(channel, "unary_unary", "Unary")(bytes(50_000), compression=grpc.Compression.Gzip, timeout=5)
+    assert failure.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED

@@ -96,6 +96,7 @@ class WireStream(Generic[Req, Resp]):
         self._connection: ClientConnection | None = None
         self.id = 0
         self.send_window = 0
+        self.recv_window = 0
         self._unreturned = 0  # bytes received, not yet returned to the engine's window
         self.outcome: object = None  # _OK or an AioRpcError, once ended
         self._initial: Metadata = ()
