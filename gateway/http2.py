@@ -2,16 +2,19 @@
 the frames in and out, flow control both ways, HPACK, PING, GOAWAY, RST_STREAM; `Connection` is what both ends
 share, `ClientConnection` a client's (it opens streams, and keeps the connection alive), and a server's is
 `gateway.wire_server`'s. What a stream is to gRPC (its messages, its status, its metadata) is the stream's own
-(`exchange_wire.WireStream` for a client, `wire_server`'s for a server); this module ends streams with the
+(`exchange_wire.WireStream` for a client, `wire_call.Call` for a server); this module ends streams with the
 `grpc.aio.AioRpcError` a grpc.aio call would have raised where the connection is the cause (lost, reset, going away).
 
 The connection's receive window is returned as data arrives; a stream's, as the stream says it took what it
-received (`Stream.returned`). A send window the peer's new settings made negative holds data back until it is
-positive again; we send header fields as HPACK literals, never indexed, and decode the peer's with the `hpack`
-package; what a connection writes in one turn of the loop goes to the socket as one write. A client's
-keepalive: a PING after `keepalive` seconds of silence while streams are open, at most two without
-data of ours in between; anything heard after it shows the connection alive; nothing within `ping_timeout` ends the
-connection. A protocol error ends the connection.
+received (`Stream.returned`); DATA past either ends the connection (FLOW_CONTROL_ERROR). A send window the peer's
+new settings made negative holds data back until it is positive again; we send header fields as HPACK literals,
+never indexed, and decode the peer's with the `hpack` package; what a connection writes in one turn of the loop goes
+to the socket as one write. A peer may ask for answers (PING, SETTINGS) and reset streams only so fast
+(`Allowance`), may send frames of `MAX_FRAME` bytes and header blocks of `MAX_HEADER_BLOCK`, and what we queue for
+it while it reads nothing, DATA aside, is bounded (`MAX_HELD`): past any of these its connection ends
+(ENHANCE_YOUR_CALM, FRAME_SIZE_ERROR), as it does at any other protocol error. Keepalive, either end: a PING after
+`keepalive` seconds of silence while streams are open, at most two without data of ours in between; anything heard
+after it shows the connection alive; nothing within `ping_timeout` ends the connection.
 """
 
 from __future__ import annotations

@@ -11,16 +11,13 @@ and reflection servicers use: `add_generic_rpc_handlers`, `add_registered_method
 interceptors (`grpc.aio.ServerInterceptor`) are applied once per method, on its first call, with no metadata in the
 call details: they wrap handlers, as `gateway.grpc_guard`'s does, and do not choose by caller.
 
-A call's context (`Call`) is what a grpc.aio servicer context offers: `invocation_metadata`, `peer`
-(`ipv4:host:port` as grpc writes it), `time_remaining`, `abort` (raising `grpc.aio.AbortError`), `set_code`,
-`set_details`, `set_trailing_metadata`, `send_initial_metadata`, `write`, `read`, `cancelled`, `done`.
-
-The protocol as gRPC's PROTOCOL-HTTP2 says: POST with `content-type: application/grpc`, `grpc-timeout` (the call is
-cancelled at its deadline and ends DEADLINE_EXCEEDED), requests compressed with gzip or deflate taken, answers sent
-uncompressed, a status in trailers (trailers-only when nothing else was sent), a stream reset by the client or a
-connection lost cancels its call's task. Bounds: `MAX_MESSAGE` per request message (RESOURCE_EXHAUSTED past it),
-`MAX_STREAMS` calls at once per connection (more are refused), 64 KiB of headers, and a call's requests read only as
-its handler takes them (its window is returned as it reads, so a client cannot queue more than a window).
+Each call is a `gateway.wire_call.Call`: its stream, and the servicer context its handler is given. A connection
+takes `MAX_STREAMS` calls at once (more are refused, REFUSED_STREAM, which clients retry), 64 KiB of headers, 16 KiB
+frames, and holds at most `wire_call.MAX_BUFFERED` bytes for its handlers; a peer that breaks HTTP/2's rules, floods
+PINGs or SETTINGS, resets streams faster than `http2`'s allowance or reads nothing of what it asks for loses its
+connection (`http2.Connection`). A PING after `KEEPALIVE` seconds of silence with calls open finds dead peers.
+`stop(grace)` says GOAWAY naming the last call taken, lets calls finish for `grace` seconds, then ends the rest
+UNAVAILABLE.
 """
 
 from __future__ import annotations
