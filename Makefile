@@ -7,6 +7,10 @@ BUF := .tools/node_modules/.bin/buf
 BUF_VERSION := 1.75.0
 PROTOC_GEN_ES := .tools/node_modules/.bin/protoc-gen-es
 PROTOC_GEN_ES_VERSION := 2.13.0
+# grpc-js (Node's own HTTP/2) calls the engine in tests/e2e/test_grpc_js_client.py: a gRPC client that is not grpc's C core.
+GRPC_JS := .tools/node_modules/@grpc/grpc-js/package.json
+GRPC_JS_VERSION := 1.14.7
+PROTO_LOADER_VERSION := 0.8.1
 PROTOS := $(shell find protos -name '*.proto')
 # checkov lives in a virtual environment of its own: its pinned dependencies conflict with tollgate's dev tools.
 CHECKOV := .tools/checkov/bin/checkov
@@ -48,6 +52,10 @@ generate: install
 $(PROTOC_GEN_ES):
 	npm install --silent --no-audit --no-fund --prefix .tools @bufbuild/protoc-gen-es@$(PROTOC_GEN_ES_VERSION)
 
+$(GRPC_JS):
+	npm install --silent --no-audit --no-fund --prefix .tools @grpc/grpc-js@$(GRPC_JS_VERSION) \
+		@grpc/proto-loader@$(PROTO_LOADER_VERSION)
+
 # Go and TypeScript clients into gen/ with local plugins, offline (buf.gen.local.yaml; docs/api.md).
 clients: $(BUF) $(PROTOC_GEN_ES)
 	@command -v protoc-gen-go >/dev/null && command -v protoc-gen-go-grpc >/dev/null \
@@ -78,7 +86,7 @@ manifests: install $(CHECKOV)
 	$(BIN)/kubernetes-validate --kubernetes-version 1.32.0 --strict --quiet build/manifests/*.yaml
 	BC_SKIP_MAPPING=TRUE $(CHECKOV) --config-file deploy/kubernetes/.checkov.yaml $$(printf -- '-f %s ' build/manifests/*.yaml)
 
-test: install $(CHECKOV) $(BUF) $(PROTOC_GEN_ES)
+test: install $(CHECKOV) $(BUF) $(PROTOC_GEN_ES) $(GRPC_JS)
 	$(BIN)/python -m pytest -q
 
 run: install-runtime
