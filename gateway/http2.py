@@ -56,6 +56,7 @@ MAX_HELD = 1 << 20  # bytes of answers (PING and SETTINGS acks, headers) queued 
 _ANSWERS = (100, 10.0)
 _RESETS = (2000, 200.0)
 _FLOW_CONTROL_ERROR, _FRAME_SIZE_ERROR = 0x3, 0x6
+_DECODED = 64  # header blocks kept decoded, per connection
 Metadata = tuple[tuple[str, str | bytes], ...]  # HTTP/2 metadata: a `-bin` key's value is bytes
 
 
@@ -201,6 +202,8 @@ class Connection(asyncio.Protocol):
         self._broken = False  # a protocol error was seen: the connection is closing
         self._block: tuple[int, int, bytearray] | None = None  # a header block waiting for its CONTINUATION frames
         self._decoder = hpack.Decoder()
+        self._decoded: dict[bytes, list[tuple[bytes, bytes]]] = {}  # blocks that leave the table as it is, read
+        self._table_state: tuple[int, int, int] = (0, 0, 0)  # the table they were read against
         self.send_window = _DEFAULT_WINDOW  # connection-level, for our DATA
         self.initial_window = _DEFAULT_WINDOW  # a new stream's send window (the peer's SETTINGS_INITIAL_WINDOW_SIZE)
         self.max_frame = 16_384
@@ -384,8 +387,7 @@ class Connection(asyncio.Protocol):
         assert self._block is not None
         stream_id, flags, block = self._block
         self._block = None
-        # Always decoded, the stream gone or not: the table is the connection's. `raw`: names and values are bytes.
-        fields = cast(list[tuple[bytes, bytes]], self._decoder.decode(bytes(block), raw=True))
+        fields = self._decode(bytes(block))
         end = bool(flags & _END_STREAM)
         if (stream := self.streams.get(stream_id)) is None:
             self._new_stream(stream_id, fields, end)
@@ -394,6 +396,25 @@ class Connection(asyncio.Protocol):
             stream.headers(fields, end)
         except ValueError as exc:  # a status that is no number, bad base64 in a -bin value
             stream.ended(rpc_error(grpc.StatusCode.INTERNAL, f"The peer's headers could not be read: {exc}"))
+
+    def _decode(self, block: bytes) -> list[tuple[bytes, bytes]]:
+        """A header block's fields. Always decoded, the stream gone or not: the table is the connection's (`raw`:
+        names and values as bytes). A client sends the same block call after call once its headers are in the
+        table, and decoding one costs tens of µs: a block that left the table as it was is kept, and taken again
+        while the table stays so (the newest entry, the count and the size say it did)."""
+        table = self._decoder.header_table
+        entries = table.dynamic_entries
+        state = (len(entries), id(entries[0]) if entries else 0, table.maxsize)
+        if state == self._table_state and (fields := self._decoded.get(block)) is not None:
+            return fields
+        fields = cast(list[tuple[bytes, bytes]], self._decoder.decode(block, raw=True))
+        after = (len(entries), id(entries[0]) if entries else 0, table.maxsize)
+        if after != state or after != self._table_state or len(self._decoded) >= _DECODED:
+            self._decoded.clear()  # what was kept was read against another table
+            self._table_state = after
+        if after == state:
+            self._decoded[block] = fields
+        return fields
 
     def _new_stream(self, stream_id: int, fields: list[tuple[bytes, bytes]], end: bool) -> None:
         """HEADERS for a stream we do not have: a client ignores them (a stream it ended), a server may open one."""
