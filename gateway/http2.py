@@ -51,10 +51,12 @@ _RESET_CODES = {
 MAX_HEADER_BLOCK = 64 << 10  # the largest header block taken (grpc's own limit is 16 KiB of metadata)
 MAX_FRAME = 16_384  # the largest frame taken (SETTINGS_MAX_FRAME_SIZE: we keep HTTP/2's default)
 MAX_HELD = 1 << 20  # bytes of answers (PING and SETTINGS acks, headers) queued for a peer that reads nothing
-# What a peer may ask of us at most (a burst, then so many a second): frames we must answer (PING, SETTINGS) and
-# streams it resets (each may have started work: HTTP/2's "rapid reset").
+# What a peer may ask of us at most (a burst, then so many a second): frames we must answer (SETTINGS, and PINGs
+# that come with no DATA of ours since the last: a client measuring its window pings as our data arrives, as grpc's
+# do) and streams it resets (each may have started work: HTTP/2's "rapid reset"; a client cancelling calls at its
+# deadlines stays far below).
 _ANSWERS = (100, 10.0)
-_RESETS = (2000, 200.0)
+_RESETS = (10_000, 1_000.0)
 _FLOW_CONTROL_ERROR, _FRAME_SIZE_ERROR = 0x3, 0x6
 _DECODED = 64  # header blocks kept decoded, per connection
 Metadata = tuple[tuple[str, str | bytes], ...]  # HTTP/2 metadata: a `-bin` key's value is bytes
@@ -193,6 +195,7 @@ class Connection(asyncio.Protocol):
         self._answers = Allowance(*_ANSWERS)
         self._resets = Allowance(*_RESETS)
         self._held = 0  # bytes other than DATA written while the transport is paused
+        self._data_sent = False  # DATA of ours since the peer's last PING
         self._loop = loop
         self._settings_out = settings  # our SETTINGS payload
         self.transport: asyncio.Transport | None = None
@@ -333,7 +336,9 @@ class Connection(asyncio.Protocol):
         if flags & _ACK:
             self._ping_sent = None
             return
-        if not self._answers.take():
+        if self._data_sent:
+            self._data_sent = False
+        elif not self._answers.take():
             raise PeerError("PINGs and SETTINGS faster than allowed", ENHANCE_YOUR_CALM)
         self._write(frame(_PING, _ACK, 0, payload))
 
@@ -506,8 +511,9 @@ class Connection(asyncio.Protocol):
             view = view[size:]
 
     def _sending(self) -> None:
-        """We are about to send DATA (keepalive counts it)."""
+        """We are about to send DATA (keepalive and the peer's PINGs count it)."""
         self._pings_without_data = 0
+        self._data_sent = True
 
     def give_back(self, stream: Stream) -> None:
         """Return to the peer now what `stream` took of its window (its reader caught up with a full window)."""

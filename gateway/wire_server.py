@@ -124,6 +124,7 @@ class ServerConnection(Connection):
         if self._paused or size > min(stream.send_window, self.send_window, self.max_frame):
             return False
         head = headers_frames(stream.id, headers, False, self.max_frame) if headers else b""
+        self._sending()
         self._write(head + data_frame(stream.id, data) + headers_frames(stream.id, trailers, True, self.max_frame))
         stream.send_window -= size
         self.send_window -= size
