@@ -258,7 +258,7 @@ class Call:
     async def _serve(self, handler: grpc.RpcMethodHandler[Any, Any]) -> None:
         parse = handler.request_deserializer or (lambda raw: raw)
         serialize = handler.response_serializer or (lambda message: message)
-        self._serialize = serialize
+        self._parse, self._serialize = parse, serialize
         if handler.request_streaming:
             argument: Any = self._request_stream(parse)
         else:
@@ -379,7 +379,7 @@ class Call:
     async def read(self) -> Any:
         """The next request message of a client-streaming call; `grpc.aio.EOF` once there are no more."""
         raw = await self._read_raw()
-        return grpc.aio.EOF if raw is None else raw  # type: ignore[attr-defined]  # missing from grpc-stubs
+        return grpc.aio.EOF if raw is None else _parsed(self._parse, raw)  # type: ignore[attr-defined]  # missing from grpc-stubs
 
     async def send_initial_metadata(self, initial_metadata: Iterable[tuple[str, str | bytes]]) -> None:
         if self._headers_sent:

@@ -78,6 +78,11 @@ class Echo:
         async for request in requests:
             yield request.upper()
 
+    async def read_write(self, requests: AsyncIterator[str], context: Any) -> None:
+        """A bidirectional handler that reads with context.read (parsed) and writes with context.write."""
+        while (request := await context.read()) is not grpc.aio.EOF:  # type: ignore[attr-defined]  # grpc-stubs
+            await context.write(request[::-1])
+
     async def written(self, request: bytes, context: Any) -> None:
         """A streaming handler that writes with context.write, then reads nothing more."""
         for piece in request.split(b","):
@@ -94,6 +99,9 @@ def _handlers(echo: Echo) -> grpc.GenericRpcHandler[Any, Any]:
             "ClientStream": grpc.stream_unary_rpc_method_handler(echo.client_stream, **plain),
             "Bidi": grpc.stream_stream_rpc_method_handler(echo.bidi, **plain),
             "Written": grpc.unary_stream_rpc_method_handler(echo.written, **plain),
+            "ReadWrite": grpc.stream_stream_rpc_method_handler(
+                echo.read_write, request_deserializer=bytes.decode, response_serializer=str.encode
+            ),
         },
     )
 
@@ -185,6 +193,12 @@ async def test_streams_of_every_kind(served: tuple[WireServer, Echo, grpc.aio.Ch
     assert await bidi.code() == grpc.StatusCode.OK
     written = [m async for m in _method(channel, "unary_stream", "Written")(b"one,two,three")]
     assert written == [b"one", b"two", b"three"]
+    both = _method(channel, "stream_stream", "ReadWrite")()
+    for word in (b"abc", b"de"):
+        await both.write(word)
+        assert await both.read() == word[::-1]  # read as str (the deserializer's), written back through str.encode
+    await both.done_writing()
+    assert await both.code() == grpc.StatusCode.OK
 
 
 async def test_large_messages_both_ways(served: tuple[WireServer, Echo, grpc.aio.Channel]) -> None:
