@@ -136,7 +136,7 @@ async def test_unary_with_metadata_both_ways(served: tuple[WireServer, Echo, grp
     assert echo.seen["metadata"]["who"] == "me"
     assert echo.seen["metadata"]["raw-bin"] == b"\x00\x01"
     assert echo.seen["peer"].startswith("ipv4:127.0.0.1:")
-    assert 0 < echo.seen["remaining"] <= 5
+    assert 0 < echo.seen["remaining"] <= 5.5  # the client rounds its grpc-timeout up
 
 
 async def test_abort_and_set_code_end_with_their_status(served: tuple[WireServer, Echo, grpc.aio.Channel]) -> None:
