@@ -2,8 +2,9 @@
 the frames in and out, flow control both ways, HPACK, PING, GOAWAY, RST_STREAM; `Connection` is what both ends
 share, `ClientConnection` a client's (it opens streams, and keeps the connection alive), and a server's is
 `gateway.wire_server`'s. What a stream is to gRPC (its messages, its status, its metadata) is the stream's own
-(`exchange_wire.WireStream` for a client, `wire_call.Call` for a server); this module ends streams with the
-`grpc.aio.AioRpcError` a grpc.aio call would have raised where the connection is the cause (lost, reset, going away).
+(`exchange_wire.WireStream` for a client, `wire_call.Call` for a server, both reading and writing gRPC's framing with
+`gateway.grpc_messages`); this module ends streams with the `grpc.aio.AioRpcError` a grpc.aio call would have raised
+where the connection is the cause (lost, reset, going away).
 
 The connection's receive window is returned as data arrives; a stream's, as the stream says it took what it
 received (`Stream.returned`); DATA past either ends the connection (FLOW_CONTROL_ERROR). A send window the peer's
@@ -20,7 +21,6 @@ after it shows the connection alive; nothing within `ping_timeout` ends the conn
 from __future__ import annotations
 
 import asyncio
-import base64
 import logging
 import struct
 import time
@@ -29,6 +29,8 @@ from typing import Protocol, cast
 
 import grpc
 import hpack
+
+from gateway.grpc_messages import rpc_error
 
 log = logging.getLogger("tollgate.http2")
 
@@ -40,7 +42,8 @@ _FRAME = struct.Struct(">BHBBI")  # length (high byte, low 16 bits), type, flags
 _DATA, _HEADERS, _PRIORITY, _RST, _SETTINGS, _PUSH, _PING, _GOAWAY, _WINDOW_UPDATE, _CONTINUATION = range(10)
 _END_STREAM, _ACK, _END_HEADERS, _PADDED, _PRIORITY_FLAG = 0x1, 0x1, 0x4, 0x8, 0x20
 NO_ERROR, PROTOCOL_ERROR, REFUSED, CANCEL, ENHANCE_YOUR_CALM = 0x0, 0x1, 0x7, 0x8, 0xB
-_INITIAL_WINDOW, _MAX_FRAME = 0x4, 0x5
+_FLOW_CONTROL_ERROR, _FRAME_SIZE_ERROR = 0x3, 0x6
+_SETTING_INITIAL_WINDOW, _SETTING_MAX_FRAME = 0x4, 0x5
 # The HTTP/2 error codes a reset stream ends with, as gRPC's status (PROTOCOL-HTTP2, "Errors").
 _RESET_CODES = {
     REFUSED: grpc.StatusCode.UNAVAILABLE,
@@ -57,9 +60,7 @@ MAX_HELD = 1 << 20  # bytes of answers (PING and SETTINGS acks, headers) queued 
 # deadlines stays far below).
 _ANSWERS = (100, 10.0)
 _RESETS = (10_000, 1_000.0)
-_FLOW_CONTROL_ERROR, _FRAME_SIZE_ERROR = 0x3, 0x6
 _DECODED = 64  # header blocks kept decoded, per connection
-Metadata = tuple[tuple[str, str | bytes], ...]  # HTTP/2 metadata: a `-bin` key's value is bytes
 
 
 class PeerError(ValueError):
@@ -71,7 +72,8 @@ class PeerError(ValueError):
 
 
 class Allowance:
-    """A token bucket: `burst` at once, `rate` more a second."""
+    """A token bucket: `burst` at once, `rate` more a second. (Not `gateway.ratelimit.gcra`: a split front door, which
+    speaks HTTP/2 to its engine, loads no policy.)"""
 
     def __init__(self, burst: int, rate: float) -> None:
         self._burst, self._rate = burst, rate
@@ -126,39 +128,6 @@ def header_block(fields: list[tuple[bytes, bytes]] | tuple[tuple[bytes, bytes], 
     return b"".join(b"\x00" + _literal(name) + _literal(value) for name, value in fields)
 
 
-_RESERVED = {
-    b"content-type",
-    b"te",
-    b"grpc-status",
-    b"grpc-message",
-    b"grpc-encoding",
-    b"grpc-accept-encoding",
-    b"grpc-timeout",
-}
-
-
-def metadata_of(fields: list[tuple[bytes, bytes]]) -> Metadata:
-    """The gRPC metadata in a header block: every field but the pseudo-headers and gRPC's own; `-bin` values decoded
-    (ValueError for bad base64)."""
-    pairs: list[tuple[str, str | bytes]] = []
-    for name, value in fields:
-        if name.startswith(b":") or name in _RESERVED:
-            continue
-        key = name.decode("ascii", "replace")
-        if key.endswith("-bin"):
-            pairs.append((key, base64.b64decode(value + b"=" * (-len(value) % 4))))
-        else:
-            pairs.append((key, value.decode("utf-8", "replace")))
-    return tuple(pairs)
-
-
-def rpc_error(
-    code: grpc.StatusCode, details: str, initial: Metadata = (), trailing: Metadata = ()
-) -> grpc.aio.AioRpcError:
-    """The error a grpc.aio call ending so would raise."""
-    return grpc.aio.AioRpcError(code, grpc.aio.Metadata(*initial), grpc.aio.Metadata(*trailing), details, "")
-
-
 class Stream(Protocol):
     """What a connection needs of a stream on it."""
 
@@ -210,8 +179,7 @@ class Connection(asyncio.Protocol):
         self.send_window = _DEFAULT_WINDOW  # connection-level, for our DATA
         self.initial_window = _DEFAULT_WINDOW  # a new stream's send window (the peer's SETTINGS_INITIAL_WINDOW_SIZE)
         self.max_frame = 16_384
-        self._returned = 0  # bytes received on the connection, not yet returned with a WINDOW_UPDATE
-        self._recv_window = WINDOW  # what the peer may still send on the connection
+        self._returned = 0  # bytes received on the connection, not yet returned (the peer may send WINDOW less this)
         self._paused = False  # the transport's buffer is full
         self._pending: list[bytes] | None = None  # written in this turn of the loop, not yet flushed
         self._changed = asyncio.Event()  # a window opened, the transport resumed, or the connection was lost
@@ -366,8 +334,7 @@ class Connection(asyncio.Protocol):
             raise ValueError("DATA on stream 0")
         flow = len(payload)  # flow control counts the padding too
         self._returned += flow
-        self._recv_window -= flow
-        if self._recv_window < 0:
+        if self._returned > WINDOW:
             raise PeerError("DATA past the connection's window", _FLOW_CONTROL_ERROR)
         if flags & _PADDED:
             payload = payload[1 : len(payload) - payload[0]]
@@ -384,7 +351,6 @@ class Connection(asyncio.Protocol):
                 if increment := s.returned():
                     s.recv_window += increment
                     frames.append(frame(_WINDOW_UPDATE, 0, sid, increment.to_bytes(4, "big")))
-            self._recv_window += self._returned
             self._returned = 0
             self._write(b"".join(frames))
 
@@ -431,13 +397,13 @@ class Connection(asyncio.Protocol):
             raise PeerError("PINGs and SETTINGS faster than allowed", ENHANCE_YOUR_CALM)
         for at in range(0, len(payload) - 5, 6):
             key, value = struct.unpack_from(">HI", payload, at)
-            if key == _INITIAL_WINDOW:
+            if key == _SETTING_INITIAL_WINDOW:
                 if value > 0x7FFFFFFF:
                     raise PeerError("SETTINGS_INITIAL_WINDOW_SIZE over 2^31-1", _FLOW_CONTROL_ERROR)
                 for stream in self.streams.values():
                     stream.send_window += value - self.initial_window
                 self.initial_window = value
-            elif key == _MAX_FRAME:
+            elif key == _SETTING_MAX_FRAME:
                 if not 16_384 <= value < 1 << 24:
                     raise ValueError(f"SETTINGS_MAX_FRAME_SIZE {value}")
                 self.max_frame = value
@@ -478,19 +444,31 @@ class Connection(asyncio.Protocol):
         """A header block on a stream (`end`: it ends our side)."""
         self._write(headers_frames(stream_id, block, end, self.max_frame))
 
+    def send_now(
+        self, stream: Stream, data: bytes, end: bool = False, headers: bytes = b"", trailers: bytes = b""
+    ) -> bool:
+        """The header block `headers` (if any), `data` as one DATA frame (`end`: it closes our side) and the header
+        block `trailers` closing our side (if any), in one write, if the windows take `data` now; False, nothing
+        written, if they do not."""
+        size = len(data)
+        if self._paused or not 0 < size <= min(stream.send_window, self.send_window, self.max_frame):
+            return False
+        self._sending()
+        head = headers_frames(stream.id, headers, False, self.max_frame) if headers else b""
+        tail = headers_frames(stream.id, trailers, True, self.max_frame) if trailers else b""
+        self._write(head + data_frame(stream.id, data, end) + tail, answer=False)
+        stream.send_window -= size
+        self.send_window -= size
+        return True
+
     async def send(self, stream: Stream, data: bytes, end: bool, headers: bytes = b"") -> None:
         """`data` as DATA frames on `stream`, as its and the connection's windows allow; `end` closes our side;
         `headers`, a header block to send first (in the same write as the first DATA when it can go at once)."""
+        if self.send_now(stream, data, end, headers):
+            return
         self._sending()
         if headers:
-            head = headers_frames(stream.id, headers, False, self.max_frame)
-            size = len(data)
-            if not self._paused and 0 < size <= min(stream.send_window, self.send_window, self.max_frame):
-                self._write(head + data_frame(stream.id, data, end), answer=False)
-                stream.send_window -= size
-                self.send_window -= size
-                return
-            self._write(head)
+            self.send_headers(stream.id, headers, False)
         view = memoryview(data)
         while True:
             if stream.outcome is not None:
@@ -577,7 +555,9 @@ class ClientConnection(Connection):
     (see the module docstring)."""
 
     def __init__(self, keepalive: float, ping_timeout: float, calm: Callable[[], None]) -> None:
-        super().__init__(struct.pack(">HIHI", 0x2, 0, _INITIAL_WINDOW, WINDOW), keepalive, ping_timeout)  # no push
+        super().__init__(
+            struct.pack(">HIHI", 0x2, 0, _SETTING_INITIAL_WINDOW, WINDOW), keepalive, ping_timeout
+        )  # no push
         self._calm = calm  # told when the peer says we ping too often
         self._next_id = 1
 

@@ -21,7 +21,6 @@ import asyncio
 import base64
 import inspect
 import logging
-import struct
 import zlib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable
@@ -30,16 +29,15 @@ from urllib.parse import quote
 
 import grpc
 
-from gateway.http2 import CANCEL, NO_ERROR, WINDOW, Metadata, header_block, metadata_of
+from gateway.grpc_messages import MAX_MESSAGE, Metadata, grpc_message, metadata_of, whole_messages
+from gateway.http2 import CANCEL, NO_ERROR, WINDOW, header_block
 
 if TYPE_CHECKING:
     from gateway.wire_server import ServerConnection, WireServer
 
 log = logging.getLogger("tollgate.grpc")
 
-MAX_MESSAGE = 64 << 20  # the largest request message taken (grpc.aio's max_receive_message_length, as we set it)
 MAX_BUFFERED = 256 << 20  # bytes a connection's calls hold, not yet read by their handlers, past which it is closed
-_PREFIX = struct.Struct(">BI")  # a gRPC message's compressed flag and length
 _TIMEOUT_UNITS = {b"H": 3600.0, b"M": 60.0, b"S": 1.0, b"m": 1e-3, b"u": 1e-6, b"n": 1e-9}
 _DECOMPRESS = {b"gzip": 16 + zlib.MAX_WBITS, b"deflate": zlib.MAX_WBITS}
 _MESSAGE_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")  # grpc-message's unescaped bytes
@@ -144,26 +142,20 @@ class Call:
         """DATA: whole messages are queued for the handler as they came (inflated when read); the window they hold
         is returned as it reads them, the rest of the frame's at once."""
         connection = self._connection
-        buffer = self._buffer
-        buffer += data
+        self._buffer += data
         connection.buffered += len(data)  # the connection counts every call's buffer and held messages
         self._taken += flow
-        at, size = 0, len(buffer)
-        while size - at >= 5:
-            compressed, length = _PREFIX.unpack_from(buffer, at)
-            if length > MAX_MESSAGE:
-                self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"A message of {length} bytes, over {MAX_MESSAGE}")
-                return
+        messages, too_long = whole_messages(self._buffer, MAX_MESSAGE)
+        for compressed, raw in messages:
+            self._taken -= 5 + len(raw)  # held until the handler reads it
+            self._held += 5 + len(raw)
             if compressed and not self._decompress:
                 self._refuse(grpc.StatusCode.INTERNAL, "A compressed message without a grpc-encoding")
                 return
-            if size - at - 5 < length:
-                break
-            self._requests.append((compressed, bytes(buffer[at + 5 : at + 5 + length])))
-            self._taken -= 5 + length  # held until the handler reads it
-            self._held += 5 + length
-            at += 5 + length
-        del buffer[:at]
+            self._requests.append((compressed, raw))
+        if too_long:
+            self._refuse(grpc.StatusCode.RESOURCE_EXHAUSTED, f"A message of {too_long} bytes, over {MAX_MESSAGE}")
+            return
         if connection.buffered > MAX_BUFFERED:  # a client sending what no handler reads, stream after stream
             raise ValueError(f"over {MAX_BUFFERED} bytes held for handlers on one connection")
         if end:
@@ -333,12 +325,11 @@ class Call:
 
     async def _answer(self, message: bytes) -> None:
         """A unary call's answer: headers, its message and trailers, in one write when the windows take it."""
-        data = _PREFIX.pack(0, len(message)) + message
+        data = grpc_message(message)
         trailers = header_block(_trailers(_OK, self._details, self._trailing))
         head = b"" if self._headers_sent else self._headers_block()
         self._headers_sent = True
-        connection = self._connection
-        if connection.write_now(self, head, data, trailers):
+        if self._connection.send_now(self, data, headers=head, trailers=trailers):
             self._finished = True
             self._drop_requests()
             self._close()
@@ -374,7 +365,7 @@ class Call:
         if not self._headers_sent:
             self._headers_sent = True
             head = self._headers_block()
-        await self._send(_PREFIX.pack(0, len(data)) + data, head)
+        await self._send(grpc_message(data), head)
 
     async def read(self) -> Any:
         """The next request message of a client-streaming call; `grpc.aio.EOF` once there are no more."""

@@ -33,6 +33,7 @@ from typing import Any, NamedTuple, cast
 
 import grpc
 
+from gateway.grpc_messages import Metadata
 from gateway.http2 import (
     MAX_HEADER_BLOCK,
     NO_ERROR,
@@ -40,9 +41,6 @@ from gateway.http2 import (
     REFUSED,
     WINDOW,
     Connection,
-    Metadata,
-    data_frame,
-    headers_frames,
 )
 from gateway.wire_call import Call
 
@@ -116,19 +114,6 @@ class ServerConnection(Connection):
         self._server.calls.add(task)
         task.add_done_callback(self._server.calls.discard)
         task.add_done_callback(call.task_done)
-
-    def write_now(self, stream: Call, headers: bytes, data: bytes, trailers: bytes) -> bool:
-        """The header block `headers` (if any), `data` as one DATA frame and the header block `trailers` ending the
-        stream, in one write if the windows take `data` now; False (nothing written) if not."""
-        size = len(data)
-        if self._paused or size > min(stream.send_window, self.send_window, self.max_frame):
-            return False
-        head = headers_frames(stream.id, headers, False, self.max_frame) if headers else b""
-        self._sending()
-        self._write(head + data_frame(stream.id, data) + headers_frames(stream.id, trailers, True, self.max_frame))
-        stream.send_window -= size
-        self.send_window -= size
-        return True
 
     def going_away(self) -> None:
         """No new streams: GOAWAY naming the last one taken; the connection closes once its streams are over."""

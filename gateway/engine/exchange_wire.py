@@ -23,8 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import ssl
-import struct
 from collections import deque
 from collections.abc import Callable
 from typing import Generic, TypeVar
@@ -33,7 +31,9 @@ from urllib.parse import unquote
 import grpc
 
 from gateway.config.tls import ClientTLS
-from gateway.http2 import ClientConnection, Metadata, header_block, metadata_of, rpc_error
+from gateway.grpc_messages import MAX_MESSAGE, Metadata, grpc_message, metadata_of, rpc_error, whole_messages
+from gateway.http2 import ClientConnection, header_block
+from gateway.tls import grpc_client_context
 
 log = logging.getLogger("tollgate.frontdoor")
 
@@ -43,8 +43,6 @@ Resp = TypeVar("Resp")
 KEEPALIVE = 30.0  # seconds of silence on a connection with open streams before a PING
 PING_TIMEOUT = 20.0  # seconds a PING has to be answered
 CONNECT_TIMEOUT = 20.0
-MAX_MESSAGE = 64 << 20  # the largest message taken from the engine (the channel's max_receive_message_length)
-_PREFIX = struct.Struct(">BI")  # a gRPC message's compressed flag and length
 _HTTP_CODES = {
     400: grpc.StatusCode.INTERNAL,
     401: grpc.StatusCode.UNAUTHENTICATED,
@@ -71,17 +69,6 @@ def split_target(target: str) -> tuple[str, int] | None:
     if not sep or not port.isdigit() or not host:
         return None
     return host.strip("[]"), int(port)
-
-
-def client_context(tls: ClientTLS) -> ssl.SSLContext:
-    """TLS as a gRPC channel would do it (`gateway.tls.grpc_channel_credentials`): trust `ca` (else the system's
-    roots), present `cert` and `key` when given, and offer HTTP/2 by ALPN. Read afresh for each connection, so
-    rotated files are used by the next one."""
-    context = ssl.create_default_context(cafile=tls.ca or None)  # PEM, text around the certificates skipped
-    if tls.cert and tls.key:
-        context.load_cert_chain(tls.cert, tls.key)
-    context.set_alpn_protocols(["h2"])
-    return context
 
 
 _OK = object()  # a stream's outcome when it ended with status OK
@@ -128,7 +115,7 @@ class WireStream(Generic[Req, Resp]):
         self._check()
         message = self._serialize(request)
         assert self._connection is not None
-        await self._connection.send(self, _PREFIX.pack(0, len(message)) + message, False)
+        await self._connection.send(self, grpc_message(message), False)
 
     async def done_writing(self) -> None:
         await self._started
@@ -176,31 +163,27 @@ class WireStream(Generic[Req, Resp]):
             self.ended(rpc_error(grpc.StatusCode.INTERNAL, "The engine ended the stream without a status"))
 
     def _parse(self, data: bytes) -> None:
-        buffer = self._buffer
-        buffer += data
-        at, size = 0, len(buffer)
-        while size - at >= 5:
-            compressed, length = _PREFIX.unpack_from(buffer, at)
-            if compressed or length > MAX_MESSAGE:
-                what = "compressed" if compressed else f"of {length} bytes, over the limit of {MAX_MESSAGE}"
-                self.cancel()
-                self.outcome = rpc_error(
-                    grpc.StatusCode.RESOURCE_EXHAUSTED if length > MAX_MESSAGE else grpc.StatusCode.INTERNAL,
-                    f"A message {what}",
-                )
+        self._buffer += data
+        messages, too_long = whole_messages(self._buffer, MAX_MESSAGE)
+        for compressed, raw in messages:
+            if compressed:
+                self._fail(rpc_error(grpc.StatusCode.INTERNAL, "A message compressed"))
                 return
-            if size - at - 5 < length:
-                break
             try:
-                response = self._deserialize(bytes(buffer[at + 5 : at + 5 + length]))
+                self._responses.append(self._deserialize(raw))
             except Exception as exc:  # not the message the method answers with
-                self.cancel()
-                self.outcome = exc  # raised to the reader as it is: `exchange_client` ends the exchange as broken
+                self._fail(exc)  # raised to the reader as it is: `exchange_client` ends the exchange as broken
                 return
-            self._responses.append(response)
-            at += 5 + length
-        del buffer[:at]
+        if too_long:
+            message = f"A message of {too_long} bytes, over the limit of {MAX_MESSAGE}"
+            self._fail(rpc_error(grpc.StatusCode.RESOURCE_EXHAUSTED, message))
+            return
         self._arrived.set()
+
+    def _fail(self, outcome: BaseException) -> None:
+        """What arrived cannot be read: the stream is cancelled, and its reader gets `outcome`."""
+        self.cancel()
+        self.outcome = outcome
 
     def returned(self) -> int:
         """What was received, now returned to the engine's window."""
@@ -295,7 +278,7 @@ class WireOpener(Generic[Req, Resp]):
             raise ConnectionError("the front door is closing")
         loop = asyncio.get_running_loop()
         tls = self._tls
-        context = client_context(tls) if tls is not None else None
+        context = grpc_client_context(tls) if tls is not None else None
         server_name = (tls.server_name or self._host) if tls is not None else None
         async with asyncio.timeout(CONNECT_TIMEOUT):
             transport, connection = await loop.create_connection(

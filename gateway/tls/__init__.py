@@ -6,7 +6,7 @@ they change on disk, as cert-manager rotates a Secret, without a restart.
 new files), `flags` (the reference servers' command-line flags).
 """
 
-from gateway.tls.client import RenewingChannel, grpc_channel_credentials, open_channel
+from gateway.tls.client import RenewingChannel, grpc_channel_credentials, grpc_client_context, open_channel
 from gateway.tls.files import WatchedFiles
 from gateway.tls.flags import add_client_flags, add_server_flags, client_tls_from_flags, server_tls_from_flags
 from gateway.tls.server import grpc_server_context, http_server_context
@@ -18,6 +18,7 @@ __all__ = [
     "add_server_flags",
     "client_tls_from_flags",
     "grpc_channel_credentials",
+    "grpc_client_context",
     "grpc_server_context",
     "http_server_context",
     "open_channel",

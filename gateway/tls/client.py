@@ -159,3 +159,14 @@ def open_channel(
     if not (tls.ca or tls.cert):
         return secure()  # the system's roots: nothing of ours to watch
     return RenewingChannel(target, tls, secure, check_every=check_every)
+
+
+def grpc_client_context(tls: ClientTLS) -> ssl.SSLContext:
+    """An `ssl` context for a gRPC connection of our own (`gateway.engine.exchange_wire`), as a channel's credentials
+    would do it: trust `ca` (else the system's roots), present `cert` and `key` when given, and offer HTTP/2 by ALPN.
+    Read afresh for each connection, so rotated files are used by the next one."""
+    context = ssl.create_default_context(cafile=tls.ca or None)  # PEM, text around the certificates skipped
+    if tls.cert and tls.key:
+        context.load_cert_chain(tls.cert, tls.key)
+    context.set_alpn_protocols(["h2"])
+    return context
